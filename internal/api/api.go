@@ -1,0 +1,148 @@
+// Package api holds the wire types shared by the daemon and its clients.
+//
+// It depends on the standard library only, so that any client (the CLI, a
+// test, a third-party tool) can import it without pulling in the daemon.
+// The HTTP surface is described in docs/openapi.yaml; a test keeps the two
+// in step.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Prefix is the versioned root of every route.
+const Prefix = "/v1"
+
+// Error is the body of every failed request, and the payload of an "error"
+// event at the end of a stream. Code is stable and meant for programs;
+// Message is for people.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Event types in a newline-delimited JSON stream.
+const (
+	EventOperation = "operation" // first event: the operation's ID
+	EventProgress  = "progress"  // a stage line, or bytes done of total
+	EventResult    = "result"    // last event on success
+	EventError     = "error"     // last event on failure
+)
+
+// Event is one line of a streamed long operation.
+type Event struct {
+	Type      string          `json:"type"`
+	Operation string          `json:"operation,omitempty"`
+	Stage     string          `json:"stage,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Done      int64           `json:"done,omitempty"`
+	Total     int64           `json:"total,omitempty"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     *Error          `json:"error,omitempty"`
+}
+
+// Operation describes long work in progress in the daemon.
+type Operation struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	Target    string    `json:"target"`
+	Stage     string    `json:"stage"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// VersionInfo identifies a build of banger.
+type VersionInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit,omitempty"`
+	GoVersion string `json:"go_version"`
+}
+
+// Status is the daemon's answer to GET /v1/status.
+type Status struct {
+	Daemon     VersionInfo `json:"daemon"`
+	APIVersion string      `json:"api_version"`
+	PID        int         `json:"pid"`
+	StateDir   string      `json:"state_dir"`
+	StartedAt  time.Time   `json:"started_at"`
+	Kernels    int         `json:"kernels"`
+	Images     int         `json:"images"`
+	VMs        int         `json:"vms"`
+	Operations int         `json:"operations"`
+}
+
+// Kernel source kinds.
+const (
+	SourceURL = "url" // a vmlinux or bzImage by URL, with sha256
+	SourceDeb = "deb" // a kernel .deb by URL, with sha256
+	SourceApt = "apt" // a package fetched through the host's apt sources
+	SourceOCI = "oci" // an OCI image holding /boot/vmlinux and /lib/modules
+)
+
+// KernelSource is one place a catalog kernel can come from.
+type KernelSource struct {
+	Kind    string `json:"kind"`
+	URL     string `json:"url,omitempty"`
+	SHA256  string `json:"sha256,omitempty"`
+	Package string `json:"package,omitempty"`
+	Ref     string `json:"ref,omitempty"`
+}
+
+// KernelCatalogEntry is one kernel the catalogs know how to fetch.
+type KernelCatalogEntry struct {
+	Name        string         `json:"name"`
+	Version     string         `json:"version"`
+	Arch        string         `json:"arch"`
+	Description string         `json:"description,omitempty"`
+	Sources     []KernelSource `json:"sources"`
+	// Catalog says where the entry came from: "embedded" or a configured
+	// path or URL. Local says whether a kernel of that name is published.
+	Catalog string `json:"catalog,omitempty"`
+	Local   bool   `json:"local"`
+}
+
+// KernelFile is one published file of a kernel.
+type KernelFile struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Kernel is a published kernel.
+type Kernel struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Arch    string `json:"arch"`
+	// Source is how it was obtained: "deb https://...", "apt linux-image-...",
+	// "oci ref", "import /path".
+	SourceKind string `json:"source_kind"`
+	Source     string `json:"source"`
+	// Digest is the sha256 of what was fetched (the .deb, the kernel file or
+	// the OCI manifest), recorded at pull time.
+	Digest string `json:"digest"`
+	// Release is the kernel's own release string (uname -r), as named by its
+	// modules directory, when known.
+	Release   string       `json:"release,omitempty"`
+	Modules   bool         `json:"modules"`
+	Files     []KernelFile `json:"files"`
+	Size      int64        `json:"size"`
+	Dir       string       `json:"dir"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+// KernelPullRequest asks for a catalog kernel to be published.
+type KernelPullRequest struct {
+	Name string `json:"name"`
+}
+
+// KernelImportRequest publishes a kernel from files on the daemon's host.
+// Either Deb, or Kernel (with optional Initrd and Modules) is set. Paths must
+// be absolute.
+type KernelImportRequest struct {
+	Name    string `json:"name"`
+	Deb     string `json:"deb,omitempty"`
+	Kernel  string `json:"kernel,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Modules string `json:"modules,omitempty"`
+	Version string `json:"version,omitempty"`
+}

@@ -1,0 +1,155 @@
+// Package config loads banger's configuration file: Load, then defaults,
+// then Validate. A missing file means all defaults.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/names"
+)
+
+// DefaultPath is where the daemon looks for its configuration.
+const DefaultPath = "/etc/banger/config.toml"
+
+// Config is the daemon's configuration.
+type Config struct {
+	// DefaultImageName is the image `vm run` uses when none is given.
+	DefaultImageName string `toml:"default_image_name"`
+	// DefaultKernelName is the kernel used when neither the command nor
+	// the image names one.
+	DefaultKernelName string `toml:"default_kernel_name"`
+	// KernelCatalogs are extra kernel catalog files (paths or https URLs),
+	// merged after the embedded catalog; a later entry of the same name
+	// replaces an earlier one.
+	KernelCatalogs []string `toml:"kernel_catalogs"`
+	// ImageCatalogs are extra image catalog files, as for kernels.
+	ImageCatalogs []string `toml:"image_catalogs"`
+	// RegistryMirrors maps a registry host to mirror endpoints.
+	RegistryMirrors map[string][]string `toml:"registry_mirrors"`
+	// MaxDownloadBytes bounds any single download.
+	MaxDownloadBytes int64 `toml:"max_download_bytes"`
+	// MaxUnpackedBytes bounds what one archive may unpack to.
+	MaxUnpackedBytes int64 `toml:"max_unpacked_bytes"`
+	// SocketGroup owns the API socket (mode 0660) when the group exists.
+	SocketGroup string `toml:"socket_group"`
+}
+
+// Defaults returns the configuration used when no file is present.
+func Defaults() Config {
+	return Config{
+		DefaultImageName:  "debian-bookworm",
+		DefaultKernelName: "debian-bookworm",
+		MaxDownloadBytes:  4 << 30,
+		MaxUnpackedBytes:  8 << 30,
+		SocketGroup:       "banger",
+	}
+}
+
+// Load reads the file at path over the defaults and validates the result.
+// Unknown keys are errors, so that a typo does not silently do nothing.
+func Load(path string) (Config, error) {
+	cfg := Defaults()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return cfg, nil
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("read config %s: %w", path, err)
+	}
+	md, err := toml.Decode(string(data), &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s: %w: %w", path, err, errdefs.ErrInvalid)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return cfg, fmt.Errorf("config %s: unknown setting %s: %w", path, strings.Join(keys, ", "), errdefs.ErrInvalid)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	// Relative catalog paths are relative to the config file, as users of
+	// include-style settings expect.
+	base := filepath.Dir(path)
+	for i, c := range cfg.KernelCatalogs {
+		if !isURL(c) && !filepath.IsAbs(c) {
+			cfg.KernelCatalogs[i] = filepath.Join(base, c)
+		}
+	}
+	for i, c := range cfg.ImageCatalogs {
+		if !isURL(c) && !filepath.IsAbs(c) {
+			cfg.ImageCatalogs[i] = filepath.Join(base, c)
+		}
+	}
+	return cfg, nil
+}
+
+// Validate checks every setting and says which one is wrong.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DefaultImageName != "" {
+		if err := names.Validate("image", c.DefaultImageName); err != nil {
+			errs = append(errs, fmt.Errorf("default_image_name: %w", err))
+		}
+	}
+	if c.DefaultKernelName != "" {
+		if err := names.Validate("kernel", c.DefaultKernelName); err != nil {
+			errs = append(errs, fmt.Errorf("default_kernel_name: %w", err))
+		}
+	}
+	for _, list := range []struct {
+		key  string
+		vals []string
+	}{{"kernel_catalogs", c.KernelCatalogs}, {"image_catalogs", c.ImageCatalogs}} {
+		for _, v := range list.vals {
+			if v == "" {
+				errs = append(errs, fmt.Errorf("%s: empty entry: %w", list.key, errdefs.ErrInvalid))
+				continue
+			}
+			if strings.Contains(v, "://") && !isURL(v) {
+				errs = append(errs, fmt.Errorf("%s: %q: only https:// (or http:// to a loopback address) URLs and file paths are supported: %w", list.key, v, errdefs.ErrInvalid))
+			}
+		}
+	}
+	for host, mirrors := range c.RegistryMirrors {
+		if len(mirrors) == 0 {
+			errs = append(errs, fmt.Errorf("registry_mirrors.%q: no mirror endpoints: %w", host, errdefs.ErrInvalid))
+		}
+	}
+	if c.MaxDownloadBytes <= 0 {
+		errs = append(errs, fmt.Errorf("max_download_bytes must be positive: %w", errdefs.ErrInvalid))
+	}
+	if c.MaxUnpackedBytes <= 0 {
+		errs = append(errs, fmt.Errorf("max_unpacked_bytes must be positive: %w", errdefs.ErrInvalid))
+	}
+	return errors.Join(errs...)
+}
+
+// isURL reports whether s is a URL banger will fetch: https anywhere, or
+// plain http to a loopback host (a local test or mirror server).
+func isURL(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	return u.Scheme == "https" || (u.Scheme == "http" && IsLoopbackHost(u.Hostname()))
+}
+
+// IsURL is isURL for other packages.
+func IsURL(s string) bool { return isURL(s) }
+
+// IsLoopbackHost reports whether host names this machine.
+func IsLoopbackHost(host string) bool {
+	return host == "localhost" || host == "::1" || strings.HasPrefix(host, "127.")
+}

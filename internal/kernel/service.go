@@ -1,0 +1,438 @@
+// Package kernel is the KernelService: the catalog, pulling, importing,
+// listing and removing kernels, with atomic publication into the state
+// directory.
+package kernel
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/keyedlock"
+	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/registry"
+	"github.com/banger-dev/banger/internal/runner"
+)
+
+// Store is what the service needs of the database.
+type Store interface {
+	InsertKernel(ctx context.Context, k api.Kernel) error
+	GetKernel(ctx context.Context, name string) (api.Kernel, error)
+	ListKernels(ctx context.Context) ([]api.Kernel, error)
+	DeleteKernel(ctx context.Context, name string) error
+}
+
+// Users reports which VMs use a kernel, so that rm can refuse.
+type Users interface {
+	VMsUsingKernel(ctx context.Context, kernel string) ([]string, error)
+}
+
+// Catalog returns the merged kernel catalog.
+type Catalog func(ctx context.Context) ([]api.KernelCatalogEntry, error)
+
+// Downloader fetches a URL into a file.
+type Downloader interface {
+	FetchFile(ctx context.Context, url, dest, sha256 string, p operation.Progress) (digest string, err error)
+}
+
+// Images resolves OCI references.
+type Images interface {
+	Image(ctx context.Context, ref string, report func(string)) (registry.Resolved, error)
+}
+
+// Deps are the service's dependencies.
+type Deps struct {
+	Store      Store
+	Users      Users
+	Catalog    Catalog
+	Runner     runner.Runner
+	Downloader Downloader
+	Images     Images
+	Layout     layout.Layout
+	// MaxUnpacked bounds what one kernel may unpack to.
+	MaxUnpacked int64
+	Log         *slog.Logger
+}
+
+// Service manages kernels.
+type Service struct {
+	d Deps
+	// names serializes all work on one kernel name: two pulls of the same
+	// kernel download once, and rm never races a publication.
+	names keyedlock.Locks
+	// publish guards the rename into kernels/ together with the store
+	// insert, so that a published directory and its row appear together.
+	publish sync.Mutex
+}
+
+// New returns a Service.
+func New(d Deps) *Service {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	return &Service{d: d}
+}
+
+// Recover runs at daemon start: it removes staging leftovers of work that
+// was interrupted (a crash, SIGKILL) and kernel directories that were never
+// recorded, so nothing half-made is ever listed or kept.
+func (s *Service) Recover(ctx context.Context) error {
+	entries, err := os.ReadDir(s.d.Layout.Staging())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("recover staging: %w", err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "kernel-") {
+			s.d.Log.Info("removing interrupted kernel work", "dir", e.Name())
+			if err := os.RemoveAll(filepath.Join(s.d.Layout.Staging(), e.Name())); err != nil {
+				return fmt.Errorf("recover staging: %w", err)
+			}
+		}
+	}
+	known := map[string]bool{}
+	ks, err := s.d.Store.ListKernels(ctx)
+	if err != nil {
+		return err
+	}
+	for _, k := range ks {
+		known[k.Name] = true
+		if _, err := os.Stat(s.d.Layout.Kernel(k.Name)); err != nil {
+			s.d.Log.Warn("kernel files missing; remove and pull it again", "kernel", k.Name, "err", err)
+		}
+	}
+	dirs, err := os.ReadDir(s.d.Layout.Kernels())
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("recover kernels: %w", err)
+	}
+	for _, d := range dirs {
+		if !known[d.Name()] {
+			s.d.Log.Info("removing unrecorded kernel directory", "dir", d.Name())
+			if err := os.RemoveAll(filepath.Join(s.d.Layout.Kernels(), d.Name())); err != nil {
+				return fmt.Errorf("recover kernels: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// List returns the published kernels.
+func (s *Service) List(ctx context.Context) ([]api.Kernel, error) {
+	ks, err := s.d.Store.ListKernels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ks == nil {
+		ks = []api.Kernel{}
+	}
+	for i := range ks {
+		ks[i].Dir = s.d.Layout.Kernel(ks[i].Name)
+	}
+	return ks, nil
+}
+
+// Get returns one published kernel.
+func (s *Service) Get(ctx context.Context, name string) (api.Kernel, error) {
+	if err := names.Validate("kernel", name); err != nil {
+		return api.Kernel{}, err
+	}
+	k, err := s.d.Store.GetKernel(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return k, s.notFound(ctx, name, false)
+	}
+	if err != nil {
+		return k, err
+	}
+	k.Dir = s.d.Layout.Kernel(name)
+	return k, nil
+}
+
+// Catalog returns the catalog entries, each marked local or not.
+func (s *Service) Catalog(ctx context.Context) ([]api.KernelCatalogEntry, error) {
+	es, err := s.d.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := s.d.Store.ListKernels(ctx)
+	if err != nil {
+		return nil, err
+	}
+	local := map[string]bool{}
+	for _, k := range ks {
+		local[k.Name] = true
+	}
+	for i := range es {
+		es[i].Local = local[es[i].Name]
+	}
+	return es, nil
+}
+
+// notFound builds a not-found error naming close matches.
+func (s *Service) notFound(ctx context.Context, name string, inCatalog bool) error {
+	var cands []string
+	if es, err := s.d.Catalog(ctx); err == nil {
+		for _, e := range es {
+			cands = append(cands, e.Name)
+		}
+	}
+	if ks, err := s.d.Store.ListKernels(ctx); err == nil {
+		for _, k := range ks {
+			cands = append(cands, k.Name)
+		}
+	}
+	where := "no local kernel"
+	hint := "see `banger kernel ls`, or pull one with `banger kernel pull NAME`"
+	if inCatalog {
+		where = "no kernel catalog entry"
+		hint = "see `banger kernel catalog`"
+	}
+	if sug := names.Suggest(name, cands); len(sug) > 0 {
+		hint = "did you mean " + strings.Join(quoteAll(sug), ", ") + "?"
+	}
+	return fmt.Errorf("%s named %q (%s): %w", where, name, hint, errdefs.ErrNotFound)
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = fmt.Sprintf("%q", s)
+	}
+	return out
+}
+
+// Remove deletes a kernel no VM uses.
+func (s *Service) Remove(ctx context.Context, name string) error {
+	if err := names.Validate("kernel", name); err != nil {
+		return err
+	}
+	unlock, err := s.names.Lock(ctx, name, nil)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := s.d.Store.GetKernel(ctx, name); errors.Is(err, errdefs.ErrNotFound) {
+		return s.notFound(ctx, name, false)
+	} else if err != nil {
+		return err
+	}
+	if s.d.Users != nil {
+		vms, err := s.d.Users.VMsUsingKernel(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(vms) > 0 {
+			return fmt.Errorf("kernel %q is used by VM %s: remove those VMs first: %w", name, strings.Join(quoteAll(vms), ", "), errdefs.ErrConflict)
+		}
+	}
+	s.publish.Lock()
+	defer s.publish.Unlock()
+	// The row goes first: a crash after this leaves only an unrecorded
+	// directory, which Recover removes.
+	if err := s.d.Store.DeleteKernel(ctx, name); err != nil {
+		return err
+	}
+	trash := filepath.Join(s.d.Layout.Staging(), "kernel-rm-"+name+"-"+randSuffix())
+	if err := os.Rename(s.d.Layout.Kernel(name), trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove kernel %q: %w", name, err)
+	}
+	if err := os.RemoveAll(trash); err != nil {
+		s.d.Log.Warn("leftover kernel files will be removed at next start", "dir", trash, "err", err)
+	}
+	return nil
+}
+
+// Ensure returns the named kernel, pulling it from the catalog first when
+// it is not local. It is the seam VM creation uses.
+func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
+	if k, err := s.Get(ctx, name); err == nil {
+		return k, nil
+	} else if !errors.Is(err, errdefs.ErrNotFound) {
+		return k, err
+	}
+	p.Stage("kernel", "kernel %s is not local: pulling it from the kernel catalog", name)
+	return s.Pull(ctx, name, p)
+}
+
+// Pull publishes the named catalog kernel, trying its sources in order.
+// A kernel already published is returned as is.
+func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
+	if err := names.Validate("kernel", name); err != nil {
+		return api.Kernel{}, err
+	}
+	es, err := s.d.Catalog(ctx)
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	var entry *api.KernelCatalogEntry
+	for i := range es {
+		if es[i].Name == name {
+			entry = &es[i]
+		}
+	}
+	if entry == nil {
+		if k, err := s.Get(ctx, name); err == nil {
+			p.Stage("done", "kernel %s is already local (imported, not in the catalog)", name)
+			return k, nil
+		}
+		return api.Kernel{}, s.notFound(ctx, name, true)
+	}
+	unlock, err := s.names.Lock(ctx, name, func() {
+		p.Stage("wait", "another pull of kernel %s is running: waiting for it", name)
+	})
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	defer unlock()
+	if k, err := s.Get(ctx, name); err == nil {
+		p.Stage("done", "kernel %s is already local", name)
+		return k, nil
+	}
+
+	var errs []error
+	for i, src := range entry.Sources {
+		p.Stage("source", "kernel %s: trying source %d of %d: %s", name, i+1, len(entry.Sources), describe(src))
+		k, err := s.stageAndPublish(ctx, name, p, func(ctx context.Context, dir string) (staged, error) {
+			return s.fetch(ctx, src, dir, p)
+		})
+		if err == nil {
+			if k.Version == "" {
+				k.Version = entry.Version
+			}
+			return k, nil
+		}
+		if ctx.Err() != nil {
+			return api.Kernel{}, ctx.Err()
+		}
+		s.d.Log.Info("kernel source failed", "kernel", name, "source", describe(src), "err", err)
+		p.Stage("source", "source %d failed: %v", i+1, err)
+		errs = append(errs, fmt.Errorf("source %d (%s): %w", i+1, describe(src), err))
+	}
+	if len(errs) == 1 {
+		return api.Kernel{}, fmt.Errorf("pull kernel %s: %w", name, errs[0])
+	}
+	return api.Kernel{}, fmt.Errorf("pull kernel %s: no source worked: %w", name, errors.Join(errs...))
+}
+
+// Import publishes a kernel from local files.
+func (s *Service) Import(ctx context.Context, req api.KernelImportRequest, p operation.Progress) (api.Kernel, error) {
+	if err := names.Validate("kernel", req.Name); err != nil {
+		return api.Kernel{}, err
+	}
+	if err := checkImportRequest(req); err != nil {
+		return api.Kernel{}, err
+	}
+	unlock, err := s.names.Lock(ctx, req.Name, func() {
+		p.Stage("wait", "another operation on kernel %s is running: waiting for it", req.Name)
+	})
+	if err != nil {
+		return api.Kernel{}, err
+	}
+	defer unlock()
+	if _, err := s.d.Store.GetKernel(ctx, req.Name); err == nil {
+		return api.Kernel{}, fmt.Errorf("kernel %q already exists: remove it first with `banger kernel rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+	}
+	return s.stageAndPublish(ctx, req.Name, p, func(ctx context.Context, dir string) (staged, error) {
+		return s.importFiles(ctx, req, dir, p)
+	})
+}
+
+// staged is what a source left in a staging directory.
+type staged struct {
+	version    string
+	sourceKind string
+	source     string
+	digest     string
+}
+
+// stageAndPublish runs fill in a fresh staging directory, verifies what it
+// left, then publishes it. On any failure the staging directory goes away.
+func (s *Service) stageAndPublish(ctx context.Context, name string, p operation.Progress, fill func(context.Context, string) (staged, error)) (k api.Kernel, err error) {
+	dir := filepath.Join(s.d.Layout.Staging(), "kernel-"+name+"-"+randSuffix())
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return k, fmt.Errorf("create staging directory: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := os.RemoveAll(dir); rerr != nil {
+				s.d.Log.Warn("staging leftovers will be removed at next start", "dir", dir, "err", rerr)
+			}
+		}
+	}()
+	st, err := fill(ctx, dir)
+	if err != nil {
+		return k, err
+	}
+	p.Stage("verify", "verifying kernel files")
+	k, err = inspect(dir)
+	if err != nil {
+		return k, err
+	}
+	k.Name, k.Version, k.SourceKind, k.Source, k.Digest = name, st.version, st.sourceKind, st.source, st.digest
+	k.Arch = "x86_64"
+	k.CreatedAt = time.Now().UTC()
+	if err := ctx.Err(); err != nil {
+		return k, err
+	}
+	p.Stage("publish", "publishing kernel %s", name)
+	if err := s.publishDir(ctx, dir, k); err != nil {
+		return k, err
+	}
+	k.Dir = s.d.Layout.Kernel(name)
+	return k, nil
+}
+
+func (s *Service) publishDir(ctx context.Context, dir string, k api.Kernel) error {
+	s.publish.Lock()
+	defer s.publish.Unlock()
+	dst := s.d.Layout.Kernel(k.Name)
+	if _, err := os.Lstat(dst); err == nil {
+		// Only an unrecorded leftover can be here (the name lock is held
+		// and the row is absent): it is safe to replace.
+		if err := os.RemoveAll(dst); err != nil {
+			return fmt.Errorf("publish kernel %s: %w", k.Name, err)
+		}
+	}
+	if err := os.Rename(dir, dst); err != nil {
+		return fmt.Errorf("publish kernel %s: %w", k.Name, err)
+	}
+	// Past the rename the insert must not be canceled half-way by a client:
+	// the row and the directory appear together or not at all.
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := s.d.Store.InsertKernel(ictx, k); err != nil {
+		if rerr := os.Rename(dst, dir); rerr != nil {
+			s.d.Log.Warn("unrecorded kernel directory will be removed at next start", "dir", dst, "err", rerr)
+		}
+		return err
+	}
+	return nil
+}
+
+func randSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func describe(src api.KernelSource) string {
+	switch src.Kind {
+	case api.SourceApt:
+		return "apt " + src.Package
+	case api.SourceOCI:
+		return "oci " + src.Ref
+	default:
+		return src.Kind + " " + src.URL
+	}
+}

@@ -1,0 +1,200 @@
+// Package kernelcat is the kernel catalog: the embedded list of kernels
+// banger knows how to fetch, merged with any extra catalog files the
+// configuration names.
+package kernelcat
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/names"
+)
+
+//go:embed catalog.json
+var embedded []byte
+
+// EmbeddedOrigin names the compiled-in catalog.
+const EmbeddedOrigin = "embedded"
+
+// MaxFileSize bounds a catalog file.
+const MaxFileSize = 4 << 20
+
+type file struct {
+	Kernels []api.KernelCatalogEntry `json:"kernels"`
+}
+
+var (
+	sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// Debian policy 5.6.1 package names.
+	debPackage = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+)
+
+// Parse reads one catalog file. origin names it in errors.
+func Parse(origin string, b []byte) ([]api.KernelCatalogEntry, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f file
+	if err := dec.Decode(&f); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			line := bytes.Count(b[:min(int(se.Offset), len(b))], []byte("\n")) + 1
+			return nil, fmt.Errorf("kernel catalog %s: not valid JSON (line %d): %v: %w", origin, line, err, errdefs.ErrInvalid)
+		}
+		return nil, fmt.Errorf("kernel catalog %s: %v: %w", origin, err, errdefs.ErrInvalid)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("kernel catalog %s: trailing data after the JSON document: %w", origin, errdefs.ErrInvalid)
+	}
+	seen := map[string]bool{}
+	for i := range f.Kernels {
+		e := &f.Kernels[i]
+		if err := validate(*e); err != nil {
+			return nil, fmt.Errorf("kernel catalog %s: entry %d: %w", origin, i+1, err)
+		}
+		if seen[e.Name] {
+			return nil, fmt.Errorf("kernel catalog %s: kernel %q listed twice: %w", origin, e.Name, errdefs.ErrInvalid)
+		}
+		seen[e.Name] = true
+		e.Catalog = origin
+		e.Local = false
+	}
+	return f.Kernels, nil
+}
+
+func validate(e api.KernelCatalogEntry) error {
+	if err := names.Validate("kernel", e.Name); err != nil {
+		return err
+	}
+	if e.Version == "" {
+		return fmt.Errorf("kernel %q: no version: %w", e.Name, errdefs.ErrInvalid)
+	}
+	if e.Arch != "x86_64" {
+		return fmt.Errorf("kernel %q: arch %q: only x86_64 is supported: %w", e.Name, e.Arch, errdefs.ErrInvalid)
+	}
+	if len(e.Sources) == 0 {
+		return fmt.Errorf("kernel %q: no sources: %w", e.Name, errdefs.ErrInvalid)
+	}
+	for j, s := range e.Sources {
+		if err := ValidateSource(s); err != nil {
+			return fmt.Errorf("kernel %q: source %d: %w", e.Name, j+1, err)
+		}
+	}
+	return nil
+}
+
+// ValidateSource checks one source for its kind's required fields.
+func ValidateSource(s api.KernelSource) error {
+	switch s.Kind {
+	case api.SourceURL, api.SourceDeb:
+		if !config.IsURL(s.URL) {
+			return fmt.Errorf("%s source: url %q must be https:// (or http:// to a loopback address): %w", s.Kind, s.URL, errdefs.ErrInvalid)
+		}
+		if !sha256Hex.MatchString(s.SHA256) {
+			return fmt.Errorf("%s source %s: sha256 must be 64 lower-case hex digits: %w", s.Kind, s.URL, errdefs.ErrInvalid)
+		}
+	case api.SourceApt:
+		if !debPackage.MatchString(s.Package) {
+			return fmt.Errorf("apt source: package %q is not a valid package name: %w", s.Package, errdefs.ErrInvalid)
+		}
+	case api.SourceOCI:
+		if s.Ref == "" || strings.ContainsAny(s.Ref, " \t\n") {
+			return fmt.Errorf("oci source: ref %q is not an image reference: %w", s.Ref, errdefs.ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("unknown source kind %q (want url, deb, apt or oci): %w", s.Kind, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Embedded returns the compiled-in catalog.
+func Embedded() []api.KernelCatalogEntry {
+	es, err := Parse(EmbeddedOrigin, embedded)
+	if err != nil {
+		// The embedded file is checked by a unit test; this is a build bug.
+		panic(err)
+	}
+	return es
+}
+
+// Fetcher reads a remote catalog document.
+type Fetcher func(ctx context.Context, url string, limit int64) ([]byte, error)
+
+// Load returns the embedded catalog merged with each extra file in order:
+// an entry replaces an earlier one of the same name. Any extra file that
+// cannot be read or parsed fails the whole load, so a broken
+// configuration is noticed rather than silently ignored.
+func Load(ctx context.Context, extras []string, fetch Fetcher) ([]api.KernelCatalogEntry, error) {
+	out := Embedded()
+	for _, src := range extras {
+		var b []byte
+		var err error
+		if u, perr := url.Parse(src); perr == nil && (u.Scheme == "https" || u.Scheme == "http") {
+			b, err = fetch(ctx, src, MaxFileSize)
+		} else {
+			b, err = readFile(src)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("kernel catalog %s: %w", src, err)
+		}
+		es, err := Parse(src, b)
+		if err != nil {
+			return nil, err
+		}
+		out = merge(out, es)
+	}
+	return out, nil
+}
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("larger than %d bytes: %w", MaxFileSize, errdefs.ErrInvalid)
+	}
+	return b, nil
+}
+
+func merge(base, extra []api.KernelCatalogEntry) []api.KernelCatalogEntry {
+	idx := map[string]int{}
+	for i, e := range base {
+		idx[e.Name] = i
+	}
+	for _, e := range extra {
+		if i, ok := idx[e.Name]; ok {
+			base[i] = e
+			continue
+		}
+		idx[e.Name] = len(base)
+		base = append(base, e)
+	}
+	return base
+}
+
+// Find returns the entry called name.
+func Find(entries []api.KernelCatalogEntry, name string) (api.KernelCatalogEntry, bool) {
+	for _, e := range entries {
+		if e.Name == name {
+			return e, true
+		}
+	}
+	return api.KernelCatalogEntry{}, false
+}

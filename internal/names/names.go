@@ -1,0 +1,66 @@
+// Package names validates the names users give to kernels, images and VMs,
+// so that no path is ever built from raw user input, and suggests close
+// names when one is not found.
+package names
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+
+	"github.com/agnivade/levenshtein"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+// MaxLen is the longest name accepted. It keeps names usable as host names
+// and file names.
+const MaxLen = 63
+
+var valid = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+
+// Validate checks that name is usable for an object of the given kind
+// ("kernel", "image", "vm"). The error explains the rule.
+func Validate(kind, name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%s name is empty: %w", kind, errdefs.ErrInvalid)
+	case len(name) > MaxLen:
+		return fmt.Errorf("%s name is %d characters long, the limit is %d: %w", kind, len(name), MaxLen, errdefs.ErrInvalid)
+	case !valid.MatchString(name) || name == "." || name == "..":
+		return fmt.Errorf("%s name %q is not valid: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit: %w", kind, name, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// Suggest returns up to three candidates close to name, closest first.
+func Suggest(name string, candidates []string) []string {
+	type scored struct {
+		s string
+		d int
+	}
+	var close []scored
+	limit := len(name)/3 + 2
+	seen := map[string]bool{}
+	for _, c := range candidates {
+		if seen[c] || c == name {
+			continue
+		}
+		seen[c] = true
+		d := levenshtein.ComputeDistance(name, c)
+		if d <= limit || (len(name) >= 3 && len(c) > len(name) && c[:len(name)] == name) {
+			close = append(close, scored{c, d})
+		}
+	}
+	sort.Slice(close, func(i, j int) bool {
+		if close[i].d != close[j].d {
+			return close[i].d < close[j].d
+		}
+		return close[i].s < close[j].s
+	})
+	var out []string
+	for i := 0; i < len(close) && i < 3; i++ {
+		out = append(out, close[i].s)
+	}
+	return out
+}

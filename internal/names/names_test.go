@@ -1,0 +1,58 @@
+package names
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"debian-bookworm", true},
+		{"k1", true},
+		{"6.1.0-56_amd64", true},
+		{strings.Repeat("a", MaxLen), true},
+		{"", false},
+		{strings.Repeat("a", 200), false},
+		{"../x", false},
+		{"..", false},
+		{".hidden", false},
+		{"a/b", false},
+		{"Upper", false},
+		{"sp ace", false},
+		{"-flag", false},
+		{"nul\x00", false},
+	}
+	for _, tt := range tests {
+		err := Validate("kernel", tt.name)
+		if (err == nil) != tt.ok {
+			t.Errorf("Validate(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("Validate(%q) error %v is not ErrInvalid", tt.name, err)
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	cands := []string{"debian-bookworm", "debian-bookworm-cloud", "ignite-5.10", "ubuntu-noble"}
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"debian-bookwrom", []string{"debian-bookworm", "debian-bookworm-cloud"}},
+		{"ignite", []string{"ignite-5.10"}},
+		{"zzzzzzzz", nil},
+	}
+	for _, tt := range tests {
+		if got := Suggest(tt.in, cands); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("Suggest(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}

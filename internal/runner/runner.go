@@ -1,0 +1,65 @@
+// Package runner is the one seam through which banger runs external
+// programs (apt-get, mkfs.ext4, qemu, ip, nft...). Production code uses
+// Exec; unit tests use a Recorder to see and fake every call.
+package runner
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// Cmd is one program invocation.
+type Cmd struct {
+	Name string
+	Args []string
+	Dir  string
+	Env  []string // extra KEY=VALUE pairs added to the daemon's environment
+}
+
+// String renders the command as a shell-like line, for logs and tests.
+func (c Cmd) String() string {
+	return strings.TrimSpace(c.Name + " " + strings.Join(c.Args, " "))
+}
+
+// Runner runs programs.
+type Runner interface {
+	// Run runs cmd to completion and returns its standard output. A
+	// non-zero exit is an error that carries the program's standard error.
+	Run(ctx context.Context, cmd Cmd) ([]byte, error)
+	// LookPath reports where a program is, like exec.LookPath.
+	LookPath(name string) (string, error)
+}
+
+// Exec runs real programs.
+type Exec struct{}
+
+var _ Runner = Exec{}
+
+// Run implements Runner.
+func (Exec) Run(ctx context.Context, c Cmd) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
+	cmd.Dir = c.Dir
+	if len(c.Env) > 0 {
+		cmd.Env = append(cmd.Environ(), c.Env...)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 2000 {
+			msg = msg[len(msg)-2000:]
+		}
+		if msg != "" {
+			return stdout.Bytes(), fmt.Errorf("%s: %w: %s", c.String(), err, msg)
+		}
+		return stdout.Bytes(), fmt.Errorf("%s: %w", c.String(), err)
+	}
+	return stdout.Bytes(), nil
+}
+
+// LookPath implements Runner.
+func (Exec) LookPath(name string) (string, error) { return exec.LookPath(name) }

@@ -1,0 +1,158 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+func openTest(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func testKernel(name string) api.Kernel {
+	return api.Kernel{
+		Name: name, Version: "6.1", Arch: "x86_64", SourceKind: "deb", Source: "deb https://x/y.deb",
+		Digest: "sha256:abc", Release: "6.1.0-56-amd64", Modules: true,
+		Files:     []api.KernelFile{{Name: "vmlinux", Size: 10, SHA256: "aa"}, {Name: "vmlinuz", Size: 5, SHA256: "bb"}},
+		CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+}
+
+func TestFreshDatabaseIsWALAtNewestSchema(t *testing.T) {
+	s := openTest(t)
+	v, err := s.SchemaVersion(context.Background())
+	if err != nil || v != len(migrations) {
+		t.Fatalf("schema version = %d, %v; want %d", v, err, len(migrations))
+	}
+	var mode string
+	if err := s.db.QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode = %q, %v; want wal", mode, err)
+	}
+}
+
+func TestMigrateFromVersion1KeepsRows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	script, err := os.ReadFile("testdata/schema-v1.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(string(script)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("migrate v1 database: %v", err)
+	}
+	defer s.Close()
+	if v, _ := s.SchemaVersion(context.Background()); v != len(migrations) {
+		t.Fatalf("schema version after migration = %d, want %d", v, len(migrations))
+	}
+	k, err := s.GetKernel(context.Background(), "old-kernel")
+	if err != nil {
+		t.Fatalf("kernel from v1 lost: %v", err)
+	}
+	if k.Version != "5.10" || k.Modules || k.Release != "" || len(k.Files) != 0 {
+		t.Fatalf("migrated kernel = %+v", k)
+	}
+	if !k.CreatedAt.Equal(time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Fatalf("created_at = %v", k.CreatedAt)
+	}
+	// The new columns work on the migrated database.
+	if err := s.InsertKernel(context.Background(), testKernel("new")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "future.db")
+	raw, _ := sql.Open("sqlite", "file:"+path)
+	if _, err := raw.Exec("PRAGMA user_version = 999"); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if _, err := Open(context.Background(), path); err == nil {
+		t.Fatal("opened a database from a newer banger")
+	}
+}
+
+func TestKernelRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	want := testKernel("k1")
+	if err := s.InsertKernel(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertKernel(ctx, want); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("second insert: %v, want conflict", err)
+	}
+	got, err := s.GetKernel(ctx, "k1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Size != 15 || len(got.Files) != 2 || got.Release != want.Release || !got.Modules || !got.CreatedAt.Equal(want.CreatedAt) {
+		t.Fatalf("got %+v", got)
+	}
+	if n, _ := s.CountKernels(ctx); n != 1 {
+		t.Fatalf("count = %d", n)
+	}
+	if err := s.DeleteKernel(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetKernel(ctx, "k1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := s.DeleteKernel(ctx, "k1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("delete twice: %v", err)
+	}
+	var files int
+	s.db.QueryRow("SELECT count(*) FROM kernel_files").Scan(&files)
+	if files != 0 {
+		t.Fatalf("%d kernel_files rows left after delete", files)
+	}
+}
+
+func TestConcurrentWriters(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 40)
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			k := testKernel("k" + string(rune('a'+i%26)) + string(rune('a'+i/26)))
+			errs <- s.InsertKernel(ctx, k)
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.CountKernels(ctx); n != 40 {
+		t.Fatalf("count = %d", n)
+	}
+}
