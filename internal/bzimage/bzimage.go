@@ -111,6 +111,21 @@ func Extract(r io.ReaderAt, w io.Writer, limit int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Every compression but gzip (whose trailer carries the size itself) is
+	// followed by the uncompressed size, 4 bytes little-endian, appended by
+	// the kernel build's size_append: strip it and check it.
+	want := int64(-1)
+	if compression != "gzip" {
+		if length < 8 {
+			return 0, fmt.Errorf("bzImage payload too short: %w", errdefs.ErrInvalid)
+		}
+		var sz [4]byte
+		if _, err := r.ReadAt(sz[:], offset+length-4); err != nil {
+			return 0, fmt.Errorf("bzImage payload: %w: %w", err, errdefs.ErrInvalid)
+		}
+		want = int64(binary.LittleEndian.Uint32(sz[:]))
+		length -= 4
+	}
 	src := bufio.NewReaderSize(io.NewSectionReader(r, offset, length), 1<<20)
 	var dr io.Reader
 	switch compression {
@@ -119,6 +134,7 @@ func Extract(r io.ReaderAt, w io.Writer, limit int64) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("bzImage gzip payload: %w: %w", err, errdefs.ErrInvalid)
 		}
+		gr.Multistream(false)
 		defer gr.Close()
 		dr = gr
 	case "xz":
@@ -162,6 +178,9 @@ func Extract(r io.ReaderAt, w io.Writer, limit int64) (int64, error) {
 	}
 	if n > limit {
 		return n, fmt.Errorf("vmlinux larger than the %d-byte limit: %w", limit, errdefs.ErrInvalid)
+	}
+	if want >= 0 && n != want {
+		return n, fmt.Errorf("vmlinux is %d bytes, the bzImage says %d: %w", n, want, errdefs.ErrInvalid)
 	}
 	return n, nil
 }

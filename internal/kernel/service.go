@@ -265,6 +265,41 @@ func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress)
 	return s.Pull(ctx, name, p)
 }
 
+// CheckPull answers quickly whether Pull of name can start: the name is
+// valid and known to the catalog or already local.
+func (s *Service) CheckPull(ctx context.Context, name string) error {
+	if err := names.Validate("kernel", name); err != nil {
+		return err
+	}
+	es, err := s.d.Catalog(ctx)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		if e.Name == name {
+			return nil
+		}
+	}
+	if _, err := s.d.Store.GetKernel(ctx, name); err == nil {
+		return nil
+	}
+	return s.notFound(ctx, name, true)
+}
+
+// CheckImport answers quickly whether Import of req can start.
+func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) error {
+	if err := names.Validate("kernel", req.Name); err != nil {
+		return err
+	}
+	if err := checkImportRequest(req); err != nil {
+		return err
+	}
+	if _, err := s.d.Store.GetKernel(ctx, req.Name); err == nil {
+		return fmt.Errorf("kernel %q already exists: remove it first with `banger kernel rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+	}
+	return nil
+}
+
 // Pull publishes the named catalog kernel, trying its sources in order.
 // A kernel already published is returned as is.
 func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {

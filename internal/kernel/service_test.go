@@ -425,3 +425,21 @@ func TestRecoverCleansLeftovers(t *testing.T) {
 	}
 	h.assertClean(t)
 }
+
+func TestPublishedDirHoldsOnlyKernelFiles(t *testing.T) {
+	h := newHarness(t)
+	deb := kernelDeb(t, "linux-image-x")
+	h.entry("k", api.KernelSource{Kind: api.SourceDeb, URL: h.serve("/k.deb", deb), SHA256: sum(deb)})
+	k, err := h.svc.Pull(context.Background(), "k", operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _ := os.ReadDir(k.Dir)
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, ",") != "modules,vmlinux,vmlinuz" {
+		t.Fatalf("kernel dir holds %v", got)
+	}
+}

@@ -37,8 +37,11 @@ func (s *Service) fetch(ctx context.Context, src api.KernelSource, dir string, p
 			return staged{}, err
 		}
 		st, err := s.unpackDebFile(ctx, deb, dir, p)
+		if err != nil {
+			return staged{}, err
+		}
 		st.sourceKind, st.source, st.digest = api.SourceDeb, src.URL, digest
-		return st, err
+		return st, os.Remove(deb)
 	case api.SourceApt:
 		return s.fetchApt(ctx, src.Package, dir, p)
 	case api.SourceOCI:

@@ -43,14 +43,16 @@ type Op struct {
 	err    error             // guarded by mu; set before done closes
 }
 
-// Start runs fn as a new operation. fn's context is canceled by Cancel or
+// Start runs fn as a new operation and returns it with a watcher that
+// sees every event from the first. fn's context is canceled by Cancel or
 // when the daemon stops, never by a client going away.
-func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Progress) (any, error)) *Op {
+func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Progress) (any, error)) (*Op, *Sub) {
 	ctx, cancel := context.WithCancel(r.base)
 	op := &Op{
 		id: newID(), kind: kind, target: target, started: time.Now(),
 		cancel: cancel, done: make(chan struct{}), subs: map[*Sub]struct{}{},
 	}
+	sub := op.Subscribe()
 	r.mu.Lock()
 	r.ops[op.id] = op
 	r.mu.Unlock()
@@ -74,7 +76,7 @@ func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Pro
 		delete(r.ops, op.id)
 		r.mu.Unlock()
 	}()
-	return op
+	return op, sub
 }
 
 // Wait blocks until every operation has finished.

@@ -1,0 +1,92 @@
+// Package cli is banger's command line: cobra commands that are thin
+// clients of the daemon (and the daemon command itself).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/client"
+	"github.com/banger-dev/banger/internal/daemon"
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+// app holds what every command shares.
+type app struct {
+	socket string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func (a *app) client() *client.Client { return client.New(a.socket) }
+
+// NewRoot builds the command tree.
+func NewRoot(stdout, stderr io.Writer) *cobra.Command {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "banger",
+		Short: "Disposable, fully isolated Linux microVMs in one command",
+		Long: `banger runs disposable microVMs: each with its own kernel, booted from a
+catalog image, with your SSH key inside.
+
+One binary: 'banger daemon' owns all state and every privileged operation;
+every other command is a thin client that talks to it over a unix socket.
+
+Get started:
+  sudo banger daemon &            # start the daemon (state in /var/lib/banger)
+  banger doctor                   # what this host is missing, and how to get it
+  banger kernel catalog           # kernels banger knows how to fetch
+  banger kernel pull debian-bookworm`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	defSocket := daemon.DefaultSocket
+	if env := os.Getenv("BANGER_SOCKET"); env != "" {
+		defSocket = env
+	}
+	root.PersistentFlags().StringVar(&a.socket, "socket", defSocket, "daemon socket (env BANGER_SOCKET)")
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "host", Title: "Host:"})
+	root.AddCommand(
+		newKernelCmd(a),
+		newDaemonCmd(a),
+		newStatusCmd(a),
+		newDoctorCmd(a),
+		newVersionCmd(a),
+	)
+	root.SetHelpCommandGroupID("host")
+	root.SetCompletionCommandGroupID("host")
+	return root
+}
+
+// Main runs the CLI and returns the process exit code.
+func Main(args []string) int {
+	root := NewRoot(os.Stdout, os.Stderr)
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "banger: %v\n", err)
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, errdefs.ErrCanceled):
+		return 130
+	case errors.Is(err, client.ErrDaemonUnreachable):
+		return 3
+	case errors.Is(err, errInvalidUsage):
+		return 2
+	}
+	return 1
+}
+
+var errInvalidUsage = errors.New("invalid usage")

@@ -1,0 +1,218 @@
+// Package daemon wires banger's services together and serves the API on
+// a unix socket. It holds no business logic: it builds each service with
+// the narrow dependencies it needs and hands them to the API server.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
+	"github.com/banger-dev/banger/internal/download"
+	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/kernel"
+	"github.com/banger-dev/banger/internal/kernelcat"
+	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/registry"
+	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/server"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vm"
+	"github.com/banger-dev/banger/internal/workspace"
+)
+
+// Defaults for the daemon's flags.
+const (
+	DefaultStateDir = "/var/lib/banger"
+	DefaultSocket   = "/run/banger/banger.sock"
+)
+
+// Options configure a daemon.
+type Options struct {
+	StateDir   string
+	Socket     string
+	ConfigPath string
+	Log        *slog.Logger
+	Runner     runner.Runner
+	// Ready, when set, is called once the socket accepts requests.
+	Ready func()
+}
+
+// Run starts the daemon and serves until ctx is canceled (SIGTERM or
+// SIGINT in the real binary), then shuts down cleanly: in-flight
+// operations are canceled and undone, the socket is removed.
+func Run(ctx context.Context, o Options) (err error) {
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.Runner == nil {
+		o.Runner = runner.Exec{}
+	}
+	cfg, err := config.Load(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	stateDir, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return err
+	}
+	lay := layout.Layout{Root: stateDir}
+	for _, d := range lay.Dirs() {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("create state directory: %w", err)
+		}
+	}
+	lock, err := acquireLock(lay.Lock(), stateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+
+	st, err := store.Open(ctx, lay.DB())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	dl := download.Client{Limit: cfg.MaxDownloadBytes}
+	reg := &registry.Client{Mirrors: cfg.RegistryMirrors}
+	vms := vm.New(vm.Deps{Runner: o.Runner})
+	images := image.New(image.Deps{Runner: o.Runner})
+	_ = hostnet.New(hostnet.Deps{Runner: o.Runner})
+	_ = workspace.New(workspace.Deps{Runner: o.Runner})
+	kernels := kernel.New(kernel.Deps{
+		Store:  st,
+		Users:  vms,
+		Runner: o.Runner,
+		Catalog: func(ctx context.Context) ([]api.KernelCatalogEntry, error) {
+			return kernelcat.Load(ctx, cfg.KernelCatalogs, dl.Bytes)
+		},
+		Downloader:  dl,
+		Images:      reg,
+		Layout:      lay,
+		MaxUnpacked: cfg.MaxUnpackedBytes,
+		Log:         log.With("service", "kernel"),
+	})
+	if err := kernels.Recover(ctx); err != nil {
+		return err
+	}
+
+	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOps()
+	ops := operation.NewRegistry(opsCtx)
+	started := time.Now().UTC()
+	srv := server.New(server.Deps{
+		Kernels:    kernels,
+		Operations: ops,
+		Version:    version.Info(),
+		Log:        log.With("service", "api"),
+		Status: func(ctx context.Context) (api.Status, error) {
+			s := api.Status{Daemon: version.Info(), APIVersion: api.Prefix[1:], PID: os.Getpid(), StateDir: stateDir, StartedAt: started}
+			ks, err := st.CountKernels(ctx)
+			if err != nil {
+				return s, err
+			}
+			s.Kernels = ks
+			if s.Images, err = images.Count(ctx); err != nil {
+				return s, err
+			}
+			if s.VMs, err = vms.Count(ctx); err != nil {
+				return s, err
+			}
+			s.Operations = len(ops.List())
+			return s, nil
+		},
+	})
+
+	ln, err := listen(o.Socket, cfg.SocketGroup, log)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	log.Info("banger daemon ready", "socket", o.Socket, "state_dir", stateDir, "version", version.Info().Version, "pid", os.Getpid())
+	if o.Ready != nil {
+		o.Ready()
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-serveErr:
+		log.Error("API server stopped", "err", err)
+	}
+	// Stop taking requests, then cancel what is still running: every
+	// operation undoes its partial work before it returns.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cancelOps()
+	hs.Shutdown(sctx)
+	waited := make(chan struct{})
+	go func() { ops.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		log.Warn("operations still running at exit; their leftovers are removed at next start")
+	}
+	os.Remove(o.Socket)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// listen opens the API socket, refusing to steal one another daemon is
+// serving and replacing one a dead daemon left behind.
+func listen(path, group string, log *slog.Logger) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s is in use by another running daemon: stop it, or choose another --socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	// Create the socket with no permissions for others, then open it to
+	// the group: there is no moment when anyone else can connect.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if group != "" {
+		if g, err := user.LookupGroup(group); err == nil {
+			gid, _ := strconv.Atoi(g.Gid)
+			if err := os.Chown(path, -1, gid); err != nil {
+				log.Warn("cannot give the socket to its group", "group", group, "err", err)
+			}
+		} else {
+			log.Debug("socket group does not exist; socket stays owner-only", "group", group)
+		}
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}

@@ -1,0 +1,295 @@
+// Package server is the daemon's HTTP/JSON API over its unix socket. It
+// decodes requests, calls the services, and maps their errors to HTTP
+// status codes and stable machine codes: the only place that does.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/operation"
+)
+
+// Kernels is what the API needs of the kernel service.
+type Kernels interface {
+	List(ctx context.Context) ([]api.Kernel, error)
+	Get(ctx context.Context, name string) (api.Kernel, error)
+	Catalog(ctx context.Context) ([]api.KernelCatalogEntry, error)
+	CheckPull(ctx context.Context, name string) error
+	Pull(ctx context.Context, name string, p operation.Progress) (api.Kernel, error)
+	CheckImport(ctx context.Context, req api.KernelImportRequest) error
+	Import(ctx context.Context, req api.KernelImportRequest, p operation.Progress) (api.Kernel, error)
+	Remove(ctx context.Context, name string) error
+}
+
+// Deps are the server's dependencies.
+type Deps struct {
+	Kernels    Kernels
+	Operations *operation.Registry
+	Status     func(ctx context.Context) (api.Status, error)
+	Version    api.VersionInfo
+	Log        *slog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	d Deps
+}
+
+// New returns a Server.
+func New(d Deps) *Server {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	return &Server{d: d}
+}
+
+// Route is one endpoint. Routes are data so that the OpenAPI document can
+// be checked against exactly what is served.
+type Route struct {
+	Method, Path string
+	Handler      http.HandlerFunc
+}
+
+// Routes lists every endpoint.
+func (s *Server) Routes() []Route {
+	p := api.Prefix
+	return []Route{
+		{"GET", p + "/version", s.version},
+		{"GET", p + "/status", s.status},
+		{"GET", p + "/operations", s.listOperations},
+		{"DELETE", p + "/operations/{id}", s.cancelOperation},
+		{"GET", p + "/catalog/kernels", s.kernelCatalog},
+		{"GET", p + "/kernels", s.listKernels},
+		{"GET", p + "/kernels/{name}", s.getKernel},
+		{"DELETE", p + "/kernels/{name}", s.removeKernel},
+		{"POST", p + "/kernels/{name}/pull", s.pullKernel},
+		{"POST", p + "/kernels/{name}/import", s.importKernel},
+	}
+}
+
+// Handler returns the HTTP handler for all routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, r := range s.Routes() {
+		mux.HandleFunc(r.Method+" "+r.Path, r.Handler)
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("no such endpoint %s %s (the API is under %s/, see docs/openapi.json): %w", r.Method, r.URL.Path, api.Prefix, errdefs.ErrNotFound))
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			// A bug in one handler must not take the daemon down.
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.d.Log.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeError(w, fmt.Errorf("internal error: %v", v))
+			}
+		}()
+		s.d.Log.Debug("request", "method", r.Method, "path", r.URL.Path)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Status codes for error kinds, chosen once here.
+func statusOf(err error) int {
+	switch errdefs.Code(err) {
+	case "not_found":
+		return http.StatusNotFound
+	case "conflict":
+		return http.StatusConflict
+	case "invalid":
+		return http.StatusBadRequest
+	case "checksum_mismatch":
+		return http.StatusUnprocessableEntity
+	case "unavailable":
+		return http.StatusBadGateway
+	case "canceled":
+		return http.StatusConflict
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func apiError(err error) *api.Error {
+	msg := err.Error()
+	// The sentinel's own text is carried by the code; keep the message
+	// readable.
+	for _, s := range []error{errdefs.ErrNotFound, errdefs.ErrConflict, errdefs.ErrInvalid, errdefs.ErrChecksum, errdefs.ErrUnavailable, errdefs.ErrCanceled} {
+		msg = strings.ReplaceAll(msg, ": "+s.Error(), "")
+	}
+	return &api.Error{Code: errdefs.Code(err), Message: msg}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, statusOf(err), apiError(err))
+}
+
+// decode reads a small JSON body strictly.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("request body: %v: %w", err, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+func (s *Server) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.d.Version)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st, err := s.d.Status(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.d.Operations.List())
+}
+
+func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
+	if err := s.d.Operations.Cancel(r.PathValue("id")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (s *Server) kernelCatalog(w http.ResponseWriter, r *http.Request) {
+	es, err := s.d.Kernels.Catalog(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, es)
+}
+
+func (s *Server) listKernels(w http.ResponseWriter, r *http.Request) {
+	ks, err := s.d.Kernels.List(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ks)
+}
+
+func (s *Server) getKernel(w http.ResponseWriter, r *http.Request) {
+	k, err := s.d.Kernels.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, k)
+}
+
+func (s *Server) removeKernel(w http.ResponseWriter, r *http.Request) {
+	if err := s.d.Kernels.Remove(r.Context(), r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) pullKernel(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := s.d.Kernels.CheckPull(r.Context(), name); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.stream(w, r, "kernel-pull", name, func(ctx context.Context, p operation.Progress) (any, error) {
+		return s.d.Kernels.Pull(ctx, name, p)
+	})
+}
+
+func (s *Server) importKernel(w http.ResponseWriter, r *http.Request) {
+	var req api.KernelImportRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Name != "" && req.Name != r.PathValue("name") {
+		writeError(w, fmt.Errorf("body names kernel %q, path names %q: %w", req.Name, r.PathValue("name"), errdefs.ErrInvalid))
+		return
+	}
+	req.Name = r.PathValue("name")
+	if err := s.d.Kernels.CheckImport(r.Context(), req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.stream(w, r, "kernel-import", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
+		return s.d.Kernels.Import(ctx, req, p)
+	})
+}
+
+// stream runs fn as an operation and writes its events as newline-delimited
+// JSON, ending with a result or an error event. A client that goes away
+// does not stop the operation: it completes (or is canceled explicitly
+// through DELETE /v1/operations/{id}).
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind, target string, fn func(context.Context, operation.Progress) (any, error)) {
+	op, sub := s.d.Operations.Start(kind, target, fn)
+	defer sub.Close()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Banger-Operation", op.ID())
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	enc := json.NewEncoder(w)
+	send := func(ev api.Event) bool {
+		if err := enc.Encode(ev); err != nil {
+			return false
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		return true
+	}
+	if !send(api.Event{Type: api.EventOperation, Operation: op.ID(), Message: kind + " " + target}) {
+		return
+	}
+	for {
+		evs, more := sub.Next(r.Context())
+		for _, ev := range evs {
+			if !send(ev) {
+				s.d.Log.Info("client went away; operation continues", "operation", op.ID(), "kind", kind, "target", target)
+				return
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	select {
+	case <-op.Done():
+	case <-r.Context().Done():
+		s.d.Log.Info("client went away; operation continues", "operation", op.ID(), "kind", kind, "target", target)
+		return
+	}
+	res, err := op.Result()
+	if err != nil {
+		send(api.Event{Type: api.EventError, Error: apiError(err)})
+		return
+	}
+	send(api.Event{Type: api.EventResult, Result: res})
+}
