@@ -239,16 +239,26 @@ func newKernelRm(a *app) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var failed error
+			if len(args) == 1 {
+				if err := a.client().RemoveKernel(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "removed kernel %s\n", args[0])
+				return nil
+			}
+			failed := 0
 			for _, name := range args {
 				if err := a.client().RemoveKernel(cmd.Context(), name); err != nil {
 					fmt.Fprintf(a.stderr, "banger: %v\n", err)
-					failed = fmt.Errorf("%d of %d kernels not removed", 1, len(args))
+					failed++
 					continue
 				}
 				fmt.Fprintf(a.stdout, "removed kernel %s\n", name)
 			}
-			return failed
+			if failed > 0 {
+				return fmt.Errorf("%d of %d kernels not removed", failed, len(args))
+			}
+			return nil
 		},
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/names"
 )
 
 // Client talks to one daemon.
@@ -146,10 +147,23 @@ func (c *Client) Kernels(ctx context.Context) ([]api.Kernel, error) {
 	return ks, c.do(ctx, "GET", "/kernels", nil, &ks)
 }
 
+// kernelPath builds the path of a kernel, refusing names the daemon would
+// refuse anyway (an empty one would even name another endpoint).
+func kernelPath(name, suffix string) (string, error) {
+	if err := names.Validate("kernel", name); err != nil {
+		return "", err
+	}
+	return "/kernels/" + url.PathEscape(name) + suffix, nil
+}
+
 // Kernel returns one kernel.
 func (c *Client) Kernel(ctx context.Context, name string) (api.Kernel, error) {
 	var k api.Kernel
-	return k, c.do(ctx, "GET", "/kernels/"+url.PathEscape(name), nil, &k)
+	p, err := kernelPath(name, "")
+	if err != nil {
+		return k, err
+	}
+	return k, c.do(ctx, "GET", p, nil, &k)
 }
 
 // KernelCatalog returns the merged kernel catalog.
@@ -160,19 +174,31 @@ func (c *Client) KernelCatalog(ctx context.Context) ([]api.KernelCatalogEntry, e
 
 // RemoveKernel removes a kernel.
 func (c *Client) RemoveKernel(ctx context.Context, name string) error {
-	return c.do(ctx, "DELETE", "/kernels/"+url.PathEscape(name), nil, nil)
+	p, err := kernelPath(name, "")
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", p, nil, nil)
 }
 
 // PullKernel pulls a catalog kernel, passing progress events to onEvent.
 func (c *Client) PullKernel(ctx context.Context, name string, onEvent func(api.Event)) (api.Kernel, error) {
 	var k api.Kernel
-	return k, c.stream(ctx, "/kernels/"+url.PathEscape(name)+"/pull", nil, onEvent, &k)
+	p, err := kernelPath(name, "/pull")
+	if err != nil {
+		return k, err
+	}
+	return k, c.stream(ctx, p, nil, onEvent, &k)
 }
 
 // ImportKernel imports a kernel from files on the daemon's host.
 func (c *Client) ImportKernel(ctx context.Context, req api.KernelImportRequest, onEvent func(api.Event)) (api.Kernel, error) {
 	var k api.Kernel
-	return k, c.stream(ctx, "/kernels/"+url.PathEscape(req.Name)+"/import", req, onEvent, &k)
+	p, err := kernelPath(req.Name, "/import")
+	if err != nil {
+		return k, err
+	}
+	return k, c.stream(ctx, p, req, onEvent, &k)
 }
 
 // stream runs a long operation. When ctx is canceled (the user pressed

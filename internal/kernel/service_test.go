@@ -291,7 +291,7 @@ func TestPullOCI(t *testing.T) {
 	add("lib/modules/5.10.51/modules.dep", []byte(""))
 	add("lib/modules/5.10.51/kernel/fs/ext4.ko", []byte("ko"))
 	tw.Close()
-	layerT, err := tarball.LayerFromReader(bytes.NewReader(layer.Bytes()))
+	layerT, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer.Bytes())), nil })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -102,7 +102,7 @@ func (e *Extractor) Entry(rel string, hdr *tar.Header, r io.Reader) error {
 			return err
 		}
 		return os.Chmod(dst, mode|0o700)
-	case tar.TypeReg, tar.TypeRegA:
+	case tar.TypeReg:
 		if e.Limit > 0 && e.written+hdr.Size > e.Limit {
 			return fmt.Errorf("entry %q: archive unpacks to more than the %d-byte limit: %w", rel, e.Limit, errdefs.ErrInvalid)
 		}

@@ -1,0 +1,359 @@
+//go:build e2e
+
+// Package e2e runs banger for real: the built binary, its daemon on a
+// temporary state directory and socket, real kernel packages served from
+// 127.0.0.1. Run with: go test -tags e2e ./e2e/
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	bangerBin string // the binary under test
+	kernelDeb string // a real linux-image .deb
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	tmp, err := os.MkdirTemp("", "banger-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	bangerBin = filepath.Join(tmp, "banger")
+	build := exec.Command("go", "build", "-o", bangerBin, "../cmd/banger")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build banger: %v\n%s", err, out)
+		return 1
+	}
+	kernelDeb = os.Getenv("BANGER_E2E_KERNEL_DEB")
+	if kernelDeb == "" {
+		kernelDeb, err = downloadKernelDeb(tmp)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e needs a kernel .deb: set BANGER_E2E_KERNEL_DEB or have apt-get: %v\n", err)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// downloadKernelDeb fetches the kernel package linux-image-amd64 points
+// at, through this host's own apt sources.
+func downloadKernelDeb(dir string) (string, error) {
+	out, err := exec.Command("apt-cache", "depends", "linux-image-amd64").Output()
+	if err != nil {
+		return "", fmt.Errorf("apt-cache depends linux-image-amd64: %w", err)
+	}
+	pkg := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Depends:" && strings.HasPrefix(f[1], "linux-image-") {
+			pkg = f[1]
+			break
+		}
+	}
+	if pkg == "" {
+		return "", fmt.Errorf("no kernel package behind linux-image-amd64 (run apt-get update)")
+	}
+	cmd := exec.Command("apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", pkg)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("apt-get download %s: %v: %s", pkg, err, out)
+	}
+	debs, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("apt-get download %s left %v", pkg, debs)
+	}
+	return debs[0], nil
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// fileServer serves files on 127.0.0.1, optionally slowly or cut short.
+type fileServer struct {
+	URL   string
+	mu    sync.Mutex
+	files map[string]served
+	hits  map[string]int
+}
+
+type served struct {
+	path     string
+	rate     int  // bytes per second; 0 is full speed
+	truncate bool // announce the full length, send half, hang up
+}
+
+func newFileServer(t *testing.T) *fileServer {
+	t.Helper()
+	fs := &fileServer{files: map[string]served{}, hits: map[string]int{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(fs.serve)}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	fs.URL = "http://" + ln.Addr().String()
+	return fs
+}
+
+func (fs *fileServer) add(urlPath string, s served) string {
+	fs.mu.Lock()
+	fs.files[urlPath] = s
+	fs.mu.Unlock()
+	return fs.URL + urlPath
+}
+
+func (fs *fileServer) hitCount(urlPath string) int {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.hits[urlPath]
+}
+
+func (fs *fileServer) serve(w http.ResponseWriter, r *http.Request) {
+	fs.mu.Lock()
+	s, ok := fs.files[r.URL.Path]
+	fs.hits[r.URL.Path]++
+	fs.mu.Unlock()
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		http.Error(w, err.Error(), 500)
+		return
+	}
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	if s.truncate {
+		b = b[:len(b)/2]
+	}
+	if s.rate == 0 {
+		w.Write(b)
+		return
+	}
+	chunk := s.rate / 10
+	for len(b) > 0 {
+		n := min(chunk, len(b))
+		if _, err := w.Write(b[:n]); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		b = b[n:]
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// env is one daemon's world: state directory, socket, config.
+type env struct {
+	t        *testing.T
+	dir      string
+	stateDir string
+	socket   string
+	config   string
+	daemon   *exec.Cmd
+	log      *bytes.Buffer
+	exited   chan error
+}
+
+func newEnv(t *testing.T, config string) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "banger.sock"), config: filepath.Join(dir, "config.toml")}
+	if err := os.WriteFile(e.config, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.stop)
+	return e
+}
+
+func (e *env) write(name, body string) string {
+	p := filepath.Join(e.dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
+}
+
+// start runs the daemon and waits until it answers.
+func (e *env) start() {
+	e.t.Helper()
+	cmd, log, exited := e.spawn()
+	e.daemon, e.log, e.exited = cmd, log, exited
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, _, code := e.banger("status"); code == 0 {
+			return
+		}
+		select {
+		case err := <-exited:
+			e.t.Fatalf("daemon exited at start: %v\n%s", err, log)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	e.t.Fatalf("daemon did not answer within 20s:\n%s", log)
+}
+
+func (e *env) spawn() (*exec.Cmd, *bytes.Buffer, chan error) {
+	cmd := exec.Command(bangerBin, "daemon", "--state-dir", e.stateDir, "--socket", e.socket, "--config", e.config)
+	log := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	return cmd, &log.Buffer, exited
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	bytes.Buffer
+}
+
+func (s *syncBuffer) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Buffer.Write(b)
+}
+
+// kill ends the daemon with SIGKILL, as a crash would.
+func (e *env) kill() {
+	e.daemon.Process.Signal(syscall.SIGKILL)
+	<-e.exited
+	e.daemon = nil
+}
+
+// term stops the daemon with SIGTERM and returns its exit error.
+func (e *env) term() error {
+	e.daemon.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-e.exited:
+		e.daemon = nil
+		return err
+	case <-time.After(60 * time.Second):
+		e.t.Fatal("daemon ignored SIGTERM for 60s")
+		return nil
+	}
+}
+
+func (e *env) stop() {
+	if e.daemon != nil {
+		e.kill()
+	}
+}
+
+// banger runs the CLI against this env's daemon.
+func (e *env) banger(args ...string) (stdout, stderr string, code int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bangerBin, args...)
+	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket)
+	var o, er bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &er
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("banger %v: %v", args, err)
+	}
+	return o.String(), er.String(), code
+}
+
+// mustBanger runs the CLI and fails the test on a non-zero exit.
+func (e *env) mustBanger(args ...string) string {
+	e.t.Helper()
+	out, errOut, code := e.banger(args...)
+	if code != 0 {
+		e.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+// startPull runs `kernel pull` in the background and returns a channel of
+// its progress lines.
+func (e *env) startPull(name string) (*exec.Cmd, <-chan string) {
+	cmd := exec.Command(bangerBin, "kernel", "pull", name)
+	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	e.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, lines
+}
+
+func waitLine(t *testing.T, lines <-chan string, substr string) {
+	t.Helper()
+	timeout := time.After(3 * time.Minute)
+	for {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("output ended before %q", substr)
+			}
+			if strings.Contains(l, substr) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %q within 3 minutes", substr)
+		}
+	}
+}
+
+func dirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}

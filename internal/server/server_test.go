@@ -1,0 +1,290 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/operation"
+)
+
+// fakeKernels is a hand-written fake of the kernel service.
+type fakeKernels struct {
+	mu      sync.Mutex
+	kernels map[string]api.Kernel
+	block   chan struct{} // when set, Pull waits on it or ctx
+}
+
+func (f *fakeKernels) List(context.Context) ([]api.Kernel, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := []api.Kernel{}
+	for _, k := range f.kernels {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+func (f *fakeKernels) Get(_ context.Context, name string) (api.Kernel, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	k, ok := f.kernels[name]
+	if !ok {
+		return k, fmt.Errorf("no local kernel named %q: %w", name, errdefs.ErrNotFound)
+	}
+	return k, nil
+}
+func (f *fakeKernels) Catalog(context.Context) ([]api.KernelCatalogEntry, error) {
+	return []api.KernelCatalogEntry{{Name: "k1"}}, nil
+}
+func (f *fakeKernels) CheckPull(_ context.Context, name string) error {
+	if name != "k1" {
+		return fmt.Errorf("no kernel catalog entry named %q: %w", name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+func (f *fakeKernels) Pull(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
+	p.Stage("download", "downloading %s", name)
+	p.Bytes("download", 50, 100)
+	if f.block != nil {
+		select {
+		case <-f.block:
+		case <-ctx.Done():
+			return api.Kernel{}, ctx.Err()
+		}
+	}
+	k := api.Kernel{Name: name, Version: "6.1"}
+	f.mu.Lock()
+	f.kernels[name] = k
+	f.mu.Unlock()
+	return k, nil
+}
+func (f *fakeKernels) CheckImport(_ context.Context, req api.KernelImportRequest) error {
+	if req.Deb == "" {
+		return fmt.Errorf("give a deb: %w", errdefs.ErrInvalid)
+	}
+	return nil
+}
+func (f *fakeKernels) Import(ctx context.Context, req api.KernelImportRequest, p operation.Progress) (api.Kernel, error) {
+	return api.Kernel{Name: req.Name}, nil
+}
+func (f *fakeKernels) Remove(_ context.Context, name string) error {
+	if name == "used" {
+		return fmt.Errorf("kernel %q is used by VM \"a\": %w", name, errdefs.ErrConflict)
+	}
+	return nil
+}
+
+func newTestServer(t *testing.T) (*httptest.Server, *fakeKernels, *operation.Registry) {
+	t.Helper()
+	fk := &fakeKernels{kernels: map[string]api.Kernel{}}
+	ops := operation.NewRegistry(context.Background())
+	s := New(Deps{
+		Kernels: fk, Operations: ops,
+		Status:  func(context.Context) (api.Status, error) { return api.Status{PID: 1}, nil },
+		Version: api.VersionInfo{Version: "test"},
+		Log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv, fk, ops
+}
+
+// TestOpenAPIMatchesRoutes keeps docs/openapi.json and the served routes
+// in step, both ways.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	b, err := os.ReadFile("../../docs/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	var documented, served []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			if method == "parameters" {
+				continue
+			}
+			documented = append(documented, strings.ToUpper(method)+" "+api.Prefix+path)
+		}
+	}
+	for _, r := range New(Deps{}).Routes() {
+		served = append(served, r.Method+" "+r.Path)
+	}
+	sort.Strings(documented)
+	sort.Strings(served)
+	if !reflect.DeepEqual(documented, served) {
+		t.Fatalf("openapi.json documents\n  %s\nbut the server serves\n  %s", strings.Join(documented, "\n  "), strings.Join(served, "\n  "))
+	}
+}
+
+func TestErrorsAreJSONWithStableCodes(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	tests := []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{"GET", "/v1/kernels/nope", "", 404, "not_found"},
+		{"DELETE", "/v1/kernels/used", "", 409, "conflict"},
+		{"POST", "/v1/kernels/zz/pull", "", 404, "not_found"},
+		{"POST", "/v1/kernels/x/import", `{"deb":`, 400, "invalid"},
+		{"POST", "/v1/kernels/x/import", `{"bogus":1}`, 400, "invalid"},
+		{"POST", "/v1/kernels/x/import", `{"name":"y","deb":"/a"}`, 400, "invalid"},
+		{"POST", "/v1/kernels/x/import", `{}`, 400, "invalid"},
+		{"GET", "/v2/kernels", "", 404, "not_found"},
+		{"DELETE", "/v1/operations/nope", "", 404, "not_found"},
+	}
+	for _, tt := range tests {
+		req, _ := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status || e.Code != tt.code || e.Message == "" {
+			t.Errorf("%s %s: %d %+v, want %d %s", tt.method, tt.path, resp.StatusCode, e, tt.status, tt.code)
+		}
+		if strings.HasSuffix(e.Message, ": not found") || strings.HasSuffix(e.Message, ": conflict") {
+			t.Errorf("message repeats the code: %q", e.Message)
+		}
+	}
+}
+
+func readEvents(t *testing.T, r io.Reader) []api.Event {
+	t.Helper()
+	var evs []api.Event
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var ev api.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("bad event line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func TestPullStreamsNDJSON(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	resp, err := http.Post(srv.URL+"/v1/kernels/k1/pull", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Fatalf("content type %q", ct)
+	}
+	evs := readEvents(t, resp.Body)
+	types := []string{}
+	for _, ev := range evs {
+		types = append(types, ev.Type)
+	}
+	if strings.Join(types, ",") != "operation,progress,progress,result" {
+		t.Fatalf("event types = %v", types)
+	}
+	if evs[0].Operation == "" || evs[0].Operation != resp.Header.Get("X-Banger-Operation") {
+		t.Fatalf("operation id %q vs header %q", evs[0].Operation, resp.Header.Get("X-Banger-Operation"))
+	}
+	if evs[2].Done != 50 || evs[2].Total != 100 {
+		t.Fatalf("bytes event = %+v", evs[2])
+	}
+	var k api.Kernel
+	if err := json.Unmarshal(evs[3].Result, &k); err != nil || k.Name != "k1" {
+		t.Fatalf("result = %s", evs[3].Result)
+	}
+}
+
+func TestClientGoneOperationCompletes(t *testing.T) {
+	srv, fk, ops := newTestServer(t)
+	fk.block = make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/kernels/k1/pull", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bufio.NewReader(resp.Body).ReadString('\n')
+	cancel() // the client disconnects mid-operation
+	resp.Body.Close()
+	if len(ops.List()) != 1 {
+		t.Fatal("operation gone with its client")
+	}
+	close(fk.block)
+	ops.Wait()
+	if _, err := fk.Get(context.Background(), "k1"); err != nil {
+		t.Fatalf("operation did not complete after the client left: %v", err)
+	}
+}
+
+func TestCancelOperationUndoes(t *testing.T) {
+	srv, fk, ops := newTestServer(t)
+	fk.block = make(chan struct{})
+	resp, err := http.Post(srv.URL+"/v1/kernels/k1/pull", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	id := resp.Header.Get("X-Banger-Operation")
+	req, _ := http.NewRequest("DELETE", srv.URL+"/v1/operations/"+id, nil)
+	dr, err := http.DefaultClient.Do(req)
+	if err != nil || dr.StatusCode != http.StatusAccepted {
+		t.Fatalf("cancel: %v %v", dr, err)
+	}
+	evs := readEvents(t, resp.Body)
+	last := evs[len(evs)-1]
+	if last.Type != api.EventError || last.Error.Code != "canceled" {
+		t.Fatalf("last event = %+v", last)
+	}
+	ops.Wait()
+	if _, err := fk.Get(context.Background(), "k1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatal("canceled pull published a kernel")
+	}
+}
+
+func TestConcurrentRequests(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			path := []string{"/v1/status", "/v1/kernels", "/v1/version", "/v1/catalog/kernels"}[i%4]
+			resp, err := http.Get(srv.URL + path)
+			if err != nil {
+				errs <- err
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				errs <- fmt.Errorf("%s: %d", path, resp.StatusCode)
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
