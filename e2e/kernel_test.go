@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
@@ -357,5 +358,50 @@ func TestDefaultKernelFromAptSources(t *testing.T) {
 	ks := listKernels(t, e)
 	if len(ks) != 1 || ks[0].SourceKind != "apt" || !ks[0].Modules || !strings.Contains(ks[0].Source, "(via linux-image-amd64)") {
 		t.Fatalf("ls = %+v", ks)
+	}
+}
+
+// TestInterruptedClient: Ctrl-C on the CLI cancels the pull in the daemon,
+// which undoes it; a client killed outright leaves the pull to complete.
+func TestInterruptedClient(t *testing.T) {
+	fs := newFileServer(t)
+	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
+	catalogWith(e, map[string]struct{ url, sha string }{
+		"slow": {fs.add("/slow.deb", served{path: kernelDeb, rate: 16 << 20}), sha256File(t, kernelDeb)},
+	})
+	e.start()
+
+	cmd, lines := e.startPull("slow")
+	waitLine(t, lines, "download: ")
+	cmd.Process.Signal(os.Interrupt)
+	var rest []string
+	for l := range lines {
+		rest = append(rest, l)
+	}
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 || !strings.Contains(strings.Join(rest, "\n"), "canceled") {
+		t.Fatalf("Ctrl-C: %v, output after it: %q", err, rest)
+	}
+	if ks := listKernels(t, e); len(ks) != 0 {
+		t.Fatalf("canceled pull published: %+v", ks)
+	}
+	if left := dirEntries(t, filepath.Join(e.stateDir, "staging")); len(left) != 0 {
+		t.Fatalf("canceled pull left staging files: %v", left)
+	}
+
+	cmd, lines = e.startPull("slow")
+	waitLine(t, lines, "download: ")
+	cmd.Process.Kill()
+	cmd.Wait()
+	c := client.New(e.socket)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		if k, err := c.Kernel(context.Background(), "slow"); err == nil && k.Modules {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pull abandoned by its killed client never completed:\n%s", e.log)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

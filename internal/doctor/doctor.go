@@ -152,7 +152,7 @@ func Run(h Host, stateDir string) []Check {
 	if p, err := h.LookPath("firecracker"); err == nil {
 		fc.OK, fc.Detail = true, p
 	} else {
-		fc.Detail = "not found: optional, used instead of qemu when /dev/kvm is usable"
+		fc.Detail = "not found: used instead of qemu when /dev/kvm is usable"
 		fc.Fix = "download a release from https://github.com/firecracker-microvm/firecracker/releases and put firecracker (and jailer) on PATH"
 	}
 	out = append(out, fc)

@@ -62,7 +62,7 @@ func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Pro
 		defer cancel()
 		res, err := fn(ctx, Func(op.publish))
 		if err != nil && ctx.Err() != nil {
-			err = fmt.Errorf("%s %s: %w (everything it had done was undone)", kind, target, errdefs.ErrCanceled)
+			err = fmt.Errorf("%s %s was canceled, and what it had done was undone: %w", kind, target, errdefs.ErrCanceled)
 		}
 		var raw json.RawMessage
 		if err == nil {

@@ -219,7 +219,7 @@ func (s *Server) pullKernel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.stream(w, r, "kernel-pull", name, func(ctx context.Context, p operation.Progress) (any, error) {
+	s.stream(w, r, "kernel pull", name, func(ctx context.Context, p operation.Progress) (any, error) {
 		return s.d.Kernels.Pull(ctx, name, p)
 	})
 }
@@ -239,7 +239,7 @@ func (s *Server) importKernel(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	s.stream(w, r, "kernel-import", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
+	s.stream(w, r, "kernel import", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
 		return s.d.Kernels.Import(ctx, req, p)
 	})
 }
