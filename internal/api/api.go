@@ -101,11 +101,13 @@ type KernelCatalogEntry struct {
 	Local   bool   `json:"local"`
 }
 
-// KernelFile is one published file of a kernel.
+// KernelFile is one published file of a kernel, or its modules directory
+// (a Name ending in "/", with the Count of files under it and no SHA256).
 type KernelFile struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256,omitempty"`
+	Count  int    `json:"count,omitempty"`
 }
 
 // Kernel is a published kernel.

@@ -123,7 +123,11 @@ func newKernelShow(a *app) *cobra.Command {
 			fmt.Fprintln(w, "Files:")
 			t := newTable(w, "  NAME", "SIZE", "SHA256")
 			for _, f := range k.Files {
-				t.row("  "+f.Name, humanSize(f.Size), strings.TrimPrefix(f.SHA256, "sha256:"))
+				sum := strings.TrimPrefix(f.SHA256, "sha256:")
+				if f.Count > 0 {
+					sum = fmt.Sprintf("(%d files)", f.Count)
+				}
+				t.row("  "+f.Name, humanSize(f.Size), sum)
 			}
 			t.flush()
 			return nil

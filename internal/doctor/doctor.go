@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 )
 
@@ -184,10 +185,10 @@ func Run(h Host, stateDir string) []Check {
 	if free, err := h.FreeBytes(dir); err != nil {
 		space.Detail = fmt.Sprintf("cannot read free space of %s: %v", dir, err)
 	} else {
-		space.Detail = fmt.Sprintf("%s free in %s", humanBytes(free), dir)
+		space.Detail = fmt.Sprintf("%s free in %s", humanize.IBytes(free), dir)
 		space.OK = free >= MinFreeBytes
 		if !space.OK {
-			space.Fix = fmt.Sprintf("free some space, or run the daemon with --state-dir on a larger file system (%s needed)", humanBytes(MinFreeBytes))
+			space.Fix = fmt.Sprintf("free some space, or run the daemon with --state-dir on a larger file system (%s needed)", humanize.IBytes(MinFreeBytes))
 		}
 	}
 	out = append(out, space)
@@ -200,19 +201,6 @@ func existingParent(h Host, dir string) string {
 			return d
 		}
 	}
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // Failed reports whether any required check failed.

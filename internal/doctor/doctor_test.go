@@ -50,7 +50,7 @@ func TestDoctor(t *testing.T) {
 	if Failed(cs) {
 		t.Fatalf("healthy host failed: %+v", cs)
 	}
-	if c := find(cs, "free space"); !strings.Contains(c.Detail, "100.0 GiB free in /var") {
+	if c := find(cs, "free space"); !strings.Contains(c.Detail, "100 GiB free in /var") {
 		t.Errorf("free space detail = %q", c.Detail)
 	}
 

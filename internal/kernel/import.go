@@ -165,7 +165,7 @@ func inspect(dir string) (api.Kernel, error) {
 			return k, fmt.Errorf("modules directory %s is empty: %w", k.Release, errdefs.ErrInvalid)
 		}
 		k.Modules = true
-		k.Files = append(k.Files, api.KernelFile{Name: layout.KernelModules + "/" + k.Release + "/", Size: size, SHA256: fmt.Sprintf("%d files", count)})
+		k.Files = append(k.Files, api.KernelFile{Name: layout.KernelModules + "/" + k.Release + "/", Size: size, Count: count})
 	default:
 		var rs []string
 		for _, r := range releases {

@@ -199,6 +199,7 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 		return staged{}, err
 	}
 	p.Stage("unpack", "unpacking %s", filepath.Base(deb))
+	p.Bytes("unpack", 0, fi.Size())
 	cr := &ctxReader{ctx: ctx, r: f, fn: func(n int64) { p.Bytes("unpack", n, fi.Size()) }}
 	modRoot := filepath.Join(dir, layout.KernelModules)
 	if err := os.MkdirAll(modRoot, 0o755); err != nil {

@@ -26,8 +26,8 @@ func (s *Store) InsertKernel(ctx context.Context, k api.Kernel) error {
 			return fmt.Errorf("insert kernel %q: %w", k.Name, err)
 		}
 		for _, f := range k.Files {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO kernel_files (kernel, name, size, sha256) VALUES (?, ?, ?, ?)`,
-				k.Name, f.Name, f.Size, f.SHA256); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO kernel_files (kernel, name, size, sha256, count) VALUES (?, ?, ?, ?, ?)`,
+				k.Name, f.Name, f.Size, f.SHA256, f.Count); err != nil {
 				return fmt.Errorf("insert kernel %q file %q: %w", k.Name, f.Name, err)
 			}
 		}
@@ -105,7 +105,7 @@ func (s *Store) queryKernels(ctx context.Context, where string, args ...any) ([]
 }
 
 func (s *Store) kernelFiles(ctx context.Context, name string) ([]api.KernelFile, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, size, sha256 FROM kernel_files WHERE kernel = ? ORDER BY name`, name)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, size, sha256, count FROM kernel_files WHERE kernel = ? ORDER BY name`, name)
 	if err != nil {
 		return nil, fmt.Errorf("kernel %q files: %w", name, err)
 	}
@@ -113,7 +113,7 @@ func (s *Store) kernelFiles(ctx context.Context, name string) ([]api.KernelFile,
 	files := []api.KernelFile{}
 	for rows.Next() {
 		var f api.KernelFile
-		if err := rows.Scan(&f.Name, &f.Size, &f.SHA256); err != nil {
+		if err := rows.Scan(&f.Name, &f.Size, &f.SHA256, &f.Count); err != nil {
 			return nil, fmt.Errorf("kernel %q files: %w", name, err)
 		}
 		files = append(files, f)

@@ -23,6 +23,7 @@ var migrations = []string{
 		name    TEXT NOT NULL,
 		size    INTEGER NOT NULL,
 		sha256  TEXT NOT NULL,
+		count   INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (kernel, name)
 	);`,
 }

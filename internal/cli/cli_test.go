@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+func TestPlainProgress(t *testing.T) {
+	var buf bytes.Buffer
+	p := newProgress(&buf)
+	p.event(api.Event{Type: api.EventOperation, Operation: "abc", Message: "kernel pull k"})
+	p.event(api.Event{Type: api.EventProgress, Stage: "download", Message: "downloading x"})
+	for done := int64(0); done <= 1000; done += 10 {
+		p.event(api.Event{Type: api.EventProgress, Stage: "download", Done: done << 20, Total: 1000 << 20})
+	}
+	p.event(api.Event{Type: api.EventProgress, Stage: "publish", Message: "publishing k"})
+	p.done()
+	want := `operation abc: kernel pull k
+==> downloading x
+    download: 0 B of 1000 MiB (0%)
+    download: 250 MiB of 1000 MiB (25%)
+    download: 500 MiB of 1000 MiB (50%)
+    download: 750 MiB of 1000 MiB (75%)
+    download: 1000 MiB of 1000 MiB (100%)
+==> publishing k
+`
+	if buf.String() != want {
+		t.Fatalf("plain progress:\n%s\nwant:\n%s", buf.String(), want)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"kernel", "ls", "-o", "yaml"},
+		{"kernel", "import", "x"},
+		{"kernel", "show"},
+		{"kernel", "pull", "a", "b"},
+	} {
+		var out, errOut bytes.Buffer
+		root := NewRoot(&out, &errOut)
+		root.SetArgs(append(args, "--socket", "/nonexistent/banger.sock"))
+		err := root.Execute()
+		if err == nil {
+			t.Errorf("%v: no error", args)
+			continue
+		}
+		if strings.Contains(err.Error(), "cannot reach") {
+			t.Errorf("%v: reached for the daemon before checking usage: %v", args, err)
+		}
+	}
+}
+
+func TestHelpTeaches(t *testing.T) {
+	var out bytes.Buffer
+	root := NewRoot(&out, &out)
+	root.SetArgs([]string{"kernel", "pull", "--help"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sources are tried in order", "Ctrl-C cancels", "banger kernel pull debian-bookworm"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("kernel pull --help lacks %q", want)
+		}
+	}
+}
