@@ -1,0 +1,91 @@
+// Package ext4 writes ext4 disk images from tar streams without mounting
+// anything: a streaming tar-to-ext4 writer (hcsshim's tar2ext4) lays out
+// the file system, then e2fsprogs, through the CommandRunner, give it
+// headroom and a journal.
+package ext4
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/Microsoft/hcsshim/ext4/tar2ext4"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/runner"
+)
+
+// MaxDiskSize bounds an image disk.
+const MaxDiskSize = 64 << 30
+
+// Builder writes ext4 images.
+type Builder struct {
+	Runner runner.Runner
+}
+
+// Headroom is the free space an image gets beyond its content: a quarter
+// of it, at least 64 MiB. VMs grow their own copies later.
+func Headroom(content int64) int64 {
+	return max(content/4, 64<<20)
+}
+
+// FromTar writes the tar stream r as an ext4 image at dest and returns the
+// image's size.
+func (b Builder) FromTar(ctx context.Context, r io.Reader, dest string) (int64, error) {
+	f, err := os.OpenFile(dest, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("create disk: %w", err)
+	}
+	err = tar2ext4.ConvertTarToExt4(&ctxReader{ctx: ctx, r: r}, f, tar2ext4.MaximumDiskSize(MaxDiskSize), tar2ext4.InlineData)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, fmt.Errorf("write ext4: %w", err)
+	}
+	return b.Finish(ctx, dest)
+}
+
+// Finish gives an image its headroom and a journal, and checks it.
+func (b Builder) Finish(ctx context.Context, dest string) (int64, error) {
+	fi, err := os.Stat(dest)
+	if err != nil {
+		return 0, err
+	}
+	size := fi.Size() + Headroom(fi.Size())
+	size = (size + 4095) &^ 4095
+	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", dest, fmt.Sprintf("%dK", size/1024)}}); err != nil {
+		return 0, fmt.Errorf("grow disk: %w", err)
+	}
+	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "tune2fs", Args: []string{"-O", "has_journal", dest}}); err != nil {
+		return 0, fmt.Errorf("add journal: %w", err)
+	}
+	if err := b.Check(ctx, dest); err != nil {
+		return 0, err
+	}
+	return size, nil
+}
+
+// Check runs a read-only e2fsck over the image.
+func (b Builder) Check(ctx context.Context, path string) error {
+	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "e2fsck", Args: []string{"-fn", path}}); err != nil {
+		return fmt.Errorf("file system check of %s failed: %w: %w", path, err, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}

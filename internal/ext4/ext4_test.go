@@ -1,0 +1,53 @@
+package ext4
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/runner"
+)
+
+// TestFromTar builds a real image with real e2fsprogs; it needs no root.
+func TestFromTar(t *testing.T) {
+	for _, tool := range []string{"resize2fs", "tune2fs", "e2fsck", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (e2fsprogs)", tool)
+		}
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "bin/su", Typeflag: tar.TypeReg, Mode: 0o4755, Size: 5, Uid: 0})
+	tw.Write([]byte("hello"))
+	tw.WriteHeader(&tar.Header{Name: "bin/link", Typeflag: tar.TypeLink, Linkname: "bin/su"})
+	tw.WriteHeader(&tar.Header{Name: "home/", Typeflag: tar.TypeDir, Mode: 0o755})
+	tw.WriteHeader(&tar.Header{Name: "home/user/", Typeflag: tar.TypeDir, Mode: 0o700, Uid: 1000, Gid: 1000})
+	tw.WriteHeader(&tar.Header{Name: "sh", Typeflag: tar.TypeSymlink, Linkname: "bin/su"})
+	tw.Close()
+	dest := filepath.Join(t.TempDir(), "rootfs.ext4")
+	size, err := Builder{Runner: runner.Exec{}}.FromTar(context.Background(), &buf, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(dest); fi.Size() != size || size < 64<<20 {
+		t.Fatalf("size %d, file %d", size, fi.Size())
+	}
+	out, err := exec.Command("debugfs", "-R", "stat /bin/su", dest).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Mode:  04755") || !strings.Contains(string(out), "Links: 2") {
+		t.Fatalf("debugfs stat /bin/su: %v\n%s", err, out)
+	}
+	out, _ = exec.Command("debugfs", "-R", "stat /home/user", dest).CombinedOutput()
+	if !strings.Contains(string(out), "User:  1000") || !strings.Contains(string(out), "Mode:  0700") {
+		t.Fatalf("debugfs stat /home/user:\n%s", out)
+	}
+	out, _ = exec.Command("dumpe2fs", "-h", dest).CombinedOutput()
+	if !strings.Contains(string(out), "has_journal") {
+		t.Fatalf("no journal:\n%s", out)
+	}
+}

@@ -1,0 +1,282 @@
+package flatten
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+// e is a layer entry in tests.
+type e struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+	uid              int
+	xattr            string
+	size             int64 // header size override, for truncation
+}
+
+func layer(t testing.TB, ents ...e) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, x := range ents {
+		typ := x.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		mode := x.mode
+		if mode == 0 {
+			mode = 0o644
+			if typ == tar.TypeDir {
+				mode = 0o755
+			}
+		}
+		h := &tar.Header{Name: x.name, Linkname: x.link, Typeflag: typ, Mode: mode, Uid: x.uid, Size: int64(len(x.body))}
+		if typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if typ == tar.TypeChar {
+			h.Devmajor, h.Devminor = 1, 3
+		}
+		if x.xattr != "" {
+			h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": x.xattr}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tw, x.body)
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+type got struct {
+	typ        byte
+	mode       int64
+	uid        int
+	body, link string
+	xattr      string
+	dev        int64
+}
+
+func flattenAll(t *testing.T, layers ...[]byte) (map[string]got, []string, error) {
+	t.Helper()
+	tr, err := New(t.TempDir(), 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for _, l := range layers {
+		if err := tr.Apply(bytes.NewReader(l)); err != nil {
+			return nil, nil, err
+		}
+	}
+	var out bytes.Buffer
+	if err := tr.WriteTar(&out); err != nil {
+		t.Fatal(err)
+	}
+	res := map[string]got{}
+	var order []string
+	rd := tar.NewReader(&out)
+	for {
+		h, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rd)
+		name := strings.TrimSuffix(h.Name, "/")
+		order = append(order, name)
+		res[name] = got{typ: h.Typeflag, mode: h.Mode, uid: h.Uid, body: string(b), link: h.Linkname, xattr: h.PAXRecords["SCHILY.xattr.security.capability"], dev: h.Devmajor}
+	}
+	return res, order, nil
+}
+
+func TestFlattenMergesLayers(t *testing.T) {
+	base := layer(t,
+		e{name: "etc/", typ: tar.TypeDir},
+		e{name: "etc/passwd", body: "root"},
+		e{name: "etc/old", body: "gone soon"},
+		e{name: "opaque/", typ: tar.TypeDir},
+		e{name: "opaque/lower", body: "hidden"},
+		e{name: "keep/", typ: tar.TypeDir, mode: 0o700},
+		e{name: "keep/lower", body: "stays"},
+		e{name: "bin/", typ: tar.TypeDir},
+		e{name: "bin/busybox", body: "BB", mode: 0o4755, xattr: "cap"},
+		e{name: "bin/sh", link: "bin/busybox", typ: tar.TypeLink},
+		e{name: "bin/ls", link: "bin/busybox", typ: tar.TypeLink},
+		e{name: "dev/", typ: tar.TypeDir},
+		e{name: "dev/null", typ: tar.TypeChar, mode: 0o666},
+		e{name: "a", link: "b", typ: tar.TypeSymlink},
+		e{name: "b", link: "c", typ: tar.TypeSymlink},
+		e{name: "c", body: "end of chain"},
+	)
+	top := layer(t,
+		e{name: "etc/.wh.old", body: ""},
+		e{name: "opaque/.wh..wh..opq"},
+		e{name: "opaque/upper", body: "new"},
+		e{name: "keep/", typ: tar.TypeDir, mode: 0o750, uid: 7},
+		e{name: "keep/upper", body: "added"},
+		e{name: "etc/passwd", body: "root:x:0:0"},
+		e{name: "bin/.wh.busybox"},
+		e{name: "nested/deep/file", body: "parents made"},
+	)
+	res, order, err := flattenAll(t, base, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, absent := range []string{"etc/old", "opaque/lower", "bin/busybox"} {
+		if _, ok := res[absent]; ok {
+			t.Errorf("%s survived its whiteout", absent)
+		}
+	}
+	checks := map[string]func(got) bool{
+		"etc/passwd":       func(g got) bool { return g.body == "root:x:0:0" },
+		"opaque/upper":     func(g got) bool { return g.body == "new" },
+		"keep":             func(g got) bool { return g.mode == 0o750 && g.uid == 7 },
+		"keep/lower":       func(g got) bool { return g.body == "stays" },
+		"keep/upper":       func(g got) bool { return g.body == "added" },
+		"dev/null":         func(g got) bool { return g.typ == tar.TypeChar && g.dev == 1 && g.mode == 0o666 },
+		"a":                func(g got) bool { return g.typ == tar.TypeSymlink && g.link == "b" },
+		"b":                func(g got) bool { return g.link == "c" },
+		"nested/deep/file": func(g got) bool { return g.body == "parents made" },
+		// busybox was deleted but its hard links keep its content, mode
+		// and xattrs: the first becomes the file, the second links to it.
+		"bin/ls": func(g got) bool { return g.typ == tar.TypeReg && g.body == "BB" && g.mode == 0o4755 && g.xattr == "cap" },
+		"bin/sh": func(g got) bool { return g.typ == tar.TypeLink && g.link == "bin/ls" },
+	}
+	for name, ok := range checks {
+		if g, found := res[name]; !found || !ok(g) {
+			t.Errorf("%s = %+v (found %v)", name, g, found)
+		}
+	}
+	// Parents come before children.
+	seen := map[string]bool{}
+	for _, name := range order {
+		if i := strings.LastIndex(name, "/"); i > 0 && !seen[name[:i]] {
+			t.Errorf("%s written before its parent", name)
+		}
+		seen[name] = true
+	}
+}
+
+func TestHardLinkKeptWhenTargetStays(t *testing.T) {
+	res, _, err := flattenAll(t, layer(t, e{name: "x", body: "X", mode: 0o4711}, e{name: "y", link: "x", typ: tar.TypeLink}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res["y"].typ != tar.TypeLink || res["y"].link != "x" || res["x"].mode != 0o4711 {
+		t.Fatalf("x=%+v y=%+v", res["x"], res["y"])
+	}
+}
+
+func TestExtras(t *testing.T) {
+	tr, _ := New(t.TempDir(), 0)
+	defer tr.Close()
+	tr.Apply(bytes.NewReader(layer(t, e{name: "etc/", typ: tar.TypeDir}, e{name: "etc/resolv.conf", link: "../run/resolv.conf", typ: tar.TypeSymlink})))
+	for _, x := range []Extra{
+		{Path: "/.banger/", Mode: 0o755},
+		{Path: "/etc/resolv.conf", Mode: 0o644, Body: []byte("nameserver 10.0.2.3\n")},
+		{Path: "/root/.ssh/authorized_keys", Mode: 0o600, Body: []byte("ssh-ed25519 AAAA x\n")},
+	} {
+		if err := tr.Add(x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	tr.WriteTar(&out)
+	rd := tar.NewReader(&out)
+	found := map[string]string{}
+	for {
+		h, err := rd.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(rd)
+		found[h.Name] = string(b)
+	}
+	if found["etc/resolv.conf"] != "nameserver 10.0.2.3\n" || found["root/.ssh/authorized_keys"] == "" {
+		t.Fatalf("extras = %v", found)
+	}
+	if _, ok := found[".banger/"]; !ok {
+		t.Fatalf("no /.banger/: %v", found)
+	}
+}
+
+func TestHostileLayers(t *testing.T) {
+	tests := []struct {
+		name string
+		ents []e
+		want string
+	}{
+		{"dotdot", []e{{name: "../../etc/passwd", body: "x"}}, "leaves the archive root"},
+		{"absolute", []e{{name: "/etc/passwd", body: "x"}}, "absolute path"},
+		{"through symlink", []e{{name: "etc", link: "/etc", typ: tar.TypeSymlink}, {name: "etc/passwd", body: "x"}}, "may not write through a symlink"},
+		{"through relative symlink", []e{{name: "up", link: "../..", typ: tar.TypeSymlink}, {name: "up/x", body: "x"}}, "may not write through a symlink"},
+		{"hardlink outside", []e{{name: "l", link: "../../etc/shadow", typ: tar.TypeLink}}, "leaves the archive root"},
+		{"hardlink absolute", []e{{name: "l", link: "/etc/shadow", typ: tar.TypeLink}}, "absolute path"},
+		{"hardlink missing", []e{{name: "l", link: "nope", typ: tar.TypeLink}}, "not a regular file"},
+		{"hardlink through symlink", []e{{name: "s", link: "/", typ: tar.TypeSymlink}, {name: "l", link: "s/etc/shadow", typ: tar.TypeLink}}, "may not write through a symlink"},
+		{"hardlink to dir", []e{{name: "d/", typ: tar.TypeDir}, {name: "l", link: "d", typ: tar.TypeLink}}, "not a regular file"},
+		{"over limit", []e{{name: "big", body: strings.Repeat("x", 2<<20)}}, "limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := flattenAll(t, layer(t, tt.ents...))
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("err = %v, want invalid containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTruncatedLayer(t *testing.T) {
+	l := layer(t, e{name: "a", body: strings.Repeat("a", 5000)}, e{name: "b", body: strings.Repeat("b", 2000)})
+	// Inside a's header, inside a's data, inside b's data.
+	for _, cut := range []int{300, 3000, len(l) - 1024 - 1000} {
+		_, _, err := flattenAll(t, l[:cut])
+		if err == nil || !strings.Contains(err.Error(), "truncated") || !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("cut at %d: %v", cut, err)
+		}
+	}
+}
+
+func FuzzFlatten(f *testing.F) {
+	f.Add(layer(f, e{name: "a/", typ: tar.TypeDir}, e{name: "a/b", body: "x"}, e{name: "a/.wh.b"}, e{name: "l", link: "a/b", typ: tar.TypeLink}))
+	f.Add(layer(f, e{name: "s", link: "/", typ: tar.TypeSymlink}, e{name: "s/x", body: "x"}))
+	f.Add(layer(f, e{name: "d/.wh..wh..opq"}, e{name: "../x", body: "x"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tr, err := New(t.TempDir(), 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		if err := tr.Apply(bytes.NewReader(b)); err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if err := tr.WriteTar(&out); err != nil {
+			t.Fatalf("accepted layer cannot be written: %v", err)
+		}
+		rd := tar.NewReader(&out)
+		for {
+			h, err := rd.Next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				t.Fatalf("written tar unreadable: %v", err)
+			}
+			if strings.HasPrefix(h.Name, "/") || strings.Contains("/"+h.Name+"/", "/../") {
+				t.Fatalf("escaping entry %q written", h.Name)
+			}
+		}
+	})
+}
