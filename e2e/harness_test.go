@@ -188,7 +188,8 @@ type env struct {
 	config   string
 	daemon   *exec.Cmd
 	log      *bytes.Buffer
-	exited   chan error
+	exited   chan struct{} // closed when the daemon process has exited
+	exitErr  error         // its Wait error, once exited is closed
 }
 
 func newEnv(t *testing.T, config string) *env {
@@ -213,32 +214,32 @@ func (e *env) write(name, body string) string {
 // start runs the daemon and waits until it answers.
 func (e *env) start() {
 	e.t.Helper()
-	cmd, log, exited := e.spawn()
-	e.daemon, e.log, e.exited = cmd, log, exited
+	e.spawn()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, _, code := e.banger("status"); code == 0 {
 			return
 		}
 		select {
-		case err := <-exited:
-			e.t.Fatalf("daemon exited at start: %v\n%s", err, log)
+		case <-e.exited:
+			e.daemon = nil
+			e.t.Fatalf("daemon exited at start: %v\n%s", e.exitErr, e.log)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	e.t.Fatalf("daemon did not answer within 20s:\n%s", log)
+	e.t.Fatalf("daemon did not answer within 20s:\n%s", e.log)
 }
 
-func (e *env) spawn() (*exec.Cmd, *bytes.Buffer, chan error) {
+func (e *env) spawn() {
 	cmd := exec.Command(bangerBin, "daemon", "--state-dir", e.stateDir, "--socket", e.socket, "--config", e.config)
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	return cmd, &log.Buffer, exited
+	exited := make(chan struct{})
+	e.daemon, e.log, e.exited = cmd, &log.Buffer, exited
+	go func() { e.exitErr = cmd.Wait(); close(exited) }()
 }
 
 type syncBuffer struct {
@@ -263,9 +264,9 @@ func (e *env) kill() {
 func (e *env) term() error {
 	e.daemon.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-e.exited:
+	case <-e.exited:
 		e.daemon = nil
-		return err
+		return e.exitErr
 	case <-time.After(60 * time.Second):
 		e.t.Fatal("daemon ignored SIGTERM for 60s")
 		return nil

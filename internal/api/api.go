@@ -148,3 +148,66 @@ type KernelImportRequest struct {
 	Modules string `json:"modules,omitempty"`
 	Version string `json:"version,omitempty"`
 }
+
+// Image source kinds.
+const (
+	SourceBundle      = "bundle"      // a tarball with manifest.json and an ext4 rootfs
+	SourceDebootstrap = "debootstrap" // built locally with mmdebstrap from the host's package sources
+	SourceRegister    = "register"    // an existing ext4 file adopted by `image register`
+)
+
+// ImageSource is one place a catalog image can come from.
+type ImageSource struct {
+	Kind string `json:"kind"` // oci, bundle, debootstrap
+	// oci
+	Ref string `json:"ref,omitempty"`
+	// bundle
+	URL    string `json:"url,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	// debootstrap
+	Suite    string   `json:"suite,omitempty"`
+	Variant  string   `json:"variant,omitempty"`
+	Packages []string `json:"packages,omitempty"`
+}
+
+// ImageCatalogEntry is one image the catalogs know how to fetch.
+type ImageCatalogEntry struct {
+	Name        string        `json:"name"`
+	Description string        `json:"description,omitempty"`
+	Kernel      string        `json:"kernel"`
+	Sources     []ImageSource `json:"sources"`
+	Catalog     string        `json:"catalog,omitempty"`
+	Local       bool          `json:"local"`
+}
+
+// Image is a published image: an ext4 root disk ready to boot.
+type Image struct {
+	Name       string `json:"name"`
+	SourceKind string `json:"source_kind"`
+	Source     string `json:"source"`
+	// Digest is the manifest digest (oci) or the sha256 of what was
+	// fetched or adopted.
+	Digest    string    `json:"digest"`
+	Kernel    string    `json:"kernel"`
+	Size      int64     `json:"size"`
+	Layers    int       `json:"layers"`
+	Files     int       `json:"files"`
+	Disk      string    `json:"disk"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// ImagePullRequest asks for an image: Name is a catalog name, or an OCI
+// reference (then As names the local image, derived from the reference
+// when empty).
+type ImagePullRequest struct {
+	Name   string `json:"name"`
+	As     string `json:"as,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+}
+
+// ImageRegisterRequest adopts an existing ext4 file as an image.
+type ImageRegisterRequest struct {
+	Name   string `json:"name"`
+	Rootfs string `json:"rootfs"`
+	Kernel string `json:"kernel,omitempty"`
+}

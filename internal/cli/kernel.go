@@ -243,28 +243,34 @@ func newKernelRm(a *app) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 1 {
-				if err := a.client().RemoveKernel(cmd.Context(), args[0]); err != nil {
-					return err
-				}
-				fmt.Fprintf(a.stdout, "removed kernel %s\n", args[0])
-				return nil
-			}
-			failed := 0
-			for _, name := range args {
-				if err := a.client().RemoveKernel(cmd.Context(), name); err != nil {
-					fmt.Fprintf(a.stderr, "banger: %v\n", err)
-					failed++
-					continue
-				}
-				fmt.Fprintf(a.stdout, "removed kernel %s\n", name)
-			}
-			if failed > 0 {
-				return fmt.Errorf("%d of %d kernels not removed", failed, len(args))
-			}
-			return nil
+			return a.removeEach(args, "kernel", func(name string) error { return a.client().RemoveKernel(cmd.Context(), name) })
 		},
 	}
+}
+
+// removeEach removes each named object, going on past failures, and fails
+// if any failed.
+func (a *app) removeEach(names []string, kind string, rm func(string) error) error {
+	if len(names) == 1 {
+		if err := rm(names[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "removed %s %s\n", kind, names[0])
+		return nil
+	}
+	failed := 0
+	for _, name := range names {
+		if err := rm(name); err != nil {
+			fmt.Fprintf(a.stderr, "banger: %v\n", err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(a.stdout, "removed %s %s\n", kind, name)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d %ss not removed", failed, len(names), kind)
+	}
+	return nil
 }
 
 func newKernelCatalog(a *app) *cobra.Command {

@@ -57,6 +57,7 @@ Get started:
 	root.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "host", Title: "Host:"})
 	root.AddCommand(
 		newKernelCmd(a),
+		newImageCmd(a),
 		newDaemonCmd(a),
 		newStatusCmd(a),
 		newDoctorCmd(a),

@@ -275,3 +275,60 @@ func (c *Client) stream(ctx context.Context, path string, body any, onEvent func
 		}
 	}
 }
+
+func imagePath(name, suffix string) (string, error) {
+	if err := names.Validate("image", name); err != nil {
+		return "", err
+	}
+	return "/images/" + url.PathEscape(name) + suffix, nil
+}
+
+// Images lists published images.
+func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
+	var ims []api.Image
+	return ims, c.do(ctx, "GET", "/images", nil, &ims)
+}
+
+// Image returns one image.
+func (c *Client) Image(ctx context.Context, name string) (api.Image, error) {
+	var im api.Image
+	p, err := imagePath(name, "")
+	if err != nil {
+		return im, err
+	}
+	return im, c.do(ctx, "GET", p, nil, &im)
+}
+
+// ImageCatalog returns the merged image catalog.
+func (c *Client) ImageCatalog(ctx context.Context) ([]api.ImageCatalogEntry, error) {
+	var es []api.ImageCatalogEntry
+	return es, c.do(ctx, "GET", "/catalog/images", nil, &es)
+}
+
+// RemoveImage removes an image.
+func (c *Client) RemoveImage(ctx context.Context, name string) error {
+	p, err := imagePath(name, "")
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", p, nil, nil)
+}
+
+// PullImage pulls a catalog image or an OCI reference.
+func (c *Client) PullImage(ctx context.Context, req api.ImagePullRequest, onEvent func(api.Event)) (api.Image, error) {
+	var im api.Image
+	if req.Name == "" {
+		return im, fmt.Errorf("image name or reference is empty: %w", errdefs.ErrInvalid)
+	}
+	return im, c.stream(ctx, "/images/pull", req, onEvent, &im)
+}
+
+// RegisterImage adopts an ext4 file on the daemon's host.
+func (c *Client) RegisterImage(ctx context.Context, req api.ImageRegisterRequest, onEvent func(api.Event)) (api.Image, error) {
+	var im api.Image
+	p, err := imagePath(req.Name, "/register")
+	if err != nil {
+		return im, err
+	}
+	return im, c.stream(ctx, p, req, onEvent, &im)
+}

@@ -41,6 +41,11 @@ type Config struct {
 	MaxUnpackedBytes int64 `toml:"max_unpacked_bytes"`
 	// SocketGroup owns the API socket (mode 0660) when the group exists.
 	SocketGroup string `toml:"socket_group"`
+	// SSHPublicKeys are public key files whose keys every image accepts
+	// for root.
+	SSHPublicKeys []string `toml:"ssh_public_keys"`
+	// AgentPath is the guest agent binary injected into images as init.
+	AgentPath string `toml:"agent_path"`
 }
 
 // Defaults returns the configuration used when no file is present.
@@ -91,6 +96,14 @@ func Load(path string) (Config, error) {
 		if !isURL(c) && !filepath.IsAbs(c) {
 			cfg.ImageCatalogs[i] = filepath.Join(base, c)
 		}
+	}
+	for i, k := range cfg.SSHPublicKeys {
+		if !filepath.IsAbs(k) {
+			cfg.SSHPublicKeys[i] = filepath.Join(base, k)
+		}
+	}
+	if cfg.AgentPath != "" && !filepath.IsAbs(cfg.AgentPath) {
+		cfg.AgentPath = filepath.Join(base, cfg.AgentPath)
 	}
 	return cfg, nil
 }

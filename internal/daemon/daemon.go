@@ -14,6 +14,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/banger-dev/banger/internal/download"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/imagecat"
 	"github.com/banger-dev/banger/internal/kernel"
 	"github.com/banger-dev/banger/internal/kernelcat"
 	"github.com/banger-dev/banger/internal/layout"
@@ -92,7 +94,6 @@ func Run(ctx context.Context, o Options) (err error) {
 	dl := download.Client{Limit: cfg.MaxDownloadBytes}
 	reg := &registry.Client{Mirrors: cfg.RegistryMirrors}
 	vms := vm.New(vm.Deps{Runner: o.Runner})
-	images := image.New(image.Deps{Runner: o.Runner})
 	_ = hostnet.New(hostnet.Deps{Runner: o.Runner})
 	_ = workspace.New(workspace.Deps{Runner: o.Runner})
 	kernels := kernel.New(kernel.Deps{
@@ -111,6 +112,29 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := kernels.Recover(ctx); err != nil {
 		return err
 	}
+	keys, err := readKeys(cfg.SSHPublicKeys)
+	if err != nil {
+		return err
+	}
+	images := image.New(image.Deps{
+		Store:    st,
+		Users:    vms,
+		Kernels:  kernels,
+		Registry: reg,
+		Catalog: func(ctx context.Context) ([]api.ImageCatalogEntry, error) {
+			return imagecat.Load(ctx, cfg.ImageCatalogs, dl.Bytes)
+		},
+		Downloader:    dl,
+		Runner:        o.Runner,
+		Layout:        lay,
+		DefaultKernel: cfg.DefaultKernelName,
+		MaxUnpacked:   cfg.MaxUnpackedBytes,
+		Finalize:      image.Finalize{AuthorizedKeys: keys, Agent: cfg.AgentPath},
+		Log:           log.With("service", "image"),
+	})
+	if err := images.Recover(ctx); err != nil {
+		return err
+	}
 
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
@@ -118,6 +142,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	started := time.Now().UTC()
 	srv := server.New(server.Deps{
 		Kernels:    kernels,
+		Images:     images,
 		Operations: ops,
 		Version:    version.Info(),
 		Log:        log.With("service", "api"),
@@ -215,4 +240,21 @@ func listen(path, group string, log *slog.Logger) (net.Listener, error) {
 		return nil, err
 	}
 	return ln, nil
+}
+
+// readKeys reads the public key files the config names.
+func readKeys(paths []string) ([]string, error) {
+	var keys []string
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("ssh_public_keys: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+	}
+	return keys, nil
 }

@@ -149,7 +149,9 @@ func TestFlattenMergesLayers(t *testing.T) {
 		"nested/deep/file": func(g got) bool { return g.body == "parents made" },
 		// busybox was deleted but its hard links keep its content, mode
 		// and xattrs: the first becomes the file, the second links to it.
-		"bin/ls": func(g got) bool { return g.typ == tar.TypeReg && g.body == "BB" && g.mode == 0o4755 && g.xattr == "cap" },
+		"bin/ls": func(g got) bool {
+			return g.typ == tar.TypeReg && g.body == "BB" && g.mode == 0o4755 && g.xattr == "cap"
+		},
 		"bin/sh": func(g got) bool { return g.typ == tar.TypeLink && g.link == "bin/ls" },
 	}
 	for name, ok := range checks {

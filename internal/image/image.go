@@ -1,27 +1,430 @@
-// Package image is the ImageService: pulling OCI images and bundles into
-// bootable disks. It is an empty shell until images are built; the daemon
-// already wires it with the dependencies it will use.
+// Package image is the ImageService: pulling OCI images, bundles and
+// locally built root file systems into bootable ext4 disks, registering
+// existing ones, and publishing them atomically.
 package image
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/imagecat"
+	"github.com/banger-dev/banger/internal/keyedlock"
+	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/publish"
+	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
 )
 
+// Store is what the service needs of the database.
+type Store interface {
+	InsertImage(ctx context.Context, im api.Image) error
+	GetImage(ctx context.Context, name string) (api.Image, error)
+	ListImages(ctx context.Context) ([]api.Image, error)
+	DeleteImage(ctx context.Context, name string) error
+}
+
+// Users reports which VMs use an image, so that rm can refuse.
+type Users interface {
+	VMsUsingImage(ctx context.Context, image string) ([]string, error)
+}
+
+// Kernels makes sure a kernel is local, pulling it from its catalog.
+type Kernels interface {
+	Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error)
+}
+
+// Images resolves OCI references.
+type Images interface {
+	Image(ctx context.Context, ref string, report func(string)) (registry.Resolved, error)
+}
+
+// Downloader fetches a URL into a file.
+type Downloader interface {
+	FetchFile(ctx context.Context, url, dest, sha256 string, p operation.Progress) (digest string, err error)
+}
+
 // Deps are the service's dependencies.
 type Deps struct {
-	Runner runner.Runner
+	Store      Store
+	Users      Users
+	Kernels    Kernels
+	Catalog    func(ctx context.Context) ([]api.ImageCatalogEntry, error)
+	Registry   Images
+	Downloader Downloader
+	Runner     runner.Runner
+	Layout     layout.Layout
+	// DefaultKernel is used for images pulled by reference.
+	DefaultKernel string
+	// MaxUnpacked bounds what one image's layers may decompress to.
+	MaxUnpacked int64
+	// Finalize says what to put into every image.
+	Finalize Finalize
+	Log      *slog.Logger
 }
 
 // Service manages images.
 type Service struct {
-	d Deps
+	d     Deps
+	ext4  ext4.Builder
+	names keyedlock.Locks // serializes all work on one image name
+	pub   *publish.Publisher
 }
 
 // New returns a Service.
-func New(d Deps) *Service { return &Service{d: d} }
+func New(d Deps) *Service {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	return &Service{
+		d:    d,
+		ext4: ext4.Builder{Runner: d.Runner},
+		pub:  &publish.Publisher{Kind: "image", Staging: d.Layout.Staging(), Root: d.Layout.Images(), Log: d.Log},
+	}
+}
 
-// Count returns how many images are published. There are none until
-// images are built.
-func (s *Service) Count(ctx context.Context) (int, error) { return 0, nil }
+// Recover removes what interrupted work left behind.
+func (s *Service) Recover(ctx context.Context) error {
+	ims, err := s.d.Store.ListImages(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{}
+	for _, im := range ims {
+		known[im.Name] = true
+	}
+	return s.pub.Recover(known)
+}
+
+func (s *Service) withDisk(im api.Image) api.Image {
+	im.Disk = filepath.Join(s.pub.Dir(im.Name), layout.ImageRootfs)
+	return im
+}
+
+// Count returns how many images are published.
+func (s *Service) Count(ctx context.Context) (int, error) {
+	ims, err := s.d.Store.ListImages(ctx)
+	return len(ims), err
+}
+
+// List returns the published images.
+func (s *Service) List(ctx context.Context) ([]api.Image, error) {
+	ims, err := s.d.Store.ListImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range ims {
+		ims[i] = s.withDisk(ims[i])
+	}
+	return ims, nil
+}
+
+// Get returns one published image.
+func (s *Service) Get(ctx context.Context, name string) (api.Image, error) {
+	if err := names.Validate("image", name); err != nil {
+		return api.Image{}, err
+	}
+	im, err := s.d.Store.GetImage(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return im, s.notFound(ctx, name, "no local image")
+	}
+	return s.withDisk(im), err
+}
+
+// Catalog returns the catalog entries, each marked local or not.
+func (s *Service) Catalog(ctx context.Context) ([]api.ImageCatalogEntry, error) {
+	es, err := s.d.Catalog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ims, err := s.d.Store.ListImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	local := map[string]bool{}
+	for _, im := range ims {
+		local[im.Name] = true
+	}
+	for i := range es {
+		es[i].Local = local[es[i].Name]
+	}
+	return es, nil
+}
+
+func (s *Service) notFound(ctx context.Context, name, where string) error {
+	var cands []string
+	if es, err := s.d.Catalog(ctx); err == nil {
+		for _, e := range es {
+			cands = append(cands, e.Name)
+		}
+	}
+	if ims, err := s.d.Store.ListImages(ctx); err == nil {
+		for _, im := range ims {
+			cands = append(cands, im.Name)
+		}
+	}
+	hint := "see `banger image catalog` and `banger image ls`"
+	if sug := names.Suggest(name, cands); len(sug) > 0 {
+		hint = "did you mean " + quoteAll(sug) + "?"
+	}
+	return fmt.Errorf("%s named %q (%s): %w", where, name, hint, errdefs.ErrNotFound)
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// target is what a pull request resolves to.
+type target struct {
+	name   string
+	kernel string
+	// Exactly one of entry (a catalog image) or ref (an OCI reference).
+	entry *api.ImageCatalogEntry
+	ref   string
+}
+
+// IsReference reports whether s names an OCI image rather than a catalog
+// entry: references have a registry, a repository path, a tag or a digest.
+func IsReference(s string) bool {
+	return strings.ContainsAny(s, "/:@")
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9._-]+`)
+
+// NameFromRef derives a local image name from an OCI reference:
+// "127.0.0.1:5000/tools/busybox:1.36" becomes "busybox-1.36".
+func NameFromRef(ref string) string {
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		return ""
+	}
+	repo := r.Context().RepositoryStr()
+	n := repo[strings.LastIndex(repo, "/")+1:]
+	switch t := r.(type) {
+	case name.Tag:
+		if t.TagStr() != "latest" {
+			n += "-" + t.TagStr()
+		}
+	case name.Digest:
+		n += "-" + strings.TrimPrefix(t.DigestStr(), "sha256:")[:12]
+	}
+	n = strings.Trim(unsafeChars.ReplaceAllString(strings.ToLower(n), "-"), "-._")
+	if len(n) > names.MaxLen {
+		n = n[:names.MaxLen]
+	}
+	return n
+}
+
+func (s *Service) resolve(ctx context.Context, req api.ImagePullRequest) (target, error) {
+	if req.Name == "" {
+		return target{}, fmt.Errorf("image name or reference is empty: %w", errdefs.ErrInvalid)
+	}
+	if req.Kernel != "" {
+		if err := names.Validate("kernel", req.Kernel); err != nil {
+			return target{}, err
+		}
+	}
+	if IsReference(req.Name) {
+		if _, err := name.ParseReference(req.Name); err != nil {
+			return target{}, fmt.Errorf("image reference %q: %v: %w", req.Name, err, errdefs.ErrInvalid)
+		}
+		t := target{name: req.As, ref: req.Name, kernel: req.Kernel}
+		if t.name == "" {
+			t.name = NameFromRef(req.Name)
+		}
+		if err := names.Validate("image", t.name); err != nil {
+			return target{}, fmt.Errorf("%w (choose a name with --name)", err)
+		}
+		if t.kernel == "" {
+			t.kernel = s.d.DefaultKernel
+		}
+		return t, nil
+	}
+	if err := names.Validate("image", req.Name); err != nil {
+		return target{}, err
+	}
+	if req.As != "" && req.As != req.Name {
+		return target{}, fmt.Errorf("--name only applies to pulls by reference: %w", errdefs.ErrInvalid)
+	}
+	es, err := s.d.Catalog(ctx)
+	if err != nil {
+		return target{}, err
+	}
+	e, ok := imagecat.Find(es, req.Name)
+	if !ok {
+		if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
+			return target{name: req.Name}, nil
+		}
+		return target{}, s.notFound(ctx, req.Name, "no image catalog entry")
+	}
+	t := target{name: e.Name, entry: &e, kernel: e.Kernel}
+	if req.Kernel != "" {
+		t.kernel = req.Kernel
+	}
+	return t, nil
+}
+
+// CheckPull answers quickly whether Pull can start.
+func (s *Service) CheckPull(ctx context.Context, req api.ImagePullRequest) error {
+	_, err := s.resolve(ctx, req)
+	return err
+}
+
+// Ensure returns the named image, pulling it from the catalog when it is
+// not local, and makes sure its kernel is local too. It is the seam VM
+// creation uses.
+func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error) {
+	im, err := s.Get(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		p.Stage("image", "image %s is not local: pulling it from the image catalog", name)
+		im, err = s.Pull(ctx, api.ImagePullRequest{Name: name}, p)
+	}
+	if err != nil {
+		return im, err
+	}
+	if _, err := s.d.Kernels.Ensure(ctx, im.Kernel, p); err != nil {
+		return im, fmt.Errorf("kernel %s of image %s: %w", im.Kernel, name, err)
+	}
+	return im, nil
+}
+
+// Pull publishes an image from the catalog or an OCI reference. An image
+// already published is returned as is.
+func (s *Service) Pull(ctx context.Context, req api.ImagePullRequest, p operation.Progress) (api.Image, error) {
+	t, err := s.resolve(ctx, req)
+	if err != nil {
+		return api.Image{}, err
+	}
+	unlock, err := s.names.Lock(ctx, t.name, func() {
+		p.Stage("wait", "another operation on image %s is running: waiting for it", t.name)
+	})
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer unlock()
+	if im, err := s.d.Store.GetImage(ctx, t.name); err == nil {
+		p.Stage("done", "image %s is already local", t.name)
+		return s.withDisk(im), nil
+	}
+	if t.ref != "" {
+		p.Stage("source", "image %s: pulling %s", t.name, t.ref)
+		return s.build(ctx, t.name, t.kernel, p, func(ctx context.Context, dir string) (built, error) {
+			return s.pullOCI(ctx, t.ref, dir, p)
+		})
+	}
+	var errs []error
+	for i, src := range t.entry.Sources {
+		p.Stage("source", "image %s: trying source %d of %d: %s", t.name, i+1, len(t.entry.Sources), imagecat.Describe(src))
+		im, err := s.build(ctx, t.name, t.kernel, p, func(ctx context.Context, dir string) (built, error) {
+			return s.fetch(ctx, src, dir, p)
+		})
+		if err == nil {
+			return im, nil
+		}
+		if ctx.Err() != nil {
+			return api.Image{}, ctx.Err()
+		}
+		s.d.Log.Info("image source failed", "image", t.name, "source", imagecat.Describe(src), "err", err)
+		p.Stage("source", "source %d failed: %v", i+1, err)
+		errs = append(errs, fmt.Errorf("source %d (%s): %w", i+1, imagecat.Describe(src), err))
+	}
+	if len(errs) == 1 {
+		return api.Image{}, fmt.Errorf("pull image %s: %w", t.name, errs[0])
+	}
+	return api.Image{}, fmt.Errorf("pull image %s: no source worked: %w", t.name, errors.Join(errs...))
+}
+
+func (s *Service) fetch(ctx context.Context, src api.ImageSource, dir string, p operation.Progress) (built, error) {
+	switch src.Kind {
+	case api.SourceOCI:
+		return s.pullOCI(ctx, src.Ref, dir, p)
+	case api.SourceDebootstrap:
+		return s.debootstrap(ctx, src, dir, p)
+	case api.SourceBundle:
+		return s.pullBundle(ctx, src, dir, p)
+	}
+	return built{}, fmt.Errorf("unknown source kind %q: %w", src.Kind, errdefs.ErrInvalid)
+}
+
+// built is what a source left in a staging directory: rootfs.ext4, checked.
+type built struct {
+	sourceKind, source, digest string
+	layers, files              int
+	kernel                     string // a bundle's own kernel, when it names one
+}
+
+// build runs fill in a staging directory and publishes the result.
+func (s *Service) build(ctx context.Context, name, kernel string, p operation.Progress, fill func(context.Context, string) (built, error)) (im api.Image, err error) {
+	dir, done, err := s.pub.Stage(name)
+	if err != nil {
+		return im, err
+	}
+	defer func() { done(err) }()
+	b, err := fill(ctx, dir)
+	if err != nil {
+		return im, err
+	}
+	if b.kernel != "" {
+		kernel = b.kernel
+	}
+	fi, err := os.Stat(filepath.Join(dir, layout.ImageRootfs))
+	if err != nil {
+		return im, fmt.Errorf("no root disk was produced: %w", err)
+	}
+	im = api.Image{
+		Name: name, SourceKind: b.sourceKind, Source: b.source, Digest: b.digest, Kernel: kernel,
+		Size: fi.Size(), Layers: b.layers, Files: b.files, CreatedAt: time.Now().UTC(),
+	}
+	if err := ctx.Err(); err != nil {
+		return im, err
+	}
+	p.Stage("publish", "publishing image %s", name)
+	if err := s.pub.Publish(ctx, dir, name, func(ctx context.Context) error { return s.d.Store.InsertImage(ctx, im) }); err != nil {
+		return im, err
+	}
+	return s.withDisk(im), nil
+}
+
+// Remove deletes an image no VM uses.
+func (s *Service) Remove(ctx context.Context, name string) error {
+	if err := names.Validate("image", name); err != nil {
+		return err
+	}
+	unlock, err := s.names.Lock(ctx, name, nil)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if _, err := s.d.Store.GetImage(ctx, name); errors.Is(err, errdefs.ErrNotFound) {
+		return s.notFound(ctx, name, "no local image")
+	} else if err != nil {
+		return err
+	}
+	if s.d.Users != nil {
+		vms, err := s.d.Users.VMsUsingImage(ctx, name)
+		if err != nil {
+			return err
+		}
+		if len(vms) > 0 {
+			return fmt.Errorf("image %q is used by VM %s: remove those VMs first: %w", name, quoteAll(vms), errdefs.ErrConflict)
+		}
+	}
+	return s.pub.Remove(ctx, name, func(ctx context.Context) error { return s.d.Store.DeleteImage(ctx, name) })
+}

@@ -5,16 +5,10 @@ package kernel
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -23,6 +17,7 @@ import (
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/publish"
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
 )
@@ -73,9 +68,7 @@ type Service struct {
 	// names serializes all work on one kernel name: two pulls of the same
 	// kernel download once, and rm never races a publication.
 	names keyedlock.Locks
-	// publish guards the rename into kernels/ together with the store
-	// insert, so that a published directory and its row appear together.
-	publish sync.Mutex
+	pub   *publish.Publisher
 }
 
 // New returns a Service.
@@ -83,49 +76,22 @@ func New(d Deps) *Service {
 	if d.Log == nil {
 		d.Log = slog.Default()
 	}
-	return &Service{d: d}
+	return &Service{d: d, pub: &publish.Publisher{Kind: "kernel", Staging: d.Layout.Staging(), Root: d.Layout.Kernels(), Log: d.Log}}
 }
 
 // Recover runs at daemon start: it removes staging leftovers of work that
 // was interrupted (a crash, SIGKILL) and kernel directories that were never
 // recorded, so nothing half-made is ever listed or kept.
 func (s *Service) Recover(ctx context.Context) error {
-	entries, err := os.ReadDir(s.d.Layout.Staging())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("recover staging: %w", err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "kernel-") {
-			s.d.Log.Info("removing interrupted kernel work", "dir", e.Name())
-			if err := os.RemoveAll(filepath.Join(s.d.Layout.Staging(), e.Name())); err != nil {
-				return fmt.Errorf("recover staging: %w", err)
-			}
-		}
-	}
-	known := map[string]bool{}
 	ks, err := s.d.Store.ListKernels(ctx)
 	if err != nil {
 		return err
 	}
+	known := map[string]bool{}
 	for _, k := range ks {
 		known[k.Name] = true
-		if _, err := os.Stat(s.d.Layout.Kernel(k.Name)); err != nil {
-			s.d.Log.Warn("kernel files missing; remove and pull it again", "kernel", k.Name, "err", err)
-		}
 	}
-	dirs, err := os.ReadDir(s.d.Layout.Kernels())
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("recover kernels: %w", err)
-	}
-	for _, d := range dirs {
-		if !known[d.Name()] {
-			s.d.Log.Info("removing unrecorded kernel directory", "dir", d.Name())
-			if err := os.RemoveAll(filepath.Join(s.d.Layout.Kernels(), d.Name())); err != nil {
-				return fmt.Errorf("recover kernels: %w", err)
-			}
-		}
-	}
-	return nil
+	return s.pub.Recover(known)
 }
 
 // List returns the published kernels.
@@ -236,21 +202,9 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 			return fmt.Errorf("kernel %q is used by VM %s: remove those VMs first: %w", name, strings.Join(quoteAll(vms), ", "), errdefs.ErrConflict)
 		}
 	}
-	s.publish.Lock()
-	defer s.publish.Unlock()
-	// The row goes first: a crash after this leaves only an unrecorded
-	// directory, which Recover removes.
-	if err := s.d.Store.DeleteKernel(ctx, name); err != nil {
-		return err
-	}
-	trash := filepath.Join(s.d.Layout.Staging(), "kernel-rm-"+name+"-"+randSuffix())
-	if err := os.Rename(s.d.Layout.Kernel(name), trash); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove kernel %q: %w", name, err)
-	}
-	if err := os.RemoveAll(trash); err != nil {
-		s.d.Log.Warn("leftover kernel files will be removed at next start", "dir", trash, "err", err)
-	}
-	return nil
+	return s.pub.Remove(ctx, name, func(ctx context.Context) error {
+		return s.d.Store.DeleteKernel(ctx, name)
+	})
 }
 
 // Ensure returns the named kernel, pulling it from the catalog first when
@@ -394,17 +348,11 @@ type staged struct {
 // stageAndPublish runs fill in a fresh staging directory, verifies what it
 // left, then publishes it. On any failure the staging directory goes away.
 func (s *Service) stageAndPublish(ctx context.Context, name string, p operation.Progress, fill func(context.Context, string) (staged, error)) (k api.Kernel, err error) {
-	dir := filepath.Join(s.d.Layout.Staging(), "kernel-"+name+"-"+randSuffix())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return k, fmt.Errorf("create staging directory: %w", err)
+	dir, done, err := s.pub.Stage(name)
+	if err != nil {
+		return k, err
 	}
-	defer func() {
-		if err != nil {
-			if rerr := os.RemoveAll(dir); rerr != nil {
-				s.d.Log.Warn("staging leftovers will be removed at next start", "dir", dir, "err", rerr)
-			}
-		}
-	}()
+	defer func() { done(err) }()
 	st, err := fill(ctx, dir)
 	if err != nil {
 		return k, err
@@ -421,44 +369,12 @@ func (s *Service) stageAndPublish(ctx context.Context, name string, p operation.
 		return k, err
 	}
 	p.Stage("publish", "publishing kernel %s", name)
-	if err := s.publishDir(ctx, dir, k); err != nil {
+	err = s.pub.Publish(ctx, dir, name, func(ctx context.Context) error { return s.d.Store.InsertKernel(ctx, k) })
+	if err != nil {
 		return k, err
 	}
 	k.Dir = s.d.Layout.Kernel(name)
 	return k, nil
-}
-
-func (s *Service) publishDir(ctx context.Context, dir string, k api.Kernel) error {
-	s.publish.Lock()
-	defer s.publish.Unlock()
-	dst := s.d.Layout.Kernel(k.Name)
-	if _, err := os.Lstat(dst); err == nil {
-		// Only an unrecorded leftover can be here (the name lock is held
-		// and the row is absent): it is safe to replace.
-		if err := os.RemoveAll(dst); err != nil {
-			return fmt.Errorf("publish kernel %s: %w", k.Name, err)
-		}
-	}
-	if err := os.Rename(dir, dst); err != nil {
-		return fmt.Errorf("publish kernel %s: %w", k.Name, err)
-	}
-	// Past the rename the insert must not be canceled half-way by a client:
-	// the row and the directory appear together or not at all.
-	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	if err := s.d.Store.InsertKernel(ictx, k); err != nil {
-		if rerr := os.Rename(dst, dir); rerr != nil {
-			s.d.Log.Warn("unrecorded kernel directory will be removed at next start", "dir", dst, "err", rerr)
-		}
-		return err
-	}
-	return nil
-}
-
-func randSuffix() string {
-	b := make([]byte, 6)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func describe(src api.KernelSource) string {

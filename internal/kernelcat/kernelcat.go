@@ -4,19 +4,14 @@
 package kernelcat
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net/url"
-	"os"
 	"regexp"
 	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/catalogfile"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/names"
@@ -27,9 +22,6 @@ var embedded []byte
 
 // EmbeddedOrigin names the compiled-in catalog.
 const EmbeddedOrigin = "embedded"
-
-// MaxFileSize bounds a catalog file.
-const MaxFileSize = 4 << 20
 
 type file struct {
 	Kernels []api.KernelCatalogEntry `json:"kernels"`
@@ -43,19 +35,9 @@ var (
 
 // Parse reads one catalog file. origin names it in errors.
 func Parse(origin string, b []byte) ([]api.KernelCatalogEntry, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var f file
-	if err := dec.Decode(&f); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			line := bytes.Count(b[:min(int(se.Offset), len(b))], []byte("\n")) + 1
-			return nil, fmt.Errorf("kernel catalog %s: not valid JSON (line %d): %v: %w", origin, line, err, errdefs.ErrInvalid)
-		}
-		return nil, fmt.Errorf("kernel catalog %s: %v: %w", origin, err, errdefs.ErrInvalid)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("kernel catalog %s: trailing data after the JSON document: %w", origin, errdefs.ErrInvalid)
+	if err := catalogfile.Decode("kernel catalog", origin, b, &f); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for i := range f.Kernels {
@@ -128,65 +110,10 @@ func Embedded() []api.KernelCatalogEntry {
 	return es
 }
 
-// Fetcher reads a remote catalog document.
-type Fetcher func(ctx context.Context, url string, limit int64) ([]byte, error)
-
-// Load returns the embedded catalog merged with each extra file in order:
-// an entry replaces an earlier one of the same name. Any extra file that
-// cannot be read or parsed fails the whole load, so a broken
-// configuration is noticed rather than silently ignored.
-func Load(ctx context.Context, extras []string, fetch Fetcher) ([]api.KernelCatalogEntry, error) {
-	out := Embedded()
-	for _, src := range extras {
-		var b []byte
-		var err error
-		if u, perr := url.Parse(src); perr == nil && (u.Scheme == "https" || u.Scheme == "http") {
-			b, err = fetch(ctx, src, MaxFileSize)
-		} else {
-			b, err = readFile(src)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("kernel catalog %s: %w", src, err)
-		}
-		es, err := Parse(src, b)
-		if err != nil {
-			return nil, err
-		}
-		out = merge(out, es)
-	}
-	return out, nil
-}
-
-func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > MaxFileSize {
-		return nil, fmt.Errorf("larger than %d bytes: %w", MaxFileSize, errdefs.ErrInvalid)
-	}
-	return b, nil
-}
-
-func merge(base, extra []api.KernelCatalogEntry) []api.KernelCatalogEntry {
-	idx := map[string]int{}
-	for i, e := range base {
-		idx[e.Name] = i
-	}
-	for _, e := range extra {
-		if i, ok := idx[e.Name]; ok {
-			base[i] = e
-			continue
-		}
-		idx[e.Name] = len(base)
-		base = append(base, e)
-	}
-	return base
+// Load returns the embedded catalog merged with each extra file in order.
+func Load(ctx context.Context, extras []string, fetch catalogfile.Fetcher) ([]api.KernelCatalogEntry, error) {
+	return catalogfile.Load(ctx, "kernel catalog", Embedded(), extras, fetch, Parse,
+		func(e api.KernelCatalogEntry) string { return e.Name })
 }
 
 // Find returns the entry called name.

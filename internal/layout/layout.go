@@ -42,3 +42,11 @@ func (l Layout) VMs() string { return filepath.Join(l.Root, "vms") }
 func (l Layout) Dirs() []string {
 	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs()}
 }
+
+// File names inside an image's directory.
+const (
+	ImageRootfs = "rootfs.ext4"
+)
+
+// Image is the directory of the named, already validated, image.
+func (l Layout) Image(name string) string { return filepath.Join(l.Images(), name) }

@@ -63,9 +63,12 @@ func (c *Client) Image(ctx context.Context, ref string, report func(string)) (Re
 		if ctx.Err() != nil {
 			return Resolved{}, ctx.Err()
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", cand, err))
+		errs = append(errs, fmt.Errorf("%s: %w", cand, classify(err)))
 	}
-	return Resolved{}, fmt.Errorf("pull %s: %w", ref, classify(errors.Join(errs...)))
+	if len(errs) == 1 {
+		return Resolved{}, errors.Unwrap(errs[0])
+	}
+	return Resolved{}, fmt.Errorf("pull %s: every mirror and the registry failed: %w", ref, errors.Join(errs...))
 }
 
 func (c *Client) fetch(ctx context.Context, r name.Reference) (v1.Image, error) {
@@ -154,7 +157,7 @@ func classify(err error) error {
 	if errors.As(err, &terr) {
 		switch terr.StatusCode {
 		case http.StatusNotFound:
-			return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
+			return fmt.Errorf("image not found in the registry (check its name and tag): %w: %w", err, errdefs.ErrNotFound)
 		case http.StatusUnauthorized, http.StatusForbidden:
 			return fmt.Errorf("%w (log in with `docker login` or add credentials to ~/.docker/config.json of the daemon's user): %w", err, errdefs.ErrUnavailable)
 		}

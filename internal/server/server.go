@@ -30,9 +30,22 @@ type Kernels interface {
 	Remove(ctx context.Context, name string) error
 }
 
+// Images is what the API needs of the image service.
+type Images interface {
+	List(ctx context.Context) ([]api.Image, error)
+	Get(ctx context.Context, name string) (api.Image, error)
+	Catalog(ctx context.Context) ([]api.ImageCatalogEntry, error)
+	CheckPull(ctx context.Context, req api.ImagePullRequest) error
+	Pull(ctx context.Context, req api.ImagePullRequest, p operation.Progress) (api.Image, error)
+	CheckRegister(ctx context.Context, req api.ImageRegisterRequest) error
+	Register(ctx context.Context, req api.ImageRegisterRequest, p operation.Progress) (api.Image, error)
+	Remove(ctx context.Context, name string) error
+}
+
 // Deps are the server's dependencies.
 type Deps struct {
 	Kernels    Kernels
+	Images     Images
 	Operations *operation.Registry
 	Status     func(ctx context.Context) (api.Status, error)
 	Version    api.VersionInfo
@@ -73,6 +86,12 @@ func (s *Server) Routes() []Route {
 		{"DELETE", p + "/kernels/{name}", s.removeKernel},
 		{"POST", p + "/kernels/{name}/pull", s.pullKernel},
 		{"POST", p + "/kernels/{name}/import", s.importKernel},
+		{"GET", p + "/catalog/images", s.imageCatalog},
+		{"GET", p + "/images", s.listImages},
+		{"GET", p + "/images/{name}", s.getImage},
+		{"DELETE", p + "/images/{name}", s.removeImage},
+		{"POST", p + "/images/pull", s.pullImage},
+		{"POST", p + "/images/{name}/register", s.registerImage},
 	}
 }
 
@@ -292,4 +311,74 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind, target str
 		return
 	}
 	send(api.Event{Type: api.EventResult, Result: res})
+}
+
+func (s *Server) imageCatalog(w http.ResponseWriter, r *http.Request) {
+	es, err := s.d.Images.Catalog(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, es)
+}
+
+func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
+	ims, err := s.d.Images.List(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ims)
+}
+
+func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
+	im, err := s.d.Images.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, im)
+}
+
+func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
+	if err := s.d.Images.Remove(r.Context(), r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
+	var req api.ImagePullRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.d.Images.CheckPull(r.Context(), req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.stream(w, r, "image pull", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
+		return s.d.Images.Pull(ctx, req, p)
+	})
+}
+
+func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
+	var req api.ImageRegisterRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Name != "" && req.Name != r.PathValue("name") {
+		writeError(w, fmt.Errorf("body names image %q, path names %q: %w", req.Name, r.PathValue("name"), errdefs.ErrInvalid))
+		return
+	}
+	req.Name = r.PathValue("name")
+	if err := s.d.Images.CheckRegister(r.Context(), req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.stream(w, r, "image register", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
+		return s.d.Images.Register(ctx, req, p)
+	})
 }

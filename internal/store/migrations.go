@@ -26,4 +26,16 @@ var migrations = []string{
 		count   INTEGER NOT NULL DEFAULT 0,
 		PRIMARY KEY (kernel, name)
 	);`,
+	// 3: published images.
+	`CREATE TABLE images (
+		name        TEXT PRIMARY KEY,
+		source_kind TEXT NOT NULL,
+		source      TEXT NOT NULL,
+		digest      TEXT NOT NULL,
+		kernel      TEXT NOT NULL,
+		size        INTEGER NOT NULL,
+		layers      INTEGER NOT NULL,
+		files       INTEGER NOT NULL,
+		created_at  TEXT NOT NULL
+	);`,
 }

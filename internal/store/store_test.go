@@ -156,3 +156,28 @@ func TestConcurrentWriters(t *testing.T) {
 		t.Fatalf("count = %d", n)
 	}
 }
+
+func TestImageRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t)
+	im := api.Image{Name: "deb", SourceKind: "oci", Source: "docker.io/library/debian:bookworm", Digest: "sha256:1", Kernel: "k", Size: 10, Layers: 1, Files: 3, CreatedAt: time.Now()}
+	if err := s.InsertImage(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertImage(ctx, im); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	got, err := s.GetImage(ctx, "deb")
+	if err != nil || got.Source != im.Source || got.Layers != 1 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if users, _ := s.ImagesUsingKernel(ctx, "k"); len(users) != 1 {
+		t.Fatalf("users = %v", users)
+	}
+	if err := s.DeleteImage(ctx, "deb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetImage(ctx, "deb"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatal(err)
+	}
+}

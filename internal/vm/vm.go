@@ -31,3 +31,9 @@ func (s *Service) Count(ctx context.Context) (int, error) { return 0, nil }
 func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]string, error) {
 	return nil, nil
 }
+
+// VMsUsingImage names the VMs whose disks come from the given image, so
+// that image rm can refuse while any does.
+func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]string, error) {
+	return nil, nil
+}

@@ -1,0 +1,225 @@
+package image
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/catalogfile"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/operation"
+)
+
+// BundleManifest is manifest.json inside a bundle.
+type BundleManifest struct {
+	Name   string `json:"name"`
+	Kernel string `json:"kernel"`
+	Rootfs string `json:"rootfs"`
+	// SHA256 maps each file of the bundle to its checksum.
+	SHA256 map[string]string `json:"sha256"`
+}
+
+// ParseBundleManifest reads and checks a bundle manifest.
+func ParseBundleManifest(b []byte) (BundleManifest, error) {
+	var m BundleManifest
+	if err := catalogfile.Decode("bundle manifest", "manifest.json", b, &m); err != nil {
+		return m, err
+	}
+	if m.Kernel != "" {
+		if err := names.Validate("kernel", m.Kernel); err != nil {
+			return m, fmt.Errorf("bundle manifest: %w", err)
+		}
+	}
+	if m.Rootfs == "" || strings.ContainsAny(m.Rootfs, "/\\") || m.Rootfs == "." || m.Rootfs == ".." || m.Rootfs == "manifest.json" {
+		return m, fmt.Errorf("bundle manifest: rootfs %q must be a plain file name: %w", m.Rootfs, errdefs.ErrInvalid)
+	}
+	if len(m.SHA256[m.Rootfs]) != 64 {
+		return m, fmt.Errorf("bundle manifest: no sha256 for %s: %w", m.Rootfs, errdefs.ErrInvalid)
+	}
+	return m, nil
+}
+
+// pullBundle downloads a bundle, checks it and takes its ext4 rootfs.
+func (s *Service) pullBundle(ctx context.Context, src api.ImageSource, dir string, p operation.Progress) (built, error) {
+	tarball := filepath.Join(dir, "bundle")
+	p.Stage("download", "downloading %s", src.URL)
+	digest, err := s.d.Downloader.FetchFile(ctx, src.URL, tarball, src.SHA256, p)
+	if err != nil {
+		return built{}, err
+	}
+	m, err := s.unpackBundle(ctx, tarball, dir, p)
+	os.Remove(tarball)
+	if err != nil {
+		return built{}, err
+	}
+	if m.Kernel != "" {
+		if _, err := s.d.Kernels.Ensure(ctx, m.Kernel, p); err != nil {
+			return built{}, fmt.Errorf("bundle kernel %s: %w", m.Kernel, err)
+		}
+	}
+	return built{sourceKind: api.SourceBundle, source: src.URL, digest: digest, kernel: m.Kernel, layers: 1}, nil
+}
+
+func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p operation.Progress) (BundleManifest, error) {
+	var m BundleManifest
+	f, err := os.Open(tarball)
+	if err != nil {
+		return m, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, _ := br.Peek(4)
+	var r io.Reader = br
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		gr, err := gzip.NewReader(br)
+		if err != nil {
+			return m, fmt.Errorf("bundle: %w: %w", err, errdefs.ErrInvalid)
+		}
+		r = gr
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return m, fmt.Errorf("bundle: %w: %w", err, errdefs.ErrInvalid)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	p.Stage("unpack", "unpacking the bundle")
+	tr := tar.NewReader(&countReader{r: r, ctx: ctx})
+	got := map[string]string{} // file -> sha256 of what was unpacked
+	var haveManifest bool
+	var written int64
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return m, ctx.Err()
+			}
+			return m, fmt.Errorf("bundle: %v (truncated or not a tarball): %w", err, errdefs.ErrInvalid)
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		if h.Typeflag != tar.TypeReg || strings.ContainsAny(name, "/\\") || name == "" || name == "." || name == ".." {
+			return m, fmt.Errorf("bundle: unexpected entry %q: a bundle holds manifest.json and plain files only: %w", h.Name, errdefs.ErrInvalid)
+		}
+		if name == "manifest.json" {
+			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
+			if err != nil {
+				return m, fmt.Errorf("bundle manifest: %w: %w", err, errdefs.ErrInvalid)
+			}
+			if m, err = ParseBundleManifest(b); err != nil {
+				return m, err
+			}
+			haveManifest = true
+			continue
+		}
+		if s.d.MaxUnpacked > 0 && written+h.Size > s.d.MaxUnpacked {
+			return m, fmt.Errorf("bundle unpacks to more than the %d-byte limit: %w", s.d.MaxUnpacked, errdefs.ErrInvalid)
+		}
+		out, err := os.OpenFile(filepath.Join(dir, "bundle-"+name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return m, fmt.Errorf("bundle: entry %q: %w: %w", name, err, errdefs.ErrInvalid)
+		}
+		h256 := sha256.New()
+		n, err := io.Copy(io.MultiWriter(out, h256), tr)
+		out.Close()
+		written += n
+		if err != nil {
+			return m, fmt.Errorf("bundle: %s: %v (truncated): %w", name, err, errdefs.ErrInvalid)
+		}
+		got[name] = hex.EncodeToString(h256.Sum(nil))
+	}
+	if !haveManifest {
+		return m, fmt.Errorf("bundle has no manifest.json: %w", errdefs.ErrInvalid)
+	}
+	for file, want := range m.SHA256 {
+		if got[file] != want {
+			return m, fmt.Errorf("bundle: %s has sha256 %q, the manifest says %s: %w", file, got[file], want, errdefs.ErrChecksum)
+		}
+	}
+	rootfs := filepath.Join(dir, layout.ImageRootfs)
+	if err := os.Rename(filepath.Join(dir, "bundle-"+m.Rootfs), rootfs); err != nil {
+		return m, fmt.Errorf("bundle: rootfs %s: %w: %w", m.Rootfs, err, errdefs.ErrInvalid)
+	}
+	p.Stage("verify", "checking the root file system")
+	if err := s.ext4.Check(ctx, rootfs); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// Register adopts an existing ext4 file as an image: copied (reflinked
+// where the file system can), then checked.
+func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p operation.Progress) (api.Image, error) {
+	if err := s.CheckRegister(ctx, req); err != nil {
+		return api.Image{}, err
+	}
+	kernel := req.Kernel
+	if kernel == "" {
+		kernel = s.d.DefaultKernel
+	}
+	unlock, err := s.names.Lock(ctx, req.Name, nil)
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer unlock()
+	if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
+		return api.Image{}, fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+	}
+	return s.build(ctx, req.Name, kernel, p, func(ctx context.Context, dir string) (built, error) {
+		dst := filepath.Join(dir, layout.ImageRootfs)
+		p.Stage("copy", "copying %s", req.Rootfs)
+		digest, err := cloneFile(req.Rootfs, dst)
+		if err != nil {
+			return built{}, err
+		}
+		p.Stage("verify", "checking the root file system")
+		if err := s.ext4.Check(ctx, dst); err != nil {
+			return built{}, fmt.Errorf("%s is not a clean ext4 file system: %w", req.Rootfs, err)
+		}
+		return built{sourceKind: api.SourceRegister, source: req.Rootfs, digest: digest}, nil
+	})
+}
+
+// CheckRegister answers quickly whether Register can start.
+func (s *Service) CheckRegister(ctx context.Context, req api.ImageRegisterRequest) error {
+	if err := names.Validate("image", req.Name); err != nil {
+		return err
+	}
+	if req.Kernel != "" {
+		if err := names.Validate("kernel", req.Kernel); err != nil {
+			return err
+		}
+	}
+	if !filepath.IsAbs(req.Rootfs) {
+		return fmt.Errorf("rootfs path %q must be absolute: %w", req.Rootfs, errdefs.ErrInvalid)
+	}
+	fi, err := os.Stat(req.Rootfs)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w: %w", err, errdefs.ErrInvalid)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("rootfs %s is not a regular file: %w", req.Rootfs, errdefs.ErrInvalid)
+	}
+	if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
+		return fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+	}
+	return nil
+}
