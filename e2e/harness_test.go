@@ -310,7 +310,16 @@ func (e *env) mustBanger(args ...string) string {
 // startPull runs `kernel pull` in the background and returns a channel of
 // its progress lines.
 func (e *env) startPull(name string) (*exec.Cmd, <-chan string) {
-	cmd := exec.Command(bangerBin, "kernel", "pull", name)
+	return e.startBanger("kernel", "pull", name)
+}
+
+// startPullImage runs `image pull` in the background.
+func (e *env) startPullImage(name string) (*exec.Cmd, <-chan string) {
+	return e.startBanger("image", "pull", name)
+}
+
+func (e *env) startBanger(args ...string) (*exec.Cmd, <-chan string) {
+	cmd := exec.Command(bangerBin, args...)
 	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

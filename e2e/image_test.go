@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -294,5 +295,46 @@ func TestHostileLayers(t *testing.T) {
 	}
 	if out := e.mustBanger("status"); !strings.Contains(out, "running") {
 		t.Fatal("daemon not serving after hostile layers")
+	}
+}
+
+// TestDebianBookwormBuiltLocally: with no registry in reach, the catalog's
+// debian-bookworm falls back to mmdebstrap from this host's own package
+// sources. A daemon killed in the middle leaves nothing behind.
+func TestDebianBookwormBuiltLocally(t *testing.T) {
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		t.Skip("mmdebstrap not installed (not a Debian host); .ci/run installs it")
+	}
+	// A mirror that refuses connections stands in for an unreachable
+	// docker.io, so the test never depends on the outside network.
+	e := newEnv(t, "[registry_mirrors]\n\"docker.io\" = [\"http://127.0.0.1:1\"]\n")
+	e.start()
+	_, lines := e.startPullImage("debian-bookworm")
+	waitLine(t, lines, "building bookworm with mmdebstrap")
+	time.Sleep(2 * time.Second)
+	e.kill()
+	e.start()
+	if ims := listImages(t, e); len(ims) != 0 {
+		t.Fatalf("listed after SIGKILL: %+v", ims)
+	}
+	if left := dirEntries(t, filepath.Join(e.stateDir, "staging")); len(left) != 0 {
+		t.Fatalf("staging not cleaned at start: %v", left)
+	}
+
+	out, errOut, code := e.banger("image", "pull", "debian-bookworm")
+	if code != 0 {
+		t.Fatalf("pull: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "source 1 failed") || !strings.Contains(errOut, "trying source 2 of 2: debootstrap bookworm") {
+		t.Errorf("progress does not show the fallback:\n%s", errOut)
+	}
+	im := findImage(t, listImages(t, e), "debian-bookworm")
+	fsck(t, im.Disk)
+	if got := debugfs(t, im.Disk, "cat /usr/lib/os-release"); !strings.Contains(got, `VERSION_CODENAME=bookworm`) {
+		t.Errorf("os-release = %q", got)
+	}
+	expectStat(t, im.Disk, "/usr/bin/passwd", "Mode:  04755")
+	if im.Files < 5000 {
+		t.Errorf("only %d files", im.Files)
 	}
 }

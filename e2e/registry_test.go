@@ -78,7 +78,6 @@ type ent struct {
 	typ              byte
 	mode             int64
 	uid, gid         int
-	size             int64 // overrides len(body) in the header (hostile layers)
 }
 
 func tarOf(t *testing.T, ents []ent) []byte {

@@ -8,6 +8,7 @@ package errdefs
 import (
 	"context"
 	"errors"
+	"strings"
 )
 
 var (
@@ -66,4 +67,14 @@ func FromCode(code string) error {
 	default:
 		return nil
 	}
+}
+
+// Message renders err for people: the sentinels' own words (": not
+// found") are left out, since the machine code carries them.
+func Message(err error) string {
+	msg := err.Error()
+	for _, s := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrChecksum, ErrUnavailable, ErrCanceled} {
+		msg = strings.ReplaceAll(msg, ": "+s.Error(), "")
+	}
+	return msg
 }

@@ -18,7 +18,6 @@ type e struct {
 	mode             int64
 	uid              int
 	xattr            string
-	size             int64 // header size override, for truncation
 }
 
 func layer(t testing.TB, ents ...e) []byte {

@@ -342,7 +342,7 @@ func (s *Service) Pull(ctx context.Context, req api.ImagePullRequest, p operatio
 			return api.Image{}, ctx.Err()
 		}
 		s.d.Log.Info("image source failed", "image", t.name, "source", imagecat.Describe(src), "err", err)
-		p.Stage("source", "source %d failed: %v", i+1, err)
+		p.Stage("source", "source %d failed: %s", i+1, errdefs.Message(err))
 		errs = append(errs, fmt.Errorf("source %d (%s): %w", i+1, imagecat.Describe(src), err))
 	}
 	if len(errs) == 1 {

@@ -305,7 +305,7 @@ func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (
 			return api.Kernel{}, ctx.Err()
 		}
 		s.d.Log.Info("kernel source failed", "kernel", name, "source", describe(src), "err", err)
-		p.Stage("source", "source %d failed: %v", i+1, err)
+		p.Stage("source", "source %d failed: %s", i+1, errdefs.Message(err))
 		errs = append(errs, fmt.Errorf("source %d (%s): %w", i+1, describe(src), err))
 	}
 	if len(errs) == 1 {

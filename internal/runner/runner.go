@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"syscall"
 )
 
 // Cmd is one program invocation.
@@ -42,6 +43,10 @@ var _ Runner = Exec{}
 func (Exec) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
 	cmd.Dir = c.Dir
+	// Helpers (apt-get, mmdebstrap, e2fsprogs) die with the daemon, so a
+	// crashed daemon leaves no orphan writing into its staging area.
+	// (VMM processes, which must outlive it, are not started here.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if len(c.Env) > 0 {
 		cmd.Env = append(cmd.Environ(), c.Env...)
 	}

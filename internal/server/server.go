@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -141,13 +140,7 @@ func statusOf(err error) int {
 }
 
 func apiError(err error) *api.Error {
-	msg := err.Error()
-	// The sentinel's own text is carried by the code; keep the message
-	// readable.
-	for _, s := range []error{errdefs.ErrNotFound, errdefs.ErrConflict, errdefs.ErrInvalid, errdefs.ErrChecksum, errdefs.ErrUnavailable, errdefs.ErrCanceled} {
-		msg = strings.ReplaceAll(msg, ": "+s.Error(), "")
-	}
-	return &api.Error{Code: errdefs.Code(err), Message: msg}
+	return &api.Error{Code: errdefs.Code(err), Message: errdefs.Message(err)}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
