@@ -12,6 +12,7 @@ package flatten
 
 import (
 	"archive/tar"
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,7 @@ func (n *node) isDir() bool { return n.typ == tar.TypeDir }
 type Tree struct {
 	root   *node
 	spool  *os.File
+	sw     *bufio.Writer // buffers spool writes, which are sequential
 	offset int64
 	// Limit bounds the bytes all layers may decompress to.
 	Limit int64
@@ -71,7 +73,7 @@ func New(dir string, limit int64) (*Tree, error) {
 	// The spool needs no name: it is gone once closed, even after a crash.
 	os.Remove(f.Name())
 	root := &node{typ: tar.TypeDir, mode: 0o755, children: map[string]*node{}, mtime: time.Unix(0, 0)}
-	return &Tree{root: root, spool: f, Limit: limit}, nil
+	return &Tree{root: root, spool: f, sw: bufio.NewWriterSize(f, 1<<20), Limit: limit}, nil
 }
 
 // Close releases the spool.
@@ -107,13 +109,7 @@ func (t *Tree) Apply(r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			if errors.Is(err, errdefs.ErrInvalid) {
-				return err
-			}
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("layer %d: tar ends mid-entry (truncated layer): %w", t.layer, errdefs.ErrInvalid)
-			}
-			return fmt.Errorf("layer %d: %v: %w", t.layer, err, errdefs.ErrInvalid)
+			return layerError(t.layer, err)
 		}
 		if err := t.entry(h, tr); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -216,7 +212,7 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 		}
 	case tar.TypeReg:
 		n.off = t.offset
-		w, err := io.Copy(io.NewOffsetWriter(t.spool, t.offset), io.LimitReader(r, h.Size))
+		w, err := io.Copy(t.sw, io.LimitReader(r, h.Size))
 		if err != nil {
 			return fmt.Errorf("entry %q: %w", rel, err)
 		}
@@ -273,16 +269,23 @@ type Extra struct {
 	Symlink  string
 }
 
-// Add puts an extra file into the tree, creating parent directories.
-func (t *Tree) Add(e Extra) error {
+// header is the tar header of an extra file.
+func (e Extra) header() *tar.Header {
 	rel := strings.TrimPrefix(path.Clean(e.Path), "/")
-	h := &tar.Header{Name: rel, Mode: e.Mode, Uid: e.UID, Gid: e.GID, ModTime: time.Now(), Typeflag: tar.TypeReg, Size: int64(len(e.Body))}
+	h := &tar.Header{Name: rel, Mode: e.Mode, Uid: e.UID, Gid: e.GID, ModTime: time.Now(), Typeflag: tar.TypeReg, Size: int64(len(e.Body)), Format: tar.FormatPAX}
 	switch {
 	case strings.HasSuffix(e.Path, "/"):
 		h.Typeflag, h.Size = tar.TypeDir, 0
 	case e.Symlink != "":
 		h.Typeflag, h.Linkname, h.Size = tar.TypeSymlink, e.Symlink, 0
 	}
+	return h
+}
+
+// Add puts an extra file into the tree, creating parent directories.
+func (t *Tree) Add(e Extra) error {
+	h := e.header()
+	rel := h.Name
 	// Extras may replace a symlink (an image's /etc/resolv.conf often is
 	// one) but, like layers, never write through one.
 	if parent, err := t.lookupDir(rel, true); err == nil {
@@ -300,6 +303,9 @@ func (t *Tree) Add(e Extra) error {
 
 // WriteTar writes the merged tree as one tar stream.
 func (t *Tree) WriteTar(w io.Writer) error {
+	if err := t.sw.Flush(); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
 	tw := tar.NewWriter(w)
 	written := map[*node]string{} // regular files, for hard links
 	var links []struct {

@@ -211,24 +211,25 @@ func TestExtras(t *testing.T) {
 	}
 }
 
+var hostile = []struct {
+	name string
+	ents []e
+	want string
+}{
+	{"dotdot", []e{{name: "../../etc/passwd", body: "x"}}, "leaves the archive root"},
+	{"absolute", []e{{name: "/etc/passwd", body: "x"}}, "absolute path"},
+	{"through symlink", []e{{name: "etc", link: "/etc", typ: tar.TypeSymlink}, {name: "etc/passwd", body: "x"}}, "may not write through a symlink"},
+	{"through relative symlink", []e{{name: "up", link: "../..", typ: tar.TypeSymlink}, {name: "up/x", body: "x"}}, "may not write through a symlink"},
+	{"hardlink outside", []e{{name: "l", link: "../../etc/shadow", typ: tar.TypeLink}}, "leaves the archive root"},
+	{"hardlink absolute", []e{{name: "l", link: "/etc/shadow", typ: tar.TypeLink}}, "absolute path"},
+	{"hardlink missing", []e{{name: "l", link: "nope", typ: tar.TypeLink}}, "not a regular file"},
+	{"hardlink through symlink", []e{{name: "s", link: "/", typ: tar.TypeSymlink}, {name: "l", link: "s/etc/shadow", typ: tar.TypeLink}}, "may not write through a symlink"},
+	{"hardlink to dir", []e{{name: "d/", typ: tar.TypeDir}, {name: "l", link: "d", typ: tar.TypeLink}}, "not a regular file"},
+	{"over limit", []e{{name: "big", body: strings.Repeat("x", 2<<20)}}, "limit"},
+}
+
 func TestHostileLayers(t *testing.T) {
-	tests := []struct {
-		name string
-		ents []e
-		want string
-	}{
-		{"dotdot", []e{{name: "../../etc/passwd", body: "x"}}, "leaves the archive root"},
-		{"absolute", []e{{name: "/etc/passwd", body: "x"}}, "absolute path"},
-		{"through symlink", []e{{name: "etc", link: "/etc", typ: tar.TypeSymlink}, {name: "etc/passwd", body: "x"}}, "may not write through a symlink"},
-		{"through relative symlink", []e{{name: "up", link: "../..", typ: tar.TypeSymlink}, {name: "up/x", body: "x"}}, "may not write through a symlink"},
-		{"hardlink outside", []e{{name: "l", link: "../../etc/shadow", typ: tar.TypeLink}}, "leaves the archive root"},
-		{"hardlink absolute", []e{{name: "l", link: "/etc/shadow", typ: tar.TypeLink}}, "absolute path"},
-		{"hardlink missing", []e{{name: "l", link: "nope", typ: tar.TypeLink}}, "not a regular file"},
-		{"hardlink through symlink", []e{{name: "s", link: "/", typ: tar.TypeSymlink}, {name: "l", link: "s/etc/shadow", typ: tar.TypeLink}}, "may not write through a symlink"},
-		{"hardlink to dir", []e{{name: "d/", typ: tar.TypeDir}, {name: "l", link: "d", typ: tar.TypeLink}}, "not a regular file"},
-		{"over limit", []e{{name: "big", body: strings.Repeat("x", 2<<20)}}, "limit"},
-	}
-	for _, tt := range tests {
+	for _, tt := range hostile {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := flattenAll(t, layer(t, tt.ents...))
 			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, errdefs.ErrInvalid) {
@@ -280,4 +281,50 @@ func FuzzFlatten(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestStreamHostile(t *testing.T) {
+	for _, tt := range hostile {
+		t.Run(tt.name, func(t *testing.T) {
+			tr, _ := New(t.TempDir(), 1<<20)
+			defer tr.Close()
+			_, err := tr.Stream(bytes.NewReader(layer(t, tt.ents...)), io.Discard, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, errdefs.ErrInvalid) {
+				t.Fatalf("err = %v, want invalid containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestStream(t *testing.T) {
+	tr, _ := New(t.TempDir(), 1<<20)
+	defer tr.Close()
+	var out bytes.Buffer
+	in := layer(t,
+		e{name: "./etc/", typ: tar.TypeDir},
+		e{name: "./etc/resolv.conf", link: "../run/resolv.conf", typ: tar.TypeSymlink},
+		e{name: "./bin/busybox", body: "BB", mode: 0o4755},
+		e{name: "./bin/sh", link: "./bin/busybox", typ: tar.TypeLink},
+		e{name: "./etc/.wh.ignored"},
+	)
+	n, err := tr.Stream(bytes.NewReader(in), &out, []Extra{{Path: "/etc/resolv.conf", Mode: 0o644, Body: []byte("nameserver 10.0.2.3\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 5 {
+		t.Errorf("files = %d", n)
+	}
+	rd := tar.NewReader(&out)
+	var names []string
+	for {
+		h, err := rd.Next()
+		if err != nil {
+			break
+		}
+		names = append(names, h.Name+"|"+h.Linkname)
+	}
+	want := "etc/||etc/resolv.conf|../run/resolv.conf|bin/busybox||bin/sh|bin/busybox|etc/resolv.conf|"
+	if strings.Join(names, "|") != want {
+		t.Fatalf("stream wrote %v", names)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,14 +58,12 @@ func (s *Service) debootstrap(ctx context.Context, src api.ImageSource, dir stri
 	if err != nil {
 		return built{}, err
 	}
-	p.Stage("flatten", "reading the built root file system")
-	err = tree.Apply(&countReader{r: f, ctx: ctx})
+	err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
+		return tree.Stream(&countReader{r: f, ctx: ctx}, w, extras)
+	})
 	f.Close()
 	os.Remove(tarball)
 	if err != nil {
-		return built{}, err
-	}
-	if err := s.writeDisk(ctx, tree, dir, p); err != nil {
 		return built{}, err
 	}
 	os.Remove(list)

@@ -40,6 +40,34 @@ func (s *Service) pullOCI(ctx context.Context, ref, dir string, p operation.Prog
 		return built{}, err
 	}
 	defer tree.Close()
+	if len(layers) == 1 {
+		// A lone layer streams straight into the ext4 writer: no spool,
+		// and inflating overlaps with writing.
+		d, _ := layers[0].Digest()
+		p.Stage("flatten", "layer 1 of 1: %s", d)
+		rc, err := layers[0].Compressed()
+		if err != nil {
+			return built{}, fmt.Errorf("layer 1 (%s): %w: %w", d, err, errdefs.ErrUnavailable)
+		}
+		defer rc.Close()
+		cr := &countReader{r: rc, ctx: ctx, fn: func(n int64) { p.Bytes("download", n, total) }}
+		err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
+			n, err := decompressed(cr, func(r io.Reader) (int, error) { return tree.Stream(r, w, extras) })
+			if err == nil {
+				if _, err = io.Copy(io.Discard, cr); err != nil {
+					err = fmt.Errorf("blob does not match its digest or was cut short: %w: %w", err, errdefs.ErrChecksum)
+				}
+			}
+			return n, err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return built{}, ctx.Err()
+			}
+			return built{}, fmt.Errorf("layer 1 (%s): %w", d, err)
+		}
+		return built{sourceKind: api.SourceOCI, source: res.From, digest: res.Digest, layers: 1, files: tree.Files()}, nil
+	}
 	var done int64
 	for i, l := range layers {
 		d, _ := l.Digest()
@@ -74,30 +102,53 @@ func (s *Service) pullOCI(ctx context.Context, ref, dir string, p operation.Prog
 	return built{sourceKind: api.SourceOCI, source: res.From, digest: res.Digest, layers: len(layers), files: tree.Files()}, nil
 }
 
-// applyLayer decompresses one layer, whatever its compression, and merges
-// it into the tree. The compression is read from the data, not trusted
-// from the media type.
+// applyLayer decompresses one layer and merges it into the tree.
 func applyLayer(tree *flatten.Tree, r io.Reader) error {
+	_, err := decompressed(r, func(r io.Reader) (int, error) { return 0, tree.Apply(r) })
+	return err
+}
+
+// decompressed runs fn on r decompressed, whatever its compression: read
+// from the data, not trusted from the media type.
+func decompressed(r io.Reader, fn func(io.Reader) (int, error)) (int, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic, _ := br.Peek(4)
 	switch {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		gr, err := gzip.NewReader(br)
 		if err != nil {
-			return fmt.Errorf("gzip: %w: %w", err, errdefs.ErrInvalid)
+			return 0, fmt.Errorf("gzip: %w: %w", err, errdefs.ErrInvalid)
 		}
 		defer gr.Close()
-		return tree.Apply(gr)
+		return fn(gr)
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 		zr, err := zstd.NewReader(br)
 		if err != nil {
-			return fmt.Errorf("zstd: %w: %w", err, errdefs.ErrInvalid)
+			return 0, fmt.Errorf("zstd: %w: %w", err, errdefs.ErrInvalid)
 		}
 		defer zr.Close()
-		return tree.Apply(zr)
+		return fn(zr)
 	default:
-		return tree.Apply(br)
+		return fn(br)
 	}
+}
+
+// streamDisk writes rootfs.ext4 in dir from the tar stream produce writes,
+// giving it the finalize extras to append.
+func (s *Service) streamDisk(ctx context.Context, tree *flatten.Tree, dir string, p operation.Progress, produce func(io.Writer, []flatten.Extra) (int, error)) error {
+	extras, err := s.d.Finalize.Extras()
+	if err != nil {
+		return err
+	}
+	p.Stage("ext4", "flattening, finalizing and writing ext4 in one pass")
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := produce(pw, extras)
+		pw.CloseWithError(err)
+	}()
+	_, err = s.ext4.FromTar(ctx, pr, filepath.Join(dir, layout.ImageRootfs))
+	pr.CloseWithError(fmt.Errorf("ext4 writer stopped"))
+	return err
 }
 
 // writeDisk adds banger's own files to the tree and writes it as

@@ -1,0 +1,154 @@
+package flatten
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/tarx"
+)
+
+// Stream checks a single layer (or a root file system tarball) entry by
+// entry and copies it to w as it goes, then appends extras. With nothing
+// beneath it, a lone layer needs no spool: its whiteouts hide nothing and
+// every entry lands where it says. The same rules as Apply hold: nothing
+// outside the root, nothing through a symlink, hard links only to regular
+// files already written, and the decompressed size bounded by t.Limit.
+//
+// t must be fresh; it keeps only metadata. Stream reports how many entries
+// it wrote.
+func (t *Tree) Stream(r io.Reader, w io.Writer, extras []Extra) (int, error) {
+	t.layer++
+	cr := &countingReader{r: r, t: t, layer: t.layer}
+	tr := tar.NewReader(cr)
+	tw := tar.NewWriter(w)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, layerError(t.layer, err)
+		}
+		if h.Typeflag == tar.TypeXGlobalHeader {
+			continue
+		}
+		rel, err := tarx.Clean(h.Name)
+		if err != nil {
+			return 0, fmt.Errorf("layer %d: %w", t.layer, err)
+		}
+		if rel == "." || strings.HasPrefix(path.Base(rel), whiteoutPrefix) {
+			continue
+		}
+		if err := t.check(rel, h); err != nil {
+			return 0, fmt.Errorf("layer %d: %w", t.layer, err)
+		}
+		out := *h
+		out.Name = rel
+		if h.Typeflag == tar.TypeDir {
+			out.Name += "/"
+		}
+		if h.Typeflag == tar.TypeLink {
+			out.Linkname, _ = tarx.Clean(h.Linkname)
+		}
+		if err := tw.WriteHeader(&out); err != nil {
+			return 0, fmt.Errorf("layer %d: entry %q: %w", t.layer, rel, err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			n, err := io.Copy(tw, tr)
+			if err != nil {
+				return 0, layerError(t.layer, err)
+			}
+			if n != h.Size {
+				return 0, fmt.Errorf("layer %d: tar ends mid-entry (truncated layer): %w", t.layer, errdefs.ErrInvalid)
+			}
+		}
+	}
+	for _, x := range extras {
+		h := x.header()
+		if err := t.check(h.Name, h); err != nil {
+			return 0, fmt.Errorf("add %s: %w", x.Path, err)
+		}
+		if h.Typeflag == tar.TypeDir {
+			h.Name += "/"
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return 0, err
+		}
+		if _, err := tw.Write(x.Body); err != nil {
+			return 0, err
+		}
+	}
+	return t.files, tw.Close()
+}
+
+func layerError(layer int, err error) error {
+	if errors.Is(err, errdefs.ErrInvalid) {
+		return err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("layer %d: tar ends mid-entry (truncated layer): %w", layer, errdefs.ErrInvalid)
+	}
+	return fmt.Errorf("layer %d: %v: %w", layer, err, errdefs.ErrInvalid)
+}
+
+// check validates one entry against the metadata seen so far and records
+// it, without keeping any content.
+func (t *Tree) check(rel string, h *tar.Header) error {
+	parent, err := t.lookupDir(rel, true)
+	if err != nil {
+		return err
+	}
+	base := path.Base(rel)
+	old := parent.children[base]
+	n := &node{typ: h.Typeflag, linkname: h.Linkname, layer: t.layer}
+	switch h.Typeflag {
+	case tar.TypeDir:
+		if old != nil && !old.isDir() {
+			return fmt.Errorf("entry %q: a directory replaces a file within one layer: %w", rel, errdefs.ErrInvalid)
+		}
+		if old != nil {
+			return nil
+		}
+		n.children = map[string]*node{}
+	case tar.TypeReg, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		if old != nil && old.isDir() {
+			return fmt.Errorf("entry %q: a file replaces a directory within one layer: %w", rel, errdefs.ErrInvalid)
+		}
+		if h.Typeflag == tar.TypeSymlink && h.Linkname == "" {
+			return fmt.Errorf("entry %q: empty symlink target: %w", rel, errdefs.ErrInvalid)
+		}
+		n.typ = h.Typeflag
+	case tar.TypeLink:
+		target, err := tarx.Clean(h.Linkname)
+		if err != nil {
+			return fmt.Errorf("hard link %q: %w", rel, err)
+		}
+		tdir, err := t.lookupDir(target, false)
+		if err != nil {
+			return fmt.Errorf("hard link %q: %w", rel, err)
+		}
+		var tn *node
+		if tdir != nil {
+			tn = tdir.children[path.Base(target)]
+		}
+		if tn == nil || tn.typ != tar.TypeReg {
+			return fmt.Errorf("hard link %q: target %q is not a regular file in the image: %w", rel, h.Linkname, errdefs.ErrInvalid)
+		}
+		if old != nil && old.isDir() {
+			return fmt.Errorf("entry %q: a link replaces a directory within one layer: %w", rel, errdefs.ErrInvalid)
+		}
+		n.typ = tar.TypeReg
+	default:
+		return fmt.Errorf("entry %q: unsupported tar entry type %q: %w", rel, h.Typeflag, errdefs.ErrInvalid)
+	}
+	if old == nil {
+		t.files++
+	}
+	parent.children[base] = n
+	return nil
+}
