@@ -35,6 +35,9 @@ type Config struct {
 	ImageCatalogs []string `toml:"image_catalogs"`
 	// RegistryMirrors maps a registry host to mirror endpoints.
 	RegistryMirrors map[string][]string `toml:"registry_mirrors"`
+	// InsecureRegistries may be reached over plain http; loopback ones
+	// always may.
+	InsecureRegistries []string `toml:"insecure_registries"`
 	// MaxDownloadBytes bounds any single download.
 	MaxDownloadBytes int64 `toml:"max_download_bytes"`
 	// MaxUnpackedBytes bounds what one archive may unpack to.

@@ -92,7 +92,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer st.Close()
 
 	dl := download.Client{Limit: cfg.MaxDownloadBytes}
-	reg := &registry.Client{Mirrors: cfg.RegistryMirrors}
+	reg := &registry.Client{Mirrors: cfg.RegistryMirrors, Insecure: cfg.InsecureRegistries}
 	vms := vm.New(vm.Deps{Runner: o.Runner})
 	_ = hostnet.New(hostnet.Deps{Runner: o.Runner})
 	_ = workspace.New(workspace.Deps{Runner: o.Runner})

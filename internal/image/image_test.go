@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -63,9 +64,14 @@ func TestNameFromRef(t *testing.T) {
 	}
 }
 
-type fakeKernels struct{ ensured []string }
+type fakeKernels struct {
+	mu      sync.Mutex
+	ensured []string // guarded by mu
+}
 
 func (f *fakeKernels) Ensure(_ context.Context, name string, _ operation.Progress) (api.Kernel, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.ensured = append(f.ensured, name)
 	return api.Kernel{Name: name}, nil
 }
@@ -252,4 +258,49 @@ func FuzzBundleManifest(f *testing.F) {
 			t.Fatalf("accepted rootfs %q", m.Rootfs)
 		}
 	})
+}
+
+func countCalls(r *runner.Recorder, prefix string) int {
+	n := 0
+	for _, c := range r.Calls() {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestEnsureAndConcurrentPulls: the auto-pull seam pulls a missing image
+// and its kernel once, however many callers ask at the same time.
+func TestEnsureAndConcurrentPulls(t *testing.T) {
+	h := newHarness(t)
+	old := AptDir
+	AptDir = "testdata/apt"
+	defer func() { AptDir = old }()
+	h.catalog = []api.ImageCatalogEntry{{Name: "deb", Kernel: "deb-kernel", Sources: []api.ImageSource{{Kind: "debootstrap", Suite: "bookworm"}}}}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, errs[i] = h.svc.Ensure(context.Background(), "deb", operation.Discard)
+		}(i)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := countCalls(h.runner, "mmdebstrap"); n != 1 {
+		t.Fatalf("mmdebstrap ran %d times for 4 concurrent pulls", n)
+	}
+	if len(h.kernels.ensured) != 4 || h.kernels.ensured[0] != "deb-kernel" {
+		t.Fatalf("kernels ensured: %v", h.kernels.ensured)
+	}
+	if _, err := h.svc.Ensure(context.Background(), "nope", operation.Discard); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("ensure of an unknown image: %v", err)
+	}
+	h.assertClean(t, "deb")
 }

@@ -28,9 +28,27 @@ var Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
 type Client struct {
 	// Mirrors maps a registry host (as users write it: "docker.io") to
 	// mirror endpoints ("https://mirror.example", "http://127.0.0.1:5000").
-	Mirrors   map[string][]string
-	Keychain  authn.Keychain
+	Mirrors  map[string][]string
+	Keychain authn.Keychain
+	// Insecure lists registry hosts (host or host:port) that may be
+	// reached over plain http besides loopback ones.
+	Insecure  []string
 	Transport http.RoundTripper
+}
+
+// httpGuard refuses plain http except to loopback hosts and to the
+// registries the config marks insecure. The registry client would
+// otherwise fall back to http for private-range addresses on its own.
+type httpGuard struct {
+	next    http.RoundTripper
+	allowed map[string]bool
+}
+
+func (g httpGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme == "http" && !config.IsLoopbackHost(req.URL.Hostname()) && !g.allowed[req.URL.Host] && !g.allowed[req.URL.Hostname()] {
+		return nil, fmt.Errorf("plain http to %s refused: only loopback registries, or those listed in insecure_registries, may be reached without TLS: %w", req.URL.Host, errdefs.ErrUnavailable)
+	}
+	return g.next.RoundTrip(req)
 }
 
 // Resolved is an image and where it came from.
@@ -76,9 +94,17 @@ func (c *Client) fetch(ctx context.Context, r name.Reference) (v1.Image, error) 
 	if kc == nil {
 		kc = authn.DefaultKeychain
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(Platform)}
-	if c.Transport != nil {
-		opts = append(opts, remote.WithTransport(c.Transport))
+	next := c.Transport
+	if next == nil {
+		next = remote.DefaultTransport
+	}
+	allowed := map[string]bool{}
+	for _, h := range c.Insecure {
+		allowed[h] = true
+	}
+	opts := []remote.Option{
+		remote.WithContext(ctx), remote.WithAuthFromKeychain(kc), remote.WithPlatform(Platform),
+		remote.WithTransport(httpGuard{next: next, allowed: allowed}),
 	}
 	desc, err := remote.Get(r, opts...)
 	if err != nil {
@@ -105,6 +131,13 @@ func (c *Client) fetch(ctx context.Context, r name.Reference) (v1.Image, error) 
 
 // candidates lists mirrors first, then the origin.
 func (c *Client) candidates(r name.Reference) []name.Reference {
+	for _, h := range c.Insecure {
+		if r.Context().RegistryStr() == h {
+			if nr, err := name.ParseReference(r.String(), name.Insecure); err == nil {
+				r = nr
+			}
+		}
+	}
 	var out []name.Reference
 	host := r.Context().RegistryStr()
 	for _, key := range aliases(host) {
@@ -135,9 +168,8 @@ func rebase(r name.Reference, endpoint string) (name.Reference, error) {
 	}
 	var opts []name.Option
 	if u.Scheme == "http" {
-		if !config.IsLoopbackHost(u.Hostname()) {
-			return nil, fmt.Errorf("mirror %q: plain http is only allowed to loopback", endpoint)
-		}
+		// The transport's guard decides whether this host may be reached
+		// without TLS.
 		opts = append(opts, name.Insecure)
 	}
 	repo := u.Host + "/" + strings.Trim(strings.TrimPrefix(u.Path, "/v2"), "/")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -29,7 +30,7 @@ func TestRebase(t *testing.T) {
 		{"docker.io/library/debian:bookworm", "http://127.0.0.1:5000", "127.0.0.1:5000/library/debian:bookworm", true},
 		{"debian:bookworm", "https://mirror.example.org", "mirror.example.org/library/debian:bookworm", true},
 		{"quay.io/a/b@sha256:" + strings.Repeat("a", 64), "https://m.example/v2/proxy/", "m.example/proxy/a/b@sha256:" + strings.Repeat("a", 64), true},
-		{"debian:bookworm", "http://mirror.example.org", "", false},
+		{"debian:bookworm", "http://mirror.example.org", "mirror.example.org/library/debian:bookworm", true},
 		{"debian:bookworm", "not a url", "", false},
 	}
 	for _, tt := range tests {
@@ -102,3 +103,26 @@ func TestMirrorAndIndex(t *testing.T) {
 		t.Fatalf("bad reference: %v", err)
 	}
 }
+
+func TestPlainHTTPOnlyToLoopbackOrListed(t *testing.T) {
+	// 10.0.0.1 is never dialled: the guard refuses before any connection.
+	c := &Client{}
+	_, err := c.Image(context.Background(), "10.0.0.1:5000/x:1", nil)
+	if err == nil || !strings.Contains(err.Error(), "plain http to 10.0.0.1:5000 refused") {
+		t.Fatalf("private-range registry over http: %v", err)
+	}
+	c = &Client{Mirrors: map[string][]string{"docker.io": {"http://10.0.0.1:5000"}}}
+	_, err = c.Image(context.Background(), "docker.io/library/x:1@sha256:"+strings.Repeat("a", 64), nil)
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("http mirror off loopback: %v", err)
+	}
+	g := httpGuard{next: roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, errors.New("dialled") }), allowed: map[string]bool{"10.0.0.1:5000": true}}
+	req, _ := http.NewRequest("GET", "http://10.0.0.1:5000/v2/", nil)
+	if _, err := g.RoundTrip(req); err == nil || err.Error() != "dialled" {
+		t.Fatalf("listed insecure registry was refused: %v", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
