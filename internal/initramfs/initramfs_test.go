@@ -1,0 +1,126 @@
+package initramfs
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/cavaliergopher/cpio"
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+func TestClosure(t *testing.T) {
+	mods := map[string]Module{}
+	deps := map[string][]string{
+		"ext4":         {"jbd2", "mbcache", "crc16"},
+		"jbd2":         {},
+		"mbcache":      {},
+		"crc16":        {},
+		"virtio_blk":   {"virtio_ring"},
+		"virtio_net":   {"net_failover", "virtio_ring"},
+		"net_failover": {"failover"},
+		"failover":     {},
+		"virtio_ring":  {},
+		"unrelated":    {},
+	}
+	for n := range deps {
+		mods[n] = Module{Name: n, Path: "kernel/" + n + ".ko"}
+	}
+	got, err := Closure(mods, map[string]bool{"virtio_ring": true}, []string{"virtio_blk", "virtio_net", "ext4", "not_in_kernel"},
+		func(m Module) ([]string, error) { return deps[m.Name], nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, m := range got {
+		names = append(names, m.Name)
+	}
+	want := []string{"virtio_blk", "failover", "net_failover", "virtio_net", "crc16", "jbd2", "mbcache", "ext4"}
+	if !reflect.DeepEqual(names, want) {
+		t.Fatalf("order = %v, want %v (dependencies first, built-ins and unwanted left out)", names, want)
+	}
+
+	deps["ext4"] = []string{"missing_dep"}
+	if _, err := Closure(mods, nil, []string{"ext4"}, func(m Module) ([]string, error) { return deps[m.Name], nil }); !errors.Is(err, errdefs.ErrInvalid) {
+		t.Fatalf("missing dependency: %v", err)
+	}
+	deps["jbd2"], deps["ext4"] = []string{"ext4"}, []string{"jbd2"}
+	if _, err := Closure(mods, nil, []string{"ext4"}, func(m Module) ([]string, error) { return deps[m.Name], nil }); err == nil || !strings.Contains(err.Error(), "cycle") {
+		t.Fatalf("cycle: %v", err)
+	}
+}
+
+func readCpio(t *testing.T, b []byte) map[string][]byte {
+	t.Helper()
+	gr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cpio.NewReader(gr)
+	out := map[string][]byte{}
+	for {
+		h, err := r.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(r)
+		out[h.Name] = body
+		if h.Name == "init" && h.Mode.Perm() != 0o755 {
+			t.Errorf("init mode %v", h.Mode)
+		}
+	}
+}
+
+func TestBuildWithoutModules(t *testing.T) {
+	agent := filepath.Join(t.TempDir(), "agent")
+	os.WriteFile(agent, []byte("\x7fELF agent"), 0o755)
+	var buf bytes.Buffer
+	mods, err := Build(&buf, agent, "")
+	if err != nil || len(mods) != 0 {
+		t.Fatalf("%v %v", mods, err)
+	}
+	files := readCpio(t, buf.Bytes())
+	if string(files["init"]) != "\x7fELF agent" {
+		t.Fatalf("init = %q", files["init"])
+	}
+	if _, ok := files[ModulesList]; !ok {
+		t.Fatal("no module list")
+	}
+}
+
+// TestBuildRealKernel uses a real kernel's modules when one is at hand
+// (BANGER_TEST_MODULES=/lib/modules/RELEASE, as the e2e setup provides).
+func TestBuildRealKernel(t *testing.T) {
+	dir := os.Getenv("BANGER_TEST_MODULES")
+	if dir == "" {
+		t.Skip("BANGER_TEST_MODULES not set")
+	}
+	agent := filepath.Join(t.TempDir(), "agent")
+	os.WriteFile(agent, []byte("agent"), 0o755)
+	var buf bytes.Buffer
+	mods, err := Build(&buf, agent, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := readCpio(t, buf.Bytes())
+	list := string(files[ModulesList])
+	for _, m := range []string{"virtio_blk", "ext4", "jbd2", "virtio_net"} {
+		if !strings.Contains(list, "-"+m+".ko") {
+			t.Errorf("%s missing from the load list:\n%s", m, list)
+		}
+	}
+	if strings.Index(list, "-jbd2.ko") > strings.Index(list, "-ext4.ko") {
+		t.Errorf("jbd2 must load before ext4:\n%s", list)
+	}
+	t.Logf("%d modules, %d bytes compressed", len(mods), buf.Len())
+}
