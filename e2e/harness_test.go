@@ -27,6 +27,7 @@ import (
 
 var (
 	bangerBin string // the binary under test
+	agentBin  string // the guest agent, static
 	kernelDeb string // a real linux-image .deb
 )
 
@@ -46,6 +47,13 @@ func run(m *testing.M) int {
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build banger: %v\n%s", err, out)
+		return 1
+	}
+	agentBin = filepath.Join(tmp, "banger-agent")
+	build = exec.Command("go", "build", "-o", agentBin, "../cmd/banger-agent")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build banger-agent: %v\n%s", err, out)
 		return 1
 	}
 	kernelDeb = os.Getenv("BANGER_E2E_KERNEL_DEB")

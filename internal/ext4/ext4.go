@@ -61,8 +61,10 @@ func (b Builder) Finish(ctx context.Context, dest string) (int64, error) {
 	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", dest, fmt.Sprintf("%dK", size/1024)}}); err != nil {
 		return 0, fmt.Errorf("grow disk: %w", err)
 	}
-	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "tune2fs", Args: []string{"-O", "has_journal", dest}}); err != nil {
-		return 0, fmt.Errorf("add journal: %w", err)
+	// The streaming writer marks its file systems read-only (a
+	// ro_compat feature): a VM's disk must be writable, and journaled.
+	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "tune2fs", Args: []string{"-O", "^read-only,has_journal", dest}}); err != nil {
+		return 0, fmt.Errorf("make the disk writable and add a journal: %w", err)
 	}
 	if err := b.Check(ctx, dest); err != nil {
 		return 0, err

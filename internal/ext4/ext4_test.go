@@ -50,4 +50,9 @@ func TestFromTar(t *testing.T) {
 	if !strings.Contains(string(out), "has_journal") {
 		t.Fatalf("no journal:\n%s", out)
 	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "Filesystem features:") && strings.Contains(line, "read-only") {
+			t.Fatalf("disk is marked read-only: %s", line)
+		}
+	}
 }
