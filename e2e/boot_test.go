@@ -4,12 +4,19 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/agent"
 	"github.com/banger-dev/banger/internal/initramfs"
@@ -29,7 +36,10 @@ func TestBootToReady(t *testing.T) {
 	reg := startRegistry(t)
 	push(t, reg+"/test/busybox:1", image(t, gzipLayer(t, tarOf(t, busyboxLayer(t)))))
 	fs := newFileServer(t)
-	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\nagent_path = \""+agentBin+"\"\n")
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	user, _ := ssh.NewSignerFromKey(priv)
+	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\nagent_path = \""+agentBin+"\"\nssh_public_keys = [\"user.pub\"]\n")
+	e.write("user.pub", string(ssh.MarshalAuthorizedKey(user.PublicKey())))
 	catalogWith(e, map[string]struct{ url, sha string }{"test-deb": {fs.add("/k.deb", served{path: kernelDeb}), sha256File(t, kernelDeb)}})
 	e.start()
 	e.mustBanger("kernel", "pull", "test-deb")
@@ -55,9 +65,10 @@ func TestBootToReady(t *testing.T) {
 	cfg := vmm.Config{
 		Name: "boot-test", CPUs: 1, MemoryMB: 512,
 		Kernel: filepath.Join(k.Dir, "vmlinux"), Initrd: initrd,
-		Cmdline: "console=ttyS0 root=/dev/vda rw panic=-1",
-		Disks:   []vmm.Disk{{ID: "root", Path: disk, Format: "raw"}},
-		Console: filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
+		Cmdline:  "console=ttyS0 root=/dev/vda rw panic=-1 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2 " + strings.Join(qemu.GuestParams(qemu.Options{}), " "),
+		Disks:    []vmm.Disk{{ID: "root", Path: disk, Format: "raw"}},
+		Forwards: []vmm.Forward{{HostPort: freePort(t), GuestPort: 22}},
+		Console:  filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
 	}
 	cmd := exec.Command("qemu-system-x86_64", qemu.Args(cfg, qemu.Options{})...)
 	out, _ := os.Create(filepath.Join(dir, "qemu.log"))
@@ -78,6 +89,7 @@ func TestBootToReady(t *testing.T) {
 				t.Fatalf("ready line %q: want kernel %s and a writable root", line, k.Release)
 			}
 			t.Logf("ready after %s with %d modules: %s", time.Since(start).Round(time.Millisecond), len(mods), line)
+			checkSSH(t, string(b), cfg.Forwards[0].HostPort, user, k.Release)
 			return
 		}
 		if ctx.Err() != nil {
@@ -85,8 +97,75 @@ func TestBootToReady(t *testing.T) {
 			if len(tail) > 3000 {
 				tail = tail[len(tail)-3000:]
 			}
-			t.Fatalf("guest never became ready; console:\n%s", tail)
+			qlog, _ := os.ReadFile(filepath.Join(dir, "qemu.log"))
+			t.Fatalf("guest never became ready; qemu said:\n%s\nconsole:\n%s", qlog, tail)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// checkSSH runs commands in the guest over real SSH, pinning the host key
+// the agent printed on the console.
+func checkSSH(t *testing.T, console string, port int, user ssh.Signer, release string) {
+	t.Helper()
+	i := strings.Index(console, "ssh host key ")
+	if i < 0 {
+		t.Fatal("agent printed no SSH host key")
+	}
+	fp := strings.Fields(console[i+len("ssh host key "):])[0]
+	cfg := &ssh.ClientConfig{
+		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)}, Timeout: 10 * time.Second,
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if ssh.FingerprintSHA256(key) != fp {
+				return fmt.Errorf("host key %s, the console said %s", ssh.FingerprintSHA256(key), fp)
+			}
+			return nil
+		},
+	}
+	var c *ssh.Client
+	var err error
+	for try := 0; try < 30; try++ {
+		if c, err = ssh.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), cfg); err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("ssh into the guest: %v", err)
+	}
+	defer c.Close()
+	run := func(cmd string) (string, int) {
+		s, err := c.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		out, err := s.CombinedOutput(cmd)
+		var ee *ssh.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitStatus()
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		return string(out), 0
+	}
+	if out, code := run("uname -r"); code != 0 || strings.TrimSpace(out) != release {
+		t.Errorf("uname -r over ssh: %q, exit %d; want %s", out, code, release)
+	}
+	if _, code := run("sh -c 'exit 7'"); code != 7 {
+		t.Errorf("exit code over ssh: %d, want 7", code)
+	}
+	if out, code := run("echo persisted > /root/note && cat /root/note && hostname"); code != 0 || !strings.Contains(out, "persisted") || !strings.Contains(out, "banger") {
+		t.Errorf("write in the guest: %q, exit %d", out, code)
 	}
 }

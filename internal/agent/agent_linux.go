@@ -2,15 +2,21 @@ package agent
 
 import (
 	"bufio"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 )
 
@@ -136,6 +142,19 @@ func RootStage() error {
 	if b, err := os.ReadFile("/etc/hostname"); err == nil {
 		unix.Sethostname([]byte(strings.TrimSpace(string(b))))
 	}
+	b, _ := os.ReadFile("/proc/cmdline")
+	cmd := ParseCmdline(string(b))
+	nw, err := NetworkFromCmdline(cmd)
+	if err == nil {
+		err = nw.Up()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: network: %v\n", err)
+	}
+	r := newReaper()
+	if err := startSSH(cmd, r); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: ssh: %v\n", err)
+	}
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	mode := "rw"
@@ -150,7 +169,7 @@ func RootStage() error {
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGCHLD:
-			reap()
+			r.reap()
 		default:
 			// SIGTERM (or ctrl-alt-del's SIGINT, or SIGUSR2 as systemd
 			// uses) asks for a clean power-off.
@@ -159,6 +178,33 @@ func RootStage() error {
 			return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 		}
 	}
+	return nil
+}
+
+// startSSH serves SSH on banger.ssh_port (22) with a host key made at
+// boot, whose fingerprint goes to the console for the host to pin.
+func startSSH(cmd Cmdline, r *reaper) error {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	host, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return err
+	}
+	keys, _ := os.ReadFile("/root/.ssh/authorized_keys")
+	srv := NewSSHServer(host, ParseAuthorizedKeys(keys))
+	srv.Wait = r.wait
+	port := cmd.Params["banger.ssh_port"]
+	if port == "" {
+		port = "22"
+	}
+	ln, err := net.Listen("tcp", ":"+port)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("banger-agent: ssh host key %s\n", ssh.FingerprintSHA256(host.PublicKey()))
+	go srv.Serve(ln)
 	return nil
 }
 
@@ -182,12 +228,58 @@ func mountRoot() {
 	}
 }
 
-func reap() {
+// reaper reaps every child of PID 1, handing the statuses of the
+// commands the agent started to whoever waits for them.
+type reaper struct {
+	mu      sync.Mutex
+	waiting map[int]chan unix.WaitStatus // guarded by mu
+	early   map[int]unix.WaitStatus      // guarded by mu: reaped before anyone waited
+}
+
+func newReaper() *reaper {
+	return &reaper{waiting: map[int]chan unix.WaitStatus{}, early: map[int]unix.WaitStatus{}}
+}
+
+func (r *reaper) reap() {
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
 		if pid <= 0 || err != nil {
 			return
 		}
+		r.mu.Lock()
+		if ch, ok := r.waiting[pid]; ok {
+			ch <- ws
+			delete(r.waiting, pid)
+		} else if len(r.early) < 4096 {
+			// Orphans reparented to PID 1 land here too; the bound keeps
+			// them from piling up.
+			r.early[pid] = ws
+		}
+		r.mu.Unlock()
 	}
+}
+
+// wait returns the exit code of a command the agent started.
+func (r *reaper) wait(cmd *exec.Cmd) int {
+	pid := cmd.Process.Pid
+	r.mu.Lock()
+	ws, done := r.early[pid]
+	var ch chan unix.WaitStatus
+	if done {
+		delete(r.early, pid)
+	} else {
+		ch = make(chan unix.WaitStatus, 1)
+		r.waiting[pid] = ch
+	}
+	r.mu.Unlock()
+	if !done {
+		ws = <-ch
+	}
+	// Wait fails (the status is gone) but releases the command's pipes.
+	cmd.Wait()
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
 }

@@ -34,3 +34,12 @@ func TestArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestParams(t *testing.T) {
+	if got := GuestParams(Options{}); len(got) != 1 || !strings.HasPrefix(got[0], "tsc_early_khz=") {
+		t.Errorf("TCG params = %v", got)
+	}
+	if got := GuestParams(Options{KVM: true}); got != nil {
+		t.Errorf("KVM params = %v", got)
+	}
+}

@@ -1,0 +1,316 @@
+package agent
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/creack/pty"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// SSHServer serves exec, PTY shells, SFTP and local port forwarding to
+// holders of the authorized keys, so that any image is reachable over SSH
+// without an sshd of its own.
+type SSHServer struct {
+	config *ssh.ServerConfig
+	// Shell runs commands ("sh -c CMD") and interactive sessions.
+	Shell string
+	// Env is the base environment of every process.
+	Env []string
+	// Logf reports connection-level problems.
+	Logf func(format string, args ...any)
+	// Wait waits for a started command and returns its exit code. As PID
+	// 1 the agent reaps every child itself, so it hands statuses over
+	// here instead of letting exec.Cmd.Wait race its reaper.
+	Wait func(*exec.Cmd) int
+}
+
+// NewSSHServer accepts only the given public keys.
+func NewSSHServer(hostKey ssh.Signer, authorized []ssh.PublicKey) *SSHServer {
+	allowed := map[string]bool{}
+	for _, k := range authorized {
+		allowed[string(k.Marshal())] = true
+	}
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if allowed[string(key.Marshal())] {
+				return &ssh.Permissions{}, nil
+			}
+			return nil, errors.New("key not authorized")
+		},
+	}
+	cfg.AddHostKey(hostKey)
+	return &SSHServer{
+		config: cfg,
+		Shell:  "/bin/sh",
+		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"},
+		Logf:   func(string, ...any) {},
+		Wait:   func(c *exec.Cmd) int { return waitStatus(c.Wait()) },
+	}
+}
+
+// ParseAuthorizedKeys reads an authorized_keys document.
+func ParseAuthorizedKeys(b []byte) []ssh.PublicKey {
+	var keys []ssh.PublicKey
+	for len(b) > 0 {
+		k, _, _, rest, err := ssh.ParseAuthorizedKey(b)
+		if err != nil {
+			break
+		}
+		keys = append(keys, k)
+		b = rest
+	}
+	return keys
+}
+
+// Serve accepts connections until ln is closed.
+func (s *SSHServer) Serve(ln net.Listener) error {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go s.conn(nc)
+	}
+}
+
+func (s *SSHServer) conn(nc net.Conn) {
+	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.config)
+	if err != nil {
+		s.Logf("ssh handshake from %s: %v", nc.RemoteAddr(), err)
+		nc.Close()
+		return
+	}
+	defer sconn.Close()
+	go ssh.DiscardRequests(reqs)
+	for nch := range chans {
+		switch nch.ChannelType() {
+		case "session":
+			go s.session(nch)
+		case "direct-tcpip":
+			go s.forward(nch)
+		default:
+			nch.Reject(ssh.UnknownChannelType, "unsupported channel type "+nch.ChannelType())
+		}
+	}
+}
+
+// forward serves local port forwarding (ssh -L).
+func (s *SSHServer) forward(nch ssh.NewChannel) {
+	var req struct {
+		Host       string
+		Port       uint32
+		OriginHost string
+		OriginPort uint32
+	}
+	if err := ssh.Unmarshal(nch.ExtraData(), &req); err != nil {
+		nch.Reject(ssh.ConnectionFailed, "bad direct-tcpip request")
+		return
+	}
+	target, err := net.Dial("tcp", net.JoinHostPort(req.Host, strconv.Itoa(int(req.Port))))
+	if err != nil {
+		nch.Reject(ssh.ConnectionFailed, err.Error())
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		target.Close()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); io.Copy(target, ch); target.(*net.TCPConn).CloseWrite() }()
+	go func() { defer wg.Done(); io.Copy(ch, target); ch.CloseWrite() }()
+	wg.Wait()
+	ch.Close()
+	target.Close()
+}
+
+type session struct {
+	s    *SSHServer
+	ch   ssh.Channel
+	env  []string
+	pty  *pty.Winsize
+	term string
+	tty  *os.File // the PTY's controlling side, once a shell or command runs on one
+	cmd  *exec.Cmd
+	mu   sync.Mutex // guards tty and cmd, which requests read after start
+}
+
+func (s *SSHServer) session(nch ssh.NewChannel) {
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	ss := &session{s: s, ch: ch}
+	for req := range reqs {
+		ok := ss.request(req)
+		if req.WantReply {
+			req.Reply(ok, nil)
+		}
+	}
+}
+
+func (ss *session) request(req *ssh.Request) bool {
+	switch req.Type {
+	case "env":
+		var kv struct{ Name, Value string }
+		if ssh.Unmarshal(req.Payload, &kv) != nil {
+			return false
+		}
+		ss.env = append(ss.env, kv.Name+"="+kv.Value)
+		return true
+	case "pty-req":
+		var p struct {
+			Term             string
+			Cols, Rows, W, H uint32
+			Modes            string
+		}
+		if ssh.Unmarshal(req.Payload, &p) != nil {
+			return false
+		}
+		ss.term = p.Term
+		ss.pty = &pty.Winsize{Cols: uint16(p.Cols), Rows: uint16(p.Rows)}
+		return true
+	case "window-change":
+		if len(req.Payload) < 8 {
+			return false
+		}
+		ws := &pty.Winsize{Cols: uint16(binary.BigEndian.Uint32(req.Payload)), Rows: uint16(binary.BigEndian.Uint32(req.Payload[4:]))}
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if ss.tty != nil {
+			pty.Setsize(ss.tty, ws)
+		} else if ss.pty != nil {
+			ss.pty = ws
+		}
+		return true
+	case "signal":
+		var sig struct{ Name string }
+		if ssh.Unmarshal(req.Payload, &sig) != nil {
+			return false
+		}
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if ss.cmd == nil || ss.cmd.Process == nil {
+			return false
+		}
+		if n, ok := signals[ssh.Signal(sig.Name)]; ok {
+			ss.cmd.Process.Signal(n)
+			return true
+		}
+		return false
+	case "exec":
+		var c struct{ Command string }
+		if ssh.Unmarshal(req.Payload, &c) != nil {
+			return false
+		}
+		return ss.start(exec.Command(ss.s.Shell, "-c", c.Command))
+	case "shell":
+		cmd := exec.Command(ss.s.Shell, "-l")
+		return ss.start(cmd)
+	case "subsystem":
+		var sub struct{ Name string }
+		if ssh.Unmarshal(req.Payload, &sub) != nil || sub.Name != "sftp" {
+			return false
+		}
+		go func() {
+			srv, err := sftp.NewServer(ss.ch)
+			if err == nil {
+				srv.Serve()
+				srv.Close()
+			}
+			ss.exit(0)
+		}()
+		return true
+	}
+	return false
+}
+
+var signals = map[ssh.Signal]syscall.Signal{
+	ssh.SIGABRT: syscall.SIGABRT, ssh.SIGALRM: syscall.SIGALRM, ssh.SIGFPE: syscall.SIGFPE,
+	ssh.SIGHUP: syscall.SIGHUP, ssh.SIGILL: syscall.SIGILL, ssh.SIGINT: syscall.SIGINT,
+	ssh.SIGKILL: syscall.SIGKILL, ssh.SIGPIPE: syscall.SIGPIPE, ssh.SIGQUIT: syscall.SIGQUIT,
+	ssh.SIGSEGV: syscall.SIGSEGV, ssh.SIGTERM: syscall.SIGTERM, ssh.SIGUSR1: syscall.SIGUSR1,
+	ssh.SIGUSR2: syscall.SIGUSR2,
+}
+
+func (ss *session) start(cmd *exec.Cmd) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.cmd != nil {
+		return false
+	}
+	cmd.Env = append(append([]string{}, ss.s.Env...), ss.env...)
+	cmd.Dir = "/root"
+	if _, err := os.Stat(cmd.Dir); err != nil {
+		cmd.Dir = "/"
+	}
+	ss.cmd = cmd
+	if ss.pty != nil {
+		if ss.term != "" {
+			cmd.Env = append(cmd.Env, "TERM="+ss.term)
+		}
+		tty, err := pty.StartWithSize(cmd, ss.pty)
+		if err != nil {
+			fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\r\n", err)
+			return false
+		}
+		ss.tty = tty
+		go func() { io.Copy(tty, ss.ch) }()
+		go func() {
+			io.Copy(ss.ch, tty)
+			ss.exit(ss.s.Wait(cmd))
+		}()
+		return true
+	}
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\n", err)
+		go ss.exit(127)
+		return true
+	}
+	// Stdin is copied on its own: a client that never closes it must not
+	// keep the command's exit from being reported.
+	go func() { io.Copy(stdin, ss.ch); stdin.Close() }()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); io.Copy(ss.ch, stdout) }()
+	go func() { defer wg.Done(); io.Copy(ss.ch.Stderr(), stderr) }()
+	go func() {
+		wg.Wait()
+		ss.exit(ss.s.Wait(cmd))
+	}()
+	return true
+}
+
+func waitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return 255
+	}
+	return 0
+}
+
+func (ss *session) exit(code int) {
+	ss.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
+	ss.ch.Close()
+}
