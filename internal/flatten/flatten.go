@@ -227,23 +227,9 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 		}
 		n.linkname = h.Linkname
 	case tar.TypeLink:
-		target, err := tarx.Clean(h.Linkname)
+		tn, err := t.linkTarget(rel, h.Linkname)
 		if err != nil {
-			return fmt.Errorf("hard link %q: %w", rel, err)
-		}
-		tdir, err := t.lookupDir(target, false)
-		if err != nil {
-			return fmt.Errorf("hard link %q: %w", rel, err)
-		}
-		var tn *node
-		if tdir != nil {
-			tn = tdir.children[path.Base(target)]
-		}
-		for tn != nil && tn.link != nil {
-			tn = tn.link
-		}
-		if tn == nil || tn.typ != tar.TypeReg {
-			return fmt.Errorf("hard link %q: target %q is not a regular file in the image: %w", rel, h.Linkname, errdefs.ErrInvalid)
+			return err
 		}
 		n.typ = tar.TypeReg
 		n.link = tn
@@ -257,6 +243,30 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 	}
 	parent.children[base] = n
 	return nil
+}
+
+// linkTarget resolves a hard link's target: a regular file already in the
+// tree, reached without passing through a symlink.
+func (t *Tree) linkTarget(rel, linkname string) (*node, error) {
+	target, err := tarx.Clean(linkname)
+	if err != nil {
+		return nil, fmt.Errorf("hard link %q: %w", rel, err)
+	}
+	tdir, err := t.lookupDir(target, false)
+	if err != nil {
+		return nil, fmt.Errorf("hard link %q: %w", rel, err)
+	}
+	var tn *node
+	if tdir != nil {
+		tn = tdir.children[path.Base(target)]
+	}
+	for tn != nil && tn.link != nil {
+		tn = tn.link
+	}
+	if tn == nil || tn.typ != tar.TypeReg {
+		return nil, fmt.Errorf("hard link %q: target %q is not a regular file in the image: %w", rel, linkname, errdefs.ErrInvalid)
+	}
+	return tn, nil
 }
 
 // Extra is a file banger adds to the tree (finalize: its own files,

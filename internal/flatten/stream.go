@@ -124,20 +124,8 @@ func (t *Tree) check(rel string, h *tar.Header) error {
 		}
 		n.typ = h.Typeflag
 	case tar.TypeLink:
-		target, err := tarx.Clean(h.Linkname)
-		if err != nil {
-			return fmt.Errorf("hard link %q: %w", rel, err)
-		}
-		tdir, err := t.lookupDir(target, false)
-		if err != nil {
-			return fmt.Errorf("hard link %q: %w", rel, err)
-		}
-		var tn *node
-		if tdir != nil {
-			tn = tdir.children[path.Base(target)]
-		}
-		if tn == nil || tn.typ != tar.TypeReg {
-			return fmt.Errorf("hard link %q: target %q is not a regular file in the image: %w", rel, h.Linkname, errdefs.ErrInvalid)
+		if _, err := t.linkTarget(rel, h.Linkname); err != nil {
+			return err
 		}
 		if old != nil && old.isDir() {
 			return fmt.Errorf("entry %q: a link replaces a directory within one layer: %w", rel, errdefs.ErrInvalid)

@@ -1,13 +1,13 @@
 package image
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/digest"
 )
 
 // cloneFile copies src to the new file dst, sharing blocks (a reflink)
@@ -33,14 +33,5 @@ func cloneFile(src, dst string) (string, error) {
 	if err := out.Close(); err != nil {
 		return "", err
 	}
-	f, err := os.Open(dst)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+	return digest.File(dst)
 }

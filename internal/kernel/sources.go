@@ -3,8 +3,6 @@ package kernel
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bzimage"
 	"github.com/banger-dev/banger/internal/debpkg"
+	"github.com/banger-dev/banger/internal/digest"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/operation"
@@ -351,15 +350,4 @@ func copyLimited(dst string, r io.Reader, size, limit int64) error {
 	return nil
 }
 
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
-}
+func fileSHA256(path string) (string, error) { return digest.File(path) }
