@@ -11,8 +11,17 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"regexp"
 
 	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+// Field rules shared by the catalogs.
+var (
+	// SHA256Hex is a sha256 digest as catalogs write it.
+	SHA256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	// DebPackage is a Debian package name (policy 5.6.1).
+	DebPackage = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
 )
 
 // MaxFileSize bounds a catalog file.

@@ -13,6 +13,7 @@ import (
 	"github.com/Microsoft/hcsshim/ext4/tar2ext4"
 
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
 )
 
@@ -37,7 +38,7 @@ func (b Builder) FromTar(ctx context.Context, r io.Reader, dest string) (int64, 
 	if err != nil {
 		return 0, fmt.Errorf("create disk: %w", err)
 	}
-	err = tar2ext4.ConvertTarToExt4(&ctxReader{ctx: ctx, r: r}, f, tar2ext4.MaximumDiskSize(MaxDiskSize), tar2ext4.InlineData)
+	err = tar2ext4.ConvertTarToExt4(operation.NewReader(ctx, r, 0, nil), f, tar2ext4.MaximumDiskSize(MaxDiskSize), tar2ext4.InlineData)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -78,16 +79,4 @@ func (b Builder) Check(ctx context.Context, path string) error {
 		return fmt.Errorf("file system check of %s failed: %w: %w", path, err, errdefs.ErrInvalid)
 	}
 	return nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
 }

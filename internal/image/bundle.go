@@ -2,8 +2,6 @@ package image
 
 import (
 	"archive/tar"
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,9 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/catalogfile"
@@ -81,26 +76,13 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 		return m, err
 	}
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	magic, _ := br.Peek(4)
-	var r io.Reader = br
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		gr, err := gzip.NewReader(br)
-		if err != nil {
-			return m, fmt.Errorf("bundle: %w: %w", err, errdefs.ErrInvalid)
-		}
-		r = gr
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br)
-		if err != nil {
-			return m, fmt.Errorf("bundle: %w: %w", err, errdefs.ErrInvalid)
-		}
-		defer zr.Close()
-		r = zr
+	r, closeFn, err := openDecompressed(f)
+	if err != nil {
+		return m, fmt.Errorf("bundle: %w", err)
 	}
+	defer closeFn()
 	p.Stage("unpack", "unpacking the bundle")
-	tr := tar.NewReader(&countReader{r: r, ctx: ctx})
+	tr := tar.NewReader(operation.NewReader(ctx, r, 0, nil))
 	got := map[string]string{} // file -> sha256 of what was unpacked
 	var haveManifest bool
 	var written int64

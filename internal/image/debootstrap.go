@@ -59,7 +59,7 @@ func (s *Service) debootstrap(ctx context.Context, src api.ImageSource, dir stri
 		return built{}, err
 	}
 	err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
-		return tree.Stream(&countReader{r: f, ctx: ctx}, w, extras)
+		return tree.Stream(operation.NewReader(ctx, f, 0, nil), w, extras)
 	})
 	f.Close()
 	os.Remove(tarball)

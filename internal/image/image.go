@@ -176,19 +176,8 @@ func (s *Service) notFound(ctx context.Context, name, where string) error {
 			cands = append(cands, im.Name)
 		}
 	}
-	hint := "see `banger image catalog` and `banger image ls`"
-	if sug := names.Suggest(name, cands); len(sug) > 0 {
-		hint = "did you mean " + quoteAll(sug) + "?"
-	}
+	hint := names.Hint(name, cands, "see `banger image catalog` and `banger image ls`")
 	return fmt.Errorf("%s named %q (%s): %w", where, name, hint, errdefs.ErrNotFound)
-}
-
-func quoteAll(ss []string) string {
-	q := make([]string, len(ss))
-	for i, s := range ss {
-		q[i] = fmt.Sprintf("%q", s)
-	}
-	return strings.Join(q, ", ")
 }
 
 // target is what a pull request resolves to.
@@ -423,7 +412,7 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 			return err
 		}
 		if len(vms) > 0 {
-			return fmt.Errorf("image %q is used by VM %s: remove those VMs first: %w", name, quoteAll(vms), errdefs.ErrConflict)
+			return fmt.Errorf("image %q is used by VM %s: remove those VMs first: %w", name, names.QuoteList(vms), errdefs.ErrConflict)
 		}
 	}
 	return s.pub.Remove(ctx, name, func(ctx context.Context) error { return s.d.Store.DeleteImage(ctx, name) })

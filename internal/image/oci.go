@@ -50,7 +50,7 @@ func (s *Service) pullOCI(ctx context.Context, ref, dir string, p operation.Prog
 			return built{}, fmt.Errorf("layer 1 (%s): %w: %w", d, err, errdefs.ErrUnavailable)
 		}
 		defer rc.Close()
-		cr := &countReader{r: rc, ctx: ctx, fn: func(n int64) { p.Bytes("download", n, total) }}
+		cr := operation.NewReader(ctx, rc, 1<<20, func(n int64) { p.Bytes("download", n, total) })
 		err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
 			n, err := decompressed(cr, func(r io.Reader) (int, error) { return tree.Stream(r, w, extras) })
 			if err == nil {
@@ -77,7 +77,7 @@ func (s *Service) pullOCI(ctx context.Context, ref, dir string, p operation.Prog
 			return built{}, fmt.Errorf("layer %d (%s): %w: %w", i+1, d, err, errdefs.ErrUnavailable)
 		}
 		base := done
-		cr := &countReader{r: rc, ctx: ctx, fn: func(n int64) { p.Bytes("download", base+n, total) }}
+		cr := operation.NewReader(ctx, rc, 1<<20, func(n int64) { p.Bytes("download", base+n, total) })
 		err = applyLayer(tree, cr)
 		if err == nil {
 			// Read to the end: the registry client checks the blob's
@@ -94,7 +94,7 @@ func (s *Service) pullOCI(ctx context.Context, ref, dir string, p operation.Prog
 			}
 			return built{}, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
 		}
-		done += cr.n
+		done += cr.N
 	}
 	if err := s.writeDisk(ctx, tree, dir, p); err != nil {
 		return built{}, err
@@ -108,28 +108,36 @@ func applyLayer(tree *flatten.Tree, r io.Reader) error {
 	return err
 }
 
-// decompressed runs fn on r decompressed, whatever its compression: read
-// from the data, not trusted from the media type.
+// decompressed runs fn on r decompressed.
 func decompressed(r io.Reader, fn func(io.Reader) (int, error)) (int, error) {
+	dr, closeFn, err := openDecompressed(r)
+	if err != nil {
+		return 0, err
+	}
+	defer closeFn()
+	return fn(dr)
+}
+
+// openDecompressed decompresses r whatever its compression (gzip, zstd or
+// none): read from the data, not trusted from a media type or file name.
+func openDecompressed(r io.Reader) (io.Reader, func(), error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic, _ := br.Peek(4)
 	switch {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		gr, err := gzip.NewReader(br)
 		if err != nil {
-			return 0, fmt.Errorf("gzip: %w: %w", err, errdefs.ErrInvalid)
+			return nil, nil, fmt.Errorf("gzip: %w: %w", err, errdefs.ErrInvalid)
 		}
-		defer gr.Close()
-		return fn(gr)
+		return gr, func() { gr.Close() }, nil
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 		zr, err := zstd.NewReader(br)
 		if err != nil {
-			return 0, fmt.Errorf("zstd: %w: %w", err, errdefs.ErrInvalid)
+			return nil, nil, fmt.Errorf("zstd: %w: %w", err, errdefs.ErrInvalid)
 		}
-		defer zr.Close()
-		return fn(zr)
+		return zr, zr.Close, nil
 	default:
-		return fn(br)
+		return br, func() {}, nil
 	}
 }
 
@@ -170,25 +178,4 @@ func (s *Service) writeDisk(ctx context.Context, tree *flatten.Tree, dir string,
 	_, err = s.ext4.FromTar(ctx, pr, filepath.Join(dir, layout.ImageRootfs))
 	pr.CloseWithError(fmt.Errorf("ext4 writer stopped"))
 	return err
-}
-
-type countReader struct {
-	r    io.Reader
-	ctx  context.Context
-	n    int64
-	fn   func(int64)
-	last int64
-}
-
-func (c *countReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	if c.fn != nil && (c.n-c.last >= 1<<20 || err == io.EOF) {
-		c.last = c.n
-		c.fn(c.n)
-	}
-	return n, err
 }

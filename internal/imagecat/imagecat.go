@@ -26,10 +26,8 @@ type file struct {
 }
 
 var (
-	sha256Hex  = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	debPackage = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-	suite      = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
-	variants   = map[string]bool{"": true, "extract": true, "custom": true, "essential": true, "apt": true, "required": true, "minbase": true, "buildd": true, "important": true, "debootstrap": true, "standard": true}
+	suite    = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	variants = map[string]bool{"": true, "extract": true, "custom": true, "essential": true, "apt": true, "required": true, "minbase": true, "buildd": true, "important": true, "debootstrap": true, "standard": true}
 )
 
 // Parse reads one catalog file. origin names it in errors.
@@ -82,7 +80,7 @@ func ValidateSource(s api.ImageSource) error {
 		if !config.IsURL(s.URL) {
 			return fmt.Errorf("bundle source: url %q must be https:// (or http:// to a loopback address): %w", s.URL, errdefs.ErrInvalid)
 		}
-		if !sha256Hex.MatchString(s.SHA256) {
+		if !catalogfile.SHA256Hex.MatchString(s.SHA256) {
 			return fmt.Errorf("bundle source %s: sha256 must be 64 lower-case hex digits: %w", s.URL, errdefs.ErrInvalid)
 		}
 	case api.SourceDebootstrap:
@@ -93,7 +91,7 @@ func ValidateSource(s api.ImageSource) error {
 			return fmt.Errorf("debootstrap source: unknown variant %q: %w", s.Variant, errdefs.ErrInvalid)
 		}
 		for _, p := range s.Packages {
-			if !debPackage.MatchString(p) {
+			if !catalogfile.DebPackage.MatchString(p) {
 				return fmt.Errorf("debootstrap source: package %q is not a valid package name: %w", p, errdefs.ErrInvalid)
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -164,18 +163,8 @@ func (s *Service) notFound(ctx context.Context, name string, inCatalog bool) err
 		where = "no kernel catalog entry"
 		hint = "see `banger kernel catalog`"
 	}
-	if sug := names.Suggest(name, cands); len(sug) > 0 {
-		hint = "did you mean " + strings.Join(quoteAll(sug), ", ") + "?"
-	}
+	hint = names.Hint(name, cands, hint)
 	return fmt.Errorf("%s named %q (%s): %w", where, name, hint, errdefs.ErrNotFound)
-}
-
-func quoteAll(ss []string) []string {
-	out := make([]string, len(ss))
-	for i, s := range ss {
-		out[i] = fmt.Sprintf("%q", s)
-	}
-	return out
 }
 
 // Remove deletes a kernel no VM uses.
@@ -199,7 +188,7 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 			return err
 		}
 		if len(vms) > 0 {
-			return fmt.Errorf("kernel %q is used by VM %s: remove those VMs first: %w", name, strings.Join(quoteAll(vms), ", "), errdefs.ErrConflict)
+			return fmt.Errorf("kernel %q is used by VM %s: remove those VMs first: %w", name, names.QuoteList(vms), errdefs.ErrConflict)
 		}
 	}
 	return s.pub.Remove(ctx, name, func(ctx context.Context) error {

@@ -199,7 +199,7 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 	}
 	p.Stage("unpack", "unpacking %s", filepath.Base(deb))
 	p.Bytes("unpack", 0, fi.Size())
-	cr := &ctxReader{ctx: ctx, r: f, fn: func(n int64) { p.Bytes("unpack", n, fi.Size()) }}
+	cr := operation.NewReader(ctx, f, 4<<20, func(n int64) { p.Bytes("unpack", n, fi.Size()) })
 	modRoot := filepath.Join(dir, layout.KernelModules)
 	if err := os.MkdirAll(modRoot, 0o755); err != nil {
 		return staged{}, err
@@ -305,28 +305,6 @@ func (s *Service) extractVMLinux(vmlinuz, dir string, p operation.Progress) erro
 		return fmt.Errorf("extract vmlinux: %w", err)
 	}
 	return out.Close()
-}
-
-// ctxReader stops a long read when ctx is canceled and reports bytes read.
-type ctxReader struct {
-	ctx  context.Context
-	r    io.Reader
-	n    int64
-	fn   func(int64)
-	last int64
-}
-
-func (c *ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	if c.fn != nil && (c.n-c.last > 4<<20 || err == io.EOF) {
-		c.last = c.n
-		c.fn(c.n)
-	}
-	return n, err
 }
 
 func copyLimited(dst string, r io.Reader, size, limit int64) error {

@@ -7,7 +7,6 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -26,12 +25,6 @@ const EmbeddedOrigin = "embedded"
 type file struct {
 	Kernels []api.KernelCatalogEntry `json:"kernels"`
 }
-
-var (
-	sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	// Debian policy 5.6.1 package names.
-	debPackage = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-)
 
 // Parse reads one catalog file. origin names it in errors.
 func Parse(origin string, b []byte) ([]api.KernelCatalogEntry, error) {
@@ -83,11 +76,11 @@ func ValidateSource(s api.KernelSource) error {
 		if !config.IsURL(s.URL) {
 			return fmt.Errorf("%s source: url %q must be https:// (or http:// to a loopback address): %w", s.Kind, s.URL, errdefs.ErrInvalid)
 		}
-		if !sha256Hex.MatchString(s.SHA256) {
+		if !catalogfile.SHA256Hex.MatchString(s.SHA256) {
 			return fmt.Errorf("%s source %s: sha256 must be 64 lower-case hex digits: %w", s.Kind, s.URL, errdefs.ErrInvalid)
 		}
 	case api.SourceApt:
-		if !debPackage.MatchString(s.Package) {
+		if !catalogfile.DebPackage.MatchString(s.Package) {
 			return fmt.Errorf("apt source: package %q is not a valid package name: %w", s.Package, errdefs.ErrInvalid)
 		}
 	case api.SourceOCI:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strings"
 
 	"github.com/agnivade/levenshtein"
 
@@ -63,4 +64,22 @@ func Suggest(name string, candidates []string) []string {
 		out = append(out, close[i].s)
 	}
 	return out
+}
+
+// QuoteList renders names as "a", "b", "c".
+func QuoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
+}
+
+// Hint is the hint of a not-found error: close candidates to name, or
+// otherwise when there are none.
+func Hint(name string, candidates []string, otherwise string) string {
+	if sug := Suggest(name, candidates); len(sug) > 0 {
+		return "did you mean " + QuoteList(sug) + "?"
+	}
+	return otherwise
 }

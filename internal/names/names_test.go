@@ -56,3 +56,16 @@ func TestSuggest(t *testing.T) {
 		}
 	}
 }
+
+func TestHint(t *testing.T) {
+	cands := []string{"debian-bookworm", "ignite-5.10"}
+	if got := Hint("debian-bookwrom", cands, "see ls"); got != `did you mean "debian-bookworm"?` {
+		t.Errorf("Hint = %q", got)
+	}
+	if got := Hint("zzzzzzzz", cands, "see ls"); got != "see ls" {
+		t.Errorf("Hint without match = %q", got)
+	}
+	if got := QuoteList([]string{"a", "b"}); got != `"a", "b"` {
+		t.Errorf("QuoteList = %q", got)
+	}
+}
