@@ -2,8 +2,10 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -18,6 +20,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/guestproto"
 )
 
 // InitStage runs as /init in banger's initramfs.
@@ -43,6 +47,11 @@ func InitStage() error {
 	if err := unix.Mount(root, "/newroot", "ext4", flags, ""); err != nil {
 		return fmt.Errorf("mount root %s: %w", root, err)
 	}
+	if flags == 0 {
+		if err := installSelf("/newroot" + rootInit); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: install into root: %v\n", err)
+		}
+	}
 	for _, d := range []string{"dev", "proc", "sys"} {
 		os.MkdirAll("/newroot/"+d, 0o755)
 		if err := unix.Mount("/"+d, "/newroot/"+d, "", unix.MS_MOVE, ""); err != nil {
@@ -61,11 +70,38 @@ func InitStage() error {
 		return fmt.Errorf("chroot: %w", err)
 	}
 	os.Chdir("/")
-	next := "/.banger/init"
+	next := rootInit
 	if _, err := os.Stat(next); err != nil {
 		next = "/sbin/init"
 	}
 	return unix.Exec(next, []string{next}, os.Environ())
+}
+
+// rootInit is where the agent lives in the root file system.
+const rootInit = "/.banger/init"
+
+// installSelf puts this agent at path, so that the root stage runs the
+// agent that came with the host's banger even in an image finalized by an
+// older one, or in one that never had it.
+func installSelf(path string) error {
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, self) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, self, 0o755); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func mountPseudo() {
@@ -144,6 +180,15 @@ func RootStage() error {
 	}
 	b, _ := os.ReadFile("/proc/cmdline")
 	cmd := ParseCmdline(string(b))
+	if name := cmd.Params[guestproto.ParamName]; name != "" {
+		unix.Sethostname([]byte(name))
+	}
+	if dev := cmd.Params[guestproto.ParamWork]; dev != "" {
+		os.MkdirAll("/work", 0o755)
+		if err := unix.Mount(dev, "/work", "ext4", 0, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: mount work disk %s: %v\n", dev, err)
+		}
+	}
 	nw, err := NetworkFromCmdline(cmd)
 	if err == nil {
 		err = nw.Up()
@@ -184,18 +229,22 @@ func RootStage() error {
 // startSSH serves SSH on banger.ssh_port (22) with a host key made at
 // boot, whose fingerprint goes to the console for the host to pin.
 func startSSH(cmd Cmdline, r *reaper) error {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	host, err := ssh.NewSignerFromKey(priv)
+	host, err := hostKey("/.banger/ssh_host_ed25519_key")
 	if err != nil {
 		return err
 	}
 	keys, _ := os.ReadFile("/root/.ssh/authorized_keys")
+	if enc := cmd.Params[guestproto.ParamKeys]; enc != "" {
+		more, err := guestproto.DecodeKeys(enc)
+		if err != nil {
+			return err
+		}
+		keys = append(append(keys, '\n'), more...)
+	}
 	srv := NewSSHServer(host, ParseAuthorizedKeys(keys))
 	srv.Wait = r.wait
-	port := cmd.Params["banger.ssh_port"]
+	srv.PowerOff = func() { unix.Kill(1, unix.SIGTERM) }
+	port := cmd.Params[guestproto.ParamSSHPort]
 	if port == "" {
 		port = "22"
 	}
@@ -203,9 +252,29 @@ func startSSH(cmd Cmdline, r *reaper) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("banger-agent: ssh host key %s\n", ssh.FingerprintSHA256(host.PublicKey()))
+	fmt.Printf("%s%s\n", guestproto.HostKeyPrefix, ssh.FingerprintSHA256(host.PublicKey()))
 	go srv.Serve(ln)
 	return nil
+}
+
+// hostKey loads the guest's SSH host key, making it on first boot. It is
+// kept on the root disk so that a VM keeps its identity across restarts;
+// a read-only root gets a fresh key each boot.
+func hostKey(path string) (ssh.Signer, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if k, err := ssh.ParsePrivateKey(b); err == nil {
+			return k, nil
+		}
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if blk, err := ssh.MarshalPrivateKey(priv, "banger guest"); err == nil {
+		os.MkdirAll(filepath.Dir(path), 0o700)
+		os.WriteFile(path, pem.EncodeToMemory(blk), 0o600)
+	}
+	return ssh.NewSignerFromKey(priv)
 }
 
 func mountRoot() {

@@ -5,7 +5,11 @@
 // zombies until asked to power off.
 package agent
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/banger-dev/banger/internal/guestproto"
+)
 
 // Cmdline is the parsed kernel command line.
 type Cmdline struct {
@@ -34,4 +38,4 @@ func ParseCmdline(s string) Cmdline {
 
 // ReadyMarker is the line the agent writes on the console once the guest
 // is up; the host waits for it.
-const ReadyMarker = "banger-agent: ready"
+const ReadyMarker = guestproto.ReadyMarker

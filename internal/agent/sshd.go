@@ -15,6 +15,8 @@ import (
 	"github.com/creack/pty"
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/guestproto"
 )
 
 // SSHServer serves exec, PTY shells, SFTP and local port forwarding to
@@ -32,6 +34,8 @@ type SSHServer struct {
 	// 1 the agent reaps every child itself, so it hands statuses over
 	// here instead of letting exec.Cmd.Wait race its reaper.
 	Wait func(*exec.Cmd) int
+	// PowerOff, when set, is called for the poweroff@banger request.
+	PowerOff func()
 }
 
 // NewSSHServer accepts only the given public keys.
@@ -91,7 +95,7 @@ func (s *SSHServer) conn(nc net.Conn) {
 		return
 	}
 	defer sconn.Close()
-	go ssh.DiscardRequests(reqs)
+	go s.globalRequests(reqs)
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case "session":
@@ -100,6 +104,20 @@ func (s *SSHServer) conn(nc net.Conn) {
 			go s.forward(nch)
 		default:
 			nch.Reject(ssh.UnknownChannelType, "unsupported channel type "+nch.ChannelType())
+		}
+	}
+}
+
+// globalRequests answers the host's power-off request and refuses the
+// rest (keepalives included, as OpenSSH's sshd does for unknown ones).
+func (s *SSHServer) globalRequests(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		ok := req.Type == guestproto.PowerOffRequest && s.PowerOff != nil
+		if req.WantReply {
+			req.Reply(ok, nil)
+		}
+		if ok {
+			s.PowerOff()
 		}
 	}
 }
@@ -126,7 +144,7 @@ func (s *SSHServer) forward(nch ssh.NewChannel) {
 		target.Close()
 		return
 	}
-	go ssh.DiscardRequests(reqs)
+	go s.globalRequests(reqs)
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); io.Copy(target, ch); target.(*net.TCPConn).CloseWrite() }()

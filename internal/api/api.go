@@ -211,3 +211,79 @@ type ImageRegisterRequest struct {
 	Rootfs string `json:"rootfs"`
 	Kernel string `json:"kernel,omitempty"`
 }
+
+// VM states. A VM is stopped, starting (its VMM runs, the guest is not
+// ready yet), running (the guest agent answered) or stopping.
+const (
+	VMStopped  = "stopped"
+	VMStarting = "starting"
+	VMRunning  = "running"
+	VMStopping = "stopping"
+)
+
+// PortForward publishes a guest TCP port on the host's 127.0.0.1.
+type PortForward struct {
+	HostPort  int `json:"host_port"`
+	GuestPort int `json:"guest_port"`
+}
+
+// VM is one virtual machine.
+type VM struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Image    string `json:"image"`
+	Kernel   string `json:"kernel"`
+	CPUs     int    `json:"cpus"`
+	MemoryMB int    `json:"memory_mib"`
+	// DiskBytes is the size of the root disk the guest sees.
+	DiskBytes int64 `json:"disk_bytes"`
+	// Driver is the VMM driver ("qemu") and whether it runs with KVM.
+	Driver string `json:"driver"`
+	// SSHPort is the 127.0.0.1 port forwarded to the guest's SSH server;
+	// HostKey its host key's SHA256 fingerprint, for clients to pin.
+	SSHPort   int           `json:"ssh_port"`
+	HostKey   string        `json:"host_key,omitempty"`
+	Ports     []PortForward `json:"ports"`
+	PID       int           `json:"pid,omitempty"`
+	Dir       string        `json:"dir"`
+	Console   string        `json:"console"`
+	CreatedAt time.Time     `json:"created_at"`
+	StartedAt time.Time     `json:"started_at,omitzero"`
+}
+
+// VMCreateRequest creates a VM; with Start it also boots it and waits
+// for its agent, and a VM that fails to start is removed again, so that
+// create-and-start either gives a running VM or leaves nothing.
+type VMCreateRequest struct {
+	// Name is generated when empty.
+	Name string `json:"name,omitempty"`
+	// Image defaults to default_image_name; it is pulled when not local.
+	Image string `json:"image,omitempty"`
+	// Kernel defaults to the image's kernel.
+	Kernel   string `json:"kernel,omitempty"`
+	CPUs     int    `json:"cpus,omitempty"`
+	MemoryMB int    `json:"memory_mib,omitempty"`
+	// Disk is the root disk's size ("4G"), at least the image's; empty
+	// keeps the image's size.
+	Disk string `json:"disk,omitempty"`
+	// Ports are "HOST:GUEST" TCP forwards on 127.0.0.1.
+	Ports []string `json:"ports,omitempty"`
+	// AuthorizedKeys are authorized_keys lines accepted for root, on top
+	// of the ones baked into the image.
+	AuthorizedKeys []string `json:"authorized_keys,omitempty"`
+	Start          bool     `json:"start,omitempty"`
+	// ReadyTimeout bounds the wait for the guest agent ("90s"); the
+	// daemon's ready_timeout when empty.
+	ReadyTimeout string `json:"ready_timeout,omitempty"`
+}
+
+// VMStartRequest starts a stopped VM.
+type VMStartRequest struct {
+	ReadyTimeout string `json:"ready_timeout,omitempty"`
+}
+
+// VMStopRequest stops a VM: the guest is asked to power off, and the VMM
+// is killed if it has not within Timeout ("30s" when empty).
+type VMStopRequest struct {
+	Timeout string `json:"timeout,omitempty"`
+}

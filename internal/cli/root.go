@@ -40,10 +40,10 @@ One binary: 'banger daemon' owns all state and every privileged operation;
 every other command is a thin client that talks to it over a unix socket.
 
 Get started:
-  sudo banger daemon &            # start the daemon (state in /var/lib/banger)
-  banger doctor                   # what this host is missing, and how to get it
-  banger kernel catalog           # kernels banger knows how to fetch
-  banger kernel pull debian-bookworm`,
+  sudo banger daemon &                    # the daemon (state in /var/lib/banger)
+  banger doctor                           # what this host is missing, and how to get it
+  banger vm run -- cat /etc/os-release    # a Debian VM, pulled on first use
+  banger vm run --rm                      # a throwaway shell`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -56,6 +56,7 @@ Get started:
 	root.SetErr(stderr)
 	root.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "host", Title: "Host:"})
 	root.AddCommand(
+		newVMCmd(a),
 		newKernelCmd(a),
 		newImageCmd(a),
 		newDaemonCmd(a),
@@ -78,7 +79,11 @@ func Main(args []string) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "banger: %v\n", err)
+	var ec exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code
+	}
+	fmt.Fprintf(os.Stderr, "banger: %s\n", errdefs.Message(err))
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, errdefs.ErrCanceled):
 		return 130

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -47,8 +48,32 @@ type Config struct {
 	// SSHPublicKeys are public key files whose keys every image accepts
 	// for root.
 	SSHPublicKeys []string `toml:"ssh_public_keys"`
-	// AgentPath is the guest agent binary injected into images as init.
+	// AgentPath is the guest agent binary injected into images as init
+	// and built into banger's initramfs; banger-agent next to the banger
+	// binary when empty.
 	AgentPath string `toml:"agent_path"`
+	// DefaultCPUs and DefaultMemoryMiB size VMs created without --cpus
+	// or --memory.
+	DefaultCPUs      int `toml:"default_cpus"`
+	DefaultMemoryMiB int `toml:"default_memory_mib"`
+	// ReadyTimeout bounds how long starting a VM waits for its guest
+	// agent ("2m"); StopTimeout how long stopping waits for the guest to
+	// power off before the VMM is killed ("30s").
+	ReadyTimeout Duration `toml:"ready_timeout"`
+	StopTimeout  Duration `toml:"stop_timeout"`
+}
+
+// Duration is a time.Duration written as "90s" or "2m" in the file.
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration such as 90s or 2m", b)
+	}
+	d.Duration = v
+	return nil
 }
 
 // Defaults returns the configuration used when no file is present.
@@ -59,6 +84,10 @@ func Defaults() Config {
 		MaxDownloadBytes:  4 << 30,
 		MaxUnpackedBytes:  8 << 30,
 		SocketGroup:       "banger",
+		DefaultCPUs:       2,
+		DefaultMemoryMiB:  1024,
+		ReadyTimeout:      Duration{2 * time.Minute},
+		StopTimeout:       Duration{30 * time.Second},
 	}
 }
 
@@ -148,6 +177,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxUnpackedBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_unpacked_bytes must be positive: %w", errdefs.ErrInvalid))
+	}
+	if c.DefaultCPUs < 1 {
+		errs = append(errs, fmt.Errorf("default_cpus must be at least 1: %w", errdefs.ErrInvalid))
+	}
+	if c.DefaultMemoryMiB < 128 {
+		errs = append(errs, fmt.Errorf("default_memory_mib must be at least 128: %w", errdefs.ErrInvalid))
+	}
+	if c.ReadyTimeout.Duration <= 0 || c.StopTimeout.Duration < 0 {
+		errs = append(errs, fmt.Errorf("ready_timeout must be positive and stop_timeout not negative: %w", errdefs.ErrInvalid))
 	}
 	return errors.Join(errs...)
 }

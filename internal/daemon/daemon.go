@@ -34,6 +34,7 @@ import (
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vm"
+	"github.com/banger-dev/banger/internal/vmm/qemu"
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
@@ -93,7 +94,33 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	dl := download.Client{Limit: cfg.MaxDownloadBytes}
 	reg := &registry.Client{Mirrors: cfg.RegistryMirrors, Insecure: cfg.InsecureRegistries}
-	vms := vm.New(vm.Deps{Runner: o.Runner})
+	agentPath, err := findAgent(cfg.AgentPath)
+	if err != nil {
+		return err
+	}
+	if agentPath == "" {
+		log.Warn("no banger-agent binary found (next to banger, on PATH, or agent_path in the config): VMs cannot boot kernels that need banger's initramfs")
+	}
+	key, err := loadOrCreateKey(lay.SSHKey())
+	if err != nil {
+		return err
+	}
+	driver := qemu.New()
+	lazy := &lazyImages{}
+	vms := vm.New(vm.Deps{
+		Store:  st,
+		Images: lazy,
+		Runner: o.Runner,
+		Driver: driver,
+		Layout: lay,
+		Agent:  agentPath,
+		Key:    key,
+		Defaults: vm.Defaults{
+			Image: cfg.DefaultImageName, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB,
+			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,
+		},
+		Log: log.With("service", "vm"),
+	})
 	_ = hostnet.New(hostnet.Deps{Runner: o.Runner})
 	_ = workspace.New(workspace.Deps{Runner: o.Runner})
 	kernels := kernel.New(kernel.Deps{
@@ -129,12 +156,18 @@ func Run(ctx context.Context, o Options) (err error) {
 		Layout:        lay,
 		DefaultKernel: cfg.DefaultKernelName,
 		MaxUnpacked:   cfg.MaxUnpackedBytes,
-		Finalize:      image.Finalize{AuthorizedKeys: keys, Agent: cfg.AgentPath},
+		Finalize:      image.Finalize{AuthorizedKeys: keys, Agent: agentPath},
 		Log:           log.With("service", "image"),
 	})
 	if err := images.Recover(ctx); err != nil {
 		return err
 	}
+	lazy.Service = images
+	vms.SetKernels(kernels)
+	if err := vms.Recover(ctx); err != nil {
+		return err
+	}
+	log.Info("vmm driver", "driver", driver.Name(), "kvm", driver.KVM)
 
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
@@ -143,6 +176,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	srv := server.New(server.Deps{
 		Kernels:    kernels,
 		Images:     images,
+		VMs:        vms,
 		Operations: ops,
 		Version:    version.Info(),
 		Log:        log.With("service", "api"),

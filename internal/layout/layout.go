@@ -38,9 +38,24 @@ func (l Layout) Images() string { return filepath.Join(l.Root, "images") }
 // VMs holds one directory per VM.
 func (l Layout) VMs() string { return filepath.Join(l.Root, "vms") }
 
+// VM is the directory of the named, already validated, VM.
+func (l Layout) VM(name string) string { return filepath.Join(l.VMs(), name) }
+
+// Run holds the VMs' control sockets, named by VM ID: a unix socket path
+// must stay under 108 bytes whatever the VM's name.
+func (l Layout) Run() string { return filepath.Join(l.Root, "run") }
+
+// Cache holds what can be rebuilt at any time (banger's initramfs per
+// kernel and agent).
+func (l Layout) Cache() string { return filepath.Join(l.Root, "cache") }
+
+// SSHKey is the daemon's own SSH key, which every VM accepts: the daemon
+// uses it to ask guests to power off.
+func (l Layout) SSHKey() string { return filepath.Join(l.Root, "ssh", "id_ed25519") }
+
 // Dirs lists the directories the daemon creates at start.
 func (l Layout) Dirs() []string {
-	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs()}
+	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs(), l.Run(), l.Cache(), filepath.Dir(l.SSHKey())}
 }
 
 // File names inside an image's directory.

@@ -83,3 +83,29 @@ func Hint(name string, candidates []string, otherwise string) string {
 	}
 	return otherwise
 }
+
+var (
+	adjectives = []string{"amber", "bold", "brave", "calm", "clever", "crisp", "eager", "fast", "gentle", "glad",
+		"keen", "kind", "lucid", "merry", "nimble", "proud", "quick", "quiet", "rapid", "sharp", "shy", "snappy",
+		"steady", "sunny", "swift", "tidy", "vivid", "warm", "wise", "zesty"}
+	nouns = []string{"otter", "falcon", "badger", "heron", "lynx", "marten", "panda", "puffin", "quokka", "raven",
+		"robin", "salmon", "seal", "sparrow", "stoat", "swan", "tapir", "tern", "viper", "walrus", "wombat", "yak",
+		"zebra", "bison", "crane", "dingo", "egret", "finch", "gecko", "ibex"}
+)
+
+// Generate returns a free name such as "swift-otter", or "swift-otter-2"
+// when every pair tried is taken.
+func Generate(taken func(string) bool, rnd func(n int) int) string {
+	for try := 0; try < 20; try++ {
+		n := adjectives[rnd(len(adjectives))] + "-" + nouns[rnd(len(nouns))]
+		if !taken(n) {
+			return n
+		}
+	}
+	base := adjectives[rnd(len(adjectives))] + "-" + nouns[rnd(len(nouns))]
+	for i := 2; ; i++ {
+		if n := fmt.Sprintf("%s-%d", base, i); !taken(n) {
+			return n
+		}
+	}
+}

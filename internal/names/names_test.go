@@ -2,6 +2,7 @@ package names
 
 import (
 	"errors"
+	"math/rand/v2"
 	"reflect"
 	"strings"
 	"testing"
@@ -67,5 +68,24 @@ func TestHint(t *testing.T) {
 	}
 	if got := QuoteList([]string{"a", "b"}); got != `"a", "b"` {
 		t.Errorf("QuoteList = %q", got)
+	}
+}
+
+func TestGenerate(t *testing.T) {
+	seen := map[string]bool{}
+	for i := 0; i < 50; i++ {
+		n := Generate(func(s string) bool { return seen[s] }, rand.IntN)
+		if err := Validate("vm", n); err != nil {
+			t.Fatalf("generated name %q is not valid: %v", n, err)
+		}
+		if seen[n] {
+			t.Fatalf("generated %q twice", n)
+		}
+		seen[n] = true
+	}
+	// Everything taken but numbered names: Generate still finishes.
+	n := Generate(func(s string) bool { return !strings.Contains(s, "-2") }, func(int) int { return 0 })
+	if n != "amber-otter-2" {
+		t.Fatalf("fallback name = %q", n)
 	}
 }

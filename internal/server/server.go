@@ -41,10 +41,24 @@ type Images interface {
 	Remove(ctx context.Context, name string) error
 }
 
+// VMs is what the API needs of the VM service.
+type VMs interface {
+	List(ctx context.Context) ([]api.VM, error)
+	Get(ctx context.Context, name string) (api.VM, error)
+	CheckCreate(ctx context.Context, req api.VMCreateRequest) error
+	Create(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.VM, error)
+	Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error)
+	Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error)
+	Restart(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error)
+	Remove(ctx context.Context, name string, force bool) error
+	Logs(ctx context.Context, name string, follow bool, w io.Writer, flush func()) error
+}
+
 // Deps are the server's dependencies.
 type Deps struct {
 	Kernels    Kernels
 	Images     Images
+	VMs        VMs
 	Operations *operation.Registry
 	Status     func(ctx context.Context) (api.Status, error)
 	Version    api.VersionInfo
@@ -91,6 +105,14 @@ func (s *Server) Routes() []Route {
 		{"DELETE", p + "/images/{name}", s.removeImage},
 		{"POST", p + "/images/pull", s.pullImage},
 		{"POST", p + "/images/{name}/register", s.registerImage},
+		{"GET", p + "/vms", s.listVMs},
+		{"POST", p + "/vms", s.createVM},
+		{"GET", p + "/vms/{name}", s.getVM},
+		{"DELETE", p + "/vms/{name}", s.removeVM},
+		{"POST", p + "/vms/{name}/start", s.startVM},
+		{"POST", p + "/vms/{name}/stop", s.stopVM},
+		{"POST", p + "/vms/{name}/restart", s.restartVM},
+		{"GET", p + "/vms/{name}/logs", s.vmLogs},
 	}
 }
 

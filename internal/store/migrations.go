@@ -38,4 +38,27 @@ var migrations = []string{
 		files       INTEGER NOT NULL,
 		created_at  TEXT NOT NULL
 	);`,
+	// 4: VMs. ports and authorized_keys are JSON arrays; pid and
+	// pid_start identify the detached VMM process across daemon restarts.
+	`CREATE TABLE vms (
+		name            TEXT PRIMARY KEY,
+		id              TEXT NOT NULL UNIQUE,
+		image           TEXT NOT NULL,
+		kernel          TEXT NOT NULL,
+		cpus            INTEGER NOT NULL,
+		memory_mib      INTEGER NOT NULL,
+		disk_bytes      INTEGER NOT NULL,
+		ssh_port        INTEGER NOT NULL,
+		ports           TEXT NOT NULL,
+		authorized_keys TEXT NOT NULL,
+		state           TEXT NOT NULL,
+		pid             INTEGER NOT NULL DEFAULT 0,
+		pid_start       INTEGER NOT NULL DEFAULT 0,
+		host_key        TEXT NOT NULL DEFAULT '',
+		console_offset  INTEGER NOT NULL DEFAULT 0,
+		created_at      TEXT NOT NULL,
+		started_at      TEXT NOT NULL DEFAULT ''
+	);
+	CREATE INDEX vms_image ON vms(image);
+	CREATE INDEX vms_kernel ON vms(kernel);`,
 }

@@ -181,3 +181,54 @@ func TestImageRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestVMRoundTripAndUsers(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	v := VM{
+		VM: api.VM{Name: "web", Image: "debian-bookworm", Kernel: "k1", CPUs: 2, MemoryMB: 1024, DiskBytes: 4 << 30,
+			SSHPort: 40022, Ports: []api.PortForward{{HostPort: 8080, GuestPort: 80}}, State: api.VMStopped,
+			CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+		ID: "ab12cd34", AuthorizedKeys: []string{"ssh-ed25519 AAAA u@h"},
+	}
+	if err := s.InsertVM(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InsertVM(ctx, v); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("second insert of the same name: %v, want conflict", err)
+	}
+	v.State, v.PID, v.PIDStart, v.HostKey, v.ConsoleOffset = api.VMRunning, 1234, 1<<40, "SHA256:x", 99
+	v.StartedAt = time.Date(2026, 1, 2, 3, 5, 0, 0, time.UTC)
+	if err := s.UpdateVM(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetVM(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != api.VMRunning || got.PID != 1234 || got.PIDStart != 1<<40 || got.HostKey != "SHA256:x" ||
+		got.ConsoleOffset != 99 || len(got.Ports) != 1 || got.Ports[0].GuestPort != 80 || got.AuthorizedKeys[0] != v.AuthorizedKeys[0] ||
+		!got.StartedAt.Equal(v.StartedAt) || !got.CreatedAt.Equal(v.CreatedAt) || got.DiskBytes != 4<<30 {
+		t.Fatalf("round trip: %+v", got)
+	}
+	for _, c := range []struct{ col, name string }{{"image", "debian-bookworm"}, {"kernel", "k1"}} {
+		if us, err := s.VMsUsing(ctx, c.col, c.name); err != nil || len(us) != 1 || us[0] != "web" {
+			t.Errorf("VMsUsing(%s, %s) = %v, %v", c.col, c.name, us, err)
+		}
+	}
+	if us, _ := s.VMsUsing(ctx, "image", "other"); len(us) != 0 {
+		t.Errorf("VMsUsing(other) = %v", us)
+	}
+	if _, err := s.VMsUsing(ctx, "name; DROP TABLE vms", "x"); err == nil {
+		t.Error("VMsUsing accepted a column it must not")
+	}
+	if err := s.DeleteVM(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetVM(ctx, "web"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+	if err := s.UpdateVM(ctx, v); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("update after delete: %v", err)
+	}
+}

@@ -1,39 +1,267 @@
-// Package vm is the VMService: VM lifecycle through a VMM driver. VMs are
-// not implemented yet; the service exists so that the other services can
-// already ask it what they need (which VMs use a kernel or an image) and
-// the daemon's wiring does not change when they arrive.
+// Package vm is the VMService: VMs created from an image and a kernel,
+// booted through a VMM driver, watched across daemon restarts, stopped by
+// asking their guest agent first.
+//
+// A VM's record in the store is the truth about what exists; whether it
+// runs is asked of the system each time (is its VMM process alive?), so a
+// VMM killed by hand, or a daemon that restarted, never leaves a stale
+// "running".
 package vm
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
 
+	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/keyedlock"
+	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
 )
+
+// Images is what VMs need of the image service.
+type Images interface {
+	// Ensure returns the image, pulling it (and its kernel) when needed.
+	Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error)
+	Get(ctx context.Context, name string) (api.Image, error)
+}
+
+// Kernels is what VMs need of the kernel service.
+type Kernels interface {
+	Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error)
+}
+
+// Store is what VMs need of the store.
+type Store interface {
+	InsertVM(ctx context.Context, v store.VM) error
+	UpdateVM(ctx context.Context, v store.VM) error
+	DeleteVM(ctx context.Context, name string) error
+	GetVM(ctx context.Context, name string) (store.VM, error)
+	ListVMs(ctx context.Context) ([]store.VM, error)
+	VMsUsing(ctx context.Context, column, name string) ([]string, error)
+}
+
+// Defaults are the config's VM defaults.
+type Defaults struct {
+	Image        string
+	CPUs         int
+	MemoryMB     int
+	ReadyTimeout time.Duration
+	StopTimeout  time.Duration
+}
 
 // Deps are the service's dependencies.
 type Deps struct {
-	Runner runner.Runner
+	Store   Store
+	Images  Images
+	Kernels Kernels
+	Driver  vmm.Driver
+	Runner  runner.Runner
+	Layout  layout.Layout
+	// Agent is the guest agent binary, built into each kernel's
+	// initramfs; "" when none was found (then only images that carry the
+	// agent boot, with kernels that need no initramfs).
+	Agent string
+	// Key is the daemon's own SSH key, which every guest accepts.
+	Key      ssh.Signer
+	Defaults Defaults
+	Log      *slog.Logger
 }
 
 // Service manages VMs.
 type Service struct {
-	d Deps
+	d     Deps
+	locks keyedlock.Locks // per VM name
+	boot  keyedlock.Locks // per initramfs being built
 }
 
 // New returns a Service.
-func New(d Deps) *Service { return &Service{d: d} }
+func New(d Deps) *Service {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Defaults.ReadyTimeout == 0 {
+		d.Defaults.ReadyTimeout = 2 * time.Minute
+	}
+	if d.Defaults.StopTimeout == 0 {
+		d.Defaults.StopTimeout = 30 * time.Second
+	}
+	return &Service{d: d}
+}
 
-// Count returns how many VMs exist. There are none until VMs are built.
-func (s *Service) Count(ctx context.Context) (int, error) { return 0, nil }
+func (s *Service) lock(ctx context.Context, name string, p operation.Progress) (func(), error) {
+	return s.locks.Lock(ctx, name, func() { p.Stage("wait", "another operation on vm %s is running; waiting for it", name) })
+}
+
+// process is the VM's VMM process as recorded.
+func process(v store.VM) vmm.Process { return vmm.Process{PID: v.PID, StartTime: v.PIDStart} }
+
+// refresh brings a record in line with the system: a VM whose VMM is gone
+// is stopped, whoever ended it; one whose agent has said it is ready is
+// running, even if the daemon that started it died before it saw so.
+func (s *Service) refresh(ctx context.Context, v *store.VM) error {
+	if v.State == api.VMStopped {
+		return nil
+	}
+	old := v.State
+	if !process(*v).Alive() {
+		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+	} else if v.State == api.VMStarting {
+		if con, err := readFrom(s.console(v.Name), v.ConsoleOffset); err == nil {
+			if key, ok := readyIn(con); ok {
+				v.State, v.HostKey = api.VMRunning, key
+			}
+		}
+	}
+	if v.State == old {
+		return nil
+	}
+	s.d.Log.Info("vm state changed outside the daemon", "vm", v.Name, "from", old, "to", v.State)
+	return s.d.Store.UpdateVM(ctx, *v)
+}
+
+// view is the API's picture of a record.
+func (s *Service) view(v store.VM) api.VM {
+	out := v.VM
+	out.Dir = s.d.Layout.VM(v.Name)
+	out.Console = s.console(v.Name)
+	out.Driver = s.d.Driver.Name()
+	if s.d.Driver.Features().KVM {
+		out.Driver += " (kvm)"
+	} else {
+		out.Driver += " (tcg)"
+	}
+	if out.State == api.VMStopped {
+		out.HostKey, out.PID = "", 0
+	}
+	if out.Ports == nil {
+		out.Ports = []api.PortForward{}
+	}
+	return out
+}
+
+func (s *Service) console(name string) string {
+	return filepath.Join(s.d.Layout.VM(name), "console.log")
+}
+
+func (s *Service) get(ctx context.Context, name string) (store.VM, error) {
+	if err := names.Validate("vm", name); err != nil {
+		return store.VM{}, err
+	}
+	v, err := s.d.Store.GetVM(ctx, name)
+	if err != nil {
+		if errdefs.Code(err) == "not_found" {
+			return v, s.notFound(ctx, name)
+		}
+		return v, err
+	}
+	return v, s.refresh(ctx, &v)
+}
+
+func (s *Service) notFound(ctx context.Context, name string) error {
+	var have []string
+	if vs, err := s.d.Store.ListVMs(ctx); err == nil {
+		for _, v := range vs {
+			have = append(have, v.Name)
+		}
+	}
+	return fmt.Errorf("vm %q does not exist: %s: %w", name, names.Hint(name, have, "see `banger vm ls`"), errdefs.ErrNotFound)
+}
+
+// Recover runs at daemon start: VMs whose VMM survived the last daemon
+// are running again as far as the API goes (nothing else is needed to
+// re-attach: the daemon reaches them through their sockets and ports);
+// the others are stopped.
+func (s *Service) Recover(ctx context.Context) error {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	running := 0
+	for i := range vs {
+		if err := s.refresh(ctx, &vs[i]); err != nil {
+			return err
+		}
+		if vs[i].State != api.VMStopped {
+			running++
+		}
+	}
+	if running > 0 {
+		s.d.Log.Info("re-attached to running VMs", "count", running)
+	}
+	return nil
+}
+
+// Count returns how many VMs exist.
+func (s *Service) Count(ctx context.Context) (int, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	return len(vs), err
+}
+
+// List returns every VM.
+func (s *Service) List(ctx context.Context) ([]api.VM, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.VM, 0, len(vs))
+	for i := range vs {
+		if err := s.refresh(ctx, &vs[i]); err != nil {
+			return nil, err
+		}
+		out = append(out, s.view(vs[i]))
+	}
+	return out, nil
+}
+
+// Get returns one VM.
+func (s *Service) Get(ctx context.Context, name string) (api.VM, error) {
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return s.view(v), nil
+}
 
 // VMsUsingKernel names the VMs booting the given kernel, so that kernel rm
 // can refuse while any does.
 func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]string, error) {
-	return nil, nil
+	return s.d.Store.VMsUsing(ctx, "kernel", kernel)
 }
 
 // VMsUsingImage names the VMs whose disks come from the given image, so
 // that image rm can refuse while any does.
 func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]string, error) {
-	return nil, nil
+	return s.d.Store.VMsUsing(ctx, "image", image)
 }
+
+// newID returns a VM's short random ID.
+func newID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
+
+// removeFiles deletes a VM's directory and socket.
+func (s *Service) removeFiles(v store.VM) error {
+	os.Remove(s.controlSocket(v))
+	if err := os.RemoveAll(s.d.Layout.VM(v.Name)); err != nil {
+		return fmt.Errorf("remove vm %s files: %w", v.Name, err)
+	}
+	return nil
+}
+
+func (s *Service) controlSocket(v store.VM) string {
+	return filepath.Join(s.d.Layout.Run(), v.ID+".sock")
+}
+
+// SetKernels completes the wiring: the kernel service is built after the
+// VM service, which it asks before removing a kernel.
+func (s *Service) SetKernels(k Kernels) { s.d.Kernels = k }

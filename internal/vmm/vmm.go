@@ -4,6 +4,27 @@
 // Features instead.
 package vmm
 
+import "context"
+
+// Driver runs VMs with one VMM. Implementations: vmm/qemu (and, later,
+// vmm/firecracker). VMM processes are detached from the caller: they keep
+// running when the daemon stops, and the daemon finds them again by their
+// Process.
+type Driver interface {
+	// Name names the driver in listings ("qemu").
+	Name() string
+	Features() Features
+	// GuestParams are kernel command line words the guest needs under
+	// this driver.
+	GuestParams() []string
+	// Start launches the VMM and returns once it runs the guest, or with
+	// an error that carries what the VMM said.
+	Start(ctx context.Context, cfg Config) (Process, error)
+	// Quit makes the VMM exit at once, without the guest's help. Stopping
+	// cleanly is asking the guest (through its agent) first.
+	Quit(ctx context.Context, cfg Config) error
+}
+
 // Features says what a driver can do.
 type Features struct {
 	// KVM is true when the driver runs with hardware acceleration.
@@ -46,4 +67,6 @@ type Config struct {
 	Console string
 	// Control is the VMM's control socket (QMP, or Firecracker's API).
 	Control string
+	// Log receives the VMM's own output (its errors).
+	Log string
 }

@@ -40,7 +40,9 @@ func Args(cfg vmm.Config, o Options) []string {
 		// decompression, no real-mode setup.
 		"-kernel", cfg.Kernel,
 		"-append", cfg.Cmdline,
-		"-serial", "file:" + cfg.Console,
+		// Appended, not truncated: the console log keeps every boot.
+		"-chardev", "file,id=console,path=" + escape(cfg.Console) + ",append=on",
+		"-serial", "chardev:console",
 		"-qmp", "unix:" + cfg.Control + ",server=on,wait=off",
 	}
 	if cfg.Initrd != "" {

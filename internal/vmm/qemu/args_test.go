@@ -21,7 +21,7 @@ func TestArgs(t *testing.T) {
 	}{
 		{"tcg", Options{}, "-name vm1 -machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on -accel tcg -cpu max -smp 2 -m 512M " +
 			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on -kernel /k/vmlinux -append console=ttyS0 root=/dev/vda rw " +
-			"-serial file:/v/console.log -qmp unix:/v/qmp.sock,server=on,wait=off -initrd /k/initrd.img " +
+			"-chardev file,id=console,path=/v/console.log,append=on -serial chardev:console -qmp unix:/v/qmp.sock,server=on,wait=off -initrd /k/initrd.img " +
 			"-drive id=root,file=/v/root,,1.qcow2,format=qcow2,if=none,cache=unsafe,discard=unmap -device virtio-blk-device,drive=root " +
 			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=unsafe,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
 			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},

@@ -1,0 +1,64 @@
+// Package guestproto is what the host and the guest agent agree on: the
+// kernel command line parameters the host sets, the console lines the
+// agent prints, and the SSH requests it answers. Both sides import it, so
+// neither can drift from the other.
+package guestproto
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// Console lines the agent prints.
+const (
+	// ReadyMarker starts the line the agent prints once SSH is served.
+	ReadyMarker = "banger-agent: ready"
+	// HostKeyPrefix starts the line giving the SSH host key's SHA256
+	// fingerprint, which the host pins.
+	HostKeyPrefix = "banger-agent: ssh host key "
+)
+
+// Kernel command line parameters.
+const (
+	ParamIP      = "banger.ip"       // ADDR/PREFIX of eth0
+	ParamGateway = "banger.gw"       // default route
+	ParamSSHPort = "banger.ssh_port" // port the agent serves SSH on (22)
+	ParamKeys    = "banger.keys"     // authorized keys, see EncodeKeys
+	ParamWork    = "banger.work"     // block device mounted at /work
+	ParamName    = "banger.name"     // hostname
+)
+
+// PowerOffRequest is the SSH global request asking the agent to power the
+// guest off cleanly. It works whatever the image holds (no poweroff
+// binary, no init system) and under any VMM.
+const PowerOffRequest = "poweroff@banger"
+
+// EncodeKeys packs authorized_keys lines into one command line word:
+// kernel parameters cannot hold spaces.
+func EncodeKeys(keys []string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strings.Join(keys, "\n")))
+}
+
+// DecodeKeys is EncodeKeys' inverse.
+func DecodeKeys(s string) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ParamKeys, err)
+	}
+	return b, nil
+}
+
+// HostKeyFromConsole returns the last host key fingerprint printed on a
+// console log, or "" if there is none yet.
+func HostKeyFromConsole(console string) string {
+	i := strings.LastIndex(console, HostKeyPrefix)
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(console[i+len(HostKeyPrefix):])
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}

@@ -1,0 +1,35 @@
+package guestproto
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestKeysRoundTrip(t *testing.T) {
+	keys := []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0 user@host", "ssh-rsa AAAAB3 other"}
+	enc := EncodeKeys(keys)
+	if strings.ContainsAny(enc, " \n\t\"") {
+		t.Fatalf("encoded keys %q cannot sit on a kernel command line", enc)
+	}
+	dec, err := DecodeKeys(enc)
+	if err != nil || string(dec) != strings.Join(keys, "\n") {
+		t.Fatalf("DecodeKeys = %q, %v", dec, err)
+	}
+	if _, err := DecodeKeys("not base64!"); err == nil {
+		t.Fatal("DecodeKeys accepted garbage")
+	}
+}
+
+func TestHostKeyFromConsole(t *testing.T) {
+	tests := []struct{ console, want string }{
+		{"", ""},
+		{"boot\n" + HostKeyPrefix + "SHA256:abc\n" + ReadyMarker + "\n", "SHA256:abc"},
+		{HostKeyPrefix + "SHA256:old\nreboot\n" + HostKeyPrefix + "SHA256:new\n", "SHA256:new"},
+		{HostKeyPrefix, ""},
+	}
+	for _, tt := range tests {
+		if got := HostKeyFromConsole(tt.console); got != tt.want {
+			t.Errorf("HostKeyFromConsole(%q) = %q, want %q", tt.console, got, tt.want)
+		}
+	}
+}

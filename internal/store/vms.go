@@ -1,0 +1,144 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+// VM is a VM's record: what the API shows plus what only the daemon
+// needs to find its VMM again.
+type VM struct {
+	api.VM
+	// ID names the VM's sockets: short, whatever the name's length.
+	ID             string
+	AuthorizedKeys []string
+	// PIDStart is the VMM's start time (see vmm.Process).
+	PIDStart uint64
+	// ConsoleOffset is where the current boot's console output starts.
+	ConsoleOffset int64
+}
+
+const vmColumns = `name, id, image, kernel, cpus, memory_mib, disk_bytes, ssh_port, ports, authorized_keys,
+	state, pid, pid_start, host_key, console_offset, created_at, started_at`
+
+func timeText(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// InsertVM records a new VM.
+func (s *Store) InsertVM(ctx context.Context, v VM) error {
+	ports, _ := json.Marshal(v.Ports)
+	keys, _ := json.Marshal(v.AuthorizedKeys)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.Name, v.ID, v.Image, v.Kernel, v.CPUs, v.MemoryMB, v.DiskBytes, v.SSHPort, string(ports), string(keys),
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt))
+	if err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("vm %q already exists: %w", v.Name, errdefs.ErrConflict)
+		}
+		return fmt.Errorf("insert vm %q: %w", v.Name, err)
+	}
+	return nil
+}
+
+// UpdateVM saves a VM's mutable fields: state, process, ports, host key.
+func (s *Store) UpdateVM(ctx context.Context, v VM) error {
+	ports, _ := json.Marshal(v.Ports)
+	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, pid = ?, pid_start = ?, host_key = ?,
+		console_offset = ?, ssh_port = ?, ports = ?, started_at = ? WHERE name = ?`,
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Name)
+	if err != nil {
+		return fmt.Errorf("update vm %q: %w", v.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("vm %q: %w", v.Name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+// DeleteVM removes a VM's record.
+func (s *Store) DeleteVM(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM vms WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("delete vm %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("vm %q: %w", name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+// GetVM returns one VM by name.
+func (s *Store) GetVM(ctx context.Context, name string) (VM, error) {
+	vs, err := s.queryVMs(ctx, `WHERE name = ?`, name)
+	if err != nil {
+		return VM{}, err
+	}
+	if len(vs) == 0 {
+		return VM{}, fmt.Errorf("vm %q: %w", name, errdefs.ErrNotFound)
+	}
+	return vs[0], nil
+}
+
+// ListVMs returns every VM, by name.
+func (s *Store) ListVMs(ctx context.Context) ([]VM, error) { return s.queryVMs(ctx, ``) }
+
+// VMsUsing names the VMs whose image (column "image") or kernel (column
+// "kernel") is name.
+func (s *Store) VMsUsing(ctx context.Context, column, name string) ([]string, error) {
+	if column != "image" && column != "kernel" {
+		return nil, fmt.Errorf("VMsUsing: bad column %q", column)
+	}
+	vs, err := s.queryVMs(ctx, `WHERE `+column+` = ?`, name)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Name)
+	}
+	return out, nil
+}
+
+func (s *Store) queryVMs(ctx context.Context, where string, args ...any) ([]VM, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+vmColumns+` FROM vms `+where+` ORDER BY name`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list vms: %w", err)
+	}
+	defer rows.Close()
+	out := []VM{}
+	for rows.Next() {
+		var v VM
+		var ports, keys, created, started string
+		var pidStart int64
+		if err := rows.Scan(&v.Name, &v.ID, &v.Image, &v.Kernel, &v.CPUs, &v.MemoryMB, &v.DiskBytes, &v.SSHPort, &ports, &keys,
+			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started); err != nil {
+			return nil, fmt.Errorf("list vms: %w", err)
+		}
+		v.PIDStart = uint64(pidStart)
+		if err := json.Unmarshal([]byte(ports), &v.Ports); err != nil {
+			return nil, fmt.Errorf("vm %q: ports: %w", v.Name, err)
+		}
+		if err := json.Unmarshal([]byte(keys), &v.AuthorizedKeys); err != nil {
+			return nil, fmt.Errorf("vm %q: keys: %w", v.Name, err)
+		}
+		if v.Ports == nil {
+			v.Ports = []api.PortForward{}
+		}
+		v.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+		if started != "" {
+			v.StartedAt, _ = time.Parse(time.RFC3339Nano, started)
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

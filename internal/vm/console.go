@@ -1,0 +1,89 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/store"
+)
+
+// readFrom returns a file's content from offset on.
+func readFrom(path string, offset int64) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<20))
+	return string(b), err
+}
+
+// readyIn says whether a boot's console shows the agent ready, and with
+// which host key.
+func readyIn(console string) (hostKey string, ok bool) {
+	if !strings.Contains(console, guestproto.ReadyMarker) {
+		return "", false
+	}
+	return guestproto.HostKeyFromConsole(console), true
+}
+
+// Tail returns the last n lines of s, for error messages.
+func Tail(s string, n int) string {
+	s = strings.TrimRight(s, "\n")
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "…"
+		}
+		lines[i] = "  | " + strings.TrimRight(l, "\r")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitReady waits for the agent's ready line on this boot's console. It
+// gives up when the VMM exits (a kernel panic ends it: panic=-1 and
+// -no-reboot), when timeout passes, or when ctx ends; the error carries
+// the console's last lines.
+func (s *Service) waitReady(ctx context.Context, v store.VM, timeout time.Duration) (string, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	path := s.console(v.Name)
+	for {
+		con, _ := readFrom(path, v.ConsoleOffset)
+		if key, ok := readyIn(con); ok {
+			return key, nil
+		}
+		if !process(v).Alive() {
+			// Read once more: the line may have landed as it exited.
+			con, _ = readFrom(path, v.ConsoleOffset)
+			return "", fmt.Errorf("vm %s: the guest stopped before it was ready; its console's last lines:\n%s", v.Name, orNothing(Tail(con, 25)))
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-deadline.C:
+			return "", fmt.Errorf("vm %s: the guest was not ready after %s (raise it with --timeout, or ready_timeout in the config); its console's last lines:\n%s", v.Name, timeout, orNothing(Tail(con, 25)))
+		case <-tick.C:
+		}
+	}
+}
+
+func orNothing(s string) string {
+	if strings.TrimSpace(strings.ReplaceAll(s, "|", "")) == "" {
+		return "  (the console is empty)"
+	}
+	return s
+}

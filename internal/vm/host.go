@@ -1,0 +1,29 @@
+package vm
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/units"
+)
+
+func parseSize(s string) (int64, error) { return units.ParseSize(s, units.MiB) }
+
+// hostMemoryMB is MemTotal from /proc/meminfo, 0 if unknown.
+func hostMemoryMB() int {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+			return kb / 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,432 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// CheckCreate answers quickly whether Create can start: the request is
+// well formed and the name is free.
+func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) error {
+	if req.Name != "" {
+		if err := names.Validate("vm", req.Name); err != nil {
+			return err
+		}
+		if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
+			return fmt.Errorf("vm %q already exists: pick another --name, or remove it with `banger vm rm -f %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+		}
+	}
+	if req.Image != "" {
+		if err := names.Validate("image", req.Image); err != nil {
+			return err
+		}
+	}
+	if req.Kernel != "" {
+		if err := names.Validate("kernel", req.Kernel); err != nil {
+			return err
+		}
+	}
+	_, err := s.checkParams(req)
+	return err
+}
+
+// Create makes a VM: its image and kernel (pulled when not local), its
+// own root disk. With req.Start it boots it too, and a VM that does not
+// become ready is removed again.
+func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.VM, error) {
+	if err := s.CheckCreate(ctx, req); err != nil {
+		return api.VM{}, err
+	}
+	prm, _ := s.checkParams(req)
+	if req.Name == "" {
+		req.Name = names.Generate(func(n string) bool {
+			_, err := s.d.Store.GetVM(ctx, n)
+			return err == nil
+		}, rand.IntN)
+	}
+	unlock, err := s.lock(ctx, req.Name, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	v, err := s.create(ctx, req, prm, p)
+	unlock()
+	if err != nil || !req.Start {
+		return s.view(v), err
+	}
+	out, err := s.Start(ctx, v.Name, api.VMStartRequest{ReadyTimeout: req.ReadyTimeout}, p)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if rerr := s.Remove(cctx, v.Name, true); rerr != nil {
+			s.d.Log.Error("remove vm that failed to start", "vm", v.Name, "err", rerr)
+		}
+		return api.VM{}, err
+	}
+	return out, nil
+}
+
+func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm params, p operation.Progress) (v store.VM, err error) {
+	if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
+		return v, fmt.Errorf("vm %q already exists: %w", req.Name, errdefs.ErrConflict)
+	}
+	imageName := req.Image
+	if imageName == "" {
+		imageName = s.d.Defaults.Image
+	}
+	im, err := s.d.Images.Ensure(ctx, imageName, p)
+	if err != nil {
+		return v, err
+	}
+	kernelName := req.Kernel
+	if kernelName == "" {
+		kernelName = im.Kernel
+	}
+	if _, err := s.d.Kernels.Ensure(ctx, kernelName, p); err != nil {
+		return v, fmt.Errorf("kernel %s: %w", kernelName, err)
+	}
+	st, err := os.Stat(im.Disk)
+	if err != nil {
+		return v, fmt.Errorf("image %s disk: %w", im.Name, err)
+	}
+	size := prm.disk
+	if size == 0 {
+		size = st.Size()
+	}
+	if size < st.Size() {
+		return v, fmt.Errorf("--disk %d MiB is smaller than image %s (%d MiB): %w", size>>20, im.Name, st.Size()>>20, errdefs.ErrInvalid)
+	}
+	dir := s.d.Layout.VM(req.Name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// No record owns it: a crash left it behind.
+			os.RemoveAll(dir)
+			err = os.Mkdir(dir, 0o755)
+		}
+		if err != nil {
+			return v, fmt.Errorf("create vm directory: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
+	if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, im.Disk, dir, size); err != nil {
+		return v, err
+	}
+	sshPort, err := freePort()
+	if err != nil {
+		return v, err
+	}
+	v = store.VM{
+		VM: api.VM{
+			Name: req.Name, State: api.VMStopped, Image: im.Name, Kernel: kernelName,
+			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
+			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(),
+		},
+		ID: newID(), AuthorizedKeys: prm.keys,
+	}
+	if err := s.d.Store.InsertVM(ctx, v); err != nil {
+		return v, err
+	}
+	s.d.Log.Info("created vm", "vm", v.Name, "image", v.Image, "kernel", v.Kernel)
+	return v, nil
+}
+
+// freePort returns a 127.0.0.1 TCP port nobody listens on now.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portFree says whether port can be bound on 127.0.0.1.
+func portFree(port int) bool {
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// Start boots a stopped VM and waits for its agent. A running VM is
+// returned as it is.
+func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error) {
+	timeout, err := s.timeout(req.ReadyTimeout)
+	if err != nil {
+		return api.VM{}, err
+	}
+	unlock, err := s.lock(ctx, name, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if v.State != api.VMStopped {
+		p.Stage("start", "vm %s is already %s", name, v.State)
+		return s.view(v), nil
+	}
+	k, err := s.d.Kernels.Ensure(ctx, v.Kernel, p)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("kernel %s of vm %s: %w", v.Kernel, name, err)
+	}
+	initrd, err := s.initrd(ctx, k, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	for _, f := range v.Ports {
+		if !portFree(f.HostPort) {
+			return api.VM{}, fmt.Errorf("vm %s publishes port %d, which is already in use on 127.0.0.1 (by another program or VM): free it, or recreate the VM with another -p: %w", name, f.HostPort, errdefs.ErrConflict)
+		}
+	}
+	if !portFree(v.SSHPort) {
+		if v.SSHPort, err = freePort(); err != nil {
+			return api.VM{}, err
+		}
+	}
+	dir := s.d.Layout.VM(name)
+	disk, err := rootDisk(dir)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
+	}
+	keys := v.AuthorizedKeys
+	if s.d.Key != nil {
+		keys = append([]string{authorizedLine(s.d.Key.PublicKey())}, keys...)
+	}
+	forwards := []vmm.Forward{{HostPort: v.SSHPort, GuestPort: 22}}
+	for _, f := range v.Ports {
+		forwards = append(forwards, vmm.Forward{HostPort: f.HostPort, GuestPort: f.GuestPort})
+	}
+	con := s.console(name)
+	if st, err := os.Stat(con); err == nil {
+		v.ConsoleOffset = st.Size()
+	} else {
+		v.ConsoleOffset = 0
+	}
+	cfg := s.vmmConfig(v)
+	cfg.Kernel = k.Dir + "/vmlinux"
+	cfg.Initrd = initrd
+	cfg.Cmdline = Cmdline(name, initrd != "", keys, s.d.Driver.GuestParams())
+	cfg.Disks = []vmm.Disk{disk}
+	cfg.Forwards = forwards
+	p.Stage("boot", "booting vm %s: %s, kernel %s, %d CPU, %d MiB", name, s.d.Driver.Name(), k.Name, v.CPUs, v.MemoryMB)
+	began := time.Now()
+	proc, err := s.d.Driver.Start(ctx, cfg)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
+	}
+	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
+	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
+		proc.Kill()
+		return api.VM{}, err
+	}
+	p.Stage("ready", "waiting for the guest agent (up to %s)", timeout)
+	key, err := s.waitReady(ctx, v, timeout)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		proc.Kill()
+		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+		if uerr := s.d.Store.UpdateVM(cctx, v); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return api.VM{}, err
+	}
+	v.State, v.HostKey = api.VMRunning, key
+	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
+		return api.VM{}, err
+	}
+	p.Stage("ready", "vm %s is ready after %s", name, time.Since(began).Round(time.Millisecond))
+	s.d.Log.Info("started vm", "vm", name, "pid", proc.PID, "ready_after", time.Since(began))
+	return s.view(v), nil
+}
+
+func (s *Service) vmmConfig(v store.VM) vmm.Config {
+	dir := s.d.Layout.VM(v.Name)
+	return vmm.Config{
+		Name: v.Name, CPUs: v.CPUs, MemoryMB: v.MemoryMB,
+		Console: s.console(v.Name), Control: s.controlSocket(v), Log: dir + "/vmm.log",
+	}
+}
+
+// Stop stops a VM: its agent is asked to power off; if the guest has not
+// gone within the timeout, the VMM is told to quit, then killed.
+func (s *Service) Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error) {
+	timeout := s.d.Defaults.StopTimeout
+	if req.Timeout != "" {
+		d, err := time.ParseDuration(req.Timeout)
+		if err != nil || d < 0 {
+			return api.VM{}, fmt.Errorf("timeout %q: give a duration such as 30s: %w", req.Timeout, errdefs.ErrInvalid)
+		}
+		timeout = d
+	}
+	unlock, err := s.lock(ctx, name, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if v.State == api.VMStopped {
+		p.Stage("stop", "vm %s is already stopped", name)
+		return s.view(v), nil
+	}
+	err = s.stop(ctx, &v, timeout, p)
+	return s.view(v), err
+}
+
+func (s *Service) stop(ctx context.Context, v *store.VM, timeout time.Duration, p operation.Progress) error {
+	proc := process(*v)
+	v.State = api.VMStopping
+	s.d.Store.UpdateVM(ctx, *v)
+	var errs []error
+	if timeout > 0 {
+		p.Stage("stop", "asking vm %s to power off (up to %s)", v.Name, timeout)
+		if err := s.powerOff(ctx, *v); err != nil {
+			s.d.Log.Warn("guest did not take the power-off request", "vm", v.Name, "err", err)
+		} else if waitExit(ctx, proc, timeout) {
+			return s.markStopped(ctx, v)
+		}
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	p.Stage("stop", "vm %s did not power off: stopping its VMM", v.Name)
+	if err := s.d.Driver.Quit(cctx, s.vmmConfig(*v)); err != nil {
+		s.d.Log.Warn("VMM quit", "vm", v.Name, "err", err)
+	}
+	if !waitExit(cctx, proc, 3*time.Second) {
+		if err := proc.Kill(); err != nil {
+			errs = append(errs, err)
+		}
+		waitExit(cctx, proc, 3*time.Second)
+	}
+	errs = append(errs, s.markStopped(cctx, v))
+	return errors.Join(errs...)
+}
+
+func (s *Service) markStopped(ctx context.Context, v *store.VM) error {
+	v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+	os.Remove(s.controlSocket(*v))
+	return s.d.Store.UpdateVM(context.WithoutCancel(ctx), *v)
+}
+
+// waitExit waits up to d for p to exit.
+func waitExit(ctx context.Context, p vmm.Process, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for p.Alive() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// Restart stops a VM (if it runs) and starts it again.
+func (s *Service) Restart(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error) {
+	if _, err := s.Stop(ctx, name, api.VMStopRequest{}, p); err != nil {
+		return api.VM{}, err
+	}
+	return s.Start(ctx, name, req, p)
+}
+
+// Remove deletes a VM and its disks. A running VM is refused unless
+// force, which kills it first.
+func (s *Service) Remove(ctx context.Context, name string, force bool) error {
+	unlock, err := s.lock(ctx, name, operation.Discard)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if v.State != api.VMStopped {
+		if !force {
+			return fmt.Errorf("vm %s is %s: stop it first (`banger vm stop %s`) or remove it anyway with `banger vm rm -f %s`: %w", name, v.State, name, name, errdefs.ErrConflict)
+		}
+		if err := s.stop(ctx, &v, 0, operation.Discard); err != nil {
+			return err
+		}
+	}
+	if err := s.removeFiles(v); err != nil {
+		return err
+	}
+	s.d.Log.Info("removed vm", "vm", name)
+	return s.d.Store.DeleteVM(context.WithoutCancel(ctx), name)
+}
+
+// Logs writes a VM's console log to w; with follow it goes on writing
+// what the guest prints until the VM stops or ctx ends.
+func (s *Service) Logs(ctx context.Context, name string, follow bool, w io.Writer, flush func()) error {
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(s.console(name))
+	if errors.Is(err, os.ErrNotExist) {
+		if !follow {
+			return nil
+		}
+	} else if err != nil {
+		return err
+	} else {
+		defer f.Close()
+	}
+	for {
+		if f != nil {
+			if _, err := io.Copy(w, f); err != nil {
+				return err
+			}
+			flush()
+		}
+		if !follow {
+			return nil
+		}
+		if v.State == api.VMStopped {
+			// Follow a stopped VM until it starts again? No: like
+			// `docker logs -f` on a stopped container, end here.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		if f == nil {
+			if f, err = os.Open(s.console(name)); err == nil {
+				defer f.Close()
+			}
+		}
+		if v, err = s.d.Store.GetVM(ctx, name); err != nil {
+			return nil
+		}
+		if err := s.refresh(ctx, &v); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,145 @@
+package vm
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/guestproto"
+	"golang.org/x/crypto/ssh"
+)
+
+// Bounds on what a VM may ask for.
+const (
+	MinMemoryMB = 128
+	MaxKeys     = 16
+)
+
+// params are a create request's checked values.
+type params struct {
+	cpus         int
+	memoryMB     int
+	disk         int64 // 0: the image's size
+	ports        []api.PortForward
+	keys         []string
+	readyTimeout time.Duration
+}
+
+// checkParams validates everything in a create request that needs no
+// lookup, so that bad input fails before any work starts.
+func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
+	p := params{cpus: req.CPUs, memoryMB: req.MemoryMB}
+	if p.cpus == 0 {
+		p.cpus = s.d.Defaults.CPUs
+	}
+	if p.memoryMB == 0 {
+		p.memoryMB = s.d.Defaults.MemoryMB
+	}
+	if p.cpus < 1 || p.cpus > runtime.NumCPU() {
+		return p, fmt.Errorf("--cpus %d: a VM needs between 1 and %d CPUs on this host: %w", p.cpus, runtime.NumCPU(), errdefs.ErrInvalid)
+	}
+	if p.memoryMB < MinMemoryMB {
+		return p, fmt.Errorf("--memory %d MiB is too little: a VM needs at least %d MiB: %w", p.memoryMB, MinMemoryMB, errdefs.ErrInvalid)
+	}
+	if total := hostMemoryMB(); total > 0 && p.memoryMB > total {
+		return p, fmt.Errorf("--memory %d MiB is more than this host has (%d MiB): %w", p.memoryMB, total, errdefs.ErrInvalid)
+	}
+	if req.Disk != "" {
+		n, err := parseDisk(req.Disk)
+		if err != nil {
+			return p, err
+		}
+		p.disk = n
+	}
+	seen := map[int]bool{}
+	for _, spec := range req.Ports {
+		f, err := ParsePort(spec)
+		if err != nil {
+			return p, err
+		}
+		if seen[f.HostPort] {
+			return p, fmt.Errorf("-p %s: host port %d is published twice: %w", spec, f.HostPort, errdefs.ErrInvalid)
+		}
+		seen[f.HostPort] = true
+		p.ports = append(p.ports, f)
+	}
+	if len(req.AuthorizedKeys) > MaxKeys {
+		return p, fmt.Errorf("%d authorized keys: at most %d: %w", len(req.AuthorizedKeys), MaxKeys, errdefs.ErrInvalid)
+	}
+	for _, k := range req.AuthorizedKeys {
+		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
+			return p, fmt.Errorf("authorized key %.40q: %v: %w", k, err, errdefs.ErrInvalid)
+		}
+		p.keys = append(p.keys, strings.TrimSpace(k))
+	}
+	var err error
+	if p.readyTimeout, err = s.timeout(req.ReadyTimeout); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func (s *Service) timeout(t string) (time.Duration, error) {
+	if t == "" {
+		return s.d.Defaults.ReadyTimeout, nil
+	}
+	d, err := time.ParseDuration(t)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("timeout %q: give a duration such as 90s or 5m: %w", t, errdefs.ErrInvalid)
+	}
+	return d, nil
+}
+
+func parseDisk(s string) (int64, error) {
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--disk: %w", err)
+	}
+	if n < 64<<20 {
+		return 0, fmt.Errorf("--disk %s is too small: at least 64M: %w", s, errdefs.ErrInvalid)
+	}
+	return n, nil
+}
+
+// ParsePort parses "HOST:GUEST" (or "PORT" for the same on both sides).
+func ParsePort(spec string) (api.PortForward, error) {
+	h, g, ok := strings.Cut(spec, ":")
+	if !ok {
+		g = h
+	}
+	hp, err1 := strconv.Atoi(h)
+	gp, err2 := strconv.Atoi(g)
+	if err1 != nil || err2 != nil || hp < 1 || hp > 65535 || gp < 1 || gp > 65535 {
+		return api.PortForward{}, fmt.Errorf("-p %q: want HOST:GUEST, two TCP ports between 1 and 65535 (like 8080:80): %w", spec, errdefs.ErrInvalid)
+	}
+	return api.PortForward{HostPort: hp, GuestPort: gp}, nil
+}
+
+// guest network under qemu's user-mode networking.
+const (
+	guestAddr    = "10.0.2.15/24"
+	guestGateway = "10.0.2.2"
+)
+
+// Cmdline builds the guest kernel's command line. Kernel parameters are
+// limited to 2048 bytes on x86; keys are bounded so that it fits.
+func Cmdline(name string, initrd bool, keys []string, driverParams []string) string {
+	w := []string{
+		"console=ttyS0", "reboot=k", "panic=-1", "quiet",
+		"root=/dev/vda", "rw", "rootfstype=ext4",
+		guestproto.ParamIP + "=" + guestAddr, guestproto.ParamGateway + "=" + guestGateway,
+		guestproto.ParamName + "=" + name,
+	}
+	if !initrd {
+		// No initramfs to hand over to the agent: the kernel runs it.
+		w = append(w, "init=/.banger/init")
+	}
+	if len(keys) > 0 {
+		w = append(w, guestproto.ParamKeys+"="+guestproto.EncodeKeys(keys))
+	}
+	return strings.Join(append(w, driverParams...), " ")
+}

@@ -1,0 +1,69 @@
+package vmm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// Process identifies a VMM process across daemon restarts. The start time
+// (in clock ticks since boot, from /proc/PID/stat) tells a live VMM from
+// an unrelated process that got the same PID later.
+type Process struct {
+	PID       int
+	StartTime uint64
+}
+
+// ProcessOf returns the Process for a running PID.
+func ProcessOf(pid int) (Process, error) {
+	st, _, err := procStat(pid)
+	if err != nil {
+		return Process{}, err
+	}
+	return Process{PID: pid, StartTime: st}, nil
+}
+
+// procStat reads a process's start time and state from /proc/PID/stat.
+func procStat(pid int) (start uint64, state byte, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	// The command name (field 2) may hold spaces and parentheses: the
+	// fields after it start after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); field 22 (starttime) is f[19].
+	if len(f) < 20 || len(f[0]) != 1 {
+		return 0, 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return start, f[0][0], err
+}
+
+// Alive says whether p is still the same running process. A zombie is
+// not alive: it has exited and only waits for its parent.
+func (p Process) Alive() bool {
+	if p.PID <= 0 {
+		return false
+	}
+	start, state, err := procStat(p.PID)
+	return err == nil && start == p.StartTime && state != 'Z' && state != 'X'
+}
+
+// Kill sends SIGKILL to p if it is still the same process.
+func (p Process) Kill() error {
+	if !p.Alive() {
+		return nil
+	}
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("kill VMM process %d: %w", p.PID, err)
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package vmm
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func TestProcessAliveAndKill(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep binary:", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	p, err := ProcessOf(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Alive() {
+		t.Fatal("a running process is not alive")
+	}
+	if (Process{PID: p.PID, StartTime: p.StartTime + 1}).Alive() {
+		t.Fatal("a process with another start time (a reused PID) counts as alive")
+	}
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Kill did not end the process")
+	}
+	if p.Alive() {
+		t.Fatal("a killed process is alive")
+	}
+	if (Process{}).Alive() {
+		t.Fatal("the zero Process is alive")
+	}
+	self, _ := ProcessOf(os.Getpid())
+	if !self.Alive() {
+		t.Fatal("this process is not alive")
+	}
+}

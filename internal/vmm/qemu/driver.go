@@ -1,0 +1,129 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// Binary is the qemu program the driver runs.
+const Binary = "qemu-system-x86_64"
+
+// Driver runs VMs with qemu's microvm machine.
+type Driver struct {
+	Options
+	// Binary is the qemu program (default qemu-system-x86_64 on PATH).
+	Binary string
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// New returns a driver that uses KVM when /dev/kvm is usable.
+func New() *Driver {
+	return &Driver{Options: Options{KVM: KVMUsable()}, Binary: Binary}
+}
+
+// KVMUsable says whether this process can open /dev/kvm.
+func KVMUsable() bool {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
+}
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return "qemu" }
+
+// Features implements vmm.Driver.
+func (d *Driver) Features() vmm.Features {
+	return vmm.Features{KVM: d.KVM, UserNetwork: true, Overlays: true}
+}
+
+// GuestParams implements vmm.Driver.
+func (d *Driver) GuestParams() []string { return GuestParams(d.Options) }
+
+// Start launches qemu in its own session, so that it outlives the daemon
+// and a Ctrl-C aimed at a foreground daemon does not reach it, and returns
+// once qemu answers on QMP: by then it has opened every disk and bound
+// every forwarded port, so those errors surface here.
+func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {
+	bin := d.Binary
+	if bin == "" {
+		bin = Binary
+	}
+	path, err := exec.LookPath(bin)
+	if err != nil {
+		return vmm.Process{}, fmt.Errorf("%s is not installed (apt-get install qemu-system-x86): %w", bin, err)
+	}
+	log, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return vmm.Process{}, err
+	}
+	defer log.Close()
+	os.Remove(cfg.Control)
+	// Not exec.CommandContext: the VMM must outlive this request.
+	cmd := exec.Command(path, Args(cfg, d.Options)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return vmm.Process{}, fmt.Errorf("start %s: %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	// Reap qemu when it exits while this daemon runs; after a daemon
+	// restart it is init's child and init reaps it.
+	go func() { exited <- cmd.Wait() }()
+	proc, err := vmm.ProcessOf(cmd.Process.Pid)
+	if err != nil {
+		cmd.Process.Kill()
+		return vmm.Process{}, fmt.Errorf("qemu exited at once: %s", readLog(cfg.Log))
+	}
+	for {
+		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := QMP(qctx, cfg.Control, "query-status")
+		cancel()
+		if err == nil {
+			return proc, nil
+		}
+		select {
+		case werr := <-exited:
+			return vmm.Process{}, fmt.Errorf("qemu exited (%v): %s", werr, readLog(cfg.Log))
+		case <-ctx.Done():
+			cmd.Process.Kill()
+			return vmm.Process{}, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Quit implements vmm.Driver with QMP's quit.
+func (d *Driver) Quit(ctx context.Context, cfg vmm.Config) error {
+	_, err := QMP(ctx, cfg.Control, "quit")
+	if errors.Is(err, unix.ECONNREFUSED) || errors.Is(err, os.ErrNotExist) {
+		return nil // already gone
+	}
+	return err
+}
+
+// readLog returns what qemu printed, trimmed, for an error message.
+func readLog(path string) string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	if s == "" {
+		return "(it printed nothing)"
+	}
+	return s
+}
