@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -285,6 +286,37 @@ func (e *env) stop() {
 	if e.daemon != nil {
 		e.kill()
 	}
+	e.killVMMs()
+}
+
+// use makes t the test that env helpers fail, for a subtest sharing the
+// env; the returned function restores the parent.
+func (e *env) use(t *testing.T) func() {
+	old := e.t
+	e.t = t
+	return func() { e.t = old }
+}
+
+// cliEnv is the environment of CLI commands: this env's socket, and an
+// SSH key of its own rather than the user's.
+func (e *env) cliEnv() []string {
+	return append(os.Environ(), "BANGER_SOCKET="+e.socket, "BANGER_SSH_KEY="+filepath.Join(e.dir, "id_ed25519"))
+}
+
+// killVMMs ends the VMM processes this env's daemon started (they outlive
+// it by design), found by their state directory on their command line.
+func (e *env) killVMMs() {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(e.stateDir+"/")) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err == nil && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 // banger runs the CLI against this env's daemon.
@@ -292,7 +324,7 @@ func (e *env) banger(args ...string) (stdout, stderr string, code int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bangerBin, args...)
-	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket)
+	cmd.Env = e.cliEnv()
 	var o, er bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &er
 	err := cmd.Run()
@@ -328,7 +360,7 @@ func (e *env) startPullImage(name string) (*exec.Cmd, <-chan string) {
 
 func (e *env) startBanger(args ...string) (*exec.Cmd, <-chan string) {
 	cmd := exec.Command(bangerBin, args...)
-	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket)
+	cmd.Env = e.cliEnv()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

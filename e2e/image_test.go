@@ -307,7 +307,7 @@ func TestDebianBookwormBuiltLocally(t *testing.T) {
 	}
 	// A mirror that refuses connections stands in for an unreachable
 	// docker.io, so the test never depends on the outside network.
-	e := newEnv(t, "[registry_mirrors]\n\"docker.io\" = [\"http://127.0.0.1:1\"]\n")
+	e := newEnv(t, "default_cpus = 1\ndefault_memory_mib = 512\n[registry_mirrors]\n\"docker.io\" = [\"http://127.0.0.1:1\"]\n")
 	e.start()
 	_, lines := e.startPullImage("debian-bookworm")
 	waitLine(t, lines, "building bookworm with mmdebstrap")
@@ -336,5 +336,15 @@ func TestDebianBookwormBuiltLocally(t *testing.T) {
 	expectStat(t, im.Disk, "/usr/bin/passwd", "Mode:  04755")
 	if im.Files < 5000 {
 		t.Errorf("only %d files", im.Files)
+	}
+
+	// The README's main job: the default image, its kernel pulled from the
+	// embedded catalog through the host's apt sources, one command.
+	out, errOut, code = e.banger("vm", "run", "--rm", "--", "cat", "/etc/os-release")
+	if code != 0 || !strings.Contains(out, `PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"`) {
+		t.Fatalf("vm run -- cat /etc/os-release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "kernel debian-bookworm is not local") {
+		t.Errorf("progress does not show the kernel pulled on first use:\n%s", errOut)
 	}
 }

@@ -178,6 +178,9 @@ func RootStage() error {
 	if b, err := os.ReadFile("/etc/hostname"); err == nil {
 		unix.Sethostname([]byte(strings.TrimSpace(string(b))))
 	}
+	// root's home: images without one (busybox) still get a working
+	// directory for commands and a place for copies.
+	os.MkdirAll("/root", 0o700)
 	b, _ := os.ReadFile("/proc/cmdline")
 	cmd := ParseCmdline(string(b))
 	if name := cmd.Params[guestproto.ParamName]; name != "" {

@@ -80,6 +80,7 @@ const MinFreeBytes = 4 << 30
 // packages names what provides each program, per package manager.
 var packages = map[string]map[string]string{
 	"qemu-system-x86_64": {"apt": "qemu-system-x86", "dnf": "qemu-system-x86-core", "pacman": "qemu-system-x86", "apk": "qemu-system-x86_64"},
+	"qemu-img":           {"apt": "qemu-utils", "dnf": "qemu-img", "pacman": "qemu-img", "apk": "qemu-img"},
 	"mkfs.ext4":          {"apt": "e2fsprogs", "dnf": "e2fsprogs", "pacman": "e2fsprogs", "apk": "e2fsprogs"},
 	"e2fsck":             {"apt": "e2fsprogs", "dnf": "e2fsprogs", "pacman": "e2fsprogs", "apk": "e2fsprogs"},
 	"resize2fs":          {"apt": "e2fsprogs", "dnf": "e2fsprogs", "pacman": "e2fsprogs", "apk": "e2fsprogs-extra"},
@@ -157,6 +158,7 @@ func Run(h Host, stateDir string) []Check {
 		fc.Fix = "download a release from https://github.com/firecracker-microvm/firecracker/releases and put firecracker (and jailer) on PATH"
 	}
 	out = append(out, fc)
+	prog("qemu-img", true, "makes each VM's copy-on-write root disk (a qcow2 overlay over its image)")
 	prog("mkfs.ext4", true, "builds image and work disks")
 	prog("e2fsck", true, "checks disks")
 	prog("resize2fs", true, "grows VM disks")

@@ -44,7 +44,7 @@ func find(cs []Check, name string) Check {
 }
 
 func TestDoctor(t *testing.T) {
-	all := map[string]bool{"/": true, "/var": true, "qemu-system-x86_64": true, "mkfs.ext4": true, "e2fsck": true, "resize2fs": true,
+	all := map[string]bool{"/": true, "/var": true, "qemu-system-x86_64": true, "mkfs.ext4": true, "e2fsck": true, "resize2fs": true, "qemu-img": true,
 		"/dev/kvm": true, "/dev/kvm:rw": true, "/dev/net/tun": true, "nft": true, "ip": true}
 	cs := Run(fakeHost(all, 100<<30, "debian"), "/var/lib/banger")
 	if Failed(cs) {

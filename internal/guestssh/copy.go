@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -21,6 +22,13 @@ func Upload(c *ssh.Client, local, remote string) (int64, error) {
 		return 0, fmt.Errorf("sftp: %w", err)
 	}
 	defer sc.Close()
+	// DST/ names a directory, made when missing; an existing directory
+	// receives the copy inside it, as with cp.
+	if strings.HasSuffix(remote, "/") {
+		if err := sc.MkdirAll(remote); err != nil {
+			return 0, fmt.Errorf("mkdir %s in the guest: %w", remote, err)
+		}
+	}
 	if st, err := sc.Stat(remote); err == nil && st.IsDir() {
 		remote = path.Join(remote, filepath.Base(local))
 	}
@@ -83,6 +91,11 @@ func Download(c *ssh.Client, remote, local string) (int64, error) {
 	defer sc.Close()
 	if _, err := sc.Lstat(remote); err != nil {
 		return 0, fmt.Errorf("%s in the guest: %w", remote, err)
+	}
+	if strings.HasSuffix(local, "/") {
+		if err := os.MkdirAll(local, 0o755); err != nil {
+			return 0, err
+		}
 	}
 	if st, err := os.Stat(local); err == nil && st.IsDir() {
 		local = filepath.Join(local, path.Base(remote))

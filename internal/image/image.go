@@ -279,10 +279,20 @@ func (s *Service) CheckPull(ctx context.Context, req api.ImagePullRequest) error
 // Ensure returns the named image, pulling it from the catalog when it is
 // not local, and makes sure its kernel is local too. It is the seam VM
 // creation uses.
+//
+// name may also be an OCI reference, as with `docker run`: the image is
+// then looked up under the name a pull by reference gives it.
 func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error) {
-	im, err := s.Get(ctx, name)
+	local, from := name, "the image catalog"
+	if IsReference(name) {
+		local, from = NameFromRef(name), name
+		if err := names.Validate("image", local); err != nil {
+			return api.Image{}, fmt.Errorf("image reference %q: %w", name, err)
+		}
+	}
+	im, err := s.Get(ctx, local)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		p.Stage("image", "image %s is not local: pulling it from the image catalog", name)
+		p.Stage("image", "image %s is not local: pulling it from %s", local, from)
 		im, err = s.Pull(ctx, api.ImagePullRequest{Name: name}, p)
 	}
 	if err != nil {

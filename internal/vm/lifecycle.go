@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
@@ -29,7 +30,8 @@ func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) erro
 			return fmt.Errorf("vm %q already exists: pick another --name, or remove it with `banger vm rm -f %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
 		}
 	}
-	if req.Image != "" {
+	// An OCI reference (with '/', ':' or '@') is the image service's to check.
+	if req.Image != "" && !strings.ContainsAny(req.Image, "/:@") {
 		if err := names.Validate("image", req.Image); err != nil {
 			return err
 		}
