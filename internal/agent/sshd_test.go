@@ -15,6 +15,8 @@ import (
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/guestproto"
 )
 
 func signer(t *testing.T) ssh.Signer {
@@ -168,5 +170,42 @@ func TestLocalForward(t *testing.T) {
 	io.ReadFull(conn, buf)
 	if string(buf) != "through the tunnel" {
 		t.Fatalf("forwarded %q", buf)
+	}
+}
+
+func TestPowerOffRequest(t *testing.T) {
+	host, user := signer(t), signer(t)
+	srv := NewSSHServer(host, []ssh.PublicKey{user.PublicKey()})
+	asked := make(chan struct{}, 1)
+	srv.PowerOff = func() { asked <- struct{}{} }
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go srv.Serve(ln)
+	c, err := ssh.Dial("tcp", ln.Addr().String(), &ssh.ClientConfig{
+		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)},
+		HostKeyCallback: ssh.FixedHostKey(host.PublicKey()), Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ok, _, err := c.SendRequest("keepalive@openssh.com", true, nil); err != nil || ok {
+		t.Fatalf("unknown global request: ok=%v err=%v, want refused", ok, err)
+	}
+	select {
+	case <-asked:
+		t.Fatal("an unknown request powered off")
+	default:
+	}
+	if ok, _, err := c.SendRequest(guestproto.PowerOffRequest, true, nil); err != nil || !ok {
+		t.Fatalf("power-off request: ok=%v err=%v", ok, err)
+	}
+	select {
+	case <-asked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("power-off request did not reach the hook")
 	}
 }

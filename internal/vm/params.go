@@ -16,7 +16,10 @@ import (
 // Bounds on what a VM may ask for.
 const (
 	MinMemoryMB = 128
-	MaxKeys     = 16
+	// MaxKeysBytes bounds a VM's authorized keys, which travel on the
+	// kernel command line (2048 bytes on x86, base64 adds a third): a
+	// dozen ed25519 keys, or one RSA key of up to 4096 bits.
+	MaxKeysBytes = 1024
 )
 
 // params are a create request's checked values.
@@ -67,14 +70,19 @@ func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
 		seen[f.HostPort] = true
 		p.ports = append(p.ports, f)
 	}
-	if len(req.AuthorizedKeys) > MaxKeys {
-		return p, fmt.Errorf("%d authorized keys: at most %d: %w", len(req.AuthorizedKeys), MaxKeys, errdefs.ErrInvalid)
-	}
+	size := 0
 	for _, k := range req.AuthorizedKeys {
-		if _, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k)); err != nil {
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+		if err != nil {
 			return p, fmt.Errorf("authorized key %.40q: %v: %w", k, err, errdefs.ErrInvalid)
 		}
-		p.keys = append(p.keys, strings.TrimSpace(k))
+		// Comments and options dropped: only the key counts.
+		line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub)))
+		size += len(line) + 1
+		p.keys = append(p.keys, line)
+	}
+	if size > MaxKeysBytes {
+		return p, fmt.Errorf("%d authorized keys take %d bytes, over the %d the kernel command line leaves them: use fewer keys, or ed25519 ones (ssh_public_keys in the config bakes keys into images instead): %w", len(p.keys), size, MaxKeysBytes, errdefs.ErrInvalid)
 	}
 	var err error
 	if p.readyTimeout, err = s.timeout(req.ReadyTimeout); err != nil {

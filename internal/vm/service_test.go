@@ -1,0 +1,339 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// fakeDriver "boots" a VM as a sleep process and writes what a guest
+// would print on the console. It stands in for qemu so that the service's
+// logic (states, failures, cleanup) is tested without booting anything.
+type fakeDriver struct {
+	mu      sync.Mutex
+	console string // printed at start
+	exit    bool   // the "VMM" ends at once, as after a guest panic
+	started []vmm.Config
+	procs   []*exec.Cmd
+	byCtl   map[string]*exec.Cmd
+}
+
+func (d *fakeDriver) Name() string           { return "fake" }
+func (d *fakeDriver) Features() vmm.Features { return vmm.Features{} }
+func (d *fakeDriver) GuestParams() []string  { return []string{"fake=1"} }
+
+func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.started = append(d.started, cfg)
+	f, err := os.OpenFile(cfg.Console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return vmm.Process{}, err
+	}
+	f.WriteString(d.console)
+	f.Close()
+	arg := "300"
+	if d.exit {
+		arg = "0.2"
+	}
+	cmd := exec.Command("sleep", arg)
+	if err := cmd.Start(); err != nil {
+		return vmm.Process{}, err
+	}
+	go cmd.Wait()
+	d.procs = append(d.procs, cmd)
+	if d.byCtl == nil {
+		d.byCtl = map[string]*exec.Cmd{}
+	}
+	d.byCtl[cfg.Control] = cmd
+	return vmm.ProcessOf(cmd.Process.Pid)
+}
+
+func (d *fakeDriver) Quit(ctx context.Context, cfg vmm.Config) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.byCtl[cfg.Control]; c != nil {
+		c.Process.Kill()
+	}
+	return nil
+}
+
+func (d *fakeDriver) killAll() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.procs {
+		c.Process.Kill()
+	}
+}
+
+const readyConsole = "boot\n" + guestproto.HostKeyPrefix + "SHA256:fakekey\n" + guestproto.ReadyMarker + ": kernel 6.1, root rw\n"
+
+type fakeImages struct{ disk string }
+
+func (f fakeImages) Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error) {
+	if name != "img" {
+		return api.Image{}, fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
+	}
+	return api.Image{Name: "img", Kernel: "k", Disk: f.disk}, nil
+}
+
+func (f fakeImages) Get(ctx context.Context, name string) (api.Image, error) {
+	return f.Ensure(ctx, name, operation.Discard)
+}
+
+type fakeKernels struct{}
+
+func (fakeKernels) Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
+	if name != "k" {
+		return api.Kernel{}, fmt.Errorf("kernel %q: %w", name, errdefs.ErrNotFound)
+	}
+	return api.Kernel{Name: "k", Dir: "/kernels/k"}, nil
+}
+
+func newTestService(t *testing.T, d *fakeDriver) (*Service, *store.Store, layout.Layout) {
+	t.Helper()
+	dir := t.TempDir()
+	lay := layout.Layout{Root: filepath.Join(dir, "state")}
+	for _, p := range lay.Dirs() {
+		os.MkdirAll(p, 0o755)
+	}
+	st, err := store.Open(context.Background(), lay.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.killAll(); st.Close() })
+	disk := filepath.Join(dir, "image.ext4")
+	os.WriteFile(disk, []byte("ext4"), 0o644)
+	os.Truncate(disk, 128<<20)
+	s := New(Deps{
+		Store: st, Images: fakeImages{disk}, Kernels: fakeKernels{}, Driver: d, Runner: &runner.Recorder{}, Layout: lay,
+		Defaults: Defaults{Image: "img", CPUs: 1, MemoryMB: 256, ReadyTimeout: 5 * time.Second, StopTimeout: time.Second},
+		Log:      slog.New(slog.DiscardHandler),
+	})
+	return s, st, lay
+}
+
+const userKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFXkw0hLvTmoW8Gq3U8tVjq2y3m5yqVvS9kL1m5b3a0p user@host"
+
+func TestCreateAndStart(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, _, lay := newTestService(t, d)
+	ctx := context.Background()
+	v, err := s.Create(ctx, api.VMCreateRequest{Name: "web", Start: true, AuthorizedKeys: []string{userKey}, Ports: []string{"0:80"}[:0]}, operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.State != api.VMRunning || v.HostKey != "SHA256:fakekey" || v.PID == 0 || v.Image != "img" || v.Kernel != "k" || v.CPUs != 1 || v.MemoryMB != 256 {
+		t.Fatalf("created: %+v", v)
+	}
+	cfg := d.started[0]
+	for _, want := range []string{"banger.name=web", "init=/.banger/init", guestproto.ParamKeys + "=" + guestproto.EncodeKeys([]string{strings.TrimSuffix(userKey, " user@host")}), "fake=1"} {
+		if !strings.Contains(cfg.Cmdline, want) {
+			t.Errorf("cmdline %q lacks %q", cfg.Cmdline, want)
+		}
+	}
+	if len(cfg.Forwards) != 1 || cfg.Forwards[0].GuestPort != 22 || cfg.Forwards[0].HostPort != v.SSHPort {
+		t.Errorf("forwards %+v, want only SSH on %d", cfg.Forwards, v.SSHPort)
+	}
+	if _, err := os.Stat(filepath.Join(lay.VM("web"), rootRaw)); err != nil {
+		t.Errorf("root disk: %v", err)
+	}
+	// Starting a running VM is a no-op.
+	if again, err := s.Start(ctx, "web", api.VMStartRequest{}, operation.Discard); err != nil || again.PID != v.PID {
+		t.Errorf("second start: %+v, %v", again, err)
+	}
+	if err := s.Remove(ctx, "web", false); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("rm of a running VM without force: %v", err)
+	}
+	stopped, err := s.Stop(ctx, "web", api.VMStopRequest{Timeout: "0s"}, operation.Discard)
+	if err != nil || stopped.State != api.VMStopped || stopped.PID != 0 {
+		t.Fatalf("stop: %+v, %v", stopped, err)
+	}
+	if (vmm.Process{PID: v.PID}).Alive() {
+		// Alive needs the start time; check the PID is gone instead.
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", v.PID)); err == nil {
+			t.Error("the VMM process outlived stop")
+		}
+	}
+	// The second boot's console is read from where it starts: the first
+	// boot's ready line does not count.
+	d.console = "second boot hangs\n"
+	if _, err := s.Start(ctx, "web", api.VMStartRequest{ReadyTimeout: "300ms"}, operation.Discard); err == nil || !strings.Contains(err.Error(), "second boot hangs") {
+		t.Fatalf("start whose guest never gets ready: %v", err)
+	}
+	if g, _ := s.Get(ctx, "web"); g.State != api.VMStopped {
+		t.Fatalf("after a failed start: %s", g.State)
+	}
+	if err := s.Remove(ctx, "web", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(lay.VM("web")); !os.IsNotExist(err) {
+		t.Errorf("vm directory left: %v", err)
+	}
+	if _, err := s.Get(ctx, "web"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Errorf("get after rm: %v", err)
+	}
+}
+
+func TestCreateAndStartFailureLeavesNothing(t *testing.T) {
+	d := &fakeDriver{console: "Kernel panic - not syncing: VFS: Unable to mount root fs\n", exit: true}
+	s, _, lay := newTestService(t, d)
+	_, err := s.Create(context.Background(), api.VMCreateRequest{Name: "doomed", Start: true}, operation.Discard)
+	if err == nil || !strings.Contains(err.Error(), "stopped before it was ready") || !strings.Contains(err.Error(), "Kernel panic") {
+		t.Fatalf("create of a panicking guest: %v", err)
+	}
+	if vs, _ := s.List(context.Background()); len(vs) != 0 {
+		t.Errorf("listed: %+v", vs)
+	}
+	if ents, _ := os.ReadDir(lay.VMs()); len(ents) != 0 {
+		t.Errorf("left in vms/: %v", ents)
+	}
+}
+
+func TestStateFollowsTheProcess(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, st, lay := newTestService(t, d)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "a", Start: true}, operation.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "b", Start: true}, operation.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// A daemon restart: a new service on the same store finds both.
+	s2 := New(Deps{Store: st, Images: s.d.Images, Kernels: fakeKernels{}, Driver: d, Runner: &runner.Recorder{}, Layout: lay, Log: s.d.Log})
+	if err := s2.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	vs, _ := s2.List(ctx)
+	if len(vs) != 2 || vs[0].State != api.VMRunning || vs[1].State != api.VMRunning {
+		t.Fatalf("after restart: %+v", vs)
+	}
+	// The VMM of b killed by hand.
+	d.procs[1].Process.Kill()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := s2.Get(ctx, "b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.State == api.VMStopped {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("b still %s after its VMM was killed", b.State)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a, _ := s2.Get(ctx, "a"); a.State != api.VMRunning {
+		t.Errorf("a is %s", a.State)
+	}
+	if used, _ := s2.VMsUsingImage(ctx, "img"); len(used) != 2 {
+		t.Errorf("VMsUsingImage = %v", used)
+	}
+	if used, _ := s2.VMsUsingKernel(ctx, "k"); len(used) != 2 {
+		t.Errorf("VMsUsingKernel = %v", used)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, _, _ := newTestService(t, d)
+	ctx := context.Background()
+	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "taken"}, operation.Discard); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		req  api.VMCreateRequest
+		code string
+		want string
+	}{
+		{"name taken", api.VMCreateRequest{Name: "taken"}, "conflict", "already exists"},
+		{"bad name", api.VMCreateRequest{Name: "../etc"}, "invalid", "not valid"},
+		{"cpus", api.VMCreateRequest{CPUs: -1}, "invalid", "CPUs"},
+		{"memory", api.VMCreateRequest{MemoryMB: 1}, "invalid", "at least 128 MiB"},
+		{"too much memory", api.VMCreateRequest{MemoryMB: 1 << 30}, "invalid", "more than this host has"},
+		{"port syntax", api.VMCreateRequest{Ports: []string{"80:"}}, "invalid", "HOST:GUEST"},
+		{"port twice", api.VMCreateRequest{Ports: []string{"8080:80", "8080:81"}}, "invalid", "twice"},
+		{"disk syntax", api.VMCreateRequest{Disk: "lots"}, "invalid", "--disk"},
+		{"disk too small", api.VMCreateRequest{Disk: "1M"}, "invalid", "too small"},
+		{"too many keys", api.VMCreateRequest{AuthorizedKeys: []string{userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey}}, "invalid", "over the 1024"},
+		{"disk below image", api.VMCreateRequest{Disk: "100M"}, "invalid", "smaller than image"},
+		{"bad key", api.VMCreateRequest{AuthorizedKeys: []string{"not a key"}}, "invalid", "authorized key"},
+		{"bad timeout", api.VMCreateRequest{ReadyTimeout: "soon"}, "invalid", "duration"},
+		{"no such image", api.VMCreateRequest{Image: "nope"}, "not_found", "nope"},
+		{"no such kernel", api.VMCreateRequest{Kernel: "nope"}, "not_found", "nope"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Create(ctx, tt.req, operation.Discard)
+			if err == nil || errdefs.Code(err) != tt.code || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v (%s), want %s with %q", err, errdefs.Code(err), tt.code, tt.want)
+			}
+		})
+	}
+	if vs, _ := s.List(ctx); len(vs) != 1 {
+		t.Errorf("bad requests left VMs: %+v", vs)
+	}
+}
+
+func TestPublishedPortInUse(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, _, _ := newTestService(t, d)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_, err = s.Create(context.Background(), api.VMCreateRequest{Name: "p", Start: true, Ports: []string{fmt.Sprintf("%d:80", port)}}, operation.Discard)
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "already in use") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(d.started) != 0 {
+		t.Error("the VMM was started anyway")
+	}
+	if vs, _ := s.List(context.Background()); len(vs) != 0 {
+		t.Errorf("left: %+v", vs)
+	}
+}
+
+func TestCmdline(t *testing.T) {
+	got := Cmdline("web", true, []string{userKey}, []string{"tsc_early_khz=2000000"})
+	for _, w := range []string{"console=ttyS0", "root=/dev/vda", "rw", "panic=-1", "banger.ip=10.0.2.15/24", "banger.gw=10.0.2.2", "banger.name=web", "tsc_early_khz=2000000"} {
+		if !strings.Contains(" "+got+" ", " "+w+" ") {
+			t.Errorf("cmdline %q lacks %q", got, w)
+		}
+	}
+	if strings.Contains(got, "init=") {
+		t.Errorf("with an initramfs the agent hands over itself: %q", got)
+	}
+	// As many keys as checkParams lets through.
+	var many []string
+	for n := 0; n+len(userKey)+1 <= MaxKeysBytes; n += len(userKey) + 1 {
+		many = append(many, userKey)
+	}
+	many = append(many, userKey) // the daemon's own
+	if n := len(Cmdline("a-name-of-sixty-three-characters-which-is-the-longest-allowed-x", false, many, []string{"tsc_early_khz=2000000"})); n > 2048 {
+		t.Errorf("the longest command line is %d bytes, over the kernel's 2048", n)
+	}
+}
