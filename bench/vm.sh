@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# VM benchmarks, each side by side in one run, printing medians and ratios:
+#
+#   1. create-to-ready: `banger vm run --rm -- true` against a bare
+#      qemu-system-x86_64 command booting the same kernel, initramfs and
+#      disk to the same ready marker (target: banger's overhead <= 300 ms);
+#   2. boot to ready with banger's initramfs against Debian's own
+#      initramfs-tools one for the same kernel (target: >= 3x faster);
+#   3. the per-VM root disk of a 2 GiB image (1.5 GiB of data) against
+#      `cp --sparse=always` (target: <= 100 ms whatever the size);
+#   4. host memory of an idle VM, VMM plus the daemon, guest RAM not
+#      counted, against bare qemu (target: <= 10 MiB more).
+#
+# Needs root and: apt-get install qemu-system-x86 qemu-utils e2fsprogs
+# busybox-static mmdebstrap. The kernel is Debian's linux-image-amd64 from
+# this host's apt sources (or BANGER_BENCH_KERNEL_DEB=FILE).
+# Usage: sudo bench/vm.sh [RUNS]   (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-5}
+export PATH="/usr/local/go/bin:$PATH"
+for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox mmdebstrap; do
+	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
+done
+
+WORK=$(mktemp -d /var/tmp/banger-bench-vm.XXXXXX)
+CACHE=/var/tmp/banger-bench-cache
+mkdir -p "$CACHE"
+DAEMON=
+QEMU=
+cleanup() {
+	[ -n "$QEMU" ] && kill "$QEMU" 2>/dev/null || true
+	if [ -n "$DAEMON" ]; then
+		BANGER_SOCKET=$WORK/sock "$WORK/banger" vm ls -o json 2>/dev/null | python3 -c 'import json,sys; [print(v["name"]) for v in json.load(sys.stdin)]' |
+			while read -r n; do BANGER_SOCKET=$WORK/sock "$WORK/banger" vm rm -f "$n" >/dev/null 2>&1 || true; done
+		kill "$DAEMON" 2>/dev/null || true
+	fi
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ms() { awk -v s="$1" 'BEGIN {printf "%.0f ms", s*1000}'; }
+
+echo "== building banger"
+CGO_ENABLED=0 go build -o "$WORK/banger" ./cmd/banger
+CGO_ENABLED=0 go build -ldflags "-s -w" -o "$WORK/banger-agent" ./cmd/banger-agent
+go build -o "$WORK/hostsources" ./bench/hostsources
+
+echo "== kernel and Debian's own initramfs for it (cached in $CACHE)"
+DEB=${BANGER_BENCH_KERNEL_DEB:-}
+if [ -z "$DEB" ]; then
+	DEB=$(ls "$CACHE"/linux-image-*.deb 2>/dev/null | head -1 || true)
+	if [ -z "$DEB" ]; then
+		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+		(cd "$CACHE" && apt-get download -q "$pkg" >/dev/null)
+		DEB=$(ls "$CACHE"/linux-image-*.deb | head -1)
+	fi
+fi
+REL=$(dpkg-deb -f "$DEB" Package | sed 's/^linux-image-//')
+if [ ! -f "$CACHE/initrd.img-$REL" ]; then
+	"$WORK/hostsources" bookworm > "$WORK/sources.list"
+	mmdebstrap --quiet --variant=minbase --include=initramfs-tools,zstd --customize-hook="copy-in $DEB /tmp" \
+		--customize-hook="chroot \$1 dpkg -i /tmp/$(basename "$DEB")" \
+		--customize-hook="copy-out /boot/initrd.img-$REL $CACHE" bookworm /dev/null "$WORK/sources.list"
+fi
+echo "   kernel $REL; Debian initramfs $(du -h "$CACHE/initrd.img-$REL" | cut -f1)"
+
+echo "== daemon, kernel, images"
+cat > "$WORK/config.toml" <<CFG
+default_kernel_name = "k"
+default_cpus = 1
+default_memory_mib = 512
+CFG
+"$WORK/banger" daemon --state-dir "$WORK/state" --socket "$WORK/sock" --config "$WORK/config.toml" >"$WORK/daemon.log" 2>&1 &
+DAEMON=$!
+export BANGER_SOCKET=$WORK/sock BANGER_SSH_KEY=$WORK/id_ed25519
+B="$WORK/banger"
+for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
+$B kernel import k --deb "$DEB" >/dev/null 2>&1
+KDIR=$($B kernel show k -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dir"])')
+# A small image: busybox, and the agent (installed from the initramfs).
+mkdir -p "$WORK/small/bin" "$WORK/small/etc"
+cp "$(command -v busybox)" "$WORK/small/bin/busybox"
+for c in sh true cat uname; do ln -s busybox "$WORK/small/bin/$c"; done
+mkfs.ext4 -q -d "$WORK/small" "$WORK/small.ext4" 64M
+$B image register small --rootfs "$WORK/small.ext4" --kernel k >/dev/null 2>&1
+# A 2 GiB image with 1.5 GiB of data.
+mkdir -p "$WORK/big/bin"
+cp -a "$WORK/small/bin/." "$WORK/big/bin/"
+head -c $((1536 << 20)) /dev/urandom > "$WORK/big/data"
+mkfs.ext4 -q -d "$WORK/big" "$WORK/big.ext4" 2G
+rm -rf "$WORK/big"
+$B image register big --rootfs "$WORK/big.ext4" --kernel k >/dev/null 2>&1
+$B vm run --rm --image small -- true >/dev/null 2>&1 # builds the initramfs once
+INITRD=$(ls "$WORK"/state/cache/initramfs/*.img)
+IMG=$($B image show small -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"])')
+BIGIMG=$($B image show big -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["disk"])')
+
+# bare_boot INITRD INIT_PARAM -> seconds from exec to the ready marker; the
+# same qemu options banger uses, written out by hand.
+bare_boot() {
+	local initrd=$1 extra=$2 con="$WORK/bare-console.log" start
+	rm -f "$con"
+	start=$(now)
+	qemu-system-x86_64 -machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on -accel tcg -cpu max \
+		-smp 1 -m 512M -nodefaults -no-user-config -nographic -no-reboot -sandbox on \
+		-kernel "$KDIR/vmlinux" -initrd "$initrd" -snapshot \
+		-append "console=ttyS0 reboot=k panic=-1 quiet root=/dev/vda rw rootfstype=ext4 banger.name=bare tsc_early_khz=2000000 $extra" \
+		-serial "file:$con" -drive "id=root,file=$IMG,format=raw,if=none" -device virtio-blk-device,drive=root \
+		-netdev user,id=net0 -device virtio-net-device,netdev=net0 >/dev/null 2>&1 &
+	QEMU=$!
+	until grep -q "banger-agent: ready" "$con" 2>/dev/null; do
+		kill -0 "$QEMU" 2>/dev/null || { echo "bare qemu exited; console:" >&2; tail -20 "$con" >&2; exit 1; }
+		sleep 0.01
+	done
+	awk -v s="$start" -v e="$(now)" 'BEGIN {print e-s}'
+}
+stop_bare() { kill "$QEMU" 2>/dev/null || true; wait "$QEMU" 2>/dev/null || true; QEMU=; }
+
+echo "== 1. create-to-ready: banger vm run --rm -- true vs bare qemu to the ready marker ($RUNS runs)"
+: >"$WORK/b1"; : >"$WORK/q1"; : >"$WORK/r1"
+for i in $(seq "$RUNS"); do
+	start=$(now)
+	$B vm run --rm --image small -- true 2>"$WORK/run.log" >/dev/null
+	awk -v s="$start" -v e="$(now)" 'BEGIN {print e-s}' >>"$WORK/b1"
+	sed -n 's/.*is ready after \([0-9.]*\)\(m\?s\).*/\1 \2/p' "$WORK/run.log" | awk '{print ($2=="ms") ? $1/1000 : $1}' >>"$WORK/r1"
+	bare_boot "$INITRD" "" >>"$WORK/q1"; stop_bare
+done
+b=$(median <"$WORK/b1"); q=$(median <"$WORK/q1"); r=$(median <"$WORK/r1")
+echo "   banger vm run --rm -- true: $(ms "$b") (of which boot to ready, as the daemon saw it: $(ms "$r"))"
+echo "   bare qemu to ready:         $(ms "$q")"
+echo "   banger / bare: $(awk -v a="$b" -v b="$q" 'BEGIN {printf "%.2f", a/b}'), overhead $(ms "$(awk -v a="$b" -v b="$q" 'BEGIN {print a-b}')") (target <= 300 ms; it includes create, rm and an SSH exec)"
+
+echo "== 2. boot to ready: banger's initramfs vs Debian's ($RUNS runs)"
+: >"$WORK/bi"; : >"$WORK/di"
+for i in $(seq "$RUNS"); do
+	bare_boot "$INITRD" "" >>"$WORK/bi"; stop_bare
+	bare_boot "$CACHE/initrd.img-$REL" "init=/.banger/init" >>"$WORK/di"; stop_bare
+done
+bi=$(median <"$WORK/bi"); di=$(median <"$WORK/di")
+echo "   banger initramfs ($(du -h "$INITRD" | cut -f1)): $(ms "$bi")"
+echo "   Debian initramfs ($(du -h "$CACHE/initrd.img-$REL" | cut -f1)): $(ms "$di")"
+echo "   Debian / banger: $(awk -v a="$di" -v b="$bi" 'BEGIN {printf "%.1f", a/b}')x (target >= 3x)"
+
+echo "== 3. per-VM disk of a 2 GiB image ($(du -h "$BIGIMG" | cut -f1) allocated): banger vs cp --sparse ($RUNS runs)"
+: >"$WORK/dc"; : >"$WORK/dq"; : >"$WORK/dp"
+for i in $(seq "$RUNS"); do
+	start=$(now)
+	$B vm create --name "clone$i" --image big >/dev/null 2>&1
+	awk -v s="$start" -v e="$(now)" 'BEGIN {print e-s}' >>"$WORK/dc"
+	start=$(now)
+	qemu-img create -q -f qcow2 -F raw -b "$BIGIMG" "$WORK/overlay$i.qcow2" 2G
+	awk -v s="$start" -v e="$(now)" 'BEGIN {print e-s}' >>"$WORK/dq"
+	start=$(now)
+	cp --sparse=always "$BIGIMG" "$WORK/copy$i.ext4"
+	sync -f "$WORK/copy$i.ext4"
+	awk -v s="$start" -v e="$(now)" 'BEGIN {print e-s}' >>"$WORK/dp"
+	rm -f "$WORK/copy$i.ext4" "$WORK/overlay$i.qcow2"
+	$B vm rm "clone$i" >/dev/null
+done
+dc=$(median <"$WORK/dc"); dq=$(median <"$WORK/dq"); dp=$(median <"$WORK/dp")
+echo "   banger vm create (whole API call): $(ms "$dc"); the overlay alone (qemu-img create): $(ms "$dq")"
+echo "   cp --sparse=always + sync:          $(ms "$dp")"
+echo "   banger / cp: $(awk -v a="$dc" -v b="$dp" 'BEGIN {printf "%.3f", a/b}') (target: <= 100 ms whatever the size)"
+
+echo "== 4. idle memory, guest RAM not counted"
+# qemu's RSS without the guest RAM mapping (the one anonymous mapping of
+# exactly the VM's memory size).
+vmm_rss_kib() {
+	awk -v ram=$((512 * 1024)) '
+		/^[0-9a-f]+-[0-9a-f]+ / {split($1, r, "-"); size = 0; cur = $0}
+		/^Size:/ {size = $2}
+		/^Rss:/ {if (size != ram) total += $2}
+		END {print total}' "/proc/$1/smaps"
+}
+$B vm run --name idle --image small -- true >/dev/null 2>&1
+sleep 10
+VPID=$($B vm show idle -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+bv=$(vmm_rss_kib "$VPID"); bd=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON/status")
+$B vm rm -f idle >/dev/null
+bare_boot "$INITRD" "" >/dev/null
+sleep 10
+qv=$(vmm_rss_kib "$QEMU"); stop_bare
+echo "   banger: qemu $((bv / 1024)) MiB + daemon $((bd / 1024)) MiB = $(((bv + bd) / 1024)) MiB"
+echo "   bare qemu: $((qv / 1024)) MiB"
+echo "   banger - bare: $(((bv + bd - qv) / 1024)) MiB (target <= 10 MiB); VMM alone: $(((bv - qv) / 1024)) MiB"
