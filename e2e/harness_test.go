@@ -51,7 +51,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	agentBin = filepath.Join(tmp, "banger-agent")
-	build = exec.Command("go", "build", "-o", agentBin, "../cmd/banger-agent")
+	build = exec.Command("go", "build", "-ldflags", "-s -w", "-o", agentBin, "../cmd/banger-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build banger-agent: %v\n%s", err, out)

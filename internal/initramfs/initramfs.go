@@ -27,7 +27,10 @@ import (
 // Wanted are the modules a banger guest needs, when the kernel has them as
 // modules rather than built in. crc32c_generic is what ext4's checksums
 // ask the crypto API for, which would otherwise need a modprobe helper.
-var Wanted = []string{"virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "crc32c_generic", "ext4", "vmw_vsock_virtio_transport"}
+//
+// Nothing else: each module costs boot time (under TCG, loading 19 modules
+// took about 0.4 s), and the agent reports over the serial console.
+var Wanted = []string{"virtio_mmio", "virtio_pci", "virtio_blk", "virtio_net", "crc32c_generic", "ext4"}
 
 // ModulesList is where the load order is written inside the initramfs.
 const ModulesList = "etc/banger/modules"
@@ -175,7 +178,12 @@ func Closure(mods map[string]Module, builtin map[string]bool, wanted []string, d
 	return order, nil
 }
 
-// Build writes a gzip-compressed newc initramfs to w: the agent as /init,
+// Format names what Build writes; it is part of the cache key of built
+// initramfs files, so a change here (modules, compression, layout) is a
+// new cache entry, never a stale one.
+const Format = "v2"
+
+// Build writes an uncompressed newc initramfs to w: the agent as /init,
 // the needed modules of the release under releaseDir (which may be empty
 // for a kernel without modules), and their load order.
 func Build(w io.Writer, agent, releaseDir string) ([]Module, error) {
@@ -200,11 +208,10 @@ func Build(w io.Writer, agent, releaseDir string) ([]Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("guest agent: %w", err)
 	}
-	gz, err := gzip.NewWriterLevel(w, gzip.BestSpeed)
-	if err != nil {
-		return nil, err
-	}
-	cw := cpio.NewWriter(gz)
+	// Uncompressed: it is read from the host's page cache, and the guest
+	// kernel then skips inflating it, which under TCG took 0.2-0.3 s of a
+	// 3 s boot (measured with bench/boottime, gzip -1 against none).
+	cw := cpio.NewWriter(w)
 	dir := func(name string) error {
 		return cw.WriteHeader(&cpio.Header{Name: name, Mode: cpio.TypeDir | 0o755})
 	}
@@ -243,5 +250,5 @@ func Build(w io.Writer, agent, releaseDir string) ([]Module, error) {
 	if err := cw.Close(); err != nil {
 		return nil, err
 	}
-	return mods, gz.Close()
+	return mods, nil
 }

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/cavaliergopher/cpio"
-	"github.com/klauspost/compress/gzip"
 
 	"github.com/banger-dev/banger/internal/errdefs"
 )
@@ -59,11 +58,7 @@ func TestClosure(t *testing.T) {
 
 func readCpio(t *testing.T, b []byte) map[string][]byte {
 	t.Helper()
-	gr, err := gzip.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := cpio.NewReader(gr)
+	r := cpio.NewReader(bytes.NewReader(b))
 	out := map[string][]byte{}
 	for {
 		h, err := r.Next()

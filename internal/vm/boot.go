@@ -27,7 +27,7 @@ func (s *Service) initrd(ctx context.Context, k api.Kernel, p operation.Progress
 	if err != nil {
 		return "", fmt.Errorf("guest agent %s: %w", s.d.Agent, err)
 	}
-	key := fmt.Sprintf("%s-%s-%s", k.Name, short(k.Digest), short(agentSum))
+	key := fmt.Sprintf("%s-%s-%s%s", k.Name, short(k.Digest), short(agentSum), initramfs.Format)
 	dir := filepath.Join(s.d.Layout.Cache(), "initramfs")
 	path := filepath.Join(dir, key+".img")
 	if _, err := os.Stat(path); err == nil {
@@ -63,7 +63,7 @@ func (s *Service) initrd(ctx context.Context, k api.Kernel, p operation.Progress
 	// Older builds for this kernel are of no more use.
 	old, _ := filepath.Glob(filepath.Join(dir, k.Name+"-*.img"))
 	for _, o := range old {
-		if o != path && strings.Count(strings.TrimPrefix(filepath.Base(o), k.Name+"-"), "-") == 1 {
+		if o != path && strings.Count(strings.TrimPrefix(filepath.Base(o), k.Name+"-"), "-") == 1 { // not another kernel's whose name extends this one
 			os.Remove(o)
 		}
 	}

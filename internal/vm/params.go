@@ -138,6 +138,10 @@ const (
 func Cmdline(name string, initrd bool, keys []string, driverParams []string) string {
 	w := []string{
 		"console=ttyS0", "reboot=k", "panic=-1", "quiet",
+		// Skip the crypto API's boot-time self-tests and probing serial
+		// ports nobody uses: 0.4 s of a 2.8 s boot under TCG (measured
+		// with bench/boottime, 6 boots each), as Kata Containers does.
+		"cryptomgr.notests", "8250.nr_uarts=1",
 		"root=/dev/vda", "rw", "rootfstype=ext4",
 		guestproto.ParamIP + "=" + guestAddr, guestproto.ParamGateway + "=" + guestGateway,
 		guestproto.ParamName + "=" + name,

@@ -36,10 +36,10 @@ func TestArgs(t *testing.T) {
 }
 
 func TestGuestParams(t *testing.T) {
-	if got := GuestParams(Options{}); len(got) != 1 || !strings.HasPrefix(got[0], "tsc_early_khz=") {
+	if got := strings.Join(GuestParams(Options{}), " "); got != "pci=off tsc_early_khz=2000000" {
 		t.Errorf("TCG params = %v", got)
 	}
-	if got := GuestParams(Options{KVM: true}); got != nil {
+	if got := strings.Join(GuestParams(Options{KVM: true}), " "); got != "pci=off" {
 		t.Errorf("KVM params = %v", got)
 	}
 }

@@ -101,7 +101,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		case <-ctx.Done():
 			cmd.Process.Kill()
 			return vmm.Process{}, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
