@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,7 +101,8 @@ func TestVMs(t *testing.T) {
 
 	t.Run("cp, stop and start keep the disk, ssh line works", func(t *testing.T) {
 		defer e.use(t)()
-		e.mustBanger("vm", "create", "--name", "keep", "--image", "busybox-1", "--disk", "256M")
+		web := freePort(t)
+		e.mustBanger("vm", "create", "--name", "keep", "--image", "busybox-1", "--disk", "256M", "-p", fmt.Sprintf("%d:8080", web))
 		if v := e.vm("keep"); v.State != api.VMStopped || v.DiskBytes != 256<<20 {
 			t.Fatalf("created: %+v", v)
 		}
@@ -111,6 +114,21 @@ func TestVMs(t *testing.T) {
 		e.mustBanger("vm", "cp", src, "keep:/root/")
 		if out := e.mustBanger("vm", "exec", "keep", "--", "sh", "-c", "wc -c < /root/blob; df -k / | tail -1"); !strings.Contains(out, fmt.Sprint(len(data))) {
 			t.Fatalf("size in the guest: %q", out)
+		}
+		// The published port reaches a server in the guest.
+		e.mustBanger("vm", "exec", "keep", "--", "busybox", "httpd", "-p", "8080", "-h", "/root")
+		var body []byte
+		for try := 0; try < 50; try++ {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/blob", web))
+			if err == nil {
+				body, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !bytes.Equal(body, data) {
+			t.Errorf("GET through -p %d:8080: %d bytes, want the %d copied in", web, len(body), len(data))
 		}
 		back := filepath.Join(t.TempDir(), "back")
 		e.mustBanger("vm", "cp", "keep:/root/blob", back)
