@@ -107,6 +107,15 @@ func TestVMs(t *testing.T) {
 			t.Fatalf("created: %+v", v)
 		}
 		e.mustBanger("vm", "start", "keep")
+		// The VMM dropped root once started (vmm_user, "nobody").
+		if os.Geteuid() == 0 {
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.vm("keep").PID))
+			for _, l := range strings.Split(string(st), "\n") {
+				if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" && f[1] == "0" {
+					t.Errorf("the VMM runs as root: %s", l)
+				}
+			}
+		}
 		data := make([]byte, 3<<20+17)
 		rand.Read(data)
 		src := filepath.Join(t.TempDir(), "blob")

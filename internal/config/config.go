@@ -61,6 +61,9 @@ type Config struct {
 	// power off before the VMM is killed ("30s").
 	ReadyTimeout Duration `toml:"ready_timeout"`
 	StopTimeout  Duration `toml:"stop_timeout"`
+	// VMMUser is the user VMM processes switch to once started, when the
+	// daemon runs as root; "" keeps them root.
+	VMMUser string `toml:"vmm_user"`
 }
 
 // Duration is a time.Duration written as "90s" or "2m" in the file.
@@ -88,6 +91,7 @@ func Defaults() Config {
 		DefaultMemoryMiB:  1024,
 		ReadyTimeout:      Duration{2 * time.Minute},
 		StopTimeout:       Duration{30 * time.Second},
+		VMMUser:           "nobody",
 	}
 }
 

@@ -105,7 +105,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	driver := qemu.New()
+	driver := qemu.New(cfg.VMMUser)
 	lazy := &lazyImages{}
 	vms := vm.New(vm.Deps{
 		Store:  st,
@@ -167,7 +167,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := vms.Recover(ctx); err != nil {
 		return err
 	}
-	log.Info("vmm driver", "driver", driver.Name(), "kvm", driver.KVM)
+	log.Info("vmm driver", "driver", driver.Name(), "kvm", driver.KVM, "runs_as", driver.RunAs)
 
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()

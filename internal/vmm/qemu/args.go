@@ -12,6 +12,9 @@ import (
 // Options are the host-side choices that are not part of a VM's config.
 type Options struct {
 	KVM bool
+	// RunAs is the user qemu switches to once it has opened its disks,
+	// sockets and console ("" keeps the caller's).
+	RunAs string
 }
 
 // Args builds qemu-system-x86_64's command line for cfg. It is a pure
@@ -47,6 +50,11 @@ func Args(cfg vmm.Config, o Options) []string {
 	}
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
+	}
+	if o.RunAs != "" {
+		// Everything qemu needs is open by the time it drops root, so a
+		// compromised VMM holds no privilege beyond its own files.
+		args = append(args, "-runas", o.RunAs)
 	}
 	for _, d := range cfg.Disks {
 		drive := fmt.Sprintf("id=%s,file=%s,format=%s,if=none,cache=unsafe,discard=unmap", d.ID, escape(d.Path), d.Format)

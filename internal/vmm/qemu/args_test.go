@@ -26,6 +26,7 @@ func TestArgs(t *testing.T) {
 			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=unsafe,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
 			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},
 		{"kvm", Options{KVM: true}, "rtc=on,pit=off,pic=off -accel kvm -cpu host"},
+		{"runas", Options{RunAs: "nobody"}, "-initrd /k/initrd.img -runas nobody -drive"},
 	}
 	for _, tt := range tests {
 		got := strings.Join(Args(base, tt.opt), " ")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"strings"
 	"syscall"
 	"time"
@@ -27,9 +28,16 @@ type Driver struct {
 
 var _ vmm.Driver = (*Driver)(nil)
 
-// New returns a driver that uses KVM when /dev/kvm is usable.
-func New() *Driver {
-	return &Driver{Options: Options{KVM: KVMUsable()}, Binary: Binary}
+// New returns a driver that uses KVM when /dev/kvm is usable. When the
+// caller is root, qemu drops to runAs (if that user exists) after start-up.
+func New(runAs string) *Driver {
+	o := Options{KVM: KVMUsable()}
+	if runAs != "" && os.Geteuid() == 0 {
+		if _, err := user.Lookup(runAs); err == nil {
+			o.RunAs = runAs
+		}
+	}
+	return &Driver{Options: o, Binary: Binary}
 }
 
 // KVMUsable says whether this process can open /dev/kvm.
