@@ -16,6 +16,9 @@ func TestPlainProgress(t *testing.T) {
 	for done := int64(0); done <= 1000; done += 10 {
 		p.event(api.Event{Type: api.EventProgress, Stage: "download", Done: done << 20, Total: 1000 << 20})
 	}
+	// A tiny file's byte counts would be noise in a log.
+	p.event(api.Event{Type: api.EventProgress, Stage: "unpack", Done: 0, Total: 1400})
+	p.event(api.Event{Type: api.EventProgress, Stage: "unpack", Done: 1400, Total: 1400})
 	p.event(api.Event{Type: api.EventProgress, Stage: "publish", Message: "publishing k"})
 	p.done()
 	want := `operation abc: kernel pull k
@@ -33,11 +36,19 @@ func TestPlainProgress(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Setenv("BANGER_SSH_KEY", t.TempDir()+"/id_ed25519")
 	for _, args := range [][]string{
 		{"kernel", "ls", "-o", "yaml"},
 		{"kernel", "import", "x"},
 		{"kernel", "show"},
 		{"kernel", "pull", "a", "b"},
+		{"vm", "run", "--cpus", "0", "--", "true"},
+		{"vm", "run", "--memory", "lots", "--", "true"},
+		{"vm", "run"}, // a shell needs a terminal; tests have none
+		{"vm", "cp", "a", "b"},
+		{"vm", "cp", "x:a", "y:b"},
+		{"vm", "exec", "web"},
+		{"vm", "ls", "-o", "yaml"},
 	} {
 		var out, errOut bytes.Buffer
 		root := NewRoot(&out, &errOut)
@@ -49,6 +60,21 @@ func TestUsageErrors(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "cannot reach") {
 			t.Errorf("%v: reached for the daemon before checking usage: %v", args, err)
+		}
+	}
+}
+
+func TestSplitVMPath(t *testing.T) {
+	tests := []struct{ in, vm, path string }{
+		{"web:/root/f", "web", "/root/f"},
+		{"web:", "web", ""},
+		{"./a:b", "", "./a:b"},
+		{"/tmp/x", "", "/tmp/x"},
+		{":x", "", ":x"},
+	}
+	for _, tt := range tests {
+		if vm, path := splitVMPath(tt.in); vm != tt.vm || path != tt.path {
+			t.Errorf("splitVMPath(%q) = %q, %q; want %q, %q", tt.in, vm, path, tt.vm, tt.path)
 		}
 	}
 }

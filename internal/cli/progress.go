@@ -69,8 +69,12 @@ func (p *progress) bytesTTY(ev api.Event) {
 	p.bar.Set64(ev.Done)
 }
 
+// minPlainBytes: below this, byte counts in a log are noise (a 1.4 KiB
+// metapackage needs no "0 B of 1.4 KiB" line); the stage line says enough.
+const minPlainBytes = 1 << 20
+
 func (p *progress) bytesPlain(ev api.Event) {
-	if ev.Total <= 0 {
+	if ev.Total < minPlainBytes {
 		return
 	}
 	pct := ev.Done * 100 / ev.Total
