@@ -218,6 +218,9 @@ func TestStateFollowsTheProcess(t *testing.T) {
 	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "b", Start: true}, operation.Discard); err != nil {
 		t.Fatal(err)
 	}
+	// What a crash mid-create leaves: a directory and a socket nobody owns.
+	os.MkdirAll(filepath.Join(lay.VMs(), "half-made"), 0o755)
+	os.WriteFile(filepath.Join(lay.Run(), "deadbeef.sock"), nil, 0o600)
 	// A daemon restart: a new service on the same store finds both.
 	s2 := New(Deps{Store: st, Images: s.d.Images, Kernels: fakeKernels{}, Driver: d, Runner: &runner.Recorder{}, Layout: lay, Log: s.d.Log})
 	if err := s2.Recover(ctx); err != nil {
@@ -226,6 +229,12 @@ func TestStateFollowsTheProcess(t *testing.T) {
 	vs, _ := s2.List(ctx)
 	if len(vs) != 2 || vs[0].State != api.VMRunning || vs[1].State != api.VMRunning {
 		t.Fatalf("after restart: %+v", vs)
+	}
+	if left := readDir(lay.VMs()); len(left) != 2 {
+		t.Errorf("vms/ after restart: %v, want only a and b", left)
+	}
+	if _, err := os.Stat(filepath.Join(lay.Run(), "deadbeef.sock")); !os.IsNotExist(err) {
+		t.Errorf("a socket no VM owns survived the restart: %v", err)
 	}
 	// The VMM of b killed by hand.
 	d.procs[1].Process.Kill()

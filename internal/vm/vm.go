@@ -188,6 +188,7 @@ func (s *Service) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.sweep(vs)
 	running := 0
 	for i := range vs {
 		if err := s.refresh(ctx, &vs[i]); err != nil {
@@ -201,6 +202,35 @@ func (s *Service) Recover(ctx context.Context) error {
 		s.d.Log.Info("re-attached to running VMs", "count", running)
 	}
 	return nil
+}
+
+// sweep removes what a daemon that died in the middle of creating or
+// removing a VM left: directories and sockets no record owns.
+func (s *Service) sweep(vs []store.VM) {
+	names, ids := map[string]bool{}, map[string]bool{}
+	for _, v := range vs {
+		names[v.Name], ids[v.ID+".sock"] = true, true
+	}
+	for _, e := range readDir(s.d.Layout.VMs()) {
+		if !names[e] {
+			s.d.Log.Info("removing the leftovers of an unfinished vm", "dir", e)
+			os.RemoveAll(filepath.Join(s.d.Layout.VMs(), e))
+		}
+	}
+	for _, e := range readDir(s.d.Layout.Run()) {
+		if !ids[e] {
+			os.Remove(filepath.Join(s.d.Layout.Run(), e))
+		}
+	}
+}
+
+func readDir(dir string) []string {
+	es, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
 }
 
 // Count returns how many VMs exist.
