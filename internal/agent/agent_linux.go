@@ -3,9 +3,6 @@ package agent
 import (
 	"bufio"
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/sshkey"
 )
 
 // InitStage runs as /init in banger's initramfs.
@@ -264,20 +262,11 @@ func startSSH(cmd Cmdline, r *reaper) error {
 // kept on the root disk so that a VM keeps its identity across restarts;
 // a read-only root gets a fresh key each boot.
 func hostKey(path string) (ssh.Signer, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		if k, err := ssh.ParsePrivateKey(b); err == nil {
-			return k, nil
-		}
+	if k, err := sshkey.LoadOrCreate(path, "banger guest"); err == nil {
+		return k, nil
 	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	if blk, err := ssh.MarshalPrivateKey(priv, "banger guest"); err == nil {
-		os.MkdirAll(filepath.Dir(path), 0o700)
-		os.WriteFile(path, pem.EncodeToMemory(blk), 0o600)
-	}
-	return ssh.NewSignerFromKey(priv)
+	k, _, err := sshkey.Generate("banger guest")
+	return k, err
 }
 
 func mountRoot() {

@@ -31,6 +31,7 @@ import (
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/server"
+	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vm"
@@ -101,7 +102,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if agentPath == "" {
 		log.Warn("no banger-agent binary found (next to banger, on PATH, or agent_path in the config): VMs cannot boot kernels that need banger's initramfs")
 	}
-	key, err := loadOrCreateKey(lay.SSHKey())
+	key, err := sshkey.LoadOrCreate(lay.SSHKey(), "banger-daemon")
 	if err != nil {
 		return err
 	}

@@ -5,12 +5,7 @@ package guestssh
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +17,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/sshkey"
 )
 
 // KeyPath is where the user's banger key lives: $BANGER_SSH_KEY, else
@@ -44,55 +40,11 @@ func KeyPath() (string, error) {
 // LoadOrCreateKey returns the user's key and its authorized_keys line,
 // making the pair (PATH and PATH.pub, as ssh-keygen would) on first use.
 func LoadOrCreateKey(path string) (ssh.Signer, string, error) {
-	b, err := os.ReadFile(path)
-	if err == nil {
-		k, err := ssh.ParsePrivateKey(b)
-		if err != nil {
-			return nil, "", fmt.Errorf("ssh key %s: %w (a passphrase-protected key cannot be used; set BANGER_SSH_KEY to another)", path, err)
-		}
-		return k, line(k.PublicKey()), nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, "", fmt.Errorf("ssh key: %w", err)
-	}
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	k, err := sshkey.LoadOrCreate(path, "banger")
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w; set BANGER_SSH_KEY to another", err)
 	}
-	blk, err := ssh.MarshalPrivateKey(priv, "banger")
-	if err != nil {
-		return nil, "", err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, "", fmt.Errorf("create ssh key directory: %w", err)
-	}
-	k, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := os.WriteFile(path+".pub", []byte(line(k.PublicKey())+"\n"), 0o644); err != nil {
-		return nil, "", fmt.Errorf("write ssh key: %w", err)
-	}
-	// O_EXCL: two commands racing on first use must not write two keys.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, fs.ErrExist) {
-		return LoadOrCreateKey(path)
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("write ssh key: %w", err)
-	}
-	if _, err := f.Write(pem.EncodeToMemory(blk)); err != nil {
-		f.Close()
-		return nil, "", err
-	}
-	if err := f.Close(); err != nil {
-		return nil, "", err
-	}
-	return k, line(k.PublicKey()), nil
-}
-
-func line(k ssh.PublicKey) string {
-	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k))) + " banger"
+	return k, sshkey.AuthorizedLine(k.PublicKey(), "banger"), nil
 }
 
 // Dial connects to a running VM as root, pinning the host key its agent
@@ -101,29 +53,46 @@ func Dial(ctx context.Context, vm api.VM, key ssh.Signer) (*ssh.Client, error) {
 	if vm.State != api.VMRunning {
 		return nil, fmt.Errorf("vm %s is %s: start it with `banger vm start %s`: %w", vm.Name, vm.State, vm.Name, errdefs.ErrConflict)
 	}
+	c, err := Connect(ctx, vm.SSHPort, vm.HostKey, key)
+	if err != nil {
+		if strings.Contains(err.Error(), "unable to authenticate") {
+			return nil, fmt.Errorf("vm %s does not accept your banger key: it was created by another user, or with other keys: %w", vm.Name, err)
+		}
+		return nil, fmt.Errorf("vm %s: %w", vm.Name, err)
+	}
+	return c, nil
+}
+
+// handshakeTimeout bounds the SSH handshake: qemu's port forward accepts
+// a connection even when nothing in the guest answers it.
+const handshakeTimeout = 15 * time.Second
+
+// Connect opens an SSH connection as root to a guest agent on a
+// 127.0.0.1 port, pinning hostKey (a SHA256 fingerprint; "" accepts the
+// first key, for a guest whose console has not printed one yet).
+func Connect(ctx context.Context, port int, hostKey string, key ssh.Signer) (*ssh.Client, error) {
 	cfg := &ssh.ClientConfig{
-		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)}, Timeout: 10 * time.Second,
+		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
 		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
-			if vm.HostKey != "" && ssh.FingerprintSHA256(k) != vm.HostKey {
-				return fmt.Errorf("vm %s answered with host key %s, not the %s its console printed: refusing to connect", vm.Name, ssh.FingerprintSHA256(k), vm.HostKey)
+			if hostKey != "" && ssh.FingerprintSHA256(k) != hostKey {
+				return fmt.Errorf("the guest answered with host key %s, not the %s its console printed: refusing to connect", ssh.FingerprintSHA256(k), hostKey)
 			}
 			return nil
 		},
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(vm.SSHPort))
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect to vm %s at %s: %w", vm.Name, addr, err)
+		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
+	nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	c, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
 	if err != nil {
 		nc.Close()
-		if strings.Contains(err.Error(), "unable to authenticate") {
-			return nil, fmt.Errorf("vm %s does not accept your banger key: it was created by another user, or with other keys: %w", vm.Name, err)
-		}
-		return nil, fmt.Errorf("ssh to vm %s: %w", vm.Name, err)
+		return nil, fmt.Errorf("ssh to %s: %w", addr, err)
 	}
+	nc.SetDeadline(time.Time{})
 	return ssh.NewClient(c, chans, reqs), nil
 }
 

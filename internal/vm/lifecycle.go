@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -214,7 +215,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	keys := v.AuthorizedKeys
 	if s.d.Key != nil {
-		keys = append([]string{authorizedLine(s.d.Key.PublicKey())}, keys...)
+		keys = append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, keys...)
 	}
 	forwards := []vmm.Forward{{HostPort: v.SSHPort, GuestPort: 22}}
 	for _, f := range v.Ports {
