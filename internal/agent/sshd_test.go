@@ -30,11 +30,14 @@ func signer(t *testing.T) ssh.Signer {
 
 // startServer runs the agent's SSH server on 127.0.0.1 with one
 // authorized key and returns a connected client.
-func startServer(t *testing.T) (*ssh.Client, string, ssh.Signer) {
+func startServer(t *testing.T, configure ...func(*SSHServer)) (*ssh.Client, string, ssh.Signer) {
 	t.Helper()
 	host, user := signer(t), signer(t)
 	authorized := ParseAuthorizedKeys(ssh.MarshalAuthorizedKey(user.PublicKey()))
 	srv := NewSSHServer(host, authorized)
+	for _, f := range configure {
+		f(srv)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -174,24 +177,8 @@ func TestLocalForward(t *testing.T) {
 }
 
 func TestPowerOffRequest(t *testing.T) {
-	host, user := signer(t), signer(t)
-	srv := NewSSHServer(host, []ssh.PublicKey{user.PublicKey()})
 	asked := make(chan struct{}, 1)
-	srv.PowerOff = func() { asked <- struct{}{} }
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go srv.Serve(ln)
-	c, err := ssh.Dial("tcp", ln.Addr().String(), &ssh.ClientConfig{
-		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)},
-		HostKeyCallback: ssh.FixedHostKey(host.PublicKey()), Timeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _, _ := startServer(t, func(srv *SSHServer) { srv.PowerOff = func() { asked <- struct{}{} } })
 	if ok, _, err := c.SendRequest("keepalive@openssh.com", true, nil); err != nil || ok {
 		t.Fatalf("unknown global request: ok=%v err=%v, want refused", ok, err)
 	}

@@ -29,18 +29,7 @@ without mounting anything), or from an existing ext4 file (register).`,
 }
 
 func (a *app) completeImages(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	ims, err := a.client().Images(cmd.Context())
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []string
-	for _, im := range ims {
-		out = append(out, im.Name+"\t"+im.Source)
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return complete(cmd, args, false, a.client().Images, func(im api.Image) string { return im.Name + "\t" + im.Source })
 }
 
 func newImageLs(a *app) *cobra.Command {
@@ -129,19 +118,9 @@ Ctrl-C cancels the pull in the daemon and undoes it.`,
   banger image pull docker.io/library/alpine:3.20 --name alpine`,
 		Args: cobra.ExactArgs(1),
 		ValidArgsFunction: func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-			if len(args) > 0 {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			es, err := a.client().ImageCatalog(cmd.Context())
-			if err != nil {
-				return nil, cobra.ShellCompDirectiveNoFileComp
-			}
-			var out []string
-			for _, e := range es {
-				out = append(out, e.Name+"\t"+e.Description)
-			}
-			return out, cobra.ShellCompDirectiveNoFileComp
+			return complete(cmd, args, false, a.client().ImageCatalog, func(e api.ImageCatalogEntry) string { return e.Name + "\t" + e.Description })
 		},
+
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err

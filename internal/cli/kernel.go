@@ -29,33 +29,11 @@ image; or from local files with banger kernel import.`,
 }
 
 func (a *app) completeKernels(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	ks, err := a.client().Kernels(cmd.Context())
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []string
-	for _, k := range ks {
-		out = append(out, k.Name+"\t"+k.Version)
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return complete(cmd, args, false, a.client().Kernels, func(k api.Kernel) string { return k.Name + "\t" + k.Version })
 }
 
 func (a *app) completeCatalogKernels(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	es, err := a.client().KernelCatalog(cmd.Context())
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name+"\t"+e.Description)
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return complete(cmd, args, false, a.client().KernelCatalog, func(e api.KernelCatalogEntry) string { return e.Name + "\t" + e.Description })
 }
 
 func newKernelLs(a *app) *cobra.Command {

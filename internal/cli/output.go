@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,24 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
+
+// complete offers names from a daemon listing, each with a description
+// after a tab, for the first argument (or every one when all). A daemon
+// that does not answer offers nothing rather than an error.
+func complete[T any](cmd *cobra.Command, args []string, all bool, list func(context.Context) ([]T, error), item func(T) string) ([]string, cobra.ShellCompDirective) {
+	if len(args) > 0 && !all {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	xs, err := list(cmd.Context())
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []string
+	for _, x := range xs {
+		out = append(out, item(x))
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
 
 // outputFlag adds -o/--output to a listing or show command.
 func outputFlag(cmd *cobra.Command, v *string) {

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/guestssh"
 	"github.com/banger-dev/banger/internal/units"
 )
@@ -40,15 +41,7 @@ one command, its exit code passed through.`,
 }
 
 func (a *app) completeVMs(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	vs, err := a.client().VMs(cmd.Context())
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	var out []string
-	for _, v := range vs {
-		out = append(out, v.Name+"\t"+v.State+", "+v.Image)
-	}
-	return out, cobra.ShellCompDirectiveNoFileComp
+	return complete(cmd, args, true, a.client().VMs, func(v api.VM) string { return v.Name + "\t" + v.State + ", " + v.Image })
 }
 
 // createFlags are the flags vm create and vm run share.
@@ -230,10 +223,21 @@ func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []stri
 }
 
 func newVMStart(a *app) *cobra.Command {
+	return newVMBoot(a, "start", "Boot stopped VMs and wait until they are ready", "started", (*client.Client).StartVM)
+}
+
+func newVMRestart(a *app) *cobra.Command {
+	return newVMBoot(a, "restart", "Stop VMs cleanly and start them again", "restarted", (*client.Client).RestartVM)
+}
+
+// newVMBoot builds the commands that end with VMs booted and ready. call
+// is a client method: the client is made when the command runs, after
+// --socket is parsed.
+func newVMBoot(a *app, verb, short, done string, call func(*client.Client, context.Context, string, api.VMStartRequest, func(api.Event)) (api.VM, error)) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:               "start NAME...",
-		Short:             "Boot stopped VMs and wait until they are ready",
+		Use:               verb + " NAME...",
+		Short:             short,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -241,8 +245,8 @@ func newVMStart(a *app) *cobra.Command {
 			if timeout > 0 {
 				req.ReadyTimeout = timeout.String()
 			}
-			return a.eachVM(args, "started", func(name string, p *progress) error {
-				_, err := a.client().StartVM(cmd.Context(), name, req, p.event)
+			return a.eachVM(args, done, func(name string, p *progress) error {
+				_, err := call(a.client(), cmd.Context(), name, req, p.event)
 				return err
 			})
 		},
@@ -273,28 +277,6 @@ and unmounted by the guest kernel); if a guest has not gone within
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "how long the guest may take to power off before it is killed")
-	return cmd
-}
-
-func newVMRestart(a *app) *cobra.Command {
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:               "restart NAME...",
-		Short:             "Stop VMs cleanly and start them again",
-		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: a.completeVMs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req := api.VMStartRequest{}
-			if timeout > 0 {
-				req.ReadyTimeout = timeout.String()
-			}
-			return a.eachVM(args, "restarted", func(name string, p *progress) error {
-				_, err := a.client().RestartVM(cmd.Context(), name, req, p.event)
-				return err
-			})
-		},
-	}
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 	return cmd
 }
 

@@ -5,11 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
-
-	"github.com/banger-dev/banger/internal/units"
 )
-
-func parseSize(s string) (int64, error) { return units.ParseSize(s, units.MiB) }
 
 // hostMemoryMB is MemTotal from /proc/meminfo, 0 if unknown.
 func hostMemoryMB() int {

@@ -20,6 +20,20 @@ import (
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
+// lockedGet takes the VM's lock and returns its record, up to date.
+func (s *Service) lockedGet(ctx context.Context, name string, p operation.Progress) (store.VM, func(), error) {
+	unlock, err := s.lock(ctx, name, p)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	v, err := s.get(ctx, name)
+	if err != nil {
+		unlock()
+		return store.VM{}, nil, err
+	}
+	return v, unlock, nil
+}
+
 // CheckCreate answers quickly whether Create can start: the request is
 // well formed and the name is free.
 func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) error {
@@ -177,15 +191,11 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	if err != nil {
 		return api.VM{}, err
 	}
-	unlock, err := s.lock(ctx, name, p)
+	v, unlock, err := s.lockedGet(ctx, name, p)
 	if err != nil {
 		return api.VM{}, err
 	}
 	defer unlock()
-	v, err := s.get(ctx, name)
-	if err != nil {
-		return api.VM{}, err
-	}
 	if v.State != api.VMStopped {
 		p.Stage("start", "vm %s is already %s", name, v.State)
 		return s.view(v), nil
@@ -276,23 +286,15 @@ func (s *Service) vmmConfig(v store.VM) vmm.Config {
 // Stop stops a VM: its agent is asked to power off; if the guest has not
 // gone within the timeout, the VMM is told to quit, then killed.
 func (s *Service) Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error) {
-	timeout := s.d.Defaults.StopTimeout
-	if req.Timeout != "" {
-		d, err := time.ParseDuration(req.Timeout)
-		if err != nil || d < 0 {
-			return api.VM{}, fmt.Errorf("timeout %q: give a duration such as 30s: %w", req.Timeout, errdefs.ErrInvalid)
-		}
-		timeout = d
+	timeout, err := duration(req.Timeout, s.d.Defaults.StopTimeout, true)
+	if err != nil {
+		return api.VM{}, err
 	}
-	unlock, err := s.lock(ctx, name, p)
+	v, unlock, err := s.lockedGet(ctx, name, p)
 	if err != nil {
 		return api.VM{}, err
 	}
 	defer unlock()
-	v, err := s.get(ctx, name)
-	if err != nil {
-		return api.VM{}, err
-	}
 	if v.State == api.VMStopped {
 		p.Stage("stop", "vm %s is already stopped", name)
 		return s.view(v), nil
@@ -359,15 +361,11 @@ func (s *Service) Restart(ctx context.Context, name string, req api.VMStartReque
 // Remove deletes a VM and its disks. A running VM is refused unless
 // force, which kills it first.
 func (s *Service) Remove(ctx context.Context, name string, force bool) error {
-	unlock, err := s.lock(ctx, name, operation.Discard)
+	v, unlock, err := s.lockedGet(ctx, name, operation.Discard)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	v, err := s.get(ctx, name)
-	if err != nil {
-		return err
-	}
 	if v.State != api.VMStopped {
 		if !force {
 			return fmt.Errorf("vm %s is %s: stop it first (`banger vm stop %s`) or remove it anyway with `banger vm rm -f %s`: %w", name, v.State, name, name, errdefs.ErrConflict)

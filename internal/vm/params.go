@@ -10,6 +10,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/units"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -92,18 +93,24 @@ func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
 }
 
 func (s *Service) timeout(t string) (time.Duration, error) {
+	return duration(t, s.d.Defaults.ReadyTimeout, false)
+}
+
+// duration parses a request's timeout; "" is def. Zero is allowed only
+// where it means something (stop: kill at once).
+func duration(t string, def time.Duration, zeroOK bool) (time.Duration, error) {
 	if t == "" {
-		return s.d.Defaults.ReadyTimeout, nil
+		return def, nil
 	}
 	d, err := time.ParseDuration(t)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("timeout %q: give a duration such as 90s or 5m: %w", t, errdefs.ErrInvalid)
+	if err != nil || d < 0 || d == 0 && !zeroOK {
+		return 0, fmt.Errorf("timeout %q: give a duration such as 30s or 5m: %w", t, errdefs.ErrInvalid)
 	}
 	return d, nil
 }
 
 func parseDisk(s string) (int64, error) {
-	n, err := parseSize(s)
+	n, err := units.ParseSize(s, units.MiB)
 	if err != nil {
 		return 0, fmt.Errorf("--disk: %w", err)
 	}
