@@ -69,6 +69,40 @@ type Status struct {
 	Images     int         `json:"images"`
 	VMs        int         `json:"vms"`
 	Operations int         `json:"operations"`
+	// Accel is the accelerator VMs get.
+	Accel Accel `json:"accel"`
+}
+
+// Accel is the accelerator VMs get on this host, and how it was chosen.
+type Accel struct {
+	// Summary is what people read: "kvm", "tcg (no /dev/kvm)", "tcg (kvm
+	// present but broken: ...)", or "probing".
+	Summary string `json:"summary"`
+	// Name is "kvm" or "tcg"; empty while the probe runs.
+	Name string `json:"name,omitempty"`
+	// CPU is the VMM's CPU model.
+	CPU    string `json:"cpu,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Mode is the configured choice: auto, kvm or tcg.
+	Mode string `json:"mode"`
+	// KVM is what was found: works, absent, unusable, broken, not probed.
+	KVM string `json:"kvm,omitempty"`
+	// Probes are the probe guest's runs, one per CPU model tried.
+	Probes    []AccelProbe `json:"probes,omitempty"`
+	ProbedAt  time.Time    `json:"probed_at,omitzero"`
+	ProbeTook string       `json:"probe_took,omitempty"`
+	// Cached: taken from an earlier probe in this host boot, same VMM.
+	Cached bool `json:"cached,omitempty"`
+	// Error is set when the configured mode cannot run VMs here
+	// (accel = kvm where KVM does not work).
+	Error string `json:"error,omitempty"`
+}
+
+// AccelProbe is one run of the probe guest under KVM.
+type AccelProbe struct {
+	CPU    string `json:"cpu"`
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // Kernel source kinds.
@@ -237,8 +271,11 @@ type VM struct {
 	MemoryMB int    `json:"memory_mib"`
 	// DiskBytes is the size of the root disk the guest sees.
 	DiskBytes int64 `json:"disk_bytes"`
-	// Driver is the VMM driver ("qemu") and whether it runs with KVM.
+	// Driver is the VMM driver ("qemu").
 	Driver string `json:"driver"`
+	// Accel is the accelerator the VM last booted with, and why: "kvm",
+	// or "tcg (kvm present but broken: ...)".
+	Accel string `json:"accel,omitempty"`
 	// SSHPort is the 127.0.0.1 port forwarded to the guest's SSH server;
 	// HostKey its host key's SHA256 fingerprint, for clients to pin.
 	SSHPort   int           `json:"ssh_port"`

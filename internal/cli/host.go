@@ -9,11 +9,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/accel"
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/daemon"
 	"github.com/banger-dev/banger/internal/doctor"
 	"github.com/banger-dev/banger/internal/version"
+	"github.com/banger-dev/banger/internal/vmm/qemu"
 )
 
 func newDaemonCmd(a *app) *cobra.Command {
@@ -27,7 +30,14 @@ SQLite database, kernels, images, VMs) and serves the API on a unix socket
 (mode 0660, group banger when that group exists).
 
 It stops cleanly on SIGTERM or SIGINT: running operations are canceled and
-undone. Only one daemon may use a state directory at a time.`,
+undone. Only one daemon may use a state directory at a time.
+
+At start it chooses the accelerator VMs run with (--accel, or accel in the
+config; default auto). A /dev/kvm that opens proves nothing under nested
+virtualization, so auto boots a tiny probe guest under KVM first and uses
+KVM only if it finishes within 2 s; otherwise VMs run under TCG, and
+'banger status' says why. The verdict is cached until the host reboots or
+qemu changes; 'banger doctor' probes again.`,
 		Example: `  sudo banger daemon
   banger daemon --state-dir ~/.local/share/banger --socket $XDG_RUNTIME_DIR/banger.sock   # rootless`,
 		GroupID: "host",
@@ -45,6 +55,7 @@ undone. Only one daemon may use a state directory at a time.`,
 	f := cmd.Flags()
 	f.StringVar(&o.StateDir, "state-dir", daemon.DefaultStateDir, "where state lives: database, kernels, images, VM disks")
 	f.StringVar(&o.ConfigPath, "config", config.DefaultPath, "config file (a missing file means defaults)")
+	f.StringVar(&o.Accel, "accel", "", "accelerator: auto (prove KVM with a probe guest, else TCG), kvm (KVM or no VM starts), tcg (never touch KVM); overrides the config's accel")
 	f.BoolVarP(&verbose, "verbose", "v", false, "log every request")
 	return cmd
 }
@@ -72,6 +83,7 @@ func newStatusCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "Version:    daemon %s %s, client %s %s, API %s\n", st.Daemon.Version, st.Daemon.Commit, version.Info().Version, version.Info().Commit, st.APIVersion)
 			fmt.Fprintf(w, "Socket:     %s\n", a.socket)
 			fmt.Fprintf(w, "State dir:  %s\n", st.StateDir)
+			fmt.Fprintf(w, "Accel:      %s\n", accelLine(st.Accel))
 			fmt.Fprintf(w, "Kernels:    %d\n", st.Kernels)
 			fmt.Fprintf(w, "Images:     %d\n", st.Images)
 			fmt.Fprintf(w, "VMs:        %d\n", st.VMs)
@@ -81,6 +93,25 @@ func newStatusCmd(a *app) *cobra.Command {
 	}
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// accelLine is the accelerator as status prints it.
+func accelLine(a api.Accel) string {
+	s := a.Summary
+	if a.Error != "" {
+		return s + "; no VM can start: " + a.Error
+	}
+	if a.Name == "" {
+		return s
+	}
+	s += ", cpu " + a.CPU
+	switch {
+	case a.Cached:
+		s += fmt.Sprintf(" (probed %s, cached)", a.ProbedAt.Local().Format("2006-01-02 15:04:05"))
+	case a.ProbeTook != "":
+		s += " (probe took " + a.ProbeTook + ")"
+	}
+	return s
 }
 
 func newVersionCmd(a *app) *cobra.Command {
@@ -124,7 +155,11 @@ func newDoctorCmd(a *app) *cobra.Command {
 		Long: `Check this host: hardware virtualization (/dev/kvm), the VMMs (qemu,
 firecracker), e2fsprogs, bridge-networking tools, free space in the state
 directory, and whether the daemon answers. Each missing piece comes with the
-command that installs it. Exits non-zero when something required is missing.`,
+command that installs it. Exits non-zero when something required is missing.
+
+The accelerator check proves KVM afresh with a probe guest: through the
+daemon when it answers (which then uses the new verdict for VMs it starts),
+else right here with this user's rights.`,
 		GroupID: "host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -132,7 +167,7 @@ command that installs it. Exits non-zero when something required is missing.`,
 				return err
 			}
 			checks := doctor.Run(doctor.Real(), stateDir)
-			checks = append(checks, a.daemonCheck(cmd.Context()))
+			checks = append(checks, a.accelCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
 			if output == "json" {
 				if err := printJSON(a.stdout, checks); err != nil {
 					return err
@@ -172,6 +207,41 @@ command that installs it. Exits non-zero when something required is missing.`,
 	cmd.Flags().StringVar(&stateDir, "state-dir", daemon.DefaultStateDir, "the daemon's state directory, for the free-space check")
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// accelCheck proves the accelerator afresh: the daemon's own probe when it
+// answers, else one run here.
+func (a *app) accelCheck(ctx context.Context) doctor.Check {
+	c := doctor.Check{Name: "accelerator", Required: false}
+	acc, err := a.client().ProbeAccel(ctx)
+	where := "daemon's probe"
+	if err != nil {
+		where = "probe run here"
+		d := qemu.New("", accel.Auto, "")
+		ch, _ := d.Accelerator.Reprobe(ctx)
+		acc = ch.API(nil)
+	}
+	c.Detail = acc.Summary
+	if acc.Name != "" {
+		c.Detail += ", cpu " + acc.CPU
+	}
+	if acc.ProbeTook != "" {
+		c.Detail += fmt.Sprintf(" (%s took %s)", where, acc.ProbeTook)
+	}
+	c.OK = acc.Name == "kvm"
+	switch {
+	case acc.Error != "":
+		c.Required = true
+		c.Detail += "; no VM can start: " + acc.Error
+		c.Fix = "set accel = \"auto\" in " + config.DefaultPath + ", or run the daemon with --accel auto"
+	case acc.KVM == accel.KVMAbsent:
+		c.Fix = "enable virtualization (VT-x/AMD-V, or nested virtualization on a cloud VM), then `sudo modprobe kvm_intel` or `sudo modprobe kvm_amd`; VMs run under TCG meanwhile"
+	case acc.KVM == accel.KVMUnusable:
+		c.Fix = "run the daemon as root, or add its user to the kvm group: `sudo usermod -aG kvm $USER`"
+	case acc.KVM == accel.KVMBroken:
+		c.Fix = "KVM does not work on this host (often nested virtualization): VMs run under TCG, several times slower; a host with working KVM runs them at full speed"
+	}
+	return c
 }
 
 func (a *app) daemonCheck(ctx context.Context) doctor.Check {

@@ -394,6 +394,10 @@ func newVMShow(a *app) *cobra.Command {
 			}
 			fmt.Fprintf(w, "Image:    %s\n", v.Image)
 			fmt.Fprintf(w, "Kernel:   %s\n", v.Kernel)
+			if v.Accel != "" {
+				// What it last booted with: a stopped VM keeps it.
+				fmt.Fprintf(w, "Accel:    %s\n", v.Accel)
+			}
 			fmt.Fprintf(w, "CPUs:     %d\n", v.CPUs)
 			fmt.Fprintf(w, "Memory:   %s\n", humanSize(int64(v.MemoryMB)<<20))
 			fmt.Fprintf(w, "Disk:     %s\n", humanSize(v.DiskBytes))

@@ -130,6 +130,12 @@ func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	return s, c.do(ctx, "GET", "/status", nil, &s)
 }
 
+// ProbeAccel has the daemon prove its accelerator afresh.
+func (c *Client) ProbeAccel(ctx context.Context) (api.Accel, error) {
+	var a api.Accel
+	return a, c.do(ctx, "POST", "/accel/probe", nil, &a)
+}
+
 // Operations lists running operations.
 func (c *Client) Operations(ctx context.Context) ([]api.Operation, error) {
 	var ops []api.Operation

@@ -14,8 +14,10 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/banger-dev/banger/internal/accel"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/units"
 )
 
 // DefaultPath is where the daemon looks for its configuration.
@@ -64,6 +66,19 @@ type Config struct {
 	// VMMUser is the user VMM processes switch to once started, when the
 	// daemon runs as root; "" keeps them root.
 	VMMUser string `toml:"vmm_user"`
+	// Accel is "auto" (prove KVM with a probe guest, else TCG), "kvm"
+	// (KVM or no VM starts) or "tcg" (software emulation, KVM untouched).
+	Accel string `toml:"accel"`
+	// DefaultDisk is the root disk size of a VM created without --disk
+	// ("10G"); images are built with file systems this size, so that such
+	// a VM's disk is a thin overlay.
+	DefaultDisk string `toml:"default_disk"`
+}
+
+// DefaultDiskBytes is DefaultDisk in bytes (valid after Validate).
+func (c Config) DefaultDiskBytes() int64 {
+	n, _ := units.ParseSize(c.DefaultDisk, units.MiB)
+	return n
 }
 
 // Duration is a time.Duration written as "90s" or "2m" in the file.
@@ -92,6 +107,8 @@ func Defaults() Config {
 		ReadyTimeout:      Duration{2 * time.Minute},
 		StopTimeout:       Duration{30 * time.Second},
 		VMMUser:           "nobody",
+		Accel:             string(accel.Auto),
+		DefaultDisk:       "10G",
 	}
 }
 
@@ -190,6 +207,14 @@ func (c Config) Validate() error {
 	}
 	if c.ReadyTimeout.Duration <= 0 || c.StopTimeout.Duration < 0 {
 		errs = append(errs, fmt.Errorf("ready_timeout must be positive and stop_timeout not negative: %w", errdefs.ErrInvalid))
+	}
+	if _, err := accel.ParseMode(c.Accel); err != nil {
+		errs = append(errs, err)
+	}
+	if n, err := units.ParseSize(c.DefaultDisk, units.MiB); err != nil {
+		errs = append(errs, fmt.Errorf("default_disk: %w", err))
+	} else if n < 64<<20 {
+		errs = append(errs, fmt.Errorf("default_disk %s is too small: at least 64M: %w", c.DefaultDisk, errdefs.ErrInvalid))
 	}
 	return errors.Join(errs...)
 }

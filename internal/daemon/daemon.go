@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/banger-dev/banger/internal/accel"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/download"
@@ -52,6 +53,8 @@ type Options struct {
 	ConfigPath string
 	Log        *slog.Logger
 	Runner     runner.Runner
+	// Accel overrides the config's accel ("auto", "kvm", "tcg") when set.
+	Accel string
 	// Ready, when set, is called once the socket accepts requests.
 	Ready func()
 }
@@ -70,6 +73,13 @@ func Run(ctx context.Context, o Options) (err error) {
 	cfg, err := config.Load(o.ConfigPath)
 	if err != nil {
 		return err
+	}
+	if o.Accel != "" {
+		cfg.Accel = o.Accel
+	}
+	mode, err := accel.ParseMode(cfg.Accel)
+	if err != nil {
+		return fmt.Errorf("--accel: %w", err)
 	}
 	stateDir, err := filepath.Abs(o.StateDir)
 	if err != nil {
@@ -106,7 +116,22 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	driver := qemu.New(cfg.VMMUser)
+	driver := qemu.New(cfg.VMMUser, mode, filepath.Join(lay.Cache(), "accel.json"))
+	// The accelerator is proven in the background: the API answers at
+	// once, and the first VM start waits for the verdict.
+	driver.Accelerator.Start(ctx)
+	go func() {
+		c, err := driver.Accelerator.Get(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		args := []any{"accel", c.String(), "cpu", c.CPU, "mode", mode, "kvm", c.KVM, "cached", c.Cached, "probe_took", time.Duration(c.ProbeTook).Round(time.Millisecond)}
+		if err != nil {
+			log.Error("no VM can start: the configured accelerator does not work", append(args, "err", err)...)
+			return
+		}
+		log.Info("accelerator chosen", args...)
+	}()
 	lazy := &lazyImages{}
 	vms := vm.New(vm.Deps{
 		Store:  st,
@@ -117,7 +142,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Agent:  agentPath,
 		Key:    key,
 		Defaults: vm.Defaults{
-			Image: cfg.DefaultImageName, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB,
+			Image: cfg.DefaultImageName, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
 			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,
 		},
 		Log: log.With("service", "vm"),
@@ -157,6 +182,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Layout:        lay,
 		DefaultKernel: cfg.DefaultKernelName,
 		MaxUnpacked:   cfg.MaxUnpackedBytes,
+		DiskSize:      cfg.DefaultDiskBytes(),
 		Finalize:      image.Finalize{AuthorizedKeys: keys, Agent: agentPath},
 		Log:           log.With("service", "image"),
 	})
@@ -168,7 +194,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := vms.Recover(ctx); err != nil {
 		return err
 	}
-	log.Info("vmm driver", "driver", driver.Name(), "kvm", driver.KVM, "runs_as", driver.RunAs)
+	log.Info("vmm driver", "driver", driver.Name(), "runs_as", driver.RunAs)
 
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
@@ -195,7 +221,13 @@ func Run(ctx context.Context, o Options) (err error) {
 				return s, err
 			}
 			s.Operations = len(ops.List())
+			s.Accel = driver.Accelerator.Status()
 			return s, nil
+		},
+		Reprobe: func(ctx context.Context) api.Accel {
+			c, err := driver.Accelerator.Reprobe(ctx)
+			log.Info("accelerator probed again", "accel", c.String(), "err", err)
+			return c.API(err)
 		},
 	})
 

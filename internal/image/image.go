@@ -71,6 +71,9 @@ type Deps struct {
 	DefaultKernel string
 	// MaxUnpacked bounds what one image's layers may decompress to.
 	MaxUnpacked int64
+	// DiskSize is the smallest file system images are built with (the
+	// default VM disk size).
+	DiskSize int64
 	// Finalize says what to put into every image.
 	Finalize Finalize
 	Log      *slog.Logger
@@ -91,7 +94,7 @@ func New(d Deps) *Service {
 	}
 	return &Service{
 		d:    d,
-		ext4: ext4.Builder{Runner: d.Runner},
+		ext4: ext4.Builder{Runner: d.Runner, MinSize: d.DiskSize},
 		pub:  &publish.Publisher{Kind: "image", Staging: d.Layout.Staging(), Root: d.Layout.Images(), Log: d.Log},
 	}
 }

@@ -61,8 +61,10 @@ type Deps struct {
 	VMs        VMs
 	Operations *operation.Registry
 	Status     func(ctx context.Context) (api.Status, error)
-	Version    api.VersionInfo
-	Log        *slog.Logger
+	// Reprobe proves the accelerator afresh (banger doctor).
+	Reprobe func(ctx context.Context) api.Accel
+	Version api.VersionInfo
+	Log     *slog.Logger
 }
 
 // Server serves the API.
@@ -91,6 +93,7 @@ func (s *Server) Routes() []Route {
 	return []Route{
 		{"GET", p + "/version", s.version},
 		{"GET", p + "/status", s.status},
+		{"POST", p + "/accel/probe", s.probeAccel},
 		{"GET", p + "/operations", s.listOperations},
 		{"DELETE", p + "/operations/{id}", s.cancelOperation},
 		{"GET", p + "/catalog/kernels", s.kernelCatalog},
@@ -189,6 +192,16 @@ func decode(r *http.Request, v any) error {
 
 func (s *Server) version(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.d.Version)
+}
+
+// probeAccel runs the accelerator probe again and answers with the new
+// choice, which VMs started from now on get.
+func (s *Server) probeAccel(w http.ResponseWriter, r *http.Request) {
+	if s.d.Reprobe == nil {
+		writeError(w, fmt.Errorf("this daemon has no accelerator probe: %w", errdefs.ErrUnavailable))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.d.Reprobe(r.Context()))
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

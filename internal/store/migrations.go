@@ -61,4 +61,6 @@ var migrations = []string{
 	);
 	CREATE INDEX vms_image ON vms(image);
 	CREATE INDEX vms_kernel ON vms(kernel);`,
+	// 5: the accelerator each VM last booted with ("kvm", or "tcg (why)").
+	`ALTER TABLE vms ADD COLUMN accel TEXT NOT NULL DEFAULT ''`,
 }

@@ -24,7 +24,7 @@ type VM struct {
 }
 
 const vmColumns = `name, id, image, kernel, cpus, memory_mib, disk_bytes, ssh_port, ports, authorized_keys,
-	state, pid, pid_start, host_key, console_offset, created_at, started_at`
+	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel`
 
 func timeText(t time.Time) string {
 	if t.IsZero() {
@@ -38,9 +38,9 @@ func (s *Store) InsertVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	keys, _ := json.Marshal(v.AuthorizedKeys)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.Name, v.ID, v.Image, v.Kernel, v.CPUs, v.MemoryMB, v.DiskBytes, v.SSHPort, string(ports), string(keys),
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt))
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("vm %q already exists: %w", v.Name, errdefs.ErrConflict)
@@ -54,8 +54,8 @@ func (s *Store) InsertVM(ctx context.Context, v VM) error {
 func (s *Store) UpdateVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, pid = ?, pid_start = ?, host_key = ?,
-		console_offset = ?, ssh_port = ?, ports = ?, started_at = ? WHERE name = ?`,
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Name)
+		console_offset = ?, ssh_port = ?, ports = ?, started_at = ?, accel = ? WHERE name = ?`,
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Accel, v.Name)
 	if err != nil {
 		return fmt.Errorf("update vm %q: %w", v.Name, err)
 	}
@@ -121,7 +121,7 @@ func (s *Store) queryVMs(ctx context.Context, where string, args ...any) ([]VM, 
 		var ports, keys, created, started string
 		var pidStart int64
 		if err := rows.Scan(&v.Name, &v.ID, &v.Image, &v.Kernel, &v.CPUs, &v.MemoryMB, &v.DiskBytes, &v.SSHPort, &ports, &keys,
-			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started); err != nil {
+			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel); err != nil {
 			return nil, fmt.Errorf("list vms: %w", err)
 		}
 		v.PIDStart = uint64(pidStart)

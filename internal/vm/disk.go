@@ -7,9 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 
+	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
 
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -21,65 +27,114 @@ const (
 	rootQcow2 = "root.qcow2" // a qcow2 overlay whose backing file is the image
 )
 
-// makeRootDisk gives a VM its own copy-on-write view of image, of size
-// bytes. In order of preference, all measured in bench/:
+// makeRootDisk gives a VM its own copy-on-write view of base, whose file
+// system already has the VM's disk size (see baseFor). In order of
+// preference, all measured in bench/:
 //   - a reflink, where the state directory's file system shares blocks
 //     (btrfs, xfs): constant time, a raw file any VMM can use;
 //   - a qcow2 overlay, when the driver layers disks itself (qemu): about
-//     10 ms whatever the image's size;
-//   - a sparse copy: time grows with the image, the last resort.
-//
-// A disk bigger than its image (--disk) is always raw: the ext4 writer
-// banger builds images with uses sparse_super2, which the kernel cannot
-// grow online, so the file system is grown here with resize2fs, which
-// needs the blocks in a plain file. That copy costs what the image's data
-// weighs (holes are kept), once, at create.
-func makeRootDisk(ctx context.Context, r runner.Runner, overlays bool, image, dir string, size int64) (vmm.Disk, error) {
+//     20 ms whatever the size;
+//   - a sparse copy: time grows with the image's data, the last resort.
+func makeRootDisk(ctx context.Context, r runner.Runner, overlays bool, base, dir string) (vmm.Disk, error) {
 	raw := filepath.Join(dir, rootRaw)
-	st, err := os.Stat(image)
-	if err != nil {
-		return vmm.Disk{}, err
-	}
-	if size > st.Size() {
-		if ok, err := reflink(image, raw); err != nil {
-			return vmm.Disk{}, err
-		} else if !ok {
-			if err := sparseCopy(image, raw); err != nil {
-				return vmm.Disk{}, err
-			}
-		}
-		if err := os.Truncate(raw, size); err != nil {
-			return vmm.Disk{}, fmt.Errorf("grow root disk: %w", err)
-		}
-		if _, err := r.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", raw}}); err != nil {
-			return vmm.Disk{}, fmt.Errorf("grow root file system to %d MiB: %w", size>>20, err)
-		}
-		return vmm.Disk{ID: "root", Path: raw, Format: "raw"}, nil
-	}
-	if ok, err := reflink(image, raw); err != nil {
+	if ok, err := reflink(base, raw); err != nil {
 		return vmm.Disk{}, err
 	} else if ok {
-		if err := os.Truncate(raw, size); err != nil {
-			return vmm.Disk{}, fmt.Errorf("grow root disk: %w", err)
-		}
 		return vmm.Disk{ID: "root", Path: raw, Format: "raw"}, nil
 	}
 	if overlays {
 		q := filepath.Join(dir, rootQcow2)
 		_, err := r.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
-			"create", "-q", "-f", "qcow2", "-F", "raw", "-b", image, q, strconv.FormatInt(size, 10)}})
+			"create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, q}})
 		if err != nil {
 			return vmm.Disk{}, fmt.Errorf("create root disk overlay: %w", err)
 		}
 		return vmm.Disk{ID: "root", Path: q, Format: "qcow2"}, nil
 	}
-	if err := sparseCopy(image, raw); err != nil {
+	if err := sparseCopy(base, raw); err != nil {
 		return vmm.Disk{}, err
 	}
-	if err := os.Truncate(raw, size); err != nil {
-		return vmm.Disk{}, fmt.Errorf("grow root disk: %w", err)
-	}
 	return vmm.Disk{ID: "root", Path: raw, Format: "raw"}, nil
+}
+
+// baseFor returns a file holding image's file system at exactly size
+// bytes: the image's own disk when it has that size (images are built at
+// the default disk size), else a copy resized offline, made once per
+// size and kept beside the image (removed with it) for every later VM of
+// that size. resize2fs is needed because the file systems banger writes
+// cannot be resized online by the guest's kernel (sparse_super2).
+func (s *Service) baseFor(ctx context.Context, im api.Image, size int64, p operation.Progress) (string, error) {
+	st, err := os.Stat(im.Disk)
+	if err != nil {
+		return "", fmt.Errorf("image %s disk: %w", im.Name, err)
+	}
+	if st.Size() == size {
+		return im.Disk, nil
+	}
+	path := filepath.Join(filepath.Dir(im.Disk), fmt.Sprintf("rootfs-%dM.ext4", size>>20))
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	unlock, err := s.boot.Lock(ctx, path, func() {})
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
+	}
+	if size < st.Size() {
+		if min, err := minSize(ctx, s.d.Runner, im.Disk); err == nil && size < min {
+			return "", fmt.Errorf("--disk %s is too small for image %s, whose files need at least %s: %w",
+				humanize.IBytes(uint64(size)), im.Name, humanize.IBytes(uint64(min)), errdefs.ErrInvalid)
+		}
+	}
+	p.Stage("disk", "making a %s file system of image %s (once for this size; later VMs of this size share it)", humanize.IBytes(uint64(size)), im.Name)
+	began := time.Now()
+	tmp := filepath.Join(s.d.Layout.Staging(), fmt.Sprintf("rootfs-%s-%dM.ext4", im.Name, size>>20))
+	os.Remove(tmp)
+	defer os.Remove(tmp)
+	if ok, err := reflink(im.Disk, tmp); err != nil {
+		return "", err
+	} else if !ok {
+		if err := sparseCopy(im.Disk, tmp); err != nil {
+			return "", err
+		}
+	}
+	if size > st.Size() {
+		if err := os.Truncate(tmp, size); err != nil {
+			return "", fmt.Errorf("grow root disk: %w", err)
+		}
+	}
+	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", tmp, fmt.Sprintf("%dK", size>>10)}}); err != nil {
+		return "", fmt.Errorf("resize image %s's file system to %s: %w", im.Name, humanize.IBytes(uint64(size)), err)
+	}
+	if err := os.Truncate(tmp, size); err != nil {
+		return "", fmt.Errorf("size root disk: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("keep resized image: %w", err)
+	}
+	s.d.Log.Info("made a resized base disk", "image", im.Name, "size", size, "took", time.Since(began))
+	return path, nil
+}
+
+// minSize asks resize2fs how small the file system at path can get.
+func minSize(ctx context.Context, r runner.Runner, path string) (int64, error) {
+	out, err := r.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-P", path}})
+	if err != nil {
+		return 0, err
+	}
+	_, n, ok := strings.Cut(string(out), "minimum size of the filesystem:")
+	if !ok {
+		return 0, fmt.Errorf("resize2fs -P: %q", out)
+	}
+	blocks, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("resize2fs -P: %q", out)
+	}
+	// Some room beyond the bare minimum, or the guest starts full.
+	return blocks*4096 + 64<<20, nil
 }
 
 // rootDisk finds the root disk makeRootDisk made.

@@ -3,12 +3,17 @@ package vm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
 )
 
@@ -57,19 +62,19 @@ func TestMakeRootDisk(t *testing.T) {
 	tests := []struct {
 		name     string
 		overlays bool
-		size     int64
 		want     string // the command run, or "" for none
 		format   string
 	}{
-		{"qcow2 overlay at the image's size", true, 64 << 20, "qemu-img create -q -f qcow2 -F raw -b " + src, "qcow2"},
-		{"no overlays: a sparse copy", false, 64 << 20, "", "raw"},
-		{"bigger disk: a copy grown by resize2fs", true, 128 << 20, "resize2fs -f", "raw"},
+		// No size: the overlay takes its base's, whose file system is
+		// already the VM's size.
+		{"qcow2 overlay over the base", true, "qemu-img create -q -f qcow2 -F raw -b " + src + " ", "qcow2"},
+		{"no overlays: a sparse copy", false, "", "raw"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			rec := &runner.Recorder{}
-			d, err := makeRootDisk(ctx, rec, tt.overlays, src, dir, tt.size)
+			d, err := makeRootDisk(ctx, rec, tt.overlays, src, dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,17 +82,87 @@ func TestMakeRootDisk(t *testing.T) {
 				t.Fatalf("format %s, want %s", d.Format, tt.format)
 			}
 			cmds := rec.Calls()
-			if tt.want == "" && len(cmds) != 0 || tt.want != "" && (len(cmds) != 1 || !strings.HasPrefix(cmds[0], tt.want)) {
+			if tt.want == "" && len(cmds) != 0 || tt.want != "" && (len(cmds) != 1 || !strings.HasPrefix(cmds[0], tt.want) || strings.Count(cmds[0], " ") != strings.Count(tt.want, " ")) {
 				t.Fatalf("ran %q, want %q", cmds, tt.want)
 			}
 			if d.Format == "raw" {
-				if st, err := os.Stat(d.Path); err != nil || st.Size() != tt.size {
-					t.Fatalf("raw disk %v size, want %d (%v)", st, tt.size, err)
+				if st, err := os.Stat(d.Path); err != nil || st.Size() != 64<<20 {
+					t.Fatalf("raw disk %v size, want %d (%v)", st, 64<<20, err)
 				}
 				if found, err := rootDisk(dir); err != nil || found != d {
 					t.Fatalf("rootDisk = %+v, %v; want %+v", found, err, d)
 				}
 			}
 		})
+	}
+}
+
+// counting runs commands for real and counts them.
+type counting struct {
+	runner.Exec
+	n int
+}
+
+func (c *counting) Run(ctx context.Context, cmd runner.Cmd) ([]byte, error) {
+	c.n++
+	return c.Exec.Run(ctx, cmd)
+}
+
+// A VM disk of another size than its image's gets a base of that size,
+// made once with the real resize2fs, checked clean by e2fsck, shared by
+// later VMs of that size; too small a size is refused with what the files
+// need, and leaves nothing.
+func TestBaseFor(t *testing.T) {
+	for _, tool := range []string{"mkfs.ext4", "resize2fs", "e2fsck", "dumpe2fs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (e2fsprogs)", tool)
+		}
+	}
+	d := &fakeDriver{}
+	s, _, lay := newTestService(t, d)
+	r := &counting{}
+	s.d.Runner = r
+	ctx := context.Background()
+	imgDir := filepath.Join(lay.Images(), "small")
+	os.MkdirAll(imgDir, 0o755)
+	content := filepath.Join(t.TempDir(), "tree")
+	os.MkdirAll(content, 0o755)
+	blob := bytes.Repeat([]byte("x"), 20<<20)
+	os.WriteFile(filepath.Join(content, "blob"), blob, 0o644)
+	disk := filepath.Join(imgDir, "rootfs.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-b", "4096", "-d", content, disk, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	im := api.Image{Name: "small", Disk: disk}
+
+	if p, err := s.baseFor(ctx, im, 64<<20, operation.Discard); err != nil || p != disk || r.n != 0 {
+		t.Fatalf("at the image's size: %s, %v, %d commands; want the image itself", p, err, r.n)
+	}
+	p, err := s.baseFor(ctx, im, 256<<20, operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Size() != 256<<20 || filepath.Dir(p) != imgDir {
+		t.Fatalf("base %s: %v, %v", p, st, err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", p).CombinedOutput(); err != nil {
+		t.Fatalf("e2fsck of the grown base: %v\n%s", err, out)
+	}
+	out, _ := exec.Command("dumpe2fs", "-h", p).Output()
+	if !strings.Contains(string(out), "Block count:              65536") {
+		t.Errorf("grown file system is not 256 MiB of 4 KiB blocks:\n%s", out)
+	}
+	n := r.n
+	if again, err := s.baseFor(ctx, im, 256<<20, operation.Discard); err != nil || again != p || r.n != n {
+		t.Fatalf("second VM of that size: %s, %v, ran %d more commands", again, err, r.n-n)
+	}
+	if _, err := s.baseFor(ctx, im, 8<<20, operation.Discard); !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), "need at least") {
+		t.Fatalf("too small: %v", err)
+	}
+	if ents, _ := os.ReadDir(imgDir); len(ents) != 2 {
+		t.Errorf("image directory holds %d files, want the image and one base", len(ents))
+	}
+	if ents, _ := os.ReadDir(lay.Staging()); len(ents) != 0 {
+		t.Errorf("staging left: %v", ents)
 	}
 }

@@ -56,8 +56,16 @@ func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) erro
 			return err
 		}
 	}
-	_, err := s.checkParams(req)
-	return err
+	if _, err := s.checkParams(req); err != nil {
+		return err
+	}
+	if req.Start {
+		// A VM that cannot boot here is refused before anything is made.
+		if _, err := s.d.Driver.Accel(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Create makes a VM: its image and kernel (pulled when not local), its
@@ -118,12 +126,15 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	if err != nil {
 		return v, fmt.Errorf("image %s disk: %w", im.Name, err)
 	}
+	// Without --disk: the default size, or the image's when it is larger.
 	size := prm.disk
 	if size == 0 {
-		size = st.Size()
+		size = max(s.d.Defaults.DiskBytes, st.Size())
 	}
-	if size < st.Size() {
-		return v, fmt.Errorf("--disk %d MiB is smaller than image %s (%d MiB): %w", size>>20, im.Name, st.Size()>>20, errdefs.ErrInvalid)
+	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
+	base, err := s.baseFor(ctx, im, size, p)
+	if err != nil {
+		return v, err
 	}
 	dir := s.d.Layout.VM(req.Name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
@@ -142,7 +153,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		}
 	}()
 	p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
-	if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, im.Disk, dir, size); err != nil {
+	if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir); err != nil {
 		return v, err
 	}
 	sshPort, err := freePort()
@@ -200,6 +211,10 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 		p.Stage("start", "vm %s is already %s", name, v.State)
 		return s.view(v), nil
 	}
+	acc, err := s.d.Driver.Accel(ctx)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
+	}
 	k, err := s.d.Kernels.Ensure(ctx, v.Kernel, p)
 	if err != nil {
 		return api.VM{}, fmt.Errorf("kernel %s of vm %s: %w", v.Kernel, name, err)
@@ -240,16 +255,18 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	cfg := s.vmmConfig(v)
 	cfg.Kernel = k.Dir + "/vmlinux"
 	cfg.Initrd = initrd
-	cfg.Cmdline = Cmdline(name, initrd != "", keys, s.d.Driver.GuestParams())
+	cfg.Cmdline = Cmdline(name, initrd != "", keys, s.d.Driver.GuestParams(acc))
 	cfg.Disks = []vmm.Disk{disk}
 	cfg.Forwards = forwards
-	p.Stage("boot", "booting vm %s: %s, kernel %s, %d CPU, %d MiB", name, s.d.Driver.Name(), k.Name, v.CPUs, v.MemoryMB)
+	cfg.Accel = acc
+	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB)
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
 	if err != nil {
 		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
 	}
 	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
+	v.Accel = acc.String()
 	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
 		proc.Kill()
 		return api.VM{}, err

@@ -54,9 +54,11 @@ type Store interface {
 
 // Defaults are the config's VM defaults.
 type Defaults struct {
-	Image        string
-	CPUs         int
-	MemoryMB     int
+	Image    string
+	CPUs     int
+	MemoryMB int
+	// DiskBytes is the root disk size without --disk (default_disk).
+	DiskBytes    int64
 	ReadyTimeout time.Duration
 	StopTimeout  time.Duration
 }
@@ -137,11 +139,6 @@ func (s *Service) view(v store.VM) api.VM {
 	out.Dir = s.d.Layout.VM(v.Name)
 	out.Console = s.console(v.Name)
 	out.Driver = s.d.Driver.Name()
-	if s.d.Driver.Features().KVM {
-		out.Driver += " (kvm)"
-	} else {
-		out.Driver += " (tcg)"
-	}
 	if out.State == api.VMStopped {
 		out.HostKey, out.PID = "", 0
 	}

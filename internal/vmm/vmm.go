@@ -14,9 +14,13 @@ type Driver interface {
 	// Name names the driver in listings ("qemu").
 	Name() string
 	Features() Features
+	// Accel says which accelerator VMs get on this host and why, proving
+	// it first where that is needed; an error means no VM can start here
+	// (the configured accelerator does not work).
+	Accel(ctx context.Context) (Accel, error)
 	// GuestParams are kernel command line words the guest needs under
-	// this driver.
-	GuestParams() []string
+	// this driver and accelerator.
+	GuestParams(a Accel) []string
 	// Start launches the VMM and returns once it runs the guest, or with
 	// an error that carries what the VMM said.
 	Start(ctx context.Context, cfg Config) (Process, error)
@@ -25,10 +29,30 @@ type Driver interface {
 	Quit(ctx context.Context, cfg Config) error
 }
 
+// Accel is the accelerator a VM runs with.
+type Accel struct {
+	// Name is "kvm" or "tcg" (software emulation).
+	Name string `json:"name"`
+	// CPU is the VMM's CPU model under it ("host", "max").
+	CPU string `json:"cpu"`
+	// Reason says why this one: empty when KVM works as it is.
+	Reason string `json:"reason,omitempty"`
+}
+
+// KVM says whether the accelerator is hardware virtualization.
+func (a Accel) KVM() bool { return a.Name == "kvm" }
+
+// String is the accelerator as people read it: "kvm", or
+// "tcg (kvm present but broken: ...)".
+func (a Accel) String() string {
+	if a.Reason == "" {
+		return a.Name
+	}
+	return a.Name + " (" + a.Reason + ")"
+}
+
 // Features says what a driver can do.
 type Features struct {
-	// KVM is true when the driver runs with hardware acceleration.
-	KVM bool
 	// UserNetwork: the VMM itself forwards 127.0.0.1 ports to the guest
 	// (qemu's user networking), so no root or tap is needed.
 	UserNetwork bool
@@ -69,4 +93,8 @@ type Config struct {
 	Control string
 	// Log receives the VMM's own output (its errors).
 	Log string
+	// Accel is what Driver.Accel chose.
+	Accel Accel
+	// NoNetwork leaves the guest without a network device.
+	NoNetwork bool
 }

@@ -1,5 +1,5 @@
-// Package qemu is the qemu driver: machine type microvm, KVM when
-// /dev/kvm is usable, else software emulation (TCG).
+// Package qemu is the qemu driver: machine type microvm, KVM when a probe
+// guest proved it works, else software emulation (TCG).
 package qemu
 
 import (
@@ -11,7 +11,6 @@ import (
 
 // Options are the host-side choices that are not part of a VM's config.
 type Options struct {
-	KVM bool
 	// RunAs is the user qemu switches to once it has opened its disks,
 	// sockets and console ("" keeps the caller's).
 	RunAs string
@@ -25,8 +24,11 @@ func Args(cfg vmm.Config, o Options) []string {
 	// the PIT, so the PIT (and its PIC) must be there, or early boot
 	// wedges. Under KVM neither is needed.
 	timers := "pit=on,pic=on"
-	if o.KVM {
+	if cfg.Accel.KVM() {
 		accel, cpu, timers = "kvm", "host", "pit=off,pic=off"
+	}
+	if cfg.Accel.CPU != "" {
+		cpu = cfg.Accel.CPU
 	}
 	args := []string{
 		"-name", cfg.Name,
@@ -42,11 +44,13 @@ func Args(cfg vmm.Config, o Options) []string {
 		// An ELF vmlinux boots through its PVH entry: no bzImage
 		// decompression, no real-mode setup.
 		"-kernel", cfg.Kernel,
-		"-append", cfg.Cmdline,
 		// Appended, not truncated: the console log keeps every boot.
 		"-chardev", "file,id=console,path=" + escape(cfg.Console) + ",append=on",
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + cfg.Control + ",server=on,wait=off",
+	}
+	if cfg.Cmdline != "" {
+		args = append(args, "-append", cfg.Cmdline)
 	}
 	if cfg.Initrd != "" {
 		args = append(args, "-initrd", cfg.Initrd)
@@ -62,6 +66,9 @@ func Args(cfg vmm.Config, o Options) []string {
 			drive += ",readonly=on"
 		}
 		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+d.ID)
+	}
+	if cfg.NoNetwork {
+		return args
 	}
 	netdev := "user,id=net0"
 	for _, f := range cfg.Forwards {
@@ -81,8 +88,8 @@ func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // The value only sets the early clock's rate, which the kernel refines.
 //
 // microvm has no PCI bus: pci=off spares the guest probing for one.
-func GuestParams(o Options) []string {
-	if o.KVM {
+func GuestParams(a vmm.Accel) []string {
+	if a.KVM() {
 		return []string{"pci=off"}
 	}
 	return []string{"pci=off", "tsc_early_khz=2000000"}

@@ -14,33 +14,61 @@ func TestArgs(t *testing.T) {
 		Disks:    []vmm.Disk{{ID: "root", Path: "/v/root,1.qcow2", Format: "qcow2"}, {ID: "work", Path: "/v/work.ext4", Format: "raw", ReadOnly: true}},
 		Forwards: []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 8080, GuestPort: 80}},
 	}
+	tcg := vmm.Accel{Name: "tcg", CPU: "max", Reason: "no /dev/kvm"}
+	kvm := vmm.Accel{Name: "kvm", CPU: "host"}
 	tests := []struct {
-		name string
-		opt  Options
-		want string
+		name  string
+		accel vmm.Accel
+		opt   Options
+		want  string
 	}{
-		{"tcg", Options{}, "-name vm1 -machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on -accel tcg -cpu max -smp 2 -m 512M " +
-			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on -kernel /k/vmlinux -append console=ttyS0 root=/dev/vda rw " +
-			"-chardev file,id=console,path=/v/console.log,append=on -serial chardev:console -qmp unix:/v/qmp.sock,server=on,wait=off -initrd /k/initrd.img " +
+		{"tcg", tcg, Options{}, "-name vm1 -machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on -accel tcg -cpu max -smp 2 -m 512M " +
+			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on -kernel /k/vmlinux " +
+			"-chardev file,id=console,path=/v/console.log,append=on -serial chardev:console -qmp unix:/v/qmp.sock,server=on,wait=off " +
+			"-append console=ttyS0 root=/dev/vda rw -initrd /k/initrd.img " +
 			"-drive id=root,file=/v/root,,1.qcow2,format=qcow2,if=none,cache=unsafe,discard=unmap -device virtio-blk-device,drive=root " +
 			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=unsafe,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
 			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},
-		{"kvm", Options{KVM: true}, "rtc=on,pit=off,pic=off -accel kvm -cpu host"},
-		{"runas", Options{RunAs: "nobody"}, "-initrd /k/initrd.img -runas nobody -drive"},
+		// Under KVM the guest has kvmclock: no PIT or PIC.
+		{"kvm", kvm, Options{}, "-machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off -accel kvm -cpu host -smp 2"},
+		// The CPU model the probe found working is used as it is.
+		{"kvm cpu without a refused feature", vmm.Accel{Name: "kvm", CPU: "host,-arch-capabilities"}, Options{}, "-accel kvm -cpu host,-arch-capabilities -smp"},
+		{"tcg default cpu", vmm.Accel{Name: "tcg"}, Options{}, "-accel tcg -cpu max -smp"},
+		{"runas", tcg, Options{RunAs: "nobody"}, "-initrd /k/initrd.img -runas nobody -drive"},
 	}
 	for _, tt := range tests {
-		got := strings.Join(Args(base, tt.opt), " ")
+		cfg := base
+		cfg.Accel = tt.accel
+		got := strings.Join(Args(cfg, tt.opt), " ")
 		if !strings.Contains(got, tt.want) {
 			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
 		}
 	}
 }
 
-func TestGuestParams(t *testing.T) {
-	if got := strings.Join(GuestParams(Options{}), " "); got != "pci=off tsc_early_khz=2000000" {
-		t.Errorf("TCG params = %v", got)
+// The probe guest gets no network and no command line.
+func TestArgsNoNetwork(t *testing.T) {
+	got := strings.Join(Args(vmm.Config{Name: "p", CPUs: 1, MemoryMB: 128, Kernel: "/p.elf", Console: "/c", Control: "/q", NoNetwork: true}, Options{}), " ")
+	for _, bad := range []string{"-netdev", "-append", "-device"} {
+		if strings.Contains(got, bad) {
+			t.Errorf("%s in %s", bad, got)
+		}
 	}
-	if got := strings.Join(GuestParams(Options{KVM: true}), " "); got != "pci=off" {
-		t.Errorf("KVM params = %v", got)
+}
+
+func TestGuestParams(t *testing.T) {
+	for _, tt := range []struct {
+		accel vmm.Accel
+		want  string
+	}{
+		// TCG: the early TSC rate, as calibration against the PIT fails.
+		{vmm.Accel{Name: "tcg", CPU: "max"}, "pci=off tsc_early_khz=2000000"},
+		// KVM: kvmclock gives the guest its clock.
+		{vmm.Accel{Name: "kvm", CPU: "host"}, "pci=off"},
+		{vmm.Accel{Name: "kvm", CPU: "host,-arch-capabilities"}, "pci=off"},
+	} {
+		if got := strings.Join(GuestParams(tt.accel), " "); got != tt.want {
+			t.Errorf("%v params = %q, want %q", tt.accel, got, tt.want)
+		}
 	}
 }

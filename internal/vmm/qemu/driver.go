@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/banger-dev/banger/internal/accel"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -24,30 +25,48 @@ type Driver struct {
 	Options
 	// Binary is the qemu program (default qemu-system-x86_64 on PATH).
 	Binary string
+	// Accelerator makes and holds the accelerator choice.
+	Accelerator *accel.Selector
 }
 
 var _ vmm.Driver = (*Driver)(nil)
 
-// New returns a driver that uses KVM when /dev/kvm is usable. When the
-// caller is root, qemu drops to runAs (if that user exists) after start-up.
-func New(runAs string) *Driver {
-	o := Options{KVM: KVMUsable()}
+// New returns a driver whose accelerator follows mode; the probe's result
+// is cached in cache ("" for none). When the caller is root, qemu drops
+// to runAs (if that user exists) after start-up.
+func New(runAs string, mode accel.Mode, cache string) *Driver {
+	var o Options
 	if runAs != "" && os.Geteuid() == 0 {
 		if _, err := user.Lookup(runAs); err == nil {
 			o.RunAs = runAs
 		}
 	}
-	return &Driver{Options: o, Binary: Binary}
+	d := &Driver{Options: o, Binary: Binary}
+	d.Accelerator = &accel.Selector{
+		Mode: mode, Host: accel.RealHost(), Cache: cache,
+		Probe: func(ctx context.Context, cpu string) accel.Outcome {
+			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline)
+		},
+		VMMVersion: d.Version,
+	}
+	return d
 }
 
-// KVMUsable says whether this process can open /dev/kvm.
-func KVMUsable() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
+func (d *Driver) bin() string {
+	if d.Binary == "" {
+		return Binary
 	}
-	f.Close()
-	return true
+	return d.Binary
+}
+
+// Version is qemu's own version line, which identifies its build.
+func (d *Driver) Version(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, d.bin(), "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", d.bin(), err)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line), nil
 }
 
 // Name implements vmm.Driver.
@@ -55,21 +74,24 @@ func (d *Driver) Name() string { return "qemu" }
 
 // Features implements vmm.Driver.
 func (d *Driver) Features() vmm.Features {
-	return vmm.Features{KVM: d.KVM, UserNetwork: true, Overlays: true}
+	return vmm.Features{UserNetwork: true, Overlays: true}
+}
+
+// Accel implements vmm.Driver: the selector's choice, proven once.
+func (d *Driver) Accel(ctx context.Context) (vmm.Accel, error) {
+	c, err := d.Accelerator.Get(ctx)
+	return c.Accel, err
 }
 
 // GuestParams implements vmm.Driver.
-func (d *Driver) GuestParams() []string { return GuestParams(d.Options) }
+func (d *Driver) GuestParams(a vmm.Accel) []string { return GuestParams(a) }
 
 // Start launches qemu in its own session, so that it outlives the daemon
 // and a Ctrl-C aimed at a foreground daemon does not reach it, and returns
 // once qemu answers on QMP: by then it has opened every disk and bound
 // every forwarded port, so those errors surface here.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {
-	bin := d.Binary
-	if bin == "" {
-		bin = Binary
-	}
+	bin := d.bin()
 	path, err := exec.LookPath(bin)
 	if err != nil {
 		return vmm.Process{}, fmt.Errorf("%s is not installed (apt-get install qemu-system-x86): %w", bin, err)

@@ -1,0 +1,35 @@
+package accel
+
+import (
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+)
+
+// API is the choice as the API shows it; err is the mode's refusal, if any.
+func (c Choice) API(err error) api.Accel {
+	out := api.Accel{
+		Summary: c.String(), Name: c.Name, CPU: c.CPU, Reason: c.Reason, Mode: string(c.Mode), KVM: c.KVM,
+		ProbedAt: c.ProbedAt, Cached: c.Cached,
+	}
+	if c.ProbeTook > 0 {
+		b, _ := c.ProbeTook.MarshalText()
+		out.ProbeTook = string(b)
+	}
+	for _, p := range c.Probes {
+		out.Probes = append(out.Probes, api.AccelProbe(p))
+	}
+	if err != nil {
+		out.Error = errdefs.Message(err)
+	}
+	return out
+}
+
+// Status is the selector's choice as the API shows it, without waiting:
+// "probing" while the start-up probe runs.
+func (s *Selector) Status() api.Accel {
+	c, err, ok := s.Current()
+	if !ok {
+		return api.Accel{Summary: "probing", Mode: string(s.Mode)}
+	}
+	return c.API(err)
+}
