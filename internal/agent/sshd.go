@@ -24,10 +24,10 @@ import (
 // without an sshd of its own.
 type SSHServer struct {
 	config *ssh.ServerConfig
-	// Shell runs commands ("sh -c CMD") and interactive sessions.
-	Shell string
-	// Env is the base environment of every process.
-	Env []string
+	// Passwd is the image's account database: a session runs as the
+	// account the client names (root for banger's CLI), in its login
+	// shell, with the environment sshd would give it.
+	Passwd string
 	// Logf reports connection-level problems.
 	Logf func(format string, args ...any)
 	// Wait waits for a started command and returns its exit code. As PID
@@ -55,8 +55,7 @@ func NewSSHServer(hostKey ssh.Signer, authorized []ssh.PublicKey) *SSHServer {
 	cfg.AddHostKey(hostKey)
 	return &SSHServer{
 		config: cfg,
-		Shell:  "/bin/sh",
-		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"},
+		Passwd: "/etc/passwd",
 		Logf:   func(string, ...any) {},
 		Wait:   func(c *exec.Cmd) int { return waitStatus(c.Wait()) },
 	}
@@ -99,7 +98,7 @@ func (s *SSHServer) conn(nc net.Conn) {
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case "session":
-			go s.session(nch)
+			go s.session(nch, sconn.User())
 		case "direct-tcpip":
 			go s.forward(nch)
 		default:
@@ -156,6 +155,7 @@ func (s *SSHServer) forward(nch ssh.NewChannel) {
 
 type session struct {
 	s    *SSHServer
+	user string
 	ch   ssh.Channel
 	env  []string
 	pty  *pty.Winsize
@@ -165,12 +165,12 @@ type session struct {
 	mu   sync.Mutex // guards tty and cmd, which requests read after start
 }
 
-func (s *SSHServer) session(nch ssh.NewChannel) {
+func (s *SSHServer) session(nch ssh.NewChannel, user string) {
 	ch, reqs, err := nch.Accept()
 	if err != nil {
 		return
 	}
-	ss := &session{s: s, ch: ch}
+	ss := &session{s: s, ch: ch, user: user}
 	for req := range reqs {
 		ok := ss.request(req)
 		if req.WantReply {
@@ -233,10 +233,11 @@ func (ss *session) request(req *ssh.Request) bool {
 		if ssh.Unmarshal(req.Payload, &c) != nil {
 			return false
 		}
-		return ss.start(exec.Command(ss.s.Shell, "-c", c.Command))
+		acct := lookupAccount(ss.s.Passwd, ss.user)
+		return ss.start(acct.command(c.Command, false), acct)
 	case "shell":
-		cmd := exec.Command(ss.s.Shell, "-l")
-		return ss.start(cmd)
+		acct := lookupAccount(ss.s.Passwd, ss.user)
+		return ss.start(acct.command("", true), acct)
 	case "subsystem":
 		var sub struct{ Name string }
 		if ssh.Unmarshal(req.Payload, &sub) != nil || sub.Name != "sftp" {
@@ -263,22 +264,21 @@ var signals = map[ssh.Signal]syscall.Signal{
 	ssh.SIGUSR2: syscall.SIGUSR2,
 }
 
-func (ss *session) start(cmd *exec.Cmd) bool {
+func (ss *session) start(cmd *exec.Cmd, acct account) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.cmd != nil {
 		return false
 	}
-	cmd.Env = append(append([]string{}, ss.s.Env...), ss.env...)
-	cmd.Dir = "/root"
-	if _, err := os.Stat(cmd.Dir); err != nil {
-		cmd.Dir = "/"
+	// The client's variables come last, so they win, as with sshd's
+	// AcceptEnv; TERM comes from the PTY request.
+	cmd.Env = acct.env()
+	if ss.pty != nil && ss.term != "" {
+		cmd.Env = append(cmd.Env, "TERM="+ss.term)
 	}
+	cmd.Env = append(cmd.Env, ss.env...)
 	ss.cmd = cmd
 	if ss.pty != nil {
-		if ss.term != "" {
-			cmd.Env = append(cmd.Env, "TERM="+ss.term)
-		}
 		tty, err := pty.StartWithSize(cmd, ss.pty)
 		if err != nil {
 			fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\r\n", err)

@@ -5,9 +5,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -194,5 +196,71 @@ func TestPowerOffRequest(t *testing.T) {
 	case <-asked:
 	case <-time.After(5 * time.Second):
 		t.Fatal("power-off request did not reach the hook")
+	}
+}
+
+// Sessions run as OpenSSH's sshd runs them: the account's login shell
+// from the image's passwd ("-c CMD" for commands, a login shell with a
+// leading "-" interactively), with USER, LOGNAME, HOME, SHELL, PATH and the
+// PTY's TERM.
+func TestLoginShellAndEnvironment(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("no bash here")
+	}
+	home := t.TempDir()
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	uid := os.Getuid()
+	os.WriteFile(passwd, []byte(fmt.Sprintf("daemon:x:1:1::/usr/sbin:/usr/sbin/nologin\nroot:x:%d:%d:root:%s:%s\n", uid, os.Getgid(), home, bash)), 0o644)
+	c, _, _ := startServer(t, func(s *SSHServer) { s.Passwd = passwd })
+
+	s, _ := c.NewSession()
+	out, err := s.Output(`echo "$0|$SHELL|$HOME|$USER|$LOGNAME|$PATH|$(pwd)|${BASH_VERSION:+bash}"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("bash|%s|%s|root|root|%s|%s|bash\n", bash, home, rootPath, home)
+	if uid != 0 {
+		want = fmt.Sprintf("bash|%s|%s|root|root|%s|%s|bash\n", bash, home, userPath, home)
+	}
+	if string(out) != want {
+		t.Errorf("exec environment:\n got %q\nwant %q", out, want)
+	}
+
+	s, _ = c.NewSession()
+	var screen bytes.Buffer
+	s.Stdout = &screen
+	stdin, _ := s.StdinPipe()
+	if err := s.RequestPty("xterm-256color", 24, 80, ssh.TerminalModes{ssh.ECHO: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(stdin, `echo "login=$0 term=$TERM shell=$SHELL"; exit`+"\n")
+	s.Wait()
+	if !strings.Contains(screen.String(), "login=-bash term=xterm-256color shell="+bash) {
+		t.Errorf("interactive session:\n%s", screen.String())
+	}
+}
+
+func TestLookupAccount(t *testing.T) {
+	passwd := filepath.Join(t.TempDir(), "passwd")
+	os.WriteFile(passwd, []byte("root:x:0:0:root:/root:/no/such/shell\ndev:x:1000:1000::/home/dev:/bin/sh\nbroken:x:zero:0::/:/bin/sh\n"), 0o644)
+	for _, tt := range []struct {
+		name, file string
+		want       account
+		shell      string
+	}{
+		{"root", passwd, account{Name: "root", Home: "/root", Shell: "/no/such/shell"}, "/bin/sh"},
+		{"dev", passwd, account{Name: "dev", UID: 1000, GID: 1000, Home: "/home/dev", Shell: "/bin/sh"}, "/bin/sh"},
+		{"nobody-here", passwd, account{Name: "root", Home: "/root", Shell: "/no/such/shell"}, "/bin/sh"},
+		{"broken", passwd, account{Name: "root", Home: "/root", Shell: "/bin/sh"}, "/bin/sh"},
+		{"root", "/no/passwd", account{Name: "root", Home: "/root", Shell: "/bin/sh"}, "/bin/sh"},
+	} {
+		got := lookupAccount(tt.file, tt.name)
+		if got != tt.want || got.shell() != tt.shell {
+			t.Errorf("lookupAccount(%s) = %+v (shell %s), want %+v (shell %s)", tt.name, got, got.shell(), tt.want, tt.shell)
+		}
 	}
 }

@@ -45,12 +45,14 @@ func TestRunAndCopyAgainstTheAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	var out bytes.Buffer
-	code, err := Run(ctx, c, Command([]string{"sh", "-c", "echo hi; exit 7"}), IO{Stdout: &out, Stderr: &out})
+	// Two buffers: the session copies stdout and stderr concurrently, and
+	// one bytes.Buffer written from two goroutines loses writes.
+	var out, errOut bytes.Buffer
+	code, err := Run(ctx, c, Command([]string{"sh", "-c", "echo hi; exit 7"}), IO{Stdout: &out, Stderr: &errOut})
 	if err != nil || code != 7 || out.String() != "hi\n" {
 		t.Fatalf("Run = %d, %v, %q", code, err, out.String())
 	}
-	code, _ = Run(ctx, c, Command([]string{"sh", "-c", "kill -TERM $$"}), IO{Stdout: &out, Stderr: &out})
+	code, _ = Run(ctx, c, Command([]string{"sh", "-c", "kill -TERM $$"}), IO{Stdout: &out, Stderr: &errOut})
 	if code != 128+15 {
 		t.Errorf("killed by SIGTERM: exit %d, want 143", code)
 	}
