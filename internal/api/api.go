@@ -221,9 +221,13 @@ type Image struct {
 	Source     string `json:"source"`
 	// Digest is the manifest digest (oci) or the sha256 of what was
 	// fetched or adopted.
-	Digest    string    `json:"digest"`
-	Kernel    string    `json:"kernel"`
-	Size      int64     `json:"size"`
+	Digest string `json:"digest"`
+	Kernel string `json:"kernel"`
+	// Size is the disk's file system size: what a VM's root disk gets
+	// when --disk does not say otherwise.
+	Size int64 `json:"size"`
+	// Stored is what the image's files take on the host (they are sparse).
+	Stored    int64     `json:"stored"`
 	Layers    int       `json:"layers"`
 	Files     int       `json:"files"`
 	Disk      string    `json:"disk"`

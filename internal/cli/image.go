@@ -50,9 +50,9 @@ func newImageLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, ims)
 			}
-			t := newTable(a.stdout, "NAME", "KERNEL", "SIZE", "FILES", "SOURCE", "CREATED")
+			t := newTable(a.stdout, "NAME", "KERNEL", "SIZE", "STORED", "FILES", "SOURCE", "CREATED")
 			for _, im := range ims {
-				t.row(im.Name, im.Kernel, humanSize(im.Size), fmt.Sprint(im.Files), im.SourceKind+" "+im.Source, ago(im.CreatedAt))
+				t.row(im.Name, im.Kernel, humanSize(im.Size), humanSize(im.Stored), fmt.Sprint(im.Files), im.SourceKind+" "+im.Source, ago(im.CreatedAt))
 			}
 			t.flush()
 			if len(ims) == 0 {
@@ -88,7 +88,7 @@ func newImageShow(a *app) *cobra.Command {
 			fmt.Fprintf(w, "Source:   %s %s\n", im.SourceKind, im.Source)
 			fmt.Fprintf(w, "Digest:   %s\n", im.Digest)
 			fmt.Fprintf(w, "Kernel:   %s\n", im.Kernel)
-			fmt.Fprintf(w, "Size:     %s\n", humanSize(im.Size))
+			fmt.Fprintf(w, "Size:     %s (file system; %s stored on the host)\n", humanSize(im.Size), humanSize(im.Stored))
 			fmt.Fprintf(w, "Layers:   %d\n", im.Layers)
 			fmt.Fprintf(w, "Files:    %d\n", im.Files)
 			fmt.Fprintf(w, "Disk:     %s\n", im.Disk)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/runner"
@@ -55,4 +56,54 @@ func TestFromTar(t *testing.T) {
 			t.Fatalf("disk is marked read-only: %s", line)
 		}
 	}
+}
+
+// Images are built at MinSize, the default VM disk: the room is holes in
+// the file, and adopted disks are grown to it too.
+func TestMinSizeIsThin(t *testing.T) {
+	for _, tool := range []string{"resize2fs", "tune2fs", "e2fsck", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (e2fsprogs)", tool)
+		}
+	}
+	b := Builder{Runner: runner.Exec{}, MinSize: 2 << 30}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Name: "data", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 20})
+	tw.Write(bytes.Repeat([]byte("x"), 1<<20))
+	tw.Close()
+	dest := filepath.Join(t.TempDir(), "rootfs.ext4")
+	size, err := b.FromTar(context.Background(), &buf, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size != 2<<30 {
+		t.Fatalf("size %d, want the 2 GiB MinSize", size)
+	}
+	if a := allocated(t, dest); a > 128<<20 {
+		t.Errorf("a 2 GiB image of 1 MiB allocates %d MiB: its room is not holes", a>>20)
+	}
+
+	adopted := filepath.Join(t.TempDir(), "adopted.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-b", "4096", adopted, "64M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	if err := b.Grow(context.Background(), adopted); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(adopted); fi.Size() != 2<<30 {
+		t.Fatalf("adopted disk is %d bytes", fi.Size())
+	}
+	if err := b.Check(context.Background(), adopted); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
 }

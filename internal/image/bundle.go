@@ -144,11 +144,11 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 	if err := s.ext4.Check(ctx, rootfs); err != nil {
 		return m, err
 	}
-	return m, nil
+	return m, s.ext4.Grow(ctx, rootfs)
 }
 
 // Register adopts an existing ext4 file as an image: copied (reflinked
-// where the file system can), then checked.
+// where the file system can), checked, and grown to the default disk size.
 func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p operation.Progress) (api.Image, error) {
 	if err := s.CheckRegister(ctx, req); err != nil {
 		return api.Image{}, err
@@ -175,6 +175,9 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p 
 		p.Stage("verify", "checking the root file system")
 		if err := s.ext4.Check(ctx, dst); err != nil {
 			return built{}, fmt.Errorf("%s is not a clean ext4 file system: %w", req.Rootfs, err)
+		}
+		if err := s.ext4.Grow(ctx, dst); err != nil {
+			return built{}, err
 		}
 		return built{sourceKind: api.SourceRegister, source: req.Rootfs, digest: digest}, nil
 	})

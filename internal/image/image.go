@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -114,7 +115,23 @@ func (s *Service) Recover(ctx context.Context) error {
 
 func (s *Service) withDisk(im api.Image) api.Image {
 	im.Disk = filepath.Join(s.pub.Dir(im.Name), layout.ImageRootfs)
+	im.Stored = stored(s.pub.Dir(im.Name))
 	return im
+}
+
+// stored is what an image's files take on the host: its disks are mostly
+// holes (a file system of default_disk with a few hundred MiB in it), so
+// this, not their size, is what pulling it cost.
+func stored(dir string) int64 {
+	var n int64
+	es, _ := os.ReadDir(dir)
+	for _, e := range es {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join(dir, e.Name()), &st) == nil {
+			n += st.Blocks * 512
+		}
+	}
+	return n
 }
 
 // Count returns how many images are published.
