@@ -72,50 +72,45 @@ func (s *Service) baseFor(ctx context.Context, im api.Image, size int64, p opera
 		return im.Disk, nil
 	}
 	path := filepath.Join(filepath.Dir(im.Disk), fmt.Sprintf("rootfs-%dM.ext4", size>>20))
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	unlock, err := s.boot.Lock(ctx, path, func() {})
+	_, err = s.once(ctx, path, func() error {
+		if size < st.Size() {
+			if min, err := minSize(ctx, s.d.Runner, im.Disk); err == nil && size < min {
+				return fmt.Errorf("--disk %s is too small for image %s, whose files need at least %s: %w",
+					humanize.IBytes(uint64(size)), im.Name, humanize.IBytes(uint64(min)), errdefs.ErrInvalid)
+			}
+		}
+		p.Stage("disk", "making a %s file system of image %s (once for this size; later VMs of this size share it)", humanize.IBytes(uint64(size)), im.Name)
+		began := time.Now()
+		tmp := filepath.Join(s.d.Layout.Staging(), fmt.Sprintf("rootfs-%s-%dM.ext4", im.Name, size>>20))
+		os.Remove(tmp)
+		defer os.Remove(tmp)
+		if ok, err := reflink(im.Disk, tmp); err != nil {
+			return err
+		} else if !ok {
+			if err := sparseCopy(im.Disk, tmp); err != nil {
+				return err
+			}
+		}
+		if size > st.Size() {
+			if err := os.Truncate(tmp, size); err != nil {
+				return fmt.Errorf("grow root disk: %w", err)
+			}
+		}
+		if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", tmp, fmt.Sprintf("%dK", size>>10)}}); err != nil {
+			return fmt.Errorf("resize image %s's file system to %s: %w", im.Name, humanize.IBytes(uint64(size)), err)
+		}
+		if err := os.Truncate(tmp, size); err != nil {
+			return fmt.Errorf("size root disk: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("keep resized image: %w", err)
+		}
+		s.d.Log.Info("made a resized base disk", "image", im.Name, "size", size, "took", time.Since(began))
+		return nil
+	})
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
-	if _, err := os.Stat(path); err == nil {
-		return path, nil
-	}
-	if size < st.Size() {
-		if min, err := minSize(ctx, s.d.Runner, im.Disk); err == nil && size < min {
-			return "", fmt.Errorf("--disk %s is too small for image %s, whose files need at least %s: %w",
-				humanize.IBytes(uint64(size)), im.Name, humanize.IBytes(uint64(min)), errdefs.ErrInvalid)
-		}
-	}
-	p.Stage("disk", "making a %s file system of image %s (once for this size; later VMs of this size share it)", humanize.IBytes(uint64(size)), im.Name)
-	began := time.Now()
-	tmp := filepath.Join(s.d.Layout.Staging(), fmt.Sprintf("rootfs-%s-%dM.ext4", im.Name, size>>20))
-	os.Remove(tmp)
-	defer os.Remove(tmp)
-	if ok, err := reflink(im.Disk, tmp); err != nil {
-		return "", err
-	} else if !ok {
-		if err := sparseCopy(im.Disk, tmp); err != nil {
-			return "", err
-		}
-	}
-	if size > st.Size() {
-		if err := os.Truncate(tmp, size); err != nil {
-			return "", fmt.Errorf("grow root disk: %w", err)
-		}
-	}
-	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", tmp, fmt.Sprintf("%dK", size>>10)}}); err != nil {
-		return "", fmt.Errorf("resize image %s's file system to %s: %w", im.Name, humanize.IBytes(uint64(size)), err)
-	}
-	if err := os.Truncate(tmp, size); err != nil {
-		return "", fmt.Errorf("size root disk: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("keep resized image: %w", err)
-	}
-	s.d.Log.Info("made a resized base disk", "image", im.Name, "size", size, "took", time.Since(began))
 	return path, nil
 }
 

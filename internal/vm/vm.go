@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -85,7 +86,10 @@ type Deps struct {
 type Service struct {
 	d     Deps
 	locks keyedlock.Locks // per VM name
-	boot  keyedlock.Locks // per initramfs being built
+	boot  keyedlock.Locks // per initramfs or base disk being built
+
+	agentMu            sync.Mutex
+	agentKey, agentSum string // guarded by agentMu: the agent's digest, by path, size and mtime
 }
 
 // New returns a Service.
