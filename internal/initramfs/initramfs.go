@@ -109,6 +109,33 @@ func readModule(path string) ([]byte, error) {
 	return b, nil
 }
 
+// sigMagic ends a module with an appended signature.
+const sigMagic = "~Module signature appended~\n"
+
+// StripSignature removes a module's appended signature. A kernel that
+// does not enforce signatures (Debian's) still verifies one that is there:
+// hashing each module under TCG, where ext4.ko alone is 2 MiB. The
+// modules come from the kernel package banger verified when it pulled it,
+// and the guest kernel's trust in them protects nothing of the host.
+// A module without a well-formed signature is returned as it is.
+func StripSignature(ko []byte) []byte {
+	// module data, signature, struct module_signature (12 bytes: algo,
+	// hash, id_type, signer_len, key_id_len, 3 bytes pad, big-endian
+	// sig_len), magic.
+	const info = 12
+	if len(ko) < len(sigMagic)+info || string(ko[len(ko)-len(sigMagic):]) != sigMagic {
+		return ko
+	}
+	end := len(ko) - len(sigMagic)
+	ms := ko[end-info : end]
+	sigLen := int(ms[8])<<24 | int(ms[9])<<16 | int(ms[10])<<8 | int(ms[11])
+	total := info + sigLen + int(ms[3]) + int(ms[4])
+	if total > end {
+		return ko
+	}
+	return ko[:end-total]
+}
+
 // Depends reads the depends= field of a module's .modinfo section.
 func Depends(ko []byte) ([]string, error) {
 	f, err := elf.NewFile(bytes.NewReader(ko))
@@ -181,7 +208,7 @@ func Closure(mods map[string]Module, builtin map[string]bool, wanted []string, d
 // Format names what Build writes; it is part of the cache key of built
 // initramfs files, so a change here (modules, compression, layout) is a
 // new cache entry, never a stale one.
-const Format = "v2"
+const Format = "v3"
 
 // Build writes an uncompressed newc initramfs to w: the agent as /init,
 // the needed modules of the release under releaseDir (which may be empty
@@ -239,7 +266,7 @@ func Build(w io.Writer, agent, releaseDir string) ([]Module, error) {
 			return nil, err
 		}
 		name := fmt.Sprintf("lib/modules/%02d-%s.ko", i, m.Name)
-		if err := file(name, 0o644, b); err != nil {
+		if err := file(name, 0o644, StripSignature(b)); err != nil {
 			return nil, err
 		}
 		list.WriteString("/" + name + "\n")

@@ -119,3 +119,29 @@ func TestBuildRealKernel(t *testing.T) {
 	}
 	t.Logf("%d modules, %d bytes compressed", len(mods), buf.Len())
 }
+
+func TestStripSignature(t *testing.T) {
+	body := []byte("\x7fELF module body")
+	sig := bytes.Repeat([]byte{0xAB}, 300)
+	info := []byte{0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 44} // PKCS#7, sig_len 300
+	signed := append(append(append(append([]byte{}, body...), sig...), info...), sigMagic...)
+	for _, tt := range []struct {
+		name string
+		in   []byte
+		want []byte
+	}{
+		{"signed", signed, body},
+		{"unsigned", body, body},
+		{"signature longer than the file", append(append(append([]byte{}, body...), []byte{0, 0, 2, 0, 0, 0, 0, 0, 0, 1, 0, 0}...), sigMagic...), nil},
+		{"only the magic", []byte(sigMagic), []byte(sigMagic)},
+	} {
+		got := StripSignature(tt.in)
+		want := tt.want
+		if want == nil {
+			want = tt.in
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: got %q, want %q", tt.name, got, want)
+		}
+	}
+}
