@@ -14,6 +14,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -97,19 +98,12 @@ type Choice struct {
 	// KVM is what was found of KVM (KVMWorks, KVMAbsent, ...).
 	KVM string `json:"kvm"`
 	// Probes lists each probe run: CPU model and outcome.
-	Probes    []ProbeRun `json:"probes,omitempty"`
-	ProbedAt  time.Time  `json:"probed_at,omitzero"`
-	ProbeTook Duration   `json:"probe_took,omitempty"`
+	Probes    []api.AccelProbe `json:"probes,omitempty"`
+	ProbedAt  time.Time        `json:"probed_at,omitzero"`
+	ProbeTook Duration         `json:"probe_took,omitempty"`
 	// Cached: the result came from an earlier probe in this host boot,
 	// with the same VMM.
 	Cached bool `json:"cached,omitempty"`
-}
-
-// ProbeRun is one run of the probe guest.
-type ProbeRun struct {
-	CPU    string `json:"cpu"`
-	OK     bool   `json:"ok"`
-	Reason string `json:"reason,omitempty"`
 }
 
 // Duration marshals as a Go duration string ("1.2s").
@@ -176,10 +170,10 @@ func Decide(ctx context.Context, mode Mode, h Host, probe ProbeFunc) (Choice, er
 		return refuse(tcg(KVMUnusable, reason))
 	}
 	began := time.Now()
-	var runs []ProbeRun
+	var runs []api.AccelProbe
 	run := func(cpu string) Outcome {
 		o := probe(ctx, cpu)
-		runs = append(runs, ProbeRun{CPU: cpu, OK: o.OK, Reason: o.Reason})
+		runs = append(runs, api.AccelProbe{CPU: cpu, OK: o.OK, Reason: o.Reason})
 		return o
 	}
 	done := func(c Choice) Choice {

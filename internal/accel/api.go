@@ -9,14 +9,11 @@ import (
 func (c Choice) API(err error) api.Accel {
 	out := api.Accel{
 		Summary: c.String(), Name: c.Name, CPU: c.CPU, Reason: c.Reason, Mode: string(c.Mode), KVM: c.KVM,
-		ProbedAt: c.ProbedAt, Cached: c.Cached,
+		ProbedAt: c.ProbedAt, Cached: c.Cached, Probes: c.Probes,
 	}
 	if c.ProbeTook > 0 {
 		b, _ := c.ProbeTook.MarshalText()
 		out.ProbeTook = string(b)
-	}
-	for _, p := range c.Probes {
-		out.Probes = append(out.Probes, api.AccelProbe(p))
 	}
 	if err != nil {
 		out.Error = errdefs.Message(err)

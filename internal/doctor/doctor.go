@@ -156,7 +156,7 @@ func Run(h Host, stateDir string) []Check {
 	if p, err := h.LookPath("firecracker"); err == nil {
 		fc.OK, fc.Detail = true, p
 	} else {
-		fc.Detail = "not found: used instead of qemu when /dev/kvm is usable"
+		fc.Detail = "not found: a later driver, for hosts where KVM works (qemu runs every VM meanwhile)"
 		fc.Fix = "download a release from https://github.com/firecracker-microvm/firecracker/releases and put firecracker (and jailer) on PATH"
 	}
 	out = append(out, fc)
