@@ -72,7 +72,7 @@ func TestBootToReady(t *testing.T) {
 		Disks:    []vmm.Disk{{ID: "root", Path: disk, Format: "raw"}},
 		Forwards: []vmm.Forward{{HostPort: freePort(t), GuestPort: 22}},
 		Console:  filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
-		Accel:    tcg,
+		Accel: tcg,
 	}
 	cmd := exec.Command("qemu-system-x86_64", qemu.Args(cfg, qemu.Options{})...)
 	out, _ := os.Create(filepath.Join(dir, "qemu.log"))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -347,4 +348,24 @@ func TestDebianBookwormBuiltLocally(t *testing.T) {
 	if !strings.Contains(errOut, "kernel debian-bookworm is not local") {
 		t.Errorf("progress does not show the kernel pulled on first use:\n%s", errOut)
 	}
+
+	// The default VM is one to work in: root's login shell from the
+	// image's passwd with sshd's environment, 8 GiB free on /, and apt
+	// installs a package through the host's own package sources.
+	out, errOut, code = e.banger("vm", "run", "--rm", "--", "sh", "-c", `echo "$SHELL $HOME $USER $LOGNAME $PATH"; df -k / | tail -1; apt-get -qq update && apt-get -qq install -y jq >/dev/null && echo '{"ok":1}' | jq -c .`)
+	if code != 0 {
+		t.Fatalf("default VM: exit %d\n%s\n%s", code, out, errOut)
+	}
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if len(got) < 3 || got[0] != "/bin/bash /root root root /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" || got[len(got)-1] != `{"ok":1}` {
+		t.Fatalf("default VM: shell, environment or jq wrong:\n%s", out)
+	}
+	if f := strings.Fields(got[1]); len(f) < 4 || atoi(f[3]) < 8<<20 {
+		t.Errorf("df -k /: %q, want at least 8 GiB available", got[1])
+	}
+}
+
+func atoi(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,6 +106,30 @@ func TestVMs(t *testing.T) {
 	t.Run("accel modes: kvm refused fast where KVM is broken, tcg boots", func(t *testing.T) {
 		defer e.use(t)()
 		accelModes(t, e)
+	})
+
+	t.Run("a default VM has a 10 GiB root disk with room, thin on the host", func(t *testing.T) {
+		defer e.use(t)()
+		e.mustBanger("vm", "create", "--name", "roomy", "--image", "busybox-1")
+		v := e.vm("roomy")
+		if v.DiskBytes != 10<<30 {
+			t.Fatalf("default disk %d bytes, want 10 GiB", v.DiskBytes)
+		}
+		var overlay syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(v.Dir, "root.qcow2"), &overlay); err != nil || overlay.Blocks*512 > 4<<20 {
+			t.Errorf("the VM's disk is not a thin overlay: %v, %d bytes allocated", err, overlay.Blocks*512)
+		}
+		im := findImage(t, listImages(t, e), "busybox-1")
+		if im.Size != 10<<30 || im.Stored > 200<<20 {
+			t.Errorf("image: file system %d bytes, %d stored; want 10 GiB, mostly holes", im.Size, im.Stored)
+		}
+		e.mustBanger("vm", "start", "roomy")
+		out := e.mustBanger("vm", "exec", "roomy", "--", "df", "-k", "/")
+		f := strings.Fields(strings.Split(strings.TrimSpace(out), "\n")[1])
+		if avail, err := strconv.ParseInt(f[3], 10, 64); err != nil || avail < 8<<20 {
+			t.Errorf("df -k / in the guest:\n%s\nwant at least 8 GiB available", out)
+		}
+		e.mustBanger("vm", "rm", "-f", "roomy")
 	})
 
 	t.Run("run passes the exit code through", func(t *testing.T) {
