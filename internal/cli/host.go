@@ -97,10 +97,10 @@ func newStatusCmd(a *app) *cobra.Command {
 
 // accelLine is the accelerator as status prints it.
 func accelLine(a api.Accel) string {
-	s := a.Summary
 	if a.Error != "" {
-		return s + "; no VM can start: " + a.Error
+		return "none, no VM can start: " + a.Error
 	}
+	s := a.Summary
 	if a.Name == "" {
 		return s
 	}
