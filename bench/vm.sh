@@ -175,10 +175,10 @@ fi
 
 if want 3; then
 echo "== 3. per-VM disk of a 2 GiB image ($(du -h "$BIGIMG" | cut -f1) allocated): banger vs cp --sparse ($RUNS runs)"
-# A default VM gets a 10 GiB disk (default_disk): the first one of this
-# image makes a 10 GiB base from it (a sparse copy and resize2fs, once);
-# later ones are overlays of that base, as every VM of an image banger
-# built itself is from the start (its file system is already 10 GiB).
+# A default VM gets a 10 GiB disk (default_disk); image register grew the
+# image's file system to that size, so the first VM is an overlay as much
+# as the later ones. (A VM of another size would make a base of that size
+# once: a sparse copy and resize2fs.)
 : >"$WORK/dc"; : >"$WORK/dq"; : >"$WORK/dp"
 for i in $(seq "$RUNS"); do
 	start=$(now)
@@ -195,7 +195,7 @@ for i in $(seq "$RUNS"); do
 done
 first=$(head -1 "$WORK/dc"); dc=$(tail -n +2 "$WORK/dc" | median); dq=$(median <"$WORK/dq"); dp=$(median <"$WORK/dp")
 for i in $(seq "$RUNS"); do $B vm rm "clone$i" >/dev/null; done
-echo "   banger vm create of a default (10 GiB) VM: first $(ms "$first") (makes the 10 GiB base once), then $(ms "$dc"); the overlay alone (qemu-img create): $(ms "$dq")"
+echo "   banger vm create of a default (10 GiB) VM: first $(ms "$first"), then $(ms "$dc"); the overlay alone (qemu-img create): $(ms "$dq")"
 echo "   cp --sparse=always + sync:          $(ms "$dp")"
 echo "   banger / cp: $(awk -v a="$dc" -v b="$dp" 'BEGIN {printf "%.3f", a/b}') (target: <= 100 ms whatever the size)"
 fi
