@@ -48,7 +48,9 @@ func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration)
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, Args(cfg, Options{})...)
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A daemon killed mid-probe must not leave a guest crawling on a
+	// broken KVM behind it, at 100% of a core.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return accel.Outcome{Reason: fmt.Sprintf("start %s: %v", bin, err)}
 	}
