@@ -304,8 +304,9 @@ type VMCreateRequest struct {
 	Kernel   string `json:"kernel,omitempty"`
 	CPUs     int    `json:"cpus,omitempty"`
 	MemoryMB int    `json:"memory_mib,omitempty"`
-	// Disk is the root disk's size ("4G"), at least the image's; empty
-	// keeps the image's size.
+	// Disk is the root disk's size ("20G"); empty means the daemon's
+	// default_disk, or the image's size when that is larger. It must hold
+	// the image's files.
 	Disk string `json:"disk,omitempty"`
 	// Ports are "HOST:GUEST" TCP forwards on 127.0.0.1.
 	Ports []string `json:"ports,omitempty"`

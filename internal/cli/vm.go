@@ -58,7 +58,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.req.Kernel, "kernel", "", "kernel to boot (default: the image's)")
 	fl.IntVar(&f.req.CPUs, "cpus", 0, "virtual CPUs (default: default_cpus, 2)")
 	fl.StringVar(&f.memory, "memory", "", "memory, in MiB or with a unit: 512, 2G (default: default_memory_mib, 1024)")
-	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, at least the image's: 8G (default: the image's size)")
+	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
 	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest TCP port on 127.0.0.1: HOST:GUEST (repeatable)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 }
