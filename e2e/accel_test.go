@@ -23,7 +23,7 @@ import (
 func TestProbeGuestUnderTCG(t *testing.T) {
 	for i := range 3 {
 		began := time.Now()
-		o := qemu.Probe(context.Background(), qemu.Binary, vmm.Accel{Name: "tcg", CPU: accel.CPUMax}, 30*time.Second)
+		o := qemu.Probe(context.Background(), qemu.Binary, vmm.Accel{Name: "tcg", CPU: accel.CPUMax}, 30*time.Second, t.TempDir())
 		if !o.OK {
 			t.Fatalf("run %d: the probe guest failed under TCG: %s", i, o.Reason)
 		}

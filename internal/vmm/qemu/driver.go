@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -42,10 +43,23 @@ func New(runAs string, mode accel.Mode, cache string) *Driver {
 		}
 	}
 	d := &Driver{Options: o, Binary: Binary}
+	workDir := ""
+	if cache != "" {
+		// Beside the cache, in the state directory: what a daemon killed
+		// mid-probe left there is swept by the next one.
+		workDir = filepath.Dir(cache)
+		old, _ := filepath.Glob(filepath.Join(workDir, "banger-probe-*"))
+		for _, o := range old {
+			os.RemoveAll(o)
+		}
+	}
 	d.Accelerator = &accel.Selector{
 		Mode: mode, Host: accel.RealHost(), Cache: cache,
 		Probe: func(ctx context.Context, cpu string) accel.Outcome {
-			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline)
+			if workDir != "" {
+				os.MkdirAll(workDir, 0o755)
+			}
+			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline, workDir)
 		},
 		VMMVersion: d.Version,
 	}

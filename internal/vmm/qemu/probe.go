@@ -29,9 +29,10 @@ const ProbeMemoryMB = 128
 
 // Probe runs the probe guest under a, through the same machine options
 // as VMs (Args), and says whether it reached its last marker within
-// deadline, and if not, what happened.
-func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration) accel.Outcome {
-	dir, err := os.MkdirTemp("", "banger-probe-")
+// deadline, and if not, what happened. Its files go in a directory made
+// under workDir ("" for the system's temporary directory).
+func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration, workDir string) accel.Outcome {
+	dir, err := os.MkdirTemp(workDir, "banger-probe-")
 	if err != nil {
 		return accel.Outcome{Reason: "probe: " + err.Error()}
 	}
