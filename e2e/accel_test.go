@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +36,7 @@ func TestProbeGuestUnderTCG(t *testing.T) {
 // within the probe's bounds.
 func TestProbeKVMOnThisHost(t *testing.T) {
 	began := time.Now()
-	d := qemu.New("", accel.Auto, "")
+	d := qemu.New("", accel.Auto, filepath.Join(t.TempDir(), "accel.json"))
 	c, err := d.Accelerator.Get(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -145,4 +146,55 @@ func accelModes(t *testing.T, e *env) {
 		t.Errorf("vm show:\n%s", show)
 	}
 	e.mustBanger("vm", "rm", "-f", "soft")
+}
+
+// A daemon killed while it probes leaves no probe guest running (one on a
+// broken KVM spins a core for good) and, once restarted, no probe files.
+func TestDaemonKilledMidProbe(t *testing.T) {
+	if err := accel.RealHost().OpenRW(accel.Device); err != nil {
+		t.Skipf("no usable %s here: nothing is probed", accel.Device)
+	}
+	e := newEnv(t, "")
+	e.start()
+	probing := func() []int {
+		var pids []int
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err == nil && strings.Contains(string(b), "banger-probe") && strings.Contains(string(b), e.stateDir+"/") {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(probing()) == 0 {
+		if e.status().Accel.Summary != "probing" {
+			t.Skip("the probe ended before it could be caught running (a working KVM)")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no probe guest seen while the daemon said it was probing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The first probe may be an abort over in milliseconds: catch one
+	// that keeps running, as a guest crawling on a broken KVM does.
+	time.Sleep(300 * time.Millisecond)
+	if len(probing()) == 0 {
+		t.Skip("no probe guest kept running (KVM answered quickly)")
+	}
+	e.kill()
+	deadline = time.Now().Add(3 * time.Second)
+	for len(probing()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("probe guests outlived their daemon: %v", probing())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.start()
+	e.waitAccel()
+	if left, _ := filepath.Glob(filepath.Join(e.stateDir, "cache", "banger-probe-*")); len(left) != 0 {
+		t.Errorf("probe files left: %v", left)
+	}
 }
