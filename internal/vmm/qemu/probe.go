@@ -119,7 +119,7 @@ func exitOutcome(werr error, stderr, stage string) accel.Outcome {
 	if werr != nil {
 		status = "exited (" + werr.Error() + ")"
 	}
-	return accel.Outcome{Reason: fmt.Sprintf("qemu %s while the probe guest was %s: %s", status, probeguest.Next(stage), firstLine(stderr))}
+	return accel.Outcome{Reason: fmt.Sprintf("qemu %s before the probe guest finished %s: %s", status, probeguest.Next(stage), firstLine(stderr))}
 }
 
 func internalError(stderr, stage string) string {

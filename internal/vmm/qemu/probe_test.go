@@ -1,0 +1,28 @@
+package qemu
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// What qemu printed on the hosts of issue 8, and what the probe makes of it.
+func TestExitOutcome(t *testing.T) {
+	abort := "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n" +
+		"qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.\n"
+	internal := "KVM internal error. Suberror: 1\nextra data[0]: 0x0000000000000001\nemulation failure\nRAX=0000000000000000\n"
+	for _, tt := range []struct {
+		name, stderr, stage, want string
+		msr                       uint32
+	}{
+		{"MSR abort", abort, "", "qemu aborted setting MSR 0x10a (IA32_ARCH_CAPABILITIES)", 0x10a},
+		{"unknown MSR", "qemu-system-x86_64: error: failed to set MSR 0x4b564d02 to 0x1\n", "", "qemu aborted setting MSR 0x4b564d02", 0x4b564d02},
+		{"internal error", internal, "long mode", "KVM internal error (suberror 1), emulation failure during touching 48 MiB of fresh guest memory", 0},
+		{"other", "qemu-system-x86_64: -accel kvm: Could not access KVM kernel module: Permission denied\n", "", "qemu exited (exit status 1) before the probe guest finished starting the guest (nothing on its console): -accel kvm: Could not access KVM kernel module: Permission denied", 0},
+	} {
+		o := exitOutcome(errors.New("exit status 1"), tt.stderr, tt.stage)
+		if o.OK || !strings.HasPrefix(o.Reason, tt.want) || o.RefusedMSR != tt.msr {
+			t.Errorf("%s: %+v, want reason %q and MSR %#x", tt.name, o, tt.want, tt.msr)
+		}
+	}
+}
