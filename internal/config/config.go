@@ -64,7 +64,8 @@ type Config struct {
 	ReadyTimeout Duration `toml:"ready_timeout"`
 	StopTimeout  Duration `toml:"stop_timeout"`
 	// VMMUser is the user VMM processes switch to once started, when the
-	// daemon runs as root; "" keeps them root.
+	// daemon runs as root; one that does not exist stops every VM start,
+	// and "" keeps them root.
 	VMMUser string `toml:"vmm_user"`
 	// Accel is "auto" (prove KVM with a probe guest, else TCG), "kvm"
 	// (KVM or no VM starts) or "tcg" (software emulation, KVM untouched).

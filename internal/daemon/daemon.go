@@ -195,6 +195,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	log.Info("vmm driver", "driver", driver.Name(), "runs_as", driver.RunAs)
+	if err := driver.CannotStart(); err != nil {
+		log.Error("no VM can start", "err", err)
+	}
 
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/accel"
+	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -28,21 +29,27 @@ type Driver struct {
 	Binary string
 	// Accelerator makes and holds the accelerator choice.
 	Accelerator *accel.Selector
+	// runAsErr refuses every start when the VMM cannot drop root.
+	runAsErr error
 }
 
 var _ vmm.Driver = (*Driver)(nil)
 
 // New returns a driver whose accelerator follows mode; the probe's result
 // is cached in cache ("" for none). When the caller is root, qemu drops
-// to runAs (if that user exists) after start-up.
+// to runAs after start-up; if that user does not exist, no VM starts
+// (a VMM silently left as root would be the worst failure).
 func New(runAs string, mode accel.Mode, cache string) *Driver {
 	var o Options
+	var runAsErr error
 	if runAs != "" && os.Geteuid() == 0 {
 		if _, err := user.Lookup(runAs); err == nil {
 			o.RunAs = runAs
+		} else {
+			runAsErr = fmt.Errorf("vmm_user %q does not exist, and qemu must not keep root: create it (useradd --system --no-create-home --shell /usr/sbin/nologin %s), or name another unprivileged user in the config: %w", runAs, runAs, errdefs.ErrUnavailable)
 		}
 	}
-	d := &Driver{Options: o, Binary: Binary}
+	d := &Driver{Options: o, Binary: Binary, runAsErr: runAsErr}
 	workDir := ""
 	if cache != "" {
 		// Beside the cache, in the state directory: what a daemon killed
@@ -65,6 +72,10 @@ func New(runAs string, mode accel.Mode, cache string) *Driver {
 	}
 	return d
 }
+
+// CannotStart says why no VM can start with this driver, if so: a VMM
+// user to drop to that does not exist.
+func (d *Driver) CannotStart() error { return d.runAsErr }
 
 func (d *Driver) bin() string {
 	if d.Binary == "" {
@@ -91,8 +102,13 @@ func (d *Driver) Features() vmm.Features {
 	return vmm.Features{UserNetwork: true, Overlays: true}
 }
 
-// Accel implements vmm.Driver: the selector's choice, proven once.
+// Accel implements vmm.Driver: the selector's choice, proven once; an
+// error when VMMs cannot drop root here.
 func (d *Driver) Accel(ctx context.Context) (vmm.Accel, error) {
+	if d.runAsErr != nil {
+		// Asked before any VM is made: refuse then, not after a pull.
+		return vmm.Accel{}, d.runAsErr
+	}
 	c, err := d.Accelerator.Get(ctx)
 	return c.Accel, err
 }
@@ -105,6 +121,9 @@ func (d *Driver) GuestParams(a vmm.Accel) []string { return GuestParams(a) }
 // once qemu answers on QMP: by then it has opened every disk and bound
 // every forwarded port, so those errors surface here.
 func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {
+	if d.runAsErr != nil {
+		return vmm.Process{}, d.runAsErr
+	}
 	bin := d.bin()
 	path, err := exec.LookPath(bin)
 	if err != nil {

@@ -1,9 +1,15 @@
 package qemu
 
 import (
+	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/accel"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // What qemu printed on the hosts of issue 8, and what the probe makes of it.
@@ -24,5 +30,23 @@ func TestExitOutcome(t *testing.T) {
 		if o.OK || !strings.HasPrefix(o.Reason, tt.want) || o.RefusedMSR != tt.msr {
 			t.Errorf("%s: %+v, want reason %q and MSR %#x", tt.name, o, tt.want, tt.msr)
 		}
+	}
+}
+
+// A root daemon whose vmm_user does not exist starts no VM, rather than
+// leaving qemu as root; it says so before anything is made.
+func TestMissingVMMUserRefusesToStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("qemu drops privilege only under a root daemon")
+	}
+	d := New("banger-no-such-user", accel.TCG, "")
+	if _, err := d.Accel(context.Background()); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `vmm_user "banger-no-such-user" does not exist`) {
+		t.Fatalf("Accel: %v", err)
+	}
+	if _, err := d.Start(context.Background(), vmm.Config{Name: "x"}); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("Start: %v", err)
+	}
+	if d := New("nobody", accel.TCG, ""); d.CannotStart() != nil || d.RunAs != "nobody" {
+		t.Fatalf("nobody: %v, runs as %q", d.CannotStart(), d.RunAs)
 	}
 }
