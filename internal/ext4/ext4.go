@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/Microsoft/hcsshim/ext4/tar2ext4"
 
@@ -68,7 +70,7 @@ func (b Builder) Finish(ctx context.Context, dest string) (int64, error) {
 	// 30 MiB of blocks for 8 GiB.
 	size := max(fi.Size()+Headroom(fi.Size()), b.MinSize)
 	size = (size + 4095) &^ 4095
-	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", dest, fmt.Sprintf("%dK", size/1024)}}); err != nil {
+	if err := Resize(ctx, b.Runner, dest, size); err != nil {
 		return 0, fmt.Errorf("grow disk: %w", err)
 	}
 	// The streaming writer marks its file systems read-only (a
@@ -94,13 +96,47 @@ func (b Builder) Grow(ctx context.Context, path string) error {
 	if fi.Size() >= b.MinSize {
 		return nil
 	}
-	if err := os.Truncate(path, b.MinSize); err != nil {
-		return fmt.Errorf("grow disk: %w", err)
-	}
-	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", path, fmt.Sprintf("%dK", b.MinSize/1024)}}); err != nil {
+	if err := Resize(ctx, b.Runner, path, b.MinSize); err != nil {
 		return fmt.Errorf("grow file system to %d MiB: %w", b.MinSize>>20, err)
 	}
 	return nil
+}
+
+// Resize sets the file system in the file at path, unmounted, to size
+// bytes (a multiple of 4 KiB): the file is extended before resize2fs
+// grows it, and cut after resize2fs shrinks it.
+func Resize(ctx context.Context, r runner.Runner, path string, size int64) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if size > fi.Size() {
+		if err := os.Truncate(path, size); err != nil {
+			return err
+		}
+	}
+	if _, err := r.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", path, fmt.Sprintf("%dK", size>>10)}}); err != nil {
+		return err
+	}
+	return os.Truncate(path, size)
+}
+
+// MinSize is the smallest size resize2fs could shrink the file system at
+// path to.
+func MinSize(ctx context.Context, r runner.Runner, path string) (int64, error) {
+	out, err := r.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-P", path}})
+	if err != nil {
+		return 0, err
+	}
+	_, n, ok := strings.Cut(string(out), "minimum size of the filesystem:")
+	if !ok {
+		return 0, fmt.Errorf("resize2fs -P: %q", out)
+	}
+	blocks, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("resize2fs -P: %q", out)
+	}
+	return blocks * 4096, nil
 }
 
 // Check runs a read-only e2fsck over the image.

@@ -6,8 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -74,9 +73,10 @@ func (s *Service) baseFor(ctx context.Context, im api.Image, size int64, p opera
 	path := filepath.Join(filepath.Dir(im.Disk), fmt.Sprintf("rootfs-%dM.ext4", size>>20))
 	_, err = s.once(ctx, path, func() error {
 		if size < st.Size() {
-			if min, err := minSize(ctx, s.d.Runner, im.Disk); err == nil && size < min {
+			// Some room beyond the bare minimum, or the guest starts full.
+			if min, err := ext4.MinSize(ctx, s.d.Runner, im.Disk); err == nil && size < min+64<<20 {
 				return fmt.Errorf("--disk %s is too small for image %s, whose files need at least %s: %w",
-					humanize.IBytes(uint64(size)), im.Name, humanize.IBytes(uint64(min)), errdefs.ErrInvalid)
+					humanize.IBytes(uint64(size)), im.Name, humanize.IBytes(uint64(min+64<<20)), errdefs.ErrInvalid)
 			}
 		}
 		p.Stage("disk", "making a %s file system of image %s (once for this size; later VMs of this size share it)", humanize.IBytes(uint64(size)), im.Name)
@@ -91,16 +91,8 @@ func (s *Service) baseFor(ctx context.Context, im api.Image, size int64, p opera
 				return err
 			}
 		}
-		if size > st.Size() {
-			if err := os.Truncate(tmp, size); err != nil {
-				return fmt.Errorf("grow root disk: %w", err)
-			}
-		}
-		if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-f", tmp, fmt.Sprintf("%dK", size>>10)}}); err != nil {
+		if err := ext4.Resize(ctx, s.d.Runner, tmp, size); err != nil {
 			return fmt.Errorf("resize image %s's file system to %s: %w", im.Name, humanize.IBytes(uint64(size)), err)
-		}
-		if err := os.Truncate(tmp, size); err != nil {
-			return fmt.Errorf("size root disk: %w", err)
 		}
 		if err := os.Rename(tmp, path); err != nil {
 			return fmt.Errorf("keep resized image: %w", err)
@@ -112,24 +104,6 @@ func (s *Service) baseFor(ctx context.Context, im api.Image, size int64, p opera
 		return "", err
 	}
 	return path, nil
-}
-
-// minSize asks resize2fs how small the file system at path can get.
-func minSize(ctx context.Context, r runner.Runner, path string) (int64, error) {
-	out, err := r.Run(ctx, runner.Cmd{Name: "resize2fs", Args: []string{"-P", path}})
-	if err != nil {
-		return 0, err
-	}
-	_, n, ok := strings.Cut(string(out), "minimum size of the filesystem:")
-	if !ok {
-		return 0, fmt.Errorf("resize2fs -P: %q", out)
-	}
-	blocks, err := strconv.ParseInt(strings.TrimSpace(n), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("resize2fs -P: %q", out)
-	}
-	// Some room beyond the bare minimum, or the guest starts full.
-	return blocks*4096 + 64<<20, nil
 }
 
 // rootDisk finds the root disk makeRootDisk made.
