@@ -121,27 +121,17 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return err
 }
 
-// refusable maps MSRs that nested hosts are known to refuse to the qemu
-// CPU feature that makes qemu set them, so that the host model can be
-// retried without it.
-var refusable = map[uint32]string{
-	0x10a: "arch-capabilities", // IA32_ARCH_CAPABILITIES
-	0x48:  "spec-ctrl",         // IA32_SPEC_CTRL
-	0x122: "tsx-ctrl",          // IA32_TSX_CTRL
+// refusable lists the MSRs that nested hosts are known to refuse: their
+// names for messages, and the qemu CPU feature that makes qemu set them,
+// so that the host model can be retried without it.
+var refusable = map[uint32]struct{ name, feature string }{
+	0x10a: {"IA32_ARCH_CAPABILITIES", "arch-capabilities"},
+	0x48:  {"IA32_SPEC_CTRL", "spec-ctrl"},
+	0x122: {"IA32_TSX_CTRL", "tsx-ctrl"},
 }
 
-// MSRName names the MSRs above for messages.
-func MSRName(msr uint32) string {
-	switch msr {
-	case 0x10a:
-		return "IA32_ARCH_CAPABILITIES"
-	case 0x48:
-		return "IA32_SPEC_CTRL"
-	case 0x122:
-		return "IA32_TSX_CTRL"
-	}
-	return ""
-}
+// MSRName names the MSRs above for messages ("" for others).
+func MSRName(msr uint32) string { return refusable[msr].name }
 
 // Decide makes the choice for mode. Under KVM and Auto it proves KVM with
 // probe: the host CPU model first, then, when the VMM aborted on an MSR a
@@ -188,7 +178,8 @@ func Decide(ctx context.Context, mode Mode, h Host, probe ProbeFunc) (Choice, er
 		return Choice{}, err
 	}
 	reason := first.Reason
-	if feat, ok := refusable[first.RefusedMSR]; ok {
+	if r, ok := refusable[first.RefusedMSR]; ok {
+		feat := r.feature
 		cpu := CPUHost + ",-" + feat
 		second := run(cpu)
 		if second.OK {

@@ -140,7 +140,8 @@ func replay(c Choice) ProbeFunc {
 	}
 }
 
-// refusedIn finds "MSR 0x..." in a reason, as ParseQEMUAbort wrote it.
+// refusedIn finds "MSR 0x..." in a reason, as the qemu probe writes it
+// when qemu aborts on an MSR.
 func refusedIn(reason string) uint32 {
 	_, rest, ok := strings.Cut(reason, "MSR 0x")
 	if !ok {
