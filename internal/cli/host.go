@@ -212,7 +212,6 @@ else right here with this user's rights.`,
 // accelCheck proves the accelerator afresh: the daemon's own probe when it
 // answers, else one run here.
 func (a *app) accelCheck(ctx context.Context) doctor.Check {
-	c := doctor.Check{Name: "accelerator", Required: false}
 	acc, err := a.client().ProbeAccel(ctx)
 	where := "daemon's probe"
 	if err != nil {
@@ -221,27 +220,7 @@ func (a *app) accelCheck(ctx context.Context) doctor.Check {
 		ch, _ := d.Accelerator.Reprobe(ctx)
 		acc = ch.API(nil)
 	}
-	c.Detail = acc.Summary
-	if acc.Name != "" {
-		c.Detail += ", cpu " + acc.CPU
-	}
-	if acc.ProbeTook != "" {
-		c.Detail += fmt.Sprintf(" (%s took %s)", where, acc.ProbeTook)
-	}
-	c.OK = acc.Name == "kvm"
-	switch {
-	case acc.Error != "":
-		c.Required = true
-		c.Detail += "; no VM can start: " + acc.Error
-		c.Fix = "set accel = \"auto\" in " + config.DefaultPath + ", or run the daemon with --accel auto"
-	case acc.KVM == accel.KVMAbsent:
-		c.Fix = "enable virtualization (VT-x/AMD-V, or nested virtualization on a cloud VM), then `sudo modprobe kvm_intel` or `sudo modprobe kvm_amd`; VMs run under TCG meanwhile"
-	case acc.KVM == accel.KVMUnusable:
-		c.Fix = "run the daemon as root, or add its user to the kvm group: `sudo usermod -aG kvm $USER`"
-	case acc.KVM == accel.KVMBroken:
-		c.Fix = "KVM does not work on this host (often nested virtualization): VMs run under TCG, several times slower; a host with working KVM runs them at full speed"
-	}
-	return c
+	return doctor.Accel(acc, where)
 }
 
 func (a *app) daemonCheck(ctx context.Context) doctor.Check {

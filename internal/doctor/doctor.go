@@ -14,6 +14,10 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/accel"
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/config"
 )
 
 // Check is one finding.
@@ -140,11 +144,11 @@ func Run(h Host, stateDir string) []Check {
 	switch _, err := h.Stat("/dev/kvm"); {
 	case err != nil:
 		kvm.Detail = "absent: VMs run under software emulation (TCG), several times slower"
-		kvm.Fix = "enable virtualization (VT-x/AMD-V, or nested virtualization on a cloud VM), then `sudo modprobe kvm_intel` or `sudo modprobe kvm_amd`"
+		kvm.Fix = fixNoKVM
 	default:
 		if err := h.OpenRW("/dev/kvm"); err != nil {
 			kvm.Detail = "present but not usable: " + err.Error()
-			kvm.Fix = "run the daemon as root, or add its user to the kvm group: `sudo usermod -aG kvm $USER`"
+			kvm.Fix = fixKVMAccess
 		} else {
 			kvm.OK, kvm.Detail = true, "present and opens (the accelerator check says whether KVM works)"
 		}
@@ -205,6 +209,38 @@ func existingParent(h Host, dir string) string {
 			return d
 		}
 	}
+}
+
+// Fixes shared by the /dev/kvm and accelerator checks.
+const (
+	fixNoKVM     = "enable virtualization (VT-x/AMD-V, or nested virtualization on a cloud VM), then `sudo modprobe kvm_intel` or `sudo modprobe kvm_amd`"
+	fixKVMAccess = "run the daemon as root, or add its user to the kvm group: `sudo usermod -aG kvm $USER`"
+)
+
+// Accel is the accelerator check: what a probe (the daemon's, or one run
+// here, as where says) concluded, and what to do about it.
+func Accel(acc api.Accel, where string) Check {
+	c := Check{Name: "accelerator", Required: false, Detail: acc.Summary}
+	if acc.Name != "" {
+		c.Detail += ", cpu " + acc.CPU
+	}
+	if acc.ProbeTook != "" {
+		c.Detail += fmt.Sprintf(" (%s took %s)", where, acc.ProbeTook)
+	}
+	c.OK = acc.Name == "kvm"
+	switch {
+	case acc.Error != "":
+		c.Required = true
+		c.Detail += "; no VM can start: " + acc.Error
+		c.Fix = "set accel = \"auto\" in " + config.DefaultPath + ", or run the daemon with --accel auto"
+	case acc.KVM == accel.KVMAbsent:
+		c.Fix = fixNoKVM + "; VMs run under TCG meanwhile"
+	case acc.KVM == accel.KVMUnusable:
+		c.Fix = fixKVMAccess
+	case acc.KVM == accel.KVMBroken:
+		c.Fix = "KVM does not work on this host (often nested virtualization): VMs run under TCG, several times slower; a host with working KVM runs them at full speed"
+	}
+	return c
 }
 
 // Failed reports whether any required check failed.

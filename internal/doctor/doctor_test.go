@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/api"
 )
 
 type fakeFI struct{ fs.FileInfo }
@@ -70,5 +72,24 @@ func TestDoctor(t *testing.T) {
 	cs = Run(fakeHost(map[string]bool{"/": true}, 100<<30, "fedora"), "/x")
 	if c := find(cs, "mkfs.ext4"); c.Fix != "sudo dnf install -y e2fsprogs" {
 		t.Errorf("fedora fix = %q", c.Fix)
+	}
+}
+
+func TestAccel(t *testing.T) {
+	for _, tt := range []struct {
+		acc      api.Accel
+		ok, req  bool
+		detail   string
+		fixStart string
+	}{
+		{api.Accel{Summary: "kvm", Name: "kvm", CPU: "host", KVM: "works", ProbeTook: "120ms"}, true, false, "kvm, cpu host (daemon's probe took 120ms)", ""},
+		{api.Accel{Summary: "tcg (no /dev/kvm)", Name: "tcg", CPU: "max", KVM: "absent"}, false, false, "tcg (no /dev/kvm), cpu max", "enable virtualization"},
+		{api.Accel{Summary: "tcg (kvm present but broken: x)", Name: "tcg", CPU: "max", KVM: "broken", ProbeTook: "2.1s"}, false, false, "broken: x), cpu max (daemon's probe took 2.1s)", "KVM does not work"},
+		{api.Accel{Summary: "tcg (x)", Name: "tcg", CPU: "max", KVM: "broken", Error: "accel = kvm, but KVM does not work"}, false, true, "no VM can start: accel = kvm", "set accel = \"auto\""},
+	} {
+		c := Accel(tt.acc, "daemon's probe")
+		if c.OK != tt.ok || c.Required != tt.req || !strings.Contains(c.Detail, tt.detail) || !strings.HasPrefix(c.Fix, tt.fixStart) {
+			t.Errorf("%+v: got %+v", tt.acc, c)
+		}
 	}
 }
