@@ -199,6 +199,11 @@ type env struct {
 	log      *bytes.Buffer
 	exited   chan struct{} // closed when the daemon process has exited
 	exitErr  error         // its Wait error, once exited is closed
+	// cwd is where CLI commands run: the env's own directory unless a
+	// test sets it (a git checkout there would be seeded into /work).
+	cwd string
+	// extraEnv is added to CLI commands' environment.
+	extraEnv []string
 }
 
 func newEnv(t *testing.T, config string) *env {
@@ -300,7 +305,8 @@ func (e *env) use(t *testing.T) func() {
 // cliEnv is the environment of CLI commands: this env's socket, and an
 // SSH key of its own rather than the user's.
 func (e *env) cliEnv() []string {
-	return append(os.Environ(), "BANGER_SOCKET="+e.socket, "BANGER_SSH_KEY="+filepath.Join(e.dir, "id_ed25519"))
+	env := append(os.Environ(), "BANGER_SOCKET="+e.socket, "BANGER_SSH_KEY="+filepath.Join(e.dir, "id_ed25519"))
+	return append(env, e.extraEnv...)
 }
 
 // killVMMs ends the VMM processes this env's daemon started (they outlive
@@ -319,12 +325,20 @@ func (e *env) killVMMs() {
 	}
 }
 
+func (e *env) workdir() string {
+	if e.cwd != "" {
+		return e.cwd
+	}
+	return e.dir
+}
+
 // banger runs the CLI against this env's daemon.
 func (e *env) banger(args ...string) (stdout, stderr string, code int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bangerBin, args...)
 	cmd.Env = e.cliEnv()
+	cmd.Dir = e.workdir()
 	var o, er bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &er
 	err := cmd.Run()
@@ -361,6 +375,7 @@ func (e *env) startPullImage(name string) (*exec.Cmd, <-chan string) {
 func (e *env) startBanger(args ...string) (*exec.Cmd, <-chan string) {
 	cmd := exec.Command(bangerBin, args...)
 	cmd.Env = e.cliEnv()
+	cmd.Dir = e.workdir()
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)

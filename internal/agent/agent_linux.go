@@ -163,7 +163,7 @@ func waitFor(path string, d time.Duration) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("root disk %s did not appear within %s", path, d)
+			return fmt.Errorf("%s did not appear within %s", path, d)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -185,8 +185,14 @@ func RootStage() error {
 		unix.Sethostname([]byte(name))
 	}
 	if dev := cmd.Params[guestproto.ParamWork]; dev != "" {
-		os.MkdirAll("/work", 0o755)
-		if err := unix.Mount(dev, "/work", "ext4", 0, ""); err != nil {
+		// Mounted before the ready line, so that the first command sees
+		// it; the device may still be probing.
+		os.MkdirAll(guestproto.WorkDir, 0o755)
+		err := waitFor(dev, 5*time.Second)
+		if err == nil {
+			err = unix.Mount(dev, guestproto.WorkDir, "ext4", unix.MS_NOATIME, "")
+		}
+		if err != nil {
 			fmt.Fprintf(os.Stderr, "banger-agent: mount work disk %s: %v\n", dev, err)
 		}
 	}
@@ -245,6 +251,7 @@ func startSSH(cmd Cmdline, r *reaper) error {
 	srv := NewSSHServer(host, ParseAuthorizedKeys(keys))
 	srv.Wait = r.wait
 	srv.PowerOff = func() { unix.Kill(1, unix.SIGTERM) }
+	srv.Lend = func(a guestproto.AuthSync) error { return lend(a, srv.Passwd) }
 	port := cmd.Params[guestproto.ParamSSHPort]
 	if port == "" {
 		port = "22"

@@ -1,13 +1,16 @@
 package agent
 
 import (
+	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -17,6 +20,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/worktar"
 )
 
 // SSHServer serves exec, PTY shells, SFTP and local port forwarding to
@@ -36,6 +40,13 @@ type SSHServer struct {
 	Wait func(*exec.Cmd) int
 	// PowerOff, when set, is called for the poweroff@banger request.
 	PowerOff func()
+	// Lend, when set, places the files of an authsync@banger request.
+	Lend func(guestproto.AuthSync) error
+	// WorkDir is what the work-tar subsystem archives.
+	WorkDir string
+
+	envMu   sync.Mutex
+	lentEnv map[string]string // guarded by envMu: set in every session
 }
 
 // NewSSHServer accepts only the given public keys.
@@ -54,10 +65,11 @@ func NewSSHServer(hostKey ssh.Signer, authorized []ssh.PublicKey) *SSHServer {
 	}
 	cfg.AddHostKey(hostKey)
 	return &SSHServer{
-		config: cfg,
-		Passwd: "/etc/passwd",
-		Logf:   func(string, ...any) {},
-		Wait:   func(c *exec.Cmd) int { return waitStatus(c.Wait()) },
+		config:  cfg,
+		Passwd:  "/etc/passwd",
+		Logf:    func(string, ...any) {},
+		Wait:    func(c *exec.Cmd) int { return waitStatus(c.Wait()) },
+		WorkDir: guestproto.WorkDir,
 	}
 }
 
@@ -107,18 +119,73 @@ func (s *SSHServer) conn(nc net.Conn) {
 	}
 }
 
-// globalRequests answers the host's power-off request and refuses the
-// rest (keepalives included, as OpenSSH's sshd does for unknown ones).
+// globalRequests answers the host's power-off and auth sync requests and
+// refuses the rest (keepalives included, as OpenSSH's sshd does for
+// unknown ones).
 func (s *SSHServer) globalRequests(reqs <-chan *ssh.Request) {
 	for req := range reqs {
-		ok := req.Type == guestproto.PowerOffRequest && s.PowerOff != nil
-		if req.WantReply {
-			req.Reply(ok, nil)
-		}
-		if ok {
+		switch {
+		case req.Type == guestproto.PowerOffRequest && s.PowerOff != nil:
+			if req.WantReply {
+				req.Reply(true, nil)
+			}
 			s.PowerOff()
+		case req.Type == guestproto.AuthSyncRequest:
+			err := s.authSync(req.Payload)
+			if req.WantReply {
+				var msg []byte
+				if err != nil {
+					msg = ssh.Marshal(struct{ Message string }{err.Error()})
+				}
+				req.Reply(err == nil, msg)
+			}
+		default:
+			if req.WantReply {
+				req.Reply(false, nil)
+			}
 		}
 	}
+}
+
+// authSync lends what the request carries: files through Lend, variables
+// to every session started from now on.
+func (s *SSHServer) authSync(payload []byte) error {
+	var wrapped struct{ JSON string }
+	if err := ssh.Unmarshal(payload, &wrapped); err != nil {
+		return fmt.Errorf("bad auth sync request: %w", err)
+	}
+	var a guestproto.AuthSync
+	if err := json.Unmarshal([]byte(wrapped.JSON), &a); err != nil {
+		return fmt.Errorf("bad auth sync request: %w", err)
+	}
+	if len(a.Files) > 0 {
+		if s.Lend == nil {
+			return errors.New("this agent cannot lend files")
+		}
+		if err := s.Lend(a); err != nil {
+			return err
+		}
+	}
+	s.envMu.Lock()
+	defer s.envMu.Unlock()
+	for k, v := range a.Env {
+		if s.lentEnv == nil {
+			s.lentEnv = map[string]string{}
+		}
+		s.lentEnv[k] = v
+	}
+	return nil
+}
+
+func (s *SSHServer) sessionEnv() []string {
+	s.envMu.Lock()
+	defer s.envMu.Unlock()
+	var out []string
+	for k, v := range s.lentEnv {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // forward serves local port forwarding (ssh -L).
@@ -240,7 +307,21 @@ func (ss *session) request(req *ssh.Request) bool {
 		return ss.start(acct.command("", true), acct)
 	case "subsystem":
 		var sub struct{ Name string }
-		if ssh.Unmarshal(req.Payload, &sub) != nil || sub.Name != "sftp" {
+		if ssh.Unmarshal(req.Payload, &sub) != nil {
+			return false
+		}
+		if sub.Name == guestproto.WorkTarSubsystem {
+			go func() {
+				code := 0
+				if err := worktar.Write(context.Background(), ss.s.WorkDir, ss.ch); err != nil {
+					fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\n", err)
+					code = 1
+				}
+				ss.exit(code)
+			}()
+			return true
+		}
+		if sub.Name != "sftp" {
 			return false
 		}
 		go func() {
@@ -272,7 +353,7 @@ func (ss *session) start(cmd *exec.Cmd, acct account) bool {
 	}
 	// The client's variables come last, so they win, as with sshd's
 	// AcceptEnv; TERM comes from the PTY request.
-	cmd.Env = acct.env()
+	cmd.Env = append(acct.env(), ss.s.sessionEnv()...)
 	if ss.pty != nil && ss.term != "" {
 		cmd.Env = append(cmd.Env, "TERM="+ss.term)
 	}

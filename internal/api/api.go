@@ -71,6 +71,9 @@ type Status struct {
 	Operations int         `json:"operations"`
 	// Accel is the accelerator VMs get.
 	Accel Accel `json:"accel"`
+	// MaxSeedBytes bounds a work seed (max_seed_bytes), so that a client
+	// can refuse an oversized one before sending it.
+	MaxSeedBytes int64 `json:"max_seed_bytes"`
 }
 
 // Accel is the accelerator VMs get on this host, and how it was chosen.
@@ -290,6 +293,62 @@ type VM struct {
 	Console   string        `json:"console"`
 	CreatedAt time.Time     `json:"created_at"`
 	StartedAt time.Time     `json:"started_at,omitzero"`
+	// Work is the VM's work disk, mounted at /work in the guest; nil
+	// when it was created without one.
+	Work *Work `json:"work,omitempty"`
+	// Lent names what the last auth sync lent the running guest: file
+	// paths and environment variable names, never their values.
+	Lent []string `json:"lent,omitempty"`
+}
+
+// Work describes a VM's work disk and what it was seeded from.
+type Work struct {
+	// Source is the host directory that was seeded, as the client named it.
+	Source string `json:"source"`
+	// Base is the commit HEAD pointed at when a git checkout was seeded;
+	// empty for a plain directory.
+	Base string `json:"base,omitempty"`
+	// Branch is the branch checked out then, if any.
+	Branch string `json:"branch,omitempty"`
+	// Fingerprint is the sha256 of the seed's tar stream: two seeds of
+	// the same files and modes have the same one.
+	Fingerprint string `json:"fingerprint"`
+	Files       int    `json:"files"`
+	// Bytes is the seed's file content; DiskBytes the work disk's size.
+	Bytes     int64     `json:"bytes"`
+	DiskBytes int64     `json:"disk_bytes"`
+	SeededAt  time.Time `json:"seeded_at"`
+	// PulledAt and PulledBranch record the last `vm pull`.
+	PulledAt     time.Time `json:"pulled_at,omitzero"`
+	PulledBranch string    `json:"pulled_branch,omitempty"`
+	PulledCommit string    `json:"pulled_commit,omitempty"`
+}
+
+// Seed is a work disk built from a client's tar stream and held by the
+// daemon until a VM create claims it by ID (or it expires).
+type Seed struct {
+	ID   string `json:"id"`
+	Work Work   `json:"work"`
+}
+
+// WorkPulled records that a VM's work was brought back to the host.
+type WorkPulled struct {
+	Branch string `json:"branch"`
+	Commit string `json:"commit"`
+}
+
+// AuthSync lends a running guest credentials: files land under the guest
+// user's home on a tmpfs (mode 0600), env is set in every later session.
+// Nothing of it is stored by the daemon or written to a disk.
+type AuthSync struct {
+	Files []LentFile        `json:"files,omitempty"`
+	Env   map[string]string `json:"env,omitempty"`
+}
+
+// LentFile is one credential file, at Path relative to the home directory.
+type LentFile struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"`
 }
 
 // VMCreateRequest creates a VM; with Start it also boots it and waits
@@ -317,6 +376,9 @@ type VMCreateRequest struct {
 	// ReadyTimeout bounds the wait for the guest agent ("90s"); the
 	// daemon's ready_timeout when empty.
 	ReadyTimeout string `json:"ready_timeout,omitempty"`
+	// Seed is the ID of a seed uploaded to POST /v1/seeds: it becomes the
+	// VM's work disk, mounted at /work.
+	Seed string `json:"seed,omitempty"`
 }
 
 // VMStartRequest starts a stopped VM.

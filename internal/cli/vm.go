@@ -36,7 +36,8 @@ one command, its exit code passed through.`,
 		GroupID: "objects",
 	}
 	cmd.AddCommand(newVMRun(a), newVMCreate(a), newVMStart(a), newVMStop(a), newVMRestart(a), newVMRm(a),
-		newVMLs(a), newVMShow(a), newVMLogs(a), newVMSSH(a), newVMExec(a), newVMCp(a))
+		newVMLs(a), newVMShow(a), newVMLogs(a), newVMSSH(a), newVMExec(a), newVMCp(a),
+		newVMDiff(a), newVMPull(a), newVMAuthSync(a))
 	return cmd
 }
 
@@ -49,6 +50,7 @@ type createFlags struct {
 	req     api.VMCreateRequest
 	memory  string
 	timeout time.Duration
+	seed    seedFlags
 }
 
 func (f *createFlags) register(cmd *cobra.Command) {
@@ -61,6 +63,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
 	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest TCP port on 127.0.0.1: HOST:GUEST (repeatable)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
+	f.seed.register(cmd)
 }
 
 // request completes the request with the user's key and parsed sizes.
@@ -116,6 +119,9 @@ own copy-on-write root disk. Your banger SSH key (made on first use, see
 			if err != nil {
 				return err
 			}
+			if req.Seed, err = a.seed(cmd.Context(), f.seed); err != nil {
+				return err
+			}
 			p := newProgress(a.stderr)
 			v, err := a.client().CreateVM(cmd.Context(), req, p.event)
 			p.done()
@@ -164,6 +170,9 @@ the shell or command ends.`,
 				return err
 			}
 			req.Start = true
+			if req.Seed, err = a.seed(cmd.Context(), f.seed); err != nil {
+				return err
+			}
 			c := a.client()
 			p := newProgress(a.stderr)
 			v, err := c.CreateVM(cmd.Context(), req, p.event)
@@ -180,7 +189,14 @@ the shell or command ends.`,
 					}
 				}()
 			} else if len(args) > 0 {
-				defer fmt.Fprintf(a.stderr, "vm %s keeps running: `banger vm ssh %s`, or `banger vm rm -f %s` when done\n", v.Name, v.Name, v.Name)
+				if v.Work != nil {
+					defer fmt.Fprintf(a.stderr, "vm %s keeps running: `banger vm ssh %s`; `banger vm diff %s` and `banger vm pull %s` bring back its work\n", v.Name, v.Name, v.Name, v.Name)
+				} else {
+					defer fmt.Fprintf(a.stderr, "vm %s keeps running: `banger vm ssh %s`, or `banger vm rm -f %s` when done\n", v.Name, v.Name, v.Name)
+				}
+			}
+			if err := a.lend(cmd.Context(), v.Name, false); err != nil {
+				fmt.Fprintf(a.stderr, "banger: lend credentials: %v\n", err)
 			}
 			return a.session(cmd.Context(), v, signer, args, len(args) == 0 || tty, len(args) == 0)
 		},
@@ -246,8 +262,13 @@ func newVMBoot(a *app, verb, short, done string, call func(*client.Client, conte
 				req.ReadyTimeout = timeout.String()
 			}
 			return a.eachVM(args, done, func(name string, p *progress) error {
-				_, err := call(a.client(), cmd.Context(), name, req, p.event)
-				return err
+				if _, err := call(a.client(), cmd.Context(), name, req, p.event); err != nil {
+					return err
+				}
+				if err := a.lend(cmd.Context(), name, false); err != nil {
+					fmt.Fprintf(a.stderr, "banger: lend credentials to vm %s: %v\n", name, err)
+				}
+				return nil
 			})
 		},
 	}
@@ -308,17 +329,19 @@ func (a *app) eachVM(names []string, verb string, fn func(string, *progress) err
 func newVMRm(a *app) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
-		Use:               "rm NAME...",
-		Aliases:           []string{"remove"},
-		Short:             "Remove VMs and their disks",
-		Long:              "Remove VMs and their disks. A running VM is refused unless --force, which kills it first.",
+		Use:     "rm NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove VMs and their disks",
+		Long: `Remove VMs and their disks. A running VM is refused unless --force, which
+kills it first; so is a VM whose work in /work was never brought back with
+'banger vm pull' (see it with 'banger vm diff').`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.removeEach(args, "vm", func(name string) error { return a.client().RemoveVM(cmd.Context(), name, force) })
 		},
 	}
-	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill and remove running VMs")
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill and remove running VMs, and drop work never pulled")
 	return cmd
 }
 
@@ -340,13 +363,13 @@ func newVMLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, vs)
 			}
-			t := newTable(a.stdout, "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "SSH", "PORTS", "CREATED")
+			t := newTable(a.stdout, "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "SSH", "PORTS", "CREATED")
 			for _, v := range vs {
 				ssh := "-"
 				if v.State == api.VMRunning {
 					ssh = fmt.Sprintf("127.0.0.1:%d", v.SSHPort)
 				}
-				t.row(v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))
+				t.row(v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))
 			}
 			t.flush()
 			if len(vs) == 0 {
@@ -357,6 +380,19 @@ func newVMLs(a *app) *cobra.Command {
 	}
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// workState is the WORK column: whether the VM has a work disk, and
+// whether its work was pulled.
+func workState(w *api.Work) string {
+	switch {
+	case w == nil:
+		return "-"
+	case w.PulledAt.IsZero():
+		return "seeded"
+	default:
+		return "pulled"
+	}
 }
 
 func ports(ps []api.PortForward) string {
@@ -402,6 +438,25 @@ func newVMShow(a *app) *cobra.Command {
 			fmt.Fprintf(w, "Memory:   %s\n", humanSize(int64(v.MemoryMB)<<20))
 			fmt.Fprintf(w, "Disk:     %s\n", humanSize(v.DiskBytes))
 			fmt.Fprintf(w, "Ports:    %s\n", orDash(ports(v.Ports)))
+			if wk := v.Work; wk != nil {
+				fmt.Fprintf(w, "Work:     /work, %s disk, seeded %s from %s\n", humanSize(wk.DiskBytes), ago(wk.SeededAt), wk.Source)
+				if wk.Base != "" {
+					branch := ""
+					if wk.Branch != "" {
+						branch = " (" + wk.Branch + ")"
+					}
+					fmt.Fprintf(w, "  Base:   %s%s\n", wk.Base, branch)
+				}
+				fmt.Fprintf(w, "  Seed:   %d entries, %s, %s\n", wk.Files, humanSize(wk.Bytes), wk.Fingerprint)
+				if wk.PulledAt.IsZero() {
+					fmt.Fprintf(w, "  Pulled: never (`banger vm pull %s`)\n", v.Name)
+				} else {
+					fmt.Fprintf(w, "  Pulled: %s as %s (%.12s)\n", ago(wk.PulledAt), wk.PulledBranch, wk.PulledCommit)
+				}
+			}
+			if len(v.Lent) > 0 {
+				fmt.Fprintf(w, "Lent:     %s\n", strings.Join(v.Lent, ", "))
+			}
 			fmt.Fprintf(w, "Dir:      %s\n", v.Dir)
 			fmt.Fprintf(w, "Console:  %s\n", v.Console)
 			fmt.Fprintf(w, "Created:  %s (%s)\n", v.CreatedAt.Local().Format("2006-01-02 15:04:05"), ago(v.CreatedAt))

@@ -74,6 +74,9 @@ type Config struct {
 	// ("10G"); images are built with file systems this size, so that such
 	// a VM's disk is a thin overlay.
 	DefaultDisk string `toml:"default_disk"`
+	// MaxSeedBytes bounds the work seed a client may send (the files of
+	// the directory `vm run` seeds into /work).
+	MaxSeedBytes int64 `toml:"max_seed_bytes"`
 }
 
 // DefaultDiskBytes is DefaultDisk in bytes (valid after Validate).
@@ -110,6 +113,7 @@ func Defaults() Config {
 		VMMUser:           "nobody",
 		Accel:             string(accel.Auto),
 		DefaultDisk:       "10G",
+		MaxSeedBytes:      2 << 30,
 	}
 }
 
@@ -196,6 +200,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDownloadBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_download_bytes must be positive: %w", errdefs.ErrInvalid))
+	}
+	if c.MaxSeedBytes <= 0 {
+		errs = append(errs, fmt.Errorf("max_seed_bytes must be positive: %w", errdefs.ErrInvalid))
 	}
 	if c.MaxUnpackedBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_unpacked_bytes must be positive: %w", errdefs.ErrInvalid))

@@ -133,7 +133,13 @@ func Run(ctx context.Context, o Options) (err error) {
 		log.Info("accelerator chosen", args...)
 	}()
 	lazy := &lazyImages{}
+	work := workspace.New(workspace.Deps{
+		Runner: o.Runner, Staging: lay.Staging(), MaxSeedBytes: cfg.MaxSeedBytes,
+		DiskBytes: cfg.DefaultDiskBytes(), Log: log.With("service", "workspace"),
+	})
+	work.Recover()
 	vms := vm.New(vm.Deps{
+		Work:   work,
 		Store:  st,
 		Images: lazy,
 		Runner: o.Runner,
@@ -148,7 +154,6 @@ func Run(ctx context.Context, o Options) (err error) {
 		Log: log.With("service", "vm"),
 	})
 	_ = hostnet.New(hostnet.Deps{Runner: o.Runner})
-	_ = workspace.New(workspace.Deps{Runner: o.Runner})
 	kernels := kernel.New(kernel.Deps{
 		Store:  st,
 		Users:  vms,
@@ -208,6 +213,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Images:     images,
 		VMs:        vms,
 		Operations: ops,
+		Seeds:      work,
 		Version:    version.Info(),
 		Log:        log.With("service", "api"),
 		Status: func(ctx context.Context) (api.Status, error) {
@@ -225,6 +231,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 			s.Operations = len(ops.List())
 			s.Accel = driver.Accelerator.Status()
+			s.MaxSeedBytes = cfg.MaxSeedBytes
 			return s, nil
 		},
 		Reprobe: func(ctx context.Context) api.Accel {

@@ -34,6 +34,29 @@ const (
 // binary, no init system) and under any VMM.
 const PowerOffRequest = "poweroff@banger"
 
+// WorkTarSubsystem is the SSH subsystem that writes /work to the channel
+// as a tar stream (files, directories and symlinks, with their modes).
+const WorkTarSubsystem = "work-tar@banger"
+
+// WorkDir is where the guest mounts its work disk.
+const WorkDir = "/work"
+
+// AuthSyncRequest is the SSH global request that lends the guest
+// credentials: its payload is an AuthSync, JSON in an SSH string. Files
+// land on a tmpfs, never on a disk; env is set in every later session.
+const AuthSyncRequest = "authsync@banger"
+
+// LentDir is the tmpfs that holds lent files in the guest.
+const LentDir = "/run/banger/lent"
+
+// AuthSync is the payload of AuthSyncRequest.
+type AuthSync struct {
+	// User is the account whose home the files land under.
+	User  string            `json:"user"`
+	Files map[string][]byte `json:"files,omitempty"` // home-relative path -> content
+	Env   map[string]string `json:"env,omitempty"`
+}
+
 // EncodeKeys packs authorized_keys lines into one command line word:
 // kernel parameters cannot hold spaces.
 func EncodeKeys(keys []string) string {

@@ -52,6 +52,15 @@ type VMs interface {
 	Restart(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error)
 	Remove(ctx context.Context, name string, force bool) error
 	Logs(ctx context.Context, name string, follow bool, w io.Writer, flush func()) error
+	CheckWork(ctx context.Context, name string) error
+	ExportWork(ctx context.Context, name string, w io.Writer) error
+	WorkPulled(ctx context.Context, name string, req api.WorkPulled) (api.VM, error)
+	AuthSync(ctx context.Context, name string, req api.AuthSync) (api.VM, error)
+}
+
+// Seeds is what the API needs of the workspace service.
+type Seeds interface {
+	Stage(ctx context.Context, r io.Reader, meta api.Work, diskBytes int64) (api.Seed, error)
 }
 
 // Deps are the server's dependencies.
@@ -59,6 +68,7 @@ type Deps struct {
 	Kernels    Kernels
 	Images     Images
 	VMs        VMs
+	Seeds      Seeds
 	Operations *operation.Registry
 	Status     func(ctx context.Context) (api.Status, error)
 	// Reprobe proves the accelerator afresh (banger doctor).
@@ -116,6 +126,10 @@ func (s *Server) Routes() []Route {
 		{"POST", p + "/vms/{name}/stop", s.stopVM},
 		{"POST", p + "/vms/{name}/restart", s.restartVM},
 		{"GET", p + "/vms/{name}/logs", s.vmLogs},
+		{"GET", p + "/vms/{name}/work", s.exportWork},
+		{"POST", p + "/vms/{name}/work/pulled", s.workPulled},
+		{"POST", p + "/vms/{name}/authsync", s.authSync},
+		{"POST", p + "/seeds", s.stageSeed},
 	}
 }
 
@@ -181,8 +195,11 @@ func writeError(w http.ResponseWriter, err error) {
 }
 
 // decode reads a small JSON body strictly.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+func decode(r *http.Request, v any) error { return decodeLimit(r, v, 1<<20) }
+
+// decodeLimit decodes a JSON body of at most limit bytes.
+func decodeLimit(r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("request body: %v: %w", err, errdefs.ErrInvalid)

@@ -63,4 +63,6 @@ var migrations = []string{
 	CREATE INDEX vms_kernel ON vms(kernel);`,
 	// 5: the accelerator each VM last booted with ("kvm", or "tcg (why)").
 	`ALTER TABLE vms ADD COLUMN accel TEXT NOT NULL DEFAULT ''`,
+	// 6: the work disk's record (api.Work as JSON), "" for none.
+	`ALTER TABLE vms ADD COLUMN work TEXT NOT NULL DEFAULT ''`,
 }

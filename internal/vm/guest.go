@@ -6,19 +6,18 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/guestproto"
-	"github.com/banger-dev/banger/internal/guestssh"
 	"github.com/banger-dev/banger/internal/store"
 )
 
 // powerOff asks the guest agent, over SSH with the daemon's key, to power
 // the guest off cleanly. It does not wait for the guest to go.
 func (s *Service) powerOff(ctx context.Context, v store.VM) error {
-	if s.d.Key == nil || v.SSHPort == 0 {
+	if v.SSHPort == 0 {
 		return fmt.Errorf("no way to reach the guest agent")
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	client, err := guestssh.Connect(cctx, v.SSHPort, v.HostKey, s.d.Key)
+	client, err := s.dialGuest(cctx, v)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/guestproto"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/sshkey"
@@ -88,6 +89,9 @@ func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operati
 	}
 	v, err := s.create(ctx, req, prm, p)
 	unlock()
+	if err != nil && req.Seed != "" && s.d.Work != nil {
+		s.d.Work.Discard(req.Seed)
+	}
 	if err != nil || !req.Start {
 		return s.view(v), err
 	}
@@ -156,6 +160,18 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir); err != nil {
 		return v, err
 	}
+	var work *api.Work
+	if req.Seed != "" {
+		if s.d.Work == nil {
+			return v, fmt.Errorf("this daemon takes no work seeds: %w", errdefs.ErrInvalid)
+		}
+		p.Stage("work", "attaching the work disk to vm %s", req.Name)
+		w, err := s.d.Work.Claim(req.Seed, dir)
+		if err != nil {
+			return v, err
+		}
+		work = &w
+	}
 	sshPort, err := freePort()
 	if err != nil {
 		return v, err
@@ -164,7 +180,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		VM: api.VM{
 			Name: req.Name, State: api.VMStopped, Image: im.Name, Kernel: kernelName,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
-			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(),
+			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work,
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
@@ -257,6 +273,12 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	cfg.Initrd = initrd
 	cfg.Cmdline = Cmdline(name, initrd != "", keys, s.d.Driver.GuestParams(acc))
 	cfg.Disks = []vmm.Disk{disk}
+	if v.Work != nil {
+		// The second virtio disk: /dev/vdb in the guest, mounted at /work
+		// by the agent before it says ready.
+		cfg.Disks = append(cfg.Disks, vmm.Disk{ID: "work", Path: workDisk(dir), Format: "raw"})
+		cfg.Cmdline += " " + guestproto.ParamWork + "=/dev/vdb"
+	}
 	cfg.Forwards = forwards
 	cfg.Accel = acc
 	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB)
@@ -383,6 +405,9 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 		return err
 	}
 	defer unlock()
+	if !force && v.Work != nil && v.Work.PulledAt.IsZero() {
+		return fmt.Errorf("vm %s has work in /work that was never pulled: see it with `banger vm diff %s`, bring it back with `banger vm pull %s`, or drop it with `banger vm rm -f %s`: %w", name, name, name, name, errdefs.ErrConflict)
+	}
 	if v.State != api.VMStopped {
 		if !force {
 			return fmt.Errorf("vm %s is %s: stop it first (`banger vm stop %s`) or remove it anyway with `banger vm rm -f %s`: %w", name, v.State, name, name, errdefs.ErrConflict)

@@ -11,6 +11,7 @@ package vm
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -53,6 +54,16 @@ type Store interface {
 	VMsUsing(ctx context.Context, column, name string) ([]string, error)
 }
 
+// WorkDisks is what VMs need of the workspace service.
+type WorkDisks interface {
+	// Claim moves a staged seed's disk into a VM's directory.
+	Claim(id, vmDir string) (api.Work, error)
+	// Discard drops a staged seed no VM will claim.
+	Discard(id string)
+	// ExportDisk writes a stopped VM's work disk to w as tar.
+	ExportDisk(ctx context.Context, disk string, w io.Writer) error
+}
+
 // Defaults are the config's VM defaults.
 type Defaults struct {
 	Image    string
@@ -69,6 +80,7 @@ type Deps struct {
 	Store   Store
 	Images  Images
 	Kernels Kernels
+	Work    WorkDisks
 	Driver  vmm.Driver
 	Runner  runner.Runner
 	Layout  layout.Layout
@@ -90,6 +102,15 @@ type Service struct {
 
 	agentMu            sync.Mutex
 	agentKey, agentSum string // guarded by agentMu: the agent's digest, by path, size and mtime
+
+	lentMu sync.Mutex
+	lent   map[string]lent // guarded by lentMu: by VM name
+}
+
+// lent is what an auth sync lent a VM's current boot (names only).
+type lent struct {
+	pid   int
+	names []string
 }
 
 // New returns a Service.
@@ -148,6 +169,13 @@ func (s *Service) view(v store.VM) api.VM {
 	}
 	if out.Ports == nil {
 		out.Ports = []api.PortForward{}
+	}
+	if out.State != api.VMStopped {
+		s.lentMu.Lock()
+		if l, ok := s.lent[v.Name]; ok && l.pid == v.PID {
+			out.Lent = l.names
+		}
+		s.lentMu.Unlock()
 	}
 	return out
 }

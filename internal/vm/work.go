@@ -1,0 +1,212 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/guestssh"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/workspace"
+)
+
+func workDisk(dir string) string { return filepath.Join(dir, workspace.DiskName) }
+
+// withWork takes the VM's lock and returns its record, refusing a VM
+// without a work disk.
+func (s *Service) withWork(ctx context.Context, name string) (store.VM, func(), error) {
+	v, unlock, err := s.lockedGet(ctx, name, operation.Discard)
+	if err != nil {
+		return v, nil, err
+	}
+	if v.Work == nil {
+		unlock()
+		return v, nil, fmt.Errorf("vm %s has no work disk: it was created outside a directory to seed, or with --no-workdir: %w", name, errdefs.ErrNotFound)
+	}
+	return v, unlock, nil
+}
+
+// ExportWork writes the VM's /work to w as a tar stream: from the guest
+// agent while the VM runs, from the disk (without booting it, without
+// changing it) when it is stopped. The VM's lock is held throughout, so
+// that it does not start or stop half-way.
+func (s *Service) ExportWork(ctx context.Context, name string, w io.Writer) error {
+	v, unlock, err := s.withWork(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	switch v.State {
+	case api.VMStopped:
+		return s.d.Work.ExportDisk(ctx, workDisk(s.d.Layout.VM(name)), w)
+	case api.VMRunning:
+		c, err := s.dialGuest(ctx, v)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return workspace.ExportGuest(ctx, c, w)
+	default:
+		return fmt.Errorf("vm %s is %s: try again once it is running or stopped: %w", name, v.State, errdefs.ErrConflict)
+	}
+}
+
+// CheckWork answers quickly whether ExportWork can start.
+func (s *Service) CheckWork(ctx context.Context, name string) error {
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	if v.Work == nil {
+		return fmt.Errorf("vm %s has no work disk: it was created outside a directory to seed, or with --no-workdir: %w", name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+// WorkPulled records that the VM's work was brought back as a branch, so
+// that removing the VM no longer asks for --force.
+func (s *Service) WorkPulled(ctx context.Context, name string, req api.WorkPulled) (api.VM, error) {
+	if len(req.Branch) > 1024 || len(req.Commit) > 64 || strings.ContainsAny(req.Branch+req.Commit, "\x00\n") {
+		return api.VM{}, fmt.Errorf("bad branch or commit: %w", errdefs.ErrInvalid)
+	}
+	v, unlock, err := s.withWork(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	v.Work.PulledAt, v.Work.PulledBranch, v.Work.PulledCommit = time.Now().UTC(), req.Branch, req.Commit
+	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
+		return api.VM{}, err
+	}
+	s.d.Log.Info("work pulled", "vm", name, "branch", req.Branch, "commit", req.Commit)
+	return s.view(v), nil
+}
+
+// Bounds of one auth sync: credentials are small.
+const (
+	maxLentFiles = 64
+	maxLentBytes = 1 << 20
+)
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// CheckAuthSync validates what is to be lent.
+func CheckAuthSync(req api.AuthSync) error {
+	if len(req.Files) > maxLentFiles {
+		return fmt.Errorf("%d files to lend: at most %d: %w", len(req.Files), maxLentFiles, errdefs.ErrInvalid)
+	}
+	total := 0
+	for _, f := range req.Files {
+		c := path.Clean(f.Path)
+		if f.Path == "" || path.IsAbs(f.Path) || c == "." || c == ".." || strings.HasPrefix(c, "../") || strings.ContainsRune(f.Path, 0) {
+			return fmt.Errorf("lent file %q: a path inside the home directory, such as .gitconfig: %w", f.Path, errdefs.ErrInvalid)
+		}
+		total += len(f.Data)
+	}
+	for k, v := range req.Env {
+		if !envName.MatchString(k) || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("lent variable %q: not a variable name: %w", k, errdefs.ErrInvalid)
+		}
+		total += len(k) + len(v)
+	}
+	if total > maxLentBytes {
+		return fmt.Errorf("%d bytes to lend: at most %d: %w", total, maxLentBytes, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// AuthSync lends a running guest the files and variables in req, through
+// its agent: the files land on a tmpfs, so they never reach a disk. Only
+// their names are kept, to show, and only for this boot of the VM.
+func (s *Service) AuthSync(ctx context.Context, name string, req api.AuthSync) (api.VM, error) {
+	if err := CheckAuthSync(req); err != nil {
+		return api.VM{}, err
+	}
+	v, unlock, err := s.lockedGet(ctx, name, operation.Discard)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	if v.State != api.VMRunning {
+		return api.VM{}, fmt.Errorf("vm %s is %s: credentials are lent to a running VM: %w", name, v.State, errdefs.ErrConflict)
+	}
+	msg := guestproto.AuthSync{User: "root", Files: map[string][]byte{}, Env: req.Env}
+	var names []string
+	for _, f := range req.Files {
+		msg.Files[path.Clean(f.Path)] = f.Data
+		names = append(names, "~/"+path.Clean(f.Path))
+	}
+	for k := range req.Env {
+		names = append(names, "$"+k)
+	}
+	sort.Strings(names)
+	c, err := s.dialGuest(ctx, v)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer c.Close()
+	b, _ := json.Marshal(msg)
+	ok, reply, err := c.SendRequest(guestproto.AuthSyncRequest, true, ssh.Marshal(struct{ JSON string }{string(b)}))
+	if err != nil {
+		return api.VM{}, fmt.Errorf("lend credentials to vm %s: %w", name, err)
+	}
+	if !ok {
+		var m struct{ Message string }
+		if ssh.Unmarshal(reply, &m) != nil || m.Message == "" {
+			m.Message = "refused (an older agent? restart the VM)"
+		}
+		return api.VM{}, fmt.Errorf("lend credentials to vm %s: the guest agent says: %s: %w", name, m.Message, errdefs.ErrConflict)
+	}
+	s.lentMu.Lock()
+	if s.lent == nil {
+		s.lent = map[string]lent{}
+	}
+	prev := s.lent[name]
+	if prev.pid == v.PID {
+		names = mergeNames(prev.names, names)
+	}
+	s.lent[name] = lent{pid: v.PID, names: names}
+	s.lentMu.Unlock()
+	s.d.Log.Info("lent credentials", "vm", name, "names", names)
+	return s.view(v), nil
+}
+
+func mergeNames(a, b []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range append(a, b...) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// dialGuest reaches a running VM's agent with the daemon's own key.
+func (s *Service) dialGuest(ctx context.Context, v store.VM) (*ssh.Client, error) {
+	if s.d.Key == nil {
+		return nil, fmt.Errorf("the daemon has no key to reach the guest agent")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := guestssh.Connect(cctx, v.SSHPort, v.HostKey, s.d.Key)
+	if err != nil {
+		return nil, fmt.Errorf("reach the guest agent of vm %s: %w", v.Name, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,178 @@
+package workspace
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/runner"
+)
+
+func needE2fsprogs(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"debugfs", "resize2fs", "tune2fs", "e2fsck"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s missing: apt-get install e2fsprogs", tool)
+			}
+			t.Skipf("%s missing: apt-get install e2fsprogs", tool)
+		}
+	}
+}
+
+type entry struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+}
+
+func tarball(t *testing.T, ents []entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range ents {
+		typ := e.typ
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		mode := e.mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: typ, Mode: mode, Size: int64(len(e.body))}
+		if typ != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(e.body))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+func newService(t *testing.T, limit int64) *Service {
+	staging := filepath.Join(t.TempDir(), "staging")
+	os.MkdirAll(staging, 0o700)
+	return New(Deps{Runner: runner.Exec{}, Staging: staging, MaxSeedBytes: limit, DiskBytes: 64 << 20})
+}
+
+var goodSeed = []entry{
+	{name: "src/", typ: tar.TypeDir, mode: 0o755},
+	{name: "src/main.go", body: "package main\n"},
+	{name: "run.sh", body: "#!/bin/sh\n", mode: 0o755},
+	{name: "link", link: "../outside", typ: tar.TypeSymlink},
+}
+
+// A staged seed becomes a disk with room to work, and reads back (from
+// the disk, as for a stopped VM) as the same files, modes and links.
+func TestStageClaimExport(t *testing.T) {
+	needE2fsprogs(t)
+	s := newService(t, 1<<20)
+	seed, err := s.Stage(context.Background(), bytes.NewReader(tarball(t, goodSeed)), api.Work{Source: "/home/u/repo", Base: "abcdef12"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seed.Work.Files != 3 || seed.Work.Bytes != int64(len("package main\n")+len("#!/bin/sh\n")) || !strings.HasPrefix(seed.Work.Fingerprint, "sha256:") {
+		t.Errorf("seed = %+v", seed.Work)
+	}
+	vmDir := t.TempDir()
+	w, err := s.Claim(seed.ID, vmDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Fingerprint != seed.Work.Fingerprint || w.DiskBytes < 64<<20 {
+		t.Errorf("claimed %+v", w)
+	}
+	disk := filepath.Join(vmDir, DiskName)
+	// The disk must take writes: free blocks and inodes beyond the seed.
+	out, err := exec.Command("dumpe2fs", "-h", disk).CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"Free blocks:", "Free inodes:"} {
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, field); ok {
+				if n, _ := strconv.Atoi(strings.TrimSpace(v)); n < 10000 {
+					t.Errorf("work disk has little room: %s", l)
+				}
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := s.ExportDisk(context.Background(), disk, &buf); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b := new(bytes.Buffer)
+		b.ReadFrom(tr)
+		got[h.Name] = string(h.Typeflag) + " " + os.FileMode(h.Mode).Perm().String() + " " + h.Linkname + b.String()
+	}
+	want := map[string]string{
+		"src/":        "5 -rwxr-xr-x ",
+		"src/main.go": "0 -rw-r--r-- package main\n",
+		"run.sh":      "0 -rwxr-xr-x #!/bin/sh\n",
+		"link":        "2 -rwxrwxrwx ../outside",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("exported %s = %q, want %q (all: %q)", k, got[k], v, got)
+		}
+	}
+	if _, err := s.Claim(seed.ID, vmDir); errdefs.Code(err) != "not_found" {
+		t.Errorf("second claim: %v", err)
+	}
+	if left, _ := os.ReadDir(s.d.Staging); len(left) != 0 {
+		t.Errorf("staging not empty: %v", left)
+	}
+}
+
+// Bad seeds are refused, and nothing is left staged.
+func TestStageRefuses(t *testing.T) {
+	needE2fsprogs(t)
+	for _, tc := range []struct {
+		name  string
+		body  []byte
+		limit int64
+		meta  api.Work
+		want  string
+	}{
+		{"too large", tarball(t, []entry{{name: "big", body: strings.Repeat("x", 3000)}}), 2048, api.Work{}, "max_seed_bytes"},
+		{"escaping path", tarball(t, []entry{{name: "../evil", body: "x"}}), 1 << 20, api.Work{}, "leaves the archive root"},
+		{"absolute path", tarball(t, []entry{{name: "/etc/passwd", body: "x"}}), 1 << 20, api.Work{}, "absolute"},
+		{"device", tarball(t, []entry{{name: "dev", typ: tar.TypeChar}}), 1 << 20, api.Work{}, "files, directories and links only"},
+		{"not tar", bytes.Repeat([]byte("garbage!"), 200), 1 << 20, api.Work{}, "work"},
+		{"bad base", tarball(t, goodSeed), 1 << 20, api.Work{Base: "HEAD; rm -rf /"}, "not a commit id"},
+		{"truncated", tarball(t, goodSeed)[:700], 1 << 20, api.Work{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newService(t, tc.limit)
+			_, err := s.Stage(context.Background(), bytes.NewReader(tc.body), tc.meta, 0)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if !errors.Is(err, errdefs.ErrInvalid) && tc.want != "work" && tc.want != "" {
+				t.Errorf("err %v is not invalid input", err)
+			}
+			if left, _ := os.ReadDir(s.d.Staging); len(left) != 0 {
+				t.Errorf("staging not empty: %v", left)
+			}
+		})
+	}
+}
