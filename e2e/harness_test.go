@@ -43,6 +43,8 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	// Tests run the CLI as an unprivileged user too.
+	os.Chmod(tmp, 0o755)
 	bangerBin = filepath.Join(tmp, "banger")
 	build := exec.Command("go", "build", "-o", bangerBin, "../cmd/banger")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")

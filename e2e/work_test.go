@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -94,6 +95,37 @@ func gitRepo(t *testing.T, dir string) {
 	write("build.log", "ignored\n", 0o644)
 	run("config", "credential.helper", "store --file /root/creds")
 	run("remote", "add", "origin", "https://alice:s3cr3t-token@example.com/r.git")
+}
+
+// bangerAsNobody runs the CLI as an unprivileged user (nobody) who can
+// reach the socket, as a member of the banger group would.
+func (e *env) bangerAsNobody(args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	if os.Geteuid() != 0 {
+		e.t.Skip("needs root to run the CLI as another user")
+	}
+	home := filepath.Join(e.dir, "nobody-home")
+	os.MkdirAll(home, 0o700)
+	os.Chown(home, 65534, 65534)
+	// The test's directories are private to root: let nobody through to
+	// the socket and the files the test means it to see.
+	for d := e.dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	os.Chmod(e.socket, 0o666)
+	cmd := exec.Command(bangerBin, args...)
+	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket, "BANGER_SSH_KEY="+filepath.Join(home, "id_ed25519"), "HOME="+home, "BANGER_CONFIG="+filepath.Join(home, "config.toml"))
+	cmd.Dir = home
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	var o, er bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &er
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("banger %v as nobody: %v", args, err)
+	}
+	return o.String(), er.String(), code
 }
 
 func hostGit(t *testing.T, dir string, args ...string) string {
@@ -280,6 +312,9 @@ func TestWorkspace(t *testing.T) {
 		if !strings.Contains(got, "No space left on device") {
 			t.Fatalf("filling /work: %s", got)
 		}
+		// Read back from the disk: through the guest, 90 MiB of zeros would
+		// take long under TCG, and the running path is tested above.
+		e.mustBanger("vm", "stop", "w1")
 		out, errOut, code := e.banger("vm", "pull", "w1", "--force")
 		if code != 0 || !strings.Contains(errOut, "rewrote history") {
 			t.Fatalf("vm pull --force after a rewrite: exit %d\n%s\n%s", code, out, errOut)
@@ -306,6 +341,14 @@ func TestWorkspace(t *testing.T) {
 		_, errOut, code = e.banger("vm", "create", "--image", "git", "--workdir", filepath.Join(e.dir, "missing"))
 		if code == 0 || !strings.Contains(errOut, "no such file") {
 			t.Errorf("missing workdir: exit %d, %s", code, errOut)
+		}
+		unreadable := filepath.Join(e.dir, "unreadable")
+		os.MkdirAll(unreadable, 0o755)
+		os.WriteFile(filepath.Join(unreadable, "ok.txt"), []byte("fine\n"), 0o644)
+		os.WriteFile(filepath.Join(unreadable, "secret.txt"), []byte("root only\n"), 0o600)
+		out, errOut, code := e.bangerAsNobody("vm", "create", "--image", "git", "--workdir", unreadable)
+		if code == 0 || !strings.Contains(errOut, "cannot read secret.txt: open") || !strings.Contains(errOut, "permission denied") {
+			t.Errorf("unreadable file, as an unprivileged caller: exit %d\n%s\n%s", code, out, errOut)
 		}
 		if vs := e.vms(); len(vs) != 0 {
 			t.Errorf("VMs left: %v", vmNames(vs))
