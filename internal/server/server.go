@@ -61,6 +61,7 @@ type VMs interface {
 // Seeds is what the API needs of the workspace service.
 type Seeds interface {
 	Stage(ctx context.Context, r io.Reader, meta api.Work, diskBytes int64) (api.Seed, error)
+	Discard(id string)
 }
 
 // Deps are the server's dependencies.

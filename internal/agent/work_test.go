@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/workspace"
+)
+
+// The work-tar subsystem streams the work tree as the daemon reads it.
+func TestWorkTarSubsystem(t *testing.T) {
+	work := t.TempDir()
+	os.MkdirAll(filepath.Join(work, "src"), 0o755)
+	os.WriteFile(filepath.Join(work, "src", "a.go"), []byte("package a\n"), 0o644)
+	os.Symlink("/etc/shadow", filepath.Join(work, "link"))
+	c, _, _ := startServer(t, func(s *SSHServer) { s.WorkDir = work })
+	var buf bytes.Buffer
+	if err := workspace.ExportGuest(context.Background(), c, &buf); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b := new(bytes.Buffer)
+		b.ReadFrom(tr)
+		got[h.Name] = h.Linkname + b.String()
+	}
+	if got["src/a.go"] != "package a\n" || got["link"] != "/etc/shadow" || len(got) != 3 {
+		t.Errorf("exported %q", got)
+	}
+
+	// A missing work tree is an error the daemon can report, not an
+	// empty archive taken for work.
+	c2, _, _ := startServer(t, func(s *SSHServer) { s.WorkDir = filepath.Join(work, "missing") })
+	if err := workspace.ExportGuest(context.Background(), c2, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "agent failed") {
+		t.Errorf("missing /work: %v", err)
+	}
+}
+
+func authSync(t *testing.T, c *ssh.Client, a guestproto.AuthSync) (bool, string) {
+	t.Helper()
+	b, _ := json.Marshal(a)
+	ok, reply, err := c.SendRequest(guestproto.AuthSyncRequest, true, ssh.Marshal(struct{ JSON string }{string(b)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct{ Message string }
+	ssh.Unmarshal(reply, &m)
+	return ok, m.Message
+}
+
+// Lent variables reach every later session; lent files go to Lend.
+func TestAuthSync(t *testing.T) {
+	var lent []guestproto.AuthSync
+	c, _, _ := startServer(t, func(s *SSHServer) {
+		s.Lend = func(a guestproto.AuthSync) error { lent = append(lent, a); return nil }
+	})
+	ok, msg := authSync(t, c, guestproto.AuthSync{User: "root", Env: map[string]string{"GH_TOKEN": "tok"}, Files: map[string][]byte{".gitconfig": []byte("x")}})
+	if !ok {
+		t.Fatalf("refused: %s", msg)
+	}
+	if len(lent) != 1 || string(lent[0].Files[".gitconfig"]) != "x" {
+		t.Errorf("lent %+v", lent)
+	}
+	s, _ := c.NewSession()
+	out, err := s.Output("echo $GH_TOKEN")
+	if err != nil || string(out) != "tok\n" {
+		t.Errorf("session sees %q, %v", out, err)
+	}
+	// A session's own variable still wins, as with sshd's AcceptEnv.
+	s, _ = c.NewSession()
+	s.Setenv("GH_TOKEN", "mine")
+	if out, _ := s.Output("echo $GH_TOKEN"); string(out) != "mine\n" {
+		t.Errorf("session's own variable lost: %q", out)
+	}
+	c2, _, _ := startServer(t)
+	if ok, msg := authSync(t, c2, guestproto.AuthSync{Files: map[string][]byte{"a": nil}}); ok || !strings.Contains(msg, "cannot lend files") {
+		t.Errorf("no Lend: ok=%v %s", ok, msg)
+	}
+}
+
+func TestHomeRelative(t *testing.T) {
+	for in, want := range map[string]string{
+		".gitconfig": ".gitconfig", ".config/gh/hosts.yml": ".config/gh/hosts.yml", "a/./b": "a/b",
+		"": "", "/etc/shadow": "", "..": "", "../x": "", "a/../../x": "", ".": "",
+	} {
+		got, err := homeRelative(in)
+		if (err == nil) != (want != "") || got != want {
+			t.Errorf("homeRelative(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
