@@ -44,6 +44,9 @@ type SSHServer struct {
 	Lend func(guestproto.AuthSync) error
 	// WorkDir is what the work-tar subsystem archives.
 	WorkDir string
+	// AgentDir holds forwarded SSH agents' sockets ("" for the system's
+	// temporary directory).
+	AgentDir string
 
 	envMu   sync.Mutex
 	lentEnv map[string]string // guarded by envMu: set in every session
@@ -110,7 +113,7 @@ func (s *SSHServer) conn(nc net.Conn) {
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case "session":
-			go s.session(nch, sconn.User())
+			go s.session(nch, sconn)
 		case "direct-tcpip":
 			go s.forward(nch)
 		default:
@@ -230,14 +233,19 @@ type session struct {
 	tty  *os.File // the PTY's controlling side, once a shell or command runs on one
 	cmd  *exec.Cmd
 	mu   sync.Mutex // guards tty and cmd, which requests read after start
+
+	conn     *ssh.ServerConn
+	agentLn  net.Listener // the forwarded SSH agent's socket, once asked for
+	agentDir string
 }
 
-func (s *SSHServer) session(nch ssh.NewChannel, user string) {
+func (s *SSHServer) session(nch ssh.NewChannel, conn *ssh.ServerConn) {
 	ch, reqs, err := nch.Accept()
 	if err != nil {
 		return
 	}
-	ss := &session{s: s, ch: ch, user: user}
+	ss := &session{s: s, ch: ch, user: conn.User(), conn: conn}
+	defer ss.closeAgent()
 	for req := range reqs {
 		ok := ss.request(req)
 		if req.WantReply {
@@ -305,6 +313,8 @@ func (ss *session) request(req *ssh.Request) bool {
 	case "shell":
 		acct := lookupAccount(ss.s.Passwd, ss.user)
 		return ss.start(acct.command("", true), acct)
+	case "auth-agent-req@openssh.com":
+		return ss.forwardAgent()
 	case "subsystem":
 		var sub struct{ Name string }
 		if ssh.Unmarshal(req.Payload, &sub) != nil {

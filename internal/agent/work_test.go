@@ -4,13 +4,19 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/banger-dev/banger/internal/guestproto"
 	"github.com/banger-dev/banger/internal/workspace"
@@ -102,4 +108,47 @@ func TestHomeRelative(t *testing.T) {
 			t.Errorf("homeRelative(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
+}
+
+// A session that asks for agent forwarding gets SSH_AUTH_SOCK, through
+// which the client's agent signs; the socket goes with the session.
+func TestAgentForwarding(t *testing.T) {
+	c, _, _ := startServer(t, func(s *SSHServer) { s.AgentDir = t.TempDir() })
+	keyring := agent.NewKeyring()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	keyring.Add(agent.AddedKey{PrivateKey: priv, Comment: "host-only key"})
+	if err := agent.ForwardToAgent(c, keyring); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.NewSession()
+	if err := agent.RequestAgentForwarding(s); err != nil {
+		t.Fatal(err)
+	}
+	stdout, _ := s.StdoutPipe()
+	stdin, _ := s.StdinPipe()
+	if err := s.Start("echo $SSH_AUTH_SOCK; read wait"); err != nil {
+		t.Fatal(err)
+	}
+	var sock string
+	fmt.Fscanln(stdout, &sock)
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("dial %q: %v", sock, err)
+	}
+	keys, err := agent.NewClient(conn).List()
+	conn.Close()
+	if err != nil || len(keys) != 1 || keys[0].Comment != "host-only key" {
+		t.Errorf("keys through the forwarded agent: %v, %v", keys, err)
+	}
+	stdin.Write([]byte("done\n"))
+	s.Wait()
+	s.Close()
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(sock); err != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Error("the agent socket outlived its session")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/guestssh"
 	"github.com/banger-dev/banger/internal/units"
+	"github.com/banger-dev/banger/internal/userconfig"
 )
 
 func newVMCmd(a *app) *cobra.Command {
@@ -227,6 +228,13 @@ func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []stri
 	// shell): a one-shot command must not swallow what is typed next.
 	if stdin || !isTerminal(os.Stdin) {
 		st.Stdin = os.Stdin
+	}
+	if cfg, _, err := userconfig.Load(); err != nil {
+		return err
+	} else if cfg.AuthSync.SSHAgent {
+		if st.Agent = os.Getenv("SSH_AUTH_SOCK"); st.Agent == "" {
+			fmt.Fprintln(a.stderr, "banger: auth_sync.ssh_agent is on, but SSH_AUTH_SOCK is not set: no agent to forward")
+		}
 	}
 	code, err := guestssh.Run(ctx, conn, guestssh.Command(argv), st)
 	if err != nil {

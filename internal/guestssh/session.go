@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/term"
 )
 
@@ -20,6 +21,10 @@ type IO struct {
 	// TTY asks for a pseudo-terminal; when Stdin is a terminal it is put
 	// in raw mode and its size follows the local window.
 	TTY bool
+	// Agent, when set, is the local SSH agent's socket, forwarded to the
+	// session (ssh -A): commands in the guest sign with its keys, which
+	// never leave the host.
+	Agent string
 }
 
 // Run runs cmd ("" for a login shell) and returns its exit code. A
@@ -31,6 +36,14 @@ func Run(ctx context.Context, c *ssh.Client, cmd string, st IO) (int, error) {
 		return -1, fmt.Errorf("open session: %w", err)
 	}
 	defer s.Close()
+	if st.Agent != "" {
+		if err := agent.ForwardToRemote(c, st.Agent); err != nil {
+			return -1, fmt.Errorf("forward the SSH agent: %w", err)
+		}
+		if err := agent.RequestAgentForwarding(s); err != nil {
+			return -1, fmt.Errorf("forward the SSH agent: %w", err)
+		}
+	}
 	s.Stdout, s.Stderr = st.Stdout, st.Stderr
 	if st.Stdin != nil {
 		stdin, err := s.StdinPipe()
