@@ -139,19 +139,65 @@ func MinSize(ctx context.Context, r runner.Runner, path string) (int64, error) {
 	return blocks * 4096, nil
 }
 
-// FromDir makes an ext4 file system of size bytes at dest holding the
-// tree under dir (mke2fs -d), owned as the files are, the root by root.
-// Unlike the streaming writer's, its inode tables are sized for the whole
-// disk, not for the files it starts with, and it has no inline data: it
-// is for disks that VMs fill (work disks).
-func FromDir(ctx context.Context, r runner.Runner, dir, dest string, size int64, label string) error {
-	if _, err := r.Run(ctx, runner.Cmd{Name: "mkfs.ext4", Args: []string{
-		"-q", "-F", "-m", "0", "-L", label, "-E", "root_owner=0:0", "-d", dir, dest, fmt.Sprintf("%dk", size>>10),
-	}}); err != nil {
-		os.Remove(dest)
-		return err
+// SpareDir is where WorkDisk's padding entries go; it is gone from the
+// finished disk.
+const SpareDir = ".banger-spare-inodes"
+
+// WorkDisk writes the tar stream r (which must end with SpareDir's
+// padding, see SpareEntries) as a writable ext4 disk of at least size
+// bytes at dest: streamed like an image, without inline data (debugfs
+// 1.47.0 dumps inline files padded with NULs, and work disks are read
+// back with debugfs), and with the padding removed. The padding is what
+// gives the disk inodes to work with: the streaming writer sizes inode
+// tables to what it was given, and resize2fs gives new groups the same
+// count per group.
+//
+// spares is called once the writer is done with r: it says how many
+// padding entries the stream held, or why the stream failed.
+func (b Builder) WorkDisk(ctx context.Context, r io.Reader, dest string, spares func() (int, error)) (int64, error) {
+	f, err := os.OpenFile(dest, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("create disk: %w", err)
 	}
-	return nil
+	err = tar2ext4.ConvertTarToExt4(operation.NewReader(ctx, r, 0, nil), f, tar2ext4.MaximumDiskSize(MaxDiskSize))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	n, serr := spares()
+	if serr != nil {
+		return 0, serr
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, fmt.Errorf("write ext4: %w", err)
+	}
+	if n > 0 {
+		var cmds strings.Builder
+		for i := range n {
+			fmt.Fprintf(&cmds, "rm /%s/%d\n", SpareDir, i)
+		}
+		fmt.Fprintf(&cmds, "rmdir /%s\n", SpareDir)
+		script := dest + ".debugfs"
+		if err := os.WriteFile(script, []byte(cmds.String()), 0o600); err != nil {
+			return 0, err
+		}
+		defer os.Remove(script)
+		if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "debugfs", Args: []string{"-w", "-f", script, dest}}); err != nil {
+			return 0, fmt.Errorf("free the spare inodes: %w", err)
+		}
+	}
+	return b.Finish(ctx, dest)
+}
+
+// SpareEntries is how many empty files WorkDisk's stream should end with,
+// for a disk whose content is bytes in files and directories entries:
+// enough that each block group of the content gets a full inode table
+// (8192, one per 16 KiB, as mke2fs gives), which groups added later copy.
+func SpareEntries(bytes int64, entries int) int {
+	groups := (bytes+int64(entries)*4096)/(96<<20) + 1
+	return max(0, int(groups)*8192-entries)
 }
 
 // Check runs a read-only e2fsck over the image.

@@ -118,8 +118,29 @@ func (s *Service) Stage(ctx context.Context, r io.Reader, meta api.Work, diskByt
 	}()
 	sum := sha256.New()
 	limited := &limitReader{r: r, left: s.d.MaxSeedBytes}
-	tree := filepath.Join(dir, "tree")
-	c, err := extract(ctx, io.TeeReader(limited, sum), tree)
+	// The stream is checked and re-written on its way to the disk writer:
+	// each entry is one a work disk may hold, and spare inodes are added
+	// at its end (see ext4.WorkDisk).
+	pr, pw := io.Pipe()
+	var c counts
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		c, err = rewrite(io.TeeReader(limited, sum), pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	spares := func() (int, error) {
+		// Whatever the writer left unread (the end marker's padding)
+		// lets the rewrite finish.
+		io.Copy(io.Discard, pr)
+		if err := <-done; err != nil {
+			return 0, err
+		}
+		return c.spares, nil
+	}
+	b := ext4.Builder{Runner: s.d.Runner, MinSize: (diskBytes + 4095) &^ 4095}
+	size, err := b.WorkDisk(ctx, pr, filepath.Join(dir, DiskName), spares)
 	if limited.over {
 		return api.Seed{}, fmt.Errorf("the seed is larger than max_seed_bytes (%d MiB): seed a smaller directory, or raise max_seed_bytes in the daemon's config: %w", s.d.MaxSeedBytes>>20, errdefs.ErrInvalid)
 	}
@@ -128,15 +149,6 @@ func (s *Service) Stage(ctx context.Context, r io.Reader, meta api.Work, diskByt
 			return api.Seed{}, ctx.Err()
 		}
 		return api.Seed{}, fmt.Errorf("work seed: %w", err)
-	}
-	// Room for the seed (a block per file at least) and for work beyond it.
-	need := c.bytes + int64(c.files+c.dirs)*4096 + 64<<20
-	size := (max(diskBytes, need) + 4095) &^ 4095
-	if err := ext4.FromDir(ctx, s.d.Runner, tree, filepath.Join(dir, DiskName), size, "work"); err != nil {
-		return api.Seed{}, fmt.Errorf("build work disk: %w", err)
-	}
-	if err := os.RemoveAll(tree); err != nil {
-		return api.Seed{}, fmt.Errorf("stage work seed: %w", err)
 	}
 	meta.Fingerprint = "sha256:" + hex.EncodeToString(sum.Sum(nil))
 	meta.Files, meta.Bytes, meta.DiskBytes = c.files, c.bytes, size
@@ -203,25 +215,18 @@ func (s *Service) Discard(id string) {
 }
 
 type counts struct {
-	files, dirs int
-	bytes       int64
+	files, dirs, spares int
+	bytes               int64
 }
 
-// extract unpacks the seed under dir, checking each entry the way a work
-// disk may hold it (files, directories and links, nothing outside), and
-// counts what it holds. The stream is read to its end, so that the
-// fingerprint covers all of it.
-func extract(ctx context.Context, r io.Reader, dir string) (c counts, err error) {
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return c, err
-	}
-	// The stream's own bound (the caller's limitReader) covers content.
-	ex := tarx.Extractor{Root: dir}
+// rewrite copies the seed's tar stream to w, checking each entry the way
+// a work disk may hold it (files, directories and links, nothing outside)
+// and counting what it holds, then adds the spare entries. The input is
+// read to its end, so that the fingerprint covers all of it.
+func rewrite(r io.Reader, w io.Writer) (c counts, err error) {
 	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
 	for {
-		if ctx.Err() != nil {
-			return c, ctx.Err()
-		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
@@ -233,6 +238,9 @@ func extract(ctx context.Context, r io.Reader, dir string) (c counts, err error)
 		if err != nil {
 			return c, err
 		}
+		if rel == ext4.SpareDir || strings.HasPrefix(rel, ext4.SpareDir+"/") {
+			return c, fmt.Errorf("entry %q: a name banger keeps for itself: %w", hdr.Name, errdefs.ErrInvalid)
+		}
 		switch hdr.Typeflag {
 		case tar.TypeReg, tar.TypeSymlink, tar.TypeLink:
 			c.files++
@@ -242,16 +250,30 @@ func extract(ctx context.Context, r io.Reader, dir string) (c counts, err error)
 		default:
 			return c, fmt.Errorf("entry %q: a work seed holds files, directories and links only: %w", hdr.Name, errdefs.ErrInvalid)
 		}
-		if err := ex.Entry(rel, hdr, tr); err != nil {
+		hdr.Name = rel
+		if hdr.Typeflag == tar.TypeDir {
+			hdr.Name += "/"
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
 			return c, err
 		}
-		if hdr.Typeflag == tar.TypeReg {
-			// Kept, so that git in the guest finds its index up to date.
-			os.Chtimes(filepath.Join(dir, filepath.FromSlash(rel)), hdr.ModTime, hdr.ModTime)
+		if _, err := io.Copy(tw, tr); err != nil {
+			return c, fmt.Errorf("entry %q: %w", hdr.Name, err)
 		}
 	}
-	_, err = io.Copy(io.Discard, r)
-	return c, err
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return c, err
+	}
+	c.spares = ext4.SpareEntries(c.bytes, c.files+c.dirs)
+	if c.spares > 0 {
+		tw.WriteHeader(&tar.Header{Name: ext4.SpareDir + "/", Typeflag: tar.TypeDir, Mode: 0o700})
+		for i := range c.spares {
+			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%s/%d", ext4.SpareDir, i), Typeflag: tar.TypeReg, Mode: 0o600}); err != nil {
+				return c, err
+			}
+		}
+	}
+	return c, tw.Close()
 }
 
 // limitReader fails once more than left bytes were read.
