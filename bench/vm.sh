@@ -25,24 +25,17 @@ for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox mmdebstrap; do
 	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
 done
 
+. bench/lib.sh
 WORK=$(mktemp -d /var/tmp/banger-bench-vm.XXXXXX)
-CACHE=/var/tmp/banger-bench-cache
-mkdir -p "$CACHE"
 DAEMON=
 QEMU=
 cleanup() {
 	[ -n "$QEMU" ] && kill "$QEMU" 2>/dev/null || true
-	if [ -n "$DAEMON" ]; then
-		BANGER_SOCKET=$WORK/sock "$WORK/banger" vm ls -o json 2>/dev/null | python3 -c 'import json,sys; [print(v["name"]) for v in json.load(sys.stdin)]' |
-			while read -r n; do BANGER_SOCKET=$WORK/sock "$WORK/banger" vm rm -f "$n" >/dev/null 2>&1 || true; done
-		kill "$DAEMON" 2>/dev/null || true
-	fi
+	stop_daemon
 	wait 2>/dev/null || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ms() { awk -v s="$1" 'BEGIN {printf "%.0f ms", s*1000}'; }
 
 echo "== building banger"
@@ -52,15 +45,7 @@ go build -o "$WORK/hostsources" ./bench/hostsources
 go build -o "$WORK/boottime" ./bench/boottime
 
 echo "== kernel and Debian's own initramfs for it (cached in $CACHE)"
-DEB=${BANGER_BENCH_KERNEL_DEB:-}
-if [ -z "$DEB" ]; then
-	DEB=$(ls "$CACHE"/linux-image-*.deb 2>/dev/null | head -1 || true)
-	if [ -z "$DEB" ]; then
-		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
-		(cd "$CACHE" && apt-get download -q "$pkg" >/dev/null)
-		DEB=$(ls "$CACHE"/linux-image-*.deb | head -1)
-	fi
-fi
+DEB=$(kernel_deb)
 REL=$(dpkg-deb -f "$DEB" Package | sed 's/^linux-image-//')
 if [ ! -f "$CACHE/initrd.img-$REL" ]; then
 	"$WORK/hostsources" bookworm > "$WORK/sources.list"

@@ -17,28 +17,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 FILES=${FILES:-20000}
-BYTES=${BYTES:-$((400 << 20))}
+BYTES=${BYTES:-$((290 << 20))}   # with its history, about 500 MB
 export PATH="/usr/local/go/bin:$PATH"
 for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox git ssh; do
 	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
 done
 
+. bench/lib.sh
 WORK=$(mktemp -d /var/tmp/banger-bench-work.XXXXXX)
-CACHE=/var/tmp/banger-bench-cache
-mkdir -p "$CACHE"
 DAEMON=
 cleanup() {
-	if [ -n "$DAEMON" ]; then
-		"$WORK/banger" vm ls -o json 2>/dev/null | python3 -c 'import json,sys; [print(v["name"]) for v in json.load(sys.stdin)]' |
-			while read -r n; do "$WORK/banger" vm rm -f "$n" >/dev/null 2>&1 || true; done
-		kill "$DAEMON" 2>/dev/null || true
-	fi
+	stop_daemon
 	wait 2>/dev/null || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 secs() { awk -v s="$1" 'BEGIN {printf "%.2f s", s}'; }
 
 echo "== building banger"
@@ -46,15 +39,7 @@ CGO_ENABLED=0 go build -o "$WORK/banger" ./cmd/banger
 CGO_ENABLED=0 go build -ldflags "-s -w" -o "$WORK/banger-agent" ./cmd/banger-agent
 go build -o "$WORK/genfiles" ./bench/genfiles
 
-DEB=${BANGER_BENCH_KERNEL_DEB:-}
-if [ -z "$DEB" ]; then
-	DEB=$(ls "$CACHE"/linux-image-*.deb 2>/dev/null | head -1 || true)
-	if [ -z "$DEB" ]; then
-		pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
-		(cd "$CACHE" && apt-get download -q "$pkg" >/dev/null)
-		DEB=$(ls "$CACHE"/linux-image-*.deb | head -1)
-	fi
-fi
+DEB=$(kernel_deb)
 
 echo "== the checkout: $FILES files, $((BYTES >> 20)) MiB of text, one commit"
 REPO=$WORK/repo

@@ -203,11 +203,17 @@ func (w *Work) git(ctx context.Context, env []string, args ...string) (string, e
 	cmd := exec.CommandContext(ctx, "git", Args(args...)...)
 	cmd.Dir = w.Dir
 	cmd.Env = w.Env(env...)
+	return output(cmd, args[0])
+}
+
+// output runs a git command and returns its standard output, or an error
+// carrying what git said.
+func output(cmd *exec.Cmd, verb string) (string, error) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("git %s: %w: %s", args[0], err, strings.TrimSpace(stderr.String()))
+		return "", fmt.Errorf("git %s: %w: %s", verb, err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), nil
 }
@@ -269,15 +275,15 @@ func (w *Work) Pull(ctx context.Context, repo, branch string, force bool) error 
 	if w.Tip == "" {
 		return fmt.Errorf("the guest's repository has no commits and no files: nothing to pull")
 	}
-	if _, err := hostGit(ctx, repo, "check-ref-format", "--branch", branch); err != nil {
+	if _, err := HostGit(ctx, repo, "check-ref-format", "--branch", branch); err != nil {
 		return fmt.Errorf("%q is not a valid branch name", branch)
 	}
 	ref := "refs/heads/" + branch
-	if old, err := hostGit(ctx, repo, "rev-parse", "-q", "--verify", ref); err == nil {
+	if old, err := HostGit(ctx, repo, "rev-parse", "-q", "--verify", ref); err == nil {
 		if !force {
 			return fmt.Errorf("branch %s exists already (at %.12s): pass --force to replace it, or --branch to name another: %w", branch, strings.TrimSpace(old), ErrBranchExists)
 		}
-		if cur, err := hostGit(ctx, repo, "symbolic-ref", "-q", "HEAD"); err == nil && strings.TrimSpace(cur) == ref {
+		if cur, err := HostGit(ctx, repo, "symbolic-ref", "-q", "HEAD"); err == nil && strings.TrimSpace(cur) == ref {
 			return fmt.Errorf("branch %s is checked out here: switch to another branch before replacing it", branch)
 		}
 	}
@@ -286,26 +292,14 @@ func (w *Work) Pull(ctx context.Context, repo, branch string, force bool) error 
 	}
 	// The host's git fetches from the unpacked copy, whose config is ours:
 	// nothing of the guest's runs.
-	if _, err := hostGit(ctx, repo, "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", filepath.Join(w.Dir, ".git"), "+refs/banger/pull:"+ref); err != nil {
+	if _, err := HostGit(ctx, repo, "fetch", "--no-tags", "--no-write-fetch-head", "--quiet", filepath.Join(w.Dir, ".git"), "+refs/banger/pull:"+ref); err != nil {
 		return fmt.Errorf("bring the work into %s: %w", repo, err)
 	}
 	return nil
 }
 
-// hostGit runs git in the host repository, with the user's own
-// configuration: that repository is theirs.
-func hostGit(ctx context.Context, repo string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", repo}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %w: %s", args[0], err, strings.TrimSpace(stderr.String()))
-	}
-	return string(out), nil
-}
-
-// HostGit is hostGit for the CLI.
-func HostGit(ctx context.Context, repo string, args ...string) (string, error) {
-	return hostGit(ctx, repo, args...)
+// HostGit runs git in a host directory (the user's own repository, or
+// the one being seeded), with the user's own configuration: it is theirs.
+func HostGit(ctx context.Context, dir string, args ...string) (string, error) {
+	return output(exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...), args[0])
 }

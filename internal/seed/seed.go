@@ -15,7 +15,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
@@ -23,6 +22,8 @@ import (
 	"strings"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/banger-dev/banger/internal/gitwork"
 )
 
 // File is one entry to seed, by its slash path relative to the root.
@@ -61,7 +62,7 @@ func Find(ctx context.Context, dir string) (*Plan, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("seed %s: not a directory", dir)
 	}
-	top, err := gitOut(ctx, abs, "rev-parse", "--show-toplevel")
+	top, err := gitwork.HostGit(ctx, abs, "rev-parse", "--show-toplevel")
 	if err != nil {
 		return planDir(abs)
 	}
@@ -70,20 +71,10 @@ func Find(ctx context.Context, dir string) (*Plan, error) {
 
 // InCheckout reports whether dir is inside a git checkout.
 func InCheckout(ctx context.Context, dir string) bool {
-	_, err := gitOut(ctx, dir, "rev-parse", "--show-toplevel")
+	_, err := gitwork.HostGit(ctx, dir, "rev-parse", "--show-toplevel")
 	return err == nil
 }
 
-func gitOut(ctx context.Context, dir string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return string(out), nil
-}
 
 func planGit(ctx context.Context, root string) (*Plan, error) {
 	gi, err := os.Lstat(filepath.Join(root, ".git"))
@@ -96,16 +87,16 @@ func planGit(ctx context.Context, root string) (*Plan, error) {
 		return nil, fmt.Errorf("seed %s: .git is a file (a linked worktree or a submodule), which cannot be seeded yet: run from the main checkout, or pass --workdir with a plain directory or --no-workdir", root)
 	}
 	p := &Plan{Root: root, Git: true}
-	if out, err := gitOut(ctx, root, "rev-parse", "-q", "--verify", "HEAD^{commit}"); err == nil {
+	if out, err := gitwork.HostGit(ctx, root, "rev-parse", "-q", "--verify", "HEAD^{commit}"); err == nil {
 		p.Base = strings.TrimSpace(out)
 	}
-	if out, err := gitOut(ctx, root, "symbolic-ref", "-q", "--short", "HEAD"); err == nil {
+	if out, err := gitwork.HostGit(ctx, root, "symbolic-ref", "-q", "--short", "HEAD"); err == nil {
 		p.Branch = strings.TrimSpace(out)
 	}
 	// Tracked (staged or not) and untracked files that .gitignore does
 	// not exclude; a tracked file deleted in the working tree is absent
 	// from it, as it is on the host.
-	out, err := gitOut(ctx, root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	out, err := gitwork.HostGit(ctx, root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
 	if err != nil {
 		return nil, err
 	}
