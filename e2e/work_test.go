@@ -234,6 +234,14 @@ func TestWorkspace(t *testing.T) {
 		if show := e.mustBanger("vm", "show", "w1"); !strings.Contains(show, "Lent:     $GH_TOKEN, ~/.gitconfig") || strings.Contains(show, lentMarker) {
 			t.Errorf("vm show's lent line:\n%s", show)
 		}
+		// A changed token is lent again by hand.
+		os.WriteFile(filepath.Join(home, ".gitconfig"), []byte("[user]\n\tname = Relent\n"), 0o600)
+		if _, errOut, code := e.banger("vm", "authsync", "w1"); code != 0 || !strings.Contains(errOut, "lent vm w1: $GH_TOKEN, ~/.gitconfig") {
+			t.Errorf("vm authsync: exit %d, %s", code, errOut)
+		}
+		if got := guest("w1", "cat /root/.gitconfig"); !strings.Contains(got, "Relent") {
+			t.Errorf("re-lent file: %q", got)
+		}
 	})
 
 	t.Run("work comes back from a running VM and from a stopped one", func(t *testing.T) {
