@@ -32,6 +32,7 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'echo "bench: failed at line $LINENO; the daemon said:" >&2; tail -5 "$WORK/daemon.log" >&2' ERR
 secs() { awk -v s="$1" 'BEGIN {printf "%.2f s", s}'; }
 
 echo "== building banger"

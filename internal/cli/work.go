@@ -100,7 +100,9 @@ func (a *app) seed(ctx context.Context, f seedFlags) (string, error) {
 			case <-stop:
 				return
 			case <-t.C:
-				p.event(api.Event{Stage: "seed", Done: sent.Load(), Total: plan.Bytes})
+				// The stream carries headers too: done is capped at the
+				// files' bytes, which is what the user knows.
+				p.event(api.Event{Stage: "seed", Done: min(sent.Load(), plan.Bytes), Total: plan.Bytes})
 			}
 		}
 	}()
