@@ -12,12 +12,15 @@
 # busybox-static git openssh-client. The kernel is Debian's
 # linux-image-amd64 from this host's apt sources (or
 # BANGER_BENCH_KERNEL_DEB=FILE).
-# Usage: sudo bench/workspace.sh [RUNS]   (default 3; FILES=, BYTES= resize)
+# Usage: sudo bench/workspace.sh [RUNS]   (default 3; FILES=, BYTES= resize;
+# BENCH="2" runs only that one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 FILES=${FILES:-20000}
 BYTES=${BYTES:-$((290 << 20))}   # with its history, about 500 MB
+ONLY=${BENCH:-1 2}
+want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 export PATH="/usr/local/go/bin:$PATH"
 for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox git ssh; do
 	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
@@ -81,6 +84,7 @@ mkfs.ext4 -q -d "$IMG" "$WORK/img.ext4" 1G
 $B image register gitimg --rootfs "$WORK/img.ext4" --kernel k >/dev/null 2>&1
 $B vm run --rm --no-workdir --image gitimg -- true >/dev/null 2>&1 # builds the initramfs once
 
+if want 1; then
 echo "== 1. seeding the checkout ($RUNS runs of each, interleaved)"
 $B vm create --name peer --image gitimg --no-workdir >/dev/null
 $B vm start peer >/dev/null 2>&1
@@ -125,7 +129,9 @@ echo "   tar | ssh into a running VM:   $(secs "$TAR")"
 echo "   git push + checkout into it:   $(secs "$GIT")"
 awk -v x="$EXTRA" -v c="$CEXTRA" -v f="$FASTER" 'BEGIN {printf "   ratio: banger extra / faster peer = %.2f in vm run, %.2f in vm create (target <= 0.5)\n", x/f, c/f}'
 $B vm rm -f peer >/dev/null
+fi
 
+want 2 || exit 0
 echo "== 2. vm pull of a 1,000-file change from a stopped VM ($RUNS runs)"
 (cd "$REPO" && $B vm create --name pullme --image gitimg >/dev/null 2>&1)
 $B vm start pullme >/dev/null 2>&1

@@ -198,7 +198,10 @@ and 'vm start' lend them already; use this after changing a token.
 
 // fetchWork brings a VM's /work into a private temporary directory and
 // opens it for git. The caller removes the directory.
-func (a *app) fetchWork(ctx context.Context, name, identity string) (*api.VM, *gitwork.Work, string, error) {
+//
+// host is the host repository, "" when unknown: the objects it has are
+// taken from it rather than written again.
+func (a *app) fetchWork(ctx context.Context, name, identity, host string) (*api.VM, *gitwork.Work, string, error) {
 	c := a.client()
 	v, err := c.VM(ctx, name)
 	if err != nil {
@@ -222,11 +225,15 @@ func (a *app) fetchWork(ctx context.Context, name, identity string) (*api.VM, *g
 		os.RemoveAll(tmp)
 		return nil, nil, "", err
 	}
-	if err := gitwork.Unpack(rc, dir, v.Work.DiskBytes); err != nil {
+	known := ""
+	if host != "" {
+		known, _ = gitwork.HostObjects(ctx, host)
+	}
+	if err := gitwork.Unpack(rc, dir, v.Work.DiskBytes, known); err != nil {
 		os.RemoveAll(tmp)
 		return nil, nil, "", fmt.Errorf("read /work of vm %s: %w", name, err)
 	}
-	w, err := gitwork.Open(ctx, dir, name, identity)
+	w, err := gitwork.Open(ctx, dir, name, identity, known)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, nil, "", err
@@ -251,7 +258,8 @@ was seeded shows too.`,
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			v, w, tmp, err := a.fetchWork(ctx, args[0], "")
+			host, _ := a.hostRepo(ctx, "", args[0]) // only to reuse its objects
+			v, w, tmp, err := a.fetchWork(ctx, args[0], "", host)
 			if err != nil {
 				return err
 			}
@@ -348,7 +356,7 @@ config, hooks or attributes running anything on the host.`,
 					return fmt.Errorf("--apply needs a clean working tree in %s: commit or stash your changes first (nothing was pulled)", host)
 				}
 			}
-			v, w, tmp, err := a.fetchWork(ctx, name, identity)
+			v, w, tmp, err := a.fetchWork(ctx, name, identity, host)
 			if err != nil {
 				return err
 			}

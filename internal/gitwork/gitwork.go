@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/banger-dev/banger/internal/tarx"
@@ -37,7 +38,13 @@ type Work struct {
 
 // Unpack extracts the tar stream r under dir (which must be empty and
 // private to the caller), at most limit bytes of content.
-func Unpack(r io.Reader, dir string, limit int64) error {
+//
+// known is the host repository's object directory, or "": git objects
+// the host has already (a loose object, or a pack, by the same name,
+// which is a hash of its content) are not written again; Open points
+// the copy at the host's. Most of a seeded repository's objects are the
+// seed's own, and on a slow file system each file written costs.
+func Unpack(r io.Reader, dir string, limit int64, known string) error {
 	ex := tarx.Extractor{Root: dir, Limit: limit}
 	tr := tar.NewReader(r)
 	for {
@@ -57,15 +64,51 @@ func Unpack(r io.Reader, dir string, limit int64) error {
 		default:
 			continue
 		}
+		if hdr.Typeflag == tar.TypeReg && known != "" && hostHas(known, rel) {
+			continue
+		}
 		if err := ex.Entry(rel, hdr, tr); err != nil {
 			return err
 		}
 	}
 }
 
+var (
+	looseObject = regexp.MustCompile(`^\.git/objects/([0-9a-f]{2}/[0-9a-f]{38,62})$`)
+	packFile    = regexp.MustCompile(`^\.git/objects/pack/(pack-[0-9a-f]{40,64})\.(pack|idx|rev)$`)
+)
+
+// hostHas says whether the object file at rel (in the guest's work) is
+// in the host's object directory too.
+func hostHas(objects, rel string) bool {
+	if m := looseObject.FindStringSubmatch(rel); m != nil {
+		fi, err := os.Stat(filepath.Join(objects, filepath.FromSlash(m[1])))
+		return err == nil && fi.Mode().IsRegular()
+	}
+	if m := packFile.FindStringSubmatch(rel); m != nil {
+		for _, ext := range []string{".pack", ".idx"} {
+			if fi, err := os.Stat(filepath.Join(objects, "pack", m[1]+ext)); err != nil || !fi.Mode().IsRegular() {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// HostObjects is the object directory of the host repository at repo.
+func HostObjects(ctx context.Context, repo string) (string, error) {
+	out, err := HostGit(ctx, repo, "rev-parse", "--path-format=absolute", "--git-common-dir")
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(strings.TrimSpace(out), "objects"), nil
+}
+
 // Open makes the unpacked work at dir safe for git and reads its state.
-// identity is "Name <email>" for the commit of uncommitted changes.
-func Open(ctx context.Context, dir, vm, identity string) (*Work, error) {
+// identity is "Name <email>" for the commit of uncommitted changes;
+// known is what Unpack was given.
+func Open(ctx context.Context, dir, vm, identity, known string) (*Work, error) {
 	gd := filepath.Join(dir, ".git")
 	fi, err := os.Lstat(gd)
 	if err != nil || !fi.IsDir() {
@@ -73,6 +116,17 @@ func Open(ctx context.Context, dir, vm, identity string) (*Work, error) {
 	}
 	if err := defuse(gd); err != nil {
 		return nil, err
+	}
+	if known != "" {
+		// Ours, not the guest's (defuse removed theirs): the host's own
+		// objects, for the ones Unpack did not write.
+		info := filepath.Join(gd, "objects", "info")
+		if err := os.MkdirAll(info, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(info, "alternates"), []byte(known+"\n"), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	w := &Work{Dir: dir}
 	if out, err := w.git(ctx, nil, "rev-parse", "-q", "--verify", "HEAD^{commit}"); err == nil {

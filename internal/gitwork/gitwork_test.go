@@ -57,6 +57,12 @@ func guestRepo(t *testing.T, extra func(dir string)) string {
 // fetch goes the way vm pull does: the guest's tree as tar, unpacked and
 // opened on the host.
 func fetch(t *testing.T, guest string) (*Work, error) {
+	return fetchKnown(t, guest, "")
+}
+
+// fetchKnown is fetch with the host's object directory given, as vm pull
+// does.
+func fetchKnown(t *testing.T, guest, known string) (*Work, error) {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := worktar.Write(context.Background(), guest, &buf); err != nil {
@@ -64,10 +70,10 @@ func fetch(t *testing.T, guest string) (*Work, error) {
 	}
 	dir := filepath.Join(t.TempDir(), "work")
 	os.Mkdir(dir, 0o700)
-	if err := Unpack(&buf, dir, 1<<30); err != nil {
+	if err := Unpack(&buf, dir, 1<<30, known); err != nil {
 		return nil, err
 	}
-	return Open(context.Background(), dir, "vm1", "Host User <host@example.com>")
+	return Open(context.Background(), dir, "vm1", "Host User <host@example.com>", known)
 }
 
 func TestPullMakesABranchAndTouchesNothingElse(t *testing.T) {
@@ -80,9 +86,24 @@ func TestPullMakesABranchAndTouchesNothingElse(t *testing.T) {
 	os.WriteFile(filepath.Join(host, "mine.txt"), []byte("host work\n"), 0o644)
 	before := git(t, host, "status", "--porcelain=v2")
 
-	w, err := fetch(t, guest)
+	known := filepath.Join(host, ".git", "objects")
+	w, err := fetchKnown(t, guest, known)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The objects the host has were not written again.
+	loose := func(dir string) int {
+		n := 0
+		filepath.WalkDir(filepath.Join(dir, ".git", "objects"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && len(filepath.Base(filepath.Dir(p))) == 2 {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	if loose(w.Dir) >= loose(guest) {
+		t.Errorf("the copy has %d loose objects, the guest %d: known ones were written again", loose(w.Dir), loose(guest))
 	}
 	if !w.Dirty || w.Head == "" || w.Tip == w.Head {
 		t.Fatalf("work = %+v", w)
@@ -181,7 +202,7 @@ func TestUnpackRefusesEscapes(t *testing.T) {
 		var buf bytes.Buffer
 		tw := newTar(&buf, name)
 		tw.Close()
-		if err := Unpack(&buf, t.TempDir(), 1<<20); err == nil {
+		if err := Unpack(&buf, t.TempDir(), 1<<20, ""); err == nil {
 			t.Errorf("%s: unpacked", name)
 		}
 	}
