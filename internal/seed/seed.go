@@ -75,7 +75,6 @@ func InCheckout(ctx context.Context, dir string) bool {
 	return err == nil
 }
 
-
 func planGit(ctx context.Context, root string) (*Plan, error) {
 	gi, err := os.Lstat(filepath.Join(root, ".git"))
 	if err != nil {
