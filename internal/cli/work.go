@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
@@ -210,7 +211,7 @@ func (a *app) fetchWork(ctx context.Context, name, identity, host string) (*api.
 	if v.Work == nil {
 		return nil, nil, "", fmt.Errorf("vm %s has no work disk: it was created outside a git checkout, or with --no-workdir", name)
 	}
-	tmp, err := os.MkdirTemp("", "banger-work-")
+	tmp, err := os.MkdirTemp(scratchDir(v.Work.DiskBytes), "banger-work-")
 	if err != nil {
 		return nil, nil, "", err
 	}
@@ -239,6 +240,18 @@ func (a *app) fetchWork(ctx context.Context, name, identity, host string) (*api.
 		return nil, nil, "", err
 	}
 	return &v, w, tmp, nil
+}
+
+// scratchDir is where the work is unpacked: memory (/dev/shm) when the
+// whole work disk would fit there, since each file written to a disk
+// costs; else the temporary directory. The unpacked copy's directory is
+// 0700 either way.
+func scratchDir(diskBytes int64) string {
+	var st unix.Statfs_t
+	if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC && int64(st.Bavail)*st.Bsize > diskBytes+512<<20 {
+		return "/dev/shm"
+	}
+	return os.TempDir()
 }
 
 func newVMDiff(a *app) *cobra.Command {
