@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh/agent"
 
 	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/testkit"
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
@@ -34,15 +34,8 @@ func TestWorkTarSubsystem(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
-	tr := tar.NewReader(&buf)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		b := new(bytes.Buffer)
-		b.ReadFrom(tr)
-		got[h.Name] = h.Linkname + b.String()
+	for name, e := range testkit.ReadTar(t, &buf) {
+		got[name] = e.Header.Linkname + e.Body
 	}
 	if got["src/a.go"] != "package a\n" || got["link"] != "/etc/shadow" || len(got) != 3 {
 		t.Errorf("exported %q", got)

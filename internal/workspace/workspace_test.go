@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 func needE2fsprogs(t *testing.T) {
@@ -115,15 +116,9 @@ func TestStageClaimExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
-	tr := tar.NewReader(&buf)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		b := new(bytes.Buffer)
-		b.ReadFrom(tr)
-		got[h.Name] = string(h.Typeflag) + " " + os.FileMode(h.Mode).Perm().String() + " " + h.Linkname + b.String()
+	for name, e := range testkit.ReadTar(t, &buf) {
+		h := e.Header
+		got[name] = string(h.Typeflag) + " " + os.FileMode(h.Mode).Perm().String() + " " + h.Linkname + e.Body
 	}
 	want := map[string]string{
 		"src/":        "5 -rwxr-xr-x ",
