@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -29,7 +28,7 @@ func lend(a guestproto.AuthSync, passwd string) error {
 		return err
 	}
 	for rel, data := range a.Files {
-		clean, err := homeRelative(rel)
+		clean, err := guestproto.HomePath(rel)
 		if err != nil {
 			return err
 		}
@@ -60,16 +59,6 @@ func lend(a guestproto.AuthSync, passwd string) error {
 		unix.Lchown(dst, int(acct.UID), int(acct.GID))
 	}
 	return nil
-}
-
-// homeRelative checks a lent file's path: relative to the home directory,
-// inside it.
-func homeRelative(rel string) (string, error) {
-	c := path.Clean(rel)
-	if rel == "" || path.IsAbs(rel) || c == "." || c == ".." || strings.HasPrefix(c, "../") || strings.ContainsRune(rel, 0) {
-		return "", fmt.Errorf("lent file %q: not a path inside the home directory", rel)
-	}
-	return c, nil
 }
 
 // lentTmpfs mounts the tmpfs for lent files once.

@@ -91,18 +91,6 @@ func TestAuthSync(t *testing.T) {
 	}
 }
 
-func TestHomeRelative(t *testing.T) {
-	for in, want := range map[string]string{
-		".gitconfig": ".gitconfig", ".config/gh/hosts.yml": ".config/gh/hosts.yml", "a/./b": "a/b",
-		"": "", "/etc/shadow": "", "..": "", "../x": "", "a/../../x": "", ".": "",
-	} {
-		got, err := homeRelative(in)
-		if (err == nil) != (want != "") || got != want {
-			t.Errorf("homeRelative(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-}
-
 // A session that asks for agent forwarding gets SSH_AUTH_SOCK, through
 // which the client's agent signs; the socket goes with the session.
 func TestAgentForwarding(t *testing.T) {

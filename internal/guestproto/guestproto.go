@@ -7,6 +7,8 @@ package guestproto
 import (
 	"encoding/base64"
 	"fmt"
+	"path"
+	"regexp"
 	"strings"
 )
 
@@ -48,6 +50,22 @@ const AuthSyncRequest = "authsync@banger"
 
 // LentDir is the tmpfs that holds lent files in the guest.
 const LentDir = "/run/banger/lent"
+
+// HomePath checks a lent file's path, relative to the home directory and
+// inside it, and returns it clean. The CLI (for its config), the daemon
+// (for a request) and the agent (before it writes) each check with it.
+func HomePath(rel string) (string, error) {
+	c := path.Clean(rel)
+	if rel == "" || path.IsAbs(rel) || c == "." || c == ".." || strings.HasPrefix(c, "../") || strings.ContainsRune(rel, 0) {
+		return "", fmt.Errorf("lent file %q: not a path inside the home directory, such as .gitconfig", rel)
+	}
+	return c, nil
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// EnvName says whether name can be a lent environment variable's name.
+func EnvName(name string) bool { return envName.MatchString(name) }
 
 // AuthSync is the payload of AuthSyncRequest.
 type AuthSync struct {

@@ -33,3 +33,15 @@ func TestHostKeyFromConsole(t *testing.T) {
 		}
 	}
 }
+
+func TestHomePath(t *testing.T) {
+	for in, want := range map[string]string{
+		".gitconfig": ".gitconfig", ".config/gh/hosts.yml": ".config/gh/hosts.yml", "a/./b": "a/b",
+		"": "", "/etc/shadow": "", "..": "", "../x": "", "a/../../x": "", ".": "",
+	} {
+		got, err := HomePath(in)
+		if (err == nil) != (want != "") || got != want {
+			t.Errorf("HomePath(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}

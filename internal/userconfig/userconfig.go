@@ -10,10 +10,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/banger-dev/banger/internal/guestproto"
 )
 
 // Config is ~/.config/banger/config.toml.
@@ -52,8 +53,6 @@ func Path() (string, error) {
 	return filepath.Join(dir, "banger", "config.toml"), nil
 }
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // Load reads the config; a missing file is all defaults.
 func Load() (Config, string, error) {
 	c := Config{Workdir: "auto"}
@@ -88,7 +87,7 @@ func Load() (Config, string, error) {
 		}
 	}
 	for _, e := range c.AuthSync.Env {
-		if !envName.MatchString(e) {
+		if !guestproto.EnvName(e) {
 			return c, path, fmt.Errorf("%s: auth_sync.env: %q is not a variable name", path, e)
 		}
 	}
@@ -99,13 +98,12 @@ func Load() (Config, string, error) {
 // relative to the home directory; anything outside the home is refused,
 // since a file lands at the same place under the guest user's home.
 func HomeRelative(p string) (string, error) {
-	rel := strings.TrimPrefix(strings.TrimPrefix(p, "~"), "/")
 	if !strings.HasPrefix(p, "~/") && filepath.IsAbs(p) {
 		return "", fmt.Errorf("%q: name files under your home as ~/PATH", p)
 	}
-	c := filepath.Clean(rel)
-	if rel == "" || c == "." || c == ".." || strings.HasPrefix(c, "../") {
+	rel, err := guestproto.HomePath(strings.TrimPrefix(p, "~/"))
+	if err != nil {
 		return "", fmt.Errorf("%q: not a file under your home", p)
 	}
-	return filepath.ToSlash(c), nil
+	return rel, nil
 }

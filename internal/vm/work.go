@@ -7,7 +7,6 @@ import (
 	"io"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -101,8 +100,6 @@ const (
 	maxLentBytes = 1 << 20
 )
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
 // CheckAuthSync validates what is to be lent.
 func CheckAuthSync(req api.AuthSync) error {
 	if len(req.Files) > maxLentFiles {
@@ -110,14 +107,13 @@ func CheckAuthSync(req api.AuthSync) error {
 	}
 	total := 0
 	for _, f := range req.Files {
-		c := path.Clean(f.Path)
-		if f.Path == "" || path.IsAbs(f.Path) || c == "." || c == ".." || strings.HasPrefix(c, "../") || strings.ContainsRune(f.Path, 0) {
-			return fmt.Errorf("lent file %q: a path inside the home directory, such as .gitconfig: %w", f.Path, errdefs.ErrInvalid)
+		if _, err := guestproto.HomePath(f.Path); err != nil {
+			return fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
 		}
 		total += len(f.Data)
 	}
 	for k, v := range req.Env {
-		if !envName.MatchString(k) || strings.ContainsRune(v, 0) {
+		if !guestproto.EnvName(k) || strings.ContainsRune(v, 0) {
 			return fmt.Errorf("lent variable %q: not a variable name: %w", k, errdefs.ErrInvalid)
 		}
 		total += len(k) + len(v)
