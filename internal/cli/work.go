@@ -197,49 +197,51 @@ and 'vm start' lend them already; use this after changing a token.
 	}
 }
 
+// workVM returns the VM, refusing one without a work disk.
+func (a *app) workVM(ctx context.Context, name string) (api.VM, error) {
+	v, err := a.client().VM(ctx, name)
+	if err == nil && v.Work == nil {
+		err = fmt.Errorf("vm %s has no work disk: it was created outside a git checkout, or with --no-workdir", name)
+	}
+	return v, err
+}
+
 // fetchWork brings a VM's /work into a private temporary directory and
-// opens it for git. The caller removes the directory.
+// opens it for git. The caller removes the directory it returns.
 //
 // host is the host repository, "" when unknown: the objects it has are
 // taken from it rather than written again.
-func (a *app) fetchWork(ctx context.Context, name, identity, host string) (*api.VM, *gitwork.Work, string, error) {
-	c := a.client()
-	v, err := c.VM(ctx, name)
+func (a *app) fetchWork(ctx context.Context, v api.VM, identity, host string) (w *gitwork.Work, tmp string, err error) {
+	tmp, err = os.MkdirTemp(scratchDir(v.Work.DiskBytes), "banger-work-")
 	if err != nil {
-		return nil, nil, "", err
+		return nil, "", err
 	}
-	if v.Work == nil {
-		return nil, nil, "", fmt.Errorf("vm %s has no work disk: it was created outside a git checkout, or with --no-workdir", name)
-	}
-	tmp, err := os.MkdirTemp(scratchDir(v.Work.DiskBytes), "banger-work-")
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	rc, err := a.client().ExportWork(ctx, v.Name)
 	if err != nil {
-		return nil, nil, "", err
-	}
-	rc, err := c.ExportWork(ctx, name)
-	if err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, "", err
+		return nil, "", err
 	}
 	defer rc.Close()
 	dir := filepath.Join(tmp, "work")
 	if err := os.Mkdir(dir, 0o700); err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, "", err
+		return nil, "", err
 	}
 	known := ""
 	if host != "" {
 		known, _ = gitwork.HostObjects(ctx, host)
 	}
 	if err := gitwork.Unpack(rc, dir, v.Work.DiskBytes, known); err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, "", fmt.Errorf("read /work of vm %s: %w", name, err)
+		return nil, "", fmt.Errorf("read /work of vm %s: %w", v.Name, err)
 	}
-	w, err := gitwork.Open(ctx, dir, name, identity, known)
+	w, err = gitwork.Open(ctx, dir, v.Name, identity, known)
 	if err != nil {
-		os.RemoveAll(tmp)
-		return nil, nil, "", err
+		return nil, "", err
 	}
-	return &v, w, tmp, nil
+	return w, tmp, nil
 }
 
 // scratchDir is where the work is unpacked: memory (/dev/shm) when the
@@ -271,8 +273,12 @@ was seeded shows too.`,
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			host, _ := a.hostRepo(ctx, "", args[0]) // only to reuse its objects
-			v, w, tmp, err := a.fetchWork(ctx, args[0], "", host)
+			v, err := a.workVM(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			host, _ := hostRepo(ctx, "", v) // only to reuse its objects
+			w, tmp, err := a.fetchWork(ctx, v, "", host)
 			if err != nil {
 				return err
 			}
@@ -299,7 +305,7 @@ was seeded shows too.`,
 			if w.Dirty {
 				from := w.Head
 				if from == "" {
-					from = "4b825dc642cb6eb9a060e54bf8d69288fbee4904" // the empty tree
+					from = gitwork.EmptyTree
 				}
 				fmt.Fprintln(a.stdout, "# uncommitted changes")
 				dargs := []string{"diff", color, "--stat", from, w.Tip}
@@ -355,7 +361,11 @@ config, hooks or attributes running anything on the host.`,
 			if branch == "" {
 				branch = "banger/" + name
 			}
-			host, err := a.hostRepo(ctx, repo, name)
+			v, err := a.workVM(ctx, name)
+			if err != nil {
+				return err
+			}
+			host, err := hostRepo(ctx, repo, v)
 			if err != nil {
 				return err
 			}
@@ -369,7 +379,7 @@ config, hooks or attributes running anything on the host.`,
 					return fmt.Errorf("--apply needs a clean working tree in %s: commit or stash your changes first (nothing was pulled)", host)
 				}
 			}
-			v, w, tmp, err := a.fetchWork(ctx, name, identity, host)
+			w, tmp, err := a.fetchWork(ctx, v, identity, host)
 			if err != nil {
 				return err
 			}
@@ -420,16 +430,11 @@ config, hooks or attributes running anything on the host.`,
 
 // hostRepo is the repository vm pull writes to: --repo, else the checkout
 // the command runs in, else the VM's seed source.
-func (a *app) hostRepo(ctx context.Context, repo, name string) (string, error) {
+func hostRepo(ctx context.Context, repo string, v api.VM) (string, error) {
 	dirs := []string{repo}
 	if repo == "" {
 		cwd, _ := os.Getwd()
-		dirs = []string{cwd}
-		if v, err := a.client().VM(ctx, name); err == nil && v.Work != nil {
-			dirs = append(dirs, v.Work.Source)
-		} else if err != nil {
-			return "", err
-		}
+		dirs = []string{cwd, v.Work.Source}
 	}
 	for _, d := range dirs {
 		if d == "" {

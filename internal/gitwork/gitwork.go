@@ -155,7 +155,7 @@ func Open(ctx context.Context, dir, vm, identity, known string) (*Work, error) {
 		headTree = strings.TrimSpace(out)
 	}
 	w.Tip = w.Head
-	if tree != headTree && !(w.Head == "" && tree == emptyTree) {
+	if tree != headTree && !(w.Head == "" && tree == EmptyTree) {
 		args := []string{"commit-tree", tree, "-m", "Uncommitted work in vm " + vm + "\n\nMade by banger from the working tree of /work in the VM."}
 		if w.Head != "" {
 			args = append(args, "-p", w.Head)
@@ -170,7 +170,9 @@ func Open(ctx context.Context, dir, vm, identity, known string) (*Work, error) {
 	return w, nil
 }
 
-const emptyTree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+// EmptyTree is git's empty tree (SHA-1), what a first commit is diffed
+// against.
+const EmptyTree = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
 func splitIdentity(id string) (name, email string) {
 	name, email = "banger", "banger@localhost"

@@ -33,9 +33,13 @@ func (s *Service) withWork(ctx context.Context, name string) (store.VM, func(), 
 	}
 	if v.Work == nil {
 		unlock()
-		return v, nil, fmt.Errorf("vm %s has no work disk: it was created outside a directory to seed, or with --no-workdir: %w", name, errdefs.ErrNotFound)
+		return v, nil, noWork(name)
 	}
 	return v, unlock, nil
+}
+
+func noWork(name string) error {
+	return fmt.Errorf("vm %s has no work disk: it was created outside a directory to seed, or with --no-workdir: %w", name, errdefs.ErrNotFound)
 }
 
 // ExportWork writes the VM's /work to w as a tar stream: from the guest
@@ -70,7 +74,7 @@ func (s *Service) CheckWork(ctx context.Context, name string) error {
 		return err
 	}
 	if v.Work == nil {
-		return fmt.Errorf("vm %s has no work disk: it was created outside a directory to seed, or with --no-workdir: %w", name, errdefs.ErrNotFound)
+		return noWork(name)
 	}
 	return nil
 }
