@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/gitwork"
+	"github.com/banger-dev/banger/internal/scratch"
 	"github.com/banger-dev/banger/internal/seed"
 	"github.com/banger-dev/banger/internal/userconfig"
 )
@@ -212,7 +212,7 @@ func (a *app) workVM(ctx context.Context, name string) (api.VM, error) {
 // host is the host repository, "" when unknown: the objects it has are
 // taken from it rather than written again.
 func (a *app) fetchWork(ctx context.Context, v api.VM, identity, host string) (w *gitwork.Work, tmp string, err error) {
-	tmp, err = os.MkdirTemp(scratchDir(v.Work.DiskBytes), "banger-work-")
+	tmp, err = os.MkdirTemp(scratch.Dir(v.Work.DiskBytes, os.TempDir()), "banger-work-") // memory when the whole disk fits
 	if err != nil {
 		return nil, "", err
 	}
@@ -242,18 +242,6 @@ func (a *app) fetchWork(ctx context.Context, v api.VM, identity, host string) (w
 		return nil, "", err
 	}
 	return w, tmp, nil
-}
-
-// scratchDir is where the work is unpacked: memory (/dev/shm) when the
-// whole work disk would fit there, since each file written to a disk
-// costs; else the temporary directory. The unpacked copy's directory is
-// 0700 either way.
-func scratchDir(diskBytes int64) string {
-	var st unix.Statfs_t
-	if unix.Statfs("/dev/shm", &st) == nil && st.Type == unix.TMPFS_MAGIC && int64(st.Bavail)*st.Bsize > diskBytes+512<<20 {
-		return "/dev/shm"
-	}
-	return os.TempDir()
 }
 
 func newVMDiff(a *app) *cobra.Command {

@@ -141,6 +141,9 @@ func (s *Service) Stage(ctx context.Context, r io.Reader, meta api.Work, diskByt
 	}
 	b := ext4.Builder{Runner: s.d.Runner, MinSize: (diskBytes + 4095) &^ 4095}
 	size, err := b.WorkDisk(ctx, pr, filepath.Join(dir, DiskName), spares)
+	// A writer that failed before reading the stream through must not
+	// leave the rewrite blocked on the pipe.
+	pr.CloseWithError(errors.New("work disk written"))
 	if limited.over {
 		return api.Seed{}, fmt.Errorf("the seed is larger than max_seed_bytes (%d MiB): seed a smaller directory, or raise max_seed_bytes in the daemon's config: %w", s.d.MaxSeedBytes>>20, errdefs.ErrInvalid)
 	}
@@ -153,7 +156,6 @@ func (s *Service) Stage(ctx context.Context, r io.Reader, meta api.Work, diskByt
 	meta.Fingerprint = "sha256:" + hex.EncodeToString(sum.Sum(nil))
 	meta.Files, meta.Bytes, meta.DiskBytes = c.files, c.bytes, size
 	meta.SeededAt = time.Now().UTC()
-	meta.PulledAt, meta.PulledBranch, meta.PulledCommit = time.Time{}, "", ""
 	b2, _ := json.Marshal(meta)
 	if err := os.WriteFile(filepath.Join(dir, "seed.json"), b2, 0o600); err != nil {
 		return api.Seed{}, fmt.Errorf("stage work seed: %w", err)
