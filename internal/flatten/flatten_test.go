@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/banger-dev/banger/internal/testkit"
+
 	"github.com/banger-dev/banger/internal/errdefs"
 )
 
@@ -21,37 +23,11 @@ type e struct {
 }
 
 func layer(t testing.TB, ents ...e) []byte {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, x := range ents {
-		typ := x.typ
-		if typ == 0 {
-			typ = tar.TypeReg
-		}
-		mode := x.mode
-		if mode == 0 {
-			mode = 0o644
-			if typ == tar.TypeDir {
-				mode = 0o755
-			}
-		}
-		h := &tar.Header{Name: x.name, Linkname: x.link, Typeflag: typ, Mode: mode, Uid: x.uid, Size: int64(len(x.body))}
-		if typ != tar.TypeReg {
-			h.Size = 0
-		}
-		if typ == tar.TypeChar {
-			h.Devmajor, h.Devminor = 1, 3
-		}
-		if x.xattr != "" {
-			h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": x.xattr}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(tw, x.body)
+	specs := make([]testkit.TarSpec, len(ents))
+	for i, x := range ents {
+		specs[i] = testkit.TarSpec{Name: x.name, Body: x.body, Link: x.link, Type: x.typ, Mode: x.mode, UID: x.uid, Capability: x.xattr}
 	}
-	tw.Close()
-	return buf.Bytes()
+	return testkit.Tar(t, specs)
 }
 
 type got struct {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // NeedGit skips a test without git, or fails it under CI=true, where the
@@ -61,4 +62,56 @@ func ReadTar(t testing.TB, r io.Reader) map[string]TarEntry {
 		b.ReadFrom(tr)
 		out[h.Name] = TarEntry{h, b.String()}
 	}
+}
+
+// TarSpec is one entry of a tar stream a test builds: a regular file
+// unless Type says otherwise; Mode 0 means 0644 (0755 for a directory).
+type TarSpec struct {
+	Name, Body, Link string
+	Type             byte
+	Mode             int64
+	UID, GID         int
+	// Capability, when set, is a security.capability xattr.
+	Capability string
+}
+
+// Tar builds a tar stream of the given entries, with a fixed mtime so
+// that the same entries always make the same bytes. A character device
+// is 1,3 (/dev/null).
+func Tar(t testing.TB, specs []TarSpec) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, s := range specs {
+		typ := s.Type
+		if typ == 0 {
+			typ = tar.TypeReg
+		}
+		mode := s.Mode
+		if mode == 0 {
+			mode = 0o644
+			if typ == tar.TypeDir {
+				mode = 0o755
+			}
+		}
+		h := &tar.Header{Name: s.Name, Linkname: s.Link, Typeflag: typ, Mode: mode, Uid: s.UID, Gid: s.GID,
+			ModTime: time.Unix(1700000000, 0), Format: tar.FormatPAX}
+		if typ == tar.TypeReg {
+			h.Size = int64(len(s.Body))
+		}
+		if typ == tar.TypeChar {
+			h.Devmajor, h.Devminor = 1, 3
+		}
+		if s.Capability != "" {
+			h.PAXRecords = map[string]string{"SCHILY.xattr.security.capability": s.Capability}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tw, s.Body)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }

@@ -31,37 +31,9 @@ func needE2fsprogs(t *testing.T) {
 	}
 }
 
-type entry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
+type entry = testkit.TarSpec
 
-func tarball(t *testing.T, ents []entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range ents {
-		typ := e.typ
-		if typ == 0 {
-			typ = tar.TypeReg
-		}
-		mode := e.mode
-		if mode == 0 {
-			mode = 0o644
-		}
-		h := &tar.Header{Name: e.name, Linkname: e.link, Typeflag: typ, Mode: mode, Size: int64(len(e.body))}
-		if typ != tar.TypeReg {
-			h.Size = 0
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		tw.Write([]byte(e.body))
-	}
-	tw.Close()
-	return buf.Bytes()
-}
+func tarball(t *testing.T, ents []entry) []byte { return testkit.Tar(t, ents) }
 
 func newService(t *testing.T, limit int64) *Service {
 	staging := filepath.Join(t.TempDir(), "staging")
@@ -70,10 +42,10 @@ func newService(t *testing.T, limit int64) *Service {
 }
 
 var goodSeed = []entry{
-	{name: "src/", typ: tar.TypeDir, mode: 0o755},
-	{name: "src/main.go", body: "package main\n"},
-	{name: "run.sh", body: "#!/bin/sh\n", mode: 0o755},
-	{name: "link", link: "../outside", typ: tar.TypeSymlink},
+	{Name: "src/", Type: tar.TypeDir, Mode: 0o755},
+	{Name: "src/main.go", Body: "package main\n"},
+	{Name: "run.sh", Body: "#!/bin/sh\n", Mode: 0o755},
+	{Name: "link", Link: "../outside", Type: tar.TypeSymlink},
 }
 
 // A staged seed becomes a disk with room to work, and reads back (from
@@ -152,12 +124,12 @@ func TestStageRefuses(t *testing.T) {
 		meta  api.Work
 		want  string
 	}{
-		{"too large", tarball(t, []entry{{name: "big", body: strings.Repeat("x", 3000)}}), 2048, api.Work{}, "max_seed_bytes"},
-		{"escaping path", tarball(t, []entry{{name: "../evil", body: "x"}}), 1 << 20, api.Work{}, "leaves the archive root"},
-		{"absolute path", tarball(t, []entry{{name: "/etc/passwd", body: "x"}}), 1 << 20, api.Work{}, "absolute"},
-		{"device", tarball(t, []entry{{name: "dev", typ: tar.TypeChar}}), 1 << 20, api.Work{}, "files, directories and links only"},
+		{"too large", tarball(t, []entry{{Name: "big", Body: strings.Repeat("x", 3000)}}), 2048, api.Work{}, "max_seed_bytes"},
+		{"escaping path", tarball(t, []entry{{Name: "../evil", Body: "x"}}), 1 << 20, api.Work{}, "leaves the archive root"},
+		{"absolute path", tarball(t, []entry{{Name: "/etc/passwd", Body: "x"}}), 1 << 20, api.Work{}, "absolute"},
+		{"device", tarball(t, []entry{{Name: "dev", Type: tar.TypeChar}}), 1 << 20, api.Work{}, "files, directories and links only"},
 		{"not tar", bytes.Repeat([]byte("garbage!"), 200), 1 << 20, api.Work{}, "work"},
-		{"reserved name", tarball(t, []entry{{name: ext4.SpareDir + "/0", body: "x"}}), 1 << 20, api.Work{}, "keeps for itself"},
+		{"reserved name", tarball(t, []entry{{Name: ext4.SpareDir + "/0", Body: "x"}}), 1 << 20, api.Work{}, "keeps for itself"},
 		{"bad base", tarball(t, goodSeed), 1 << 20, api.Work{Base: "HEAD; rm -rf /"}, "not a commit id"},
 		{"truncated", tarball(t, goodSeed)[:700], 1 << 20, api.Work{}, ""},
 	} {
