@@ -232,7 +232,10 @@ type session struct {
 	term string
 	tty  *os.File // the PTY's controlling side, once a shell or command runs on one
 	cmd  *exec.Cmd
-	mu   sync.Mutex // guards tty and cmd, which requests read after start
+	// exited is set once cmd's exit was reported: its process group may
+	// then hold what it left running on purpose (a daemon it started).
+	exited bool
+	mu     sync.Mutex // guards tty, cmd and exited, which requests read after start
 
 	conn     *ssh.ServerConn
 	agentLn  net.Listener // the forwarded SSH agent's socket, once asked for
@@ -251,6 +254,28 @@ func (s *SSHServer) session(nch ssh.NewChannel, conn *ssh.ServerConn) {
 		if req.WantReply {
 			req.Reply(ok, nil)
 		}
+	}
+	ss.killOrphaned()
+}
+
+// killOrphaned ends a command whose client closed the session before it
+// exited (a timeout, a canceled call, a dropped connection): nobody can
+// read its output or stop it any more, so it must not run on unseen.
+func (ss *session) killOrphaned() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.cmd != nil && ss.cmd.Process != nil && !ss.exited {
+		ss.signalGroup(syscall.SIGKILL)
+	}
+}
+
+// signalGroup signals the command and every process it started: each
+// command leads its own process group (a terminal's session, or one made
+// at start), as a shell's job does. ss.mu must be held.
+func (ss *session) signalGroup(sig syscall.Signal) {
+	pid := ss.cmd.Process.Pid
+	if syscall.Kill(-pid, sig) != nil {
+		ss.cmd.Process.Signal(sig)
 	}
 }
 
@@ -298,8 +323,8 @@ func (ss *session) request(req *ssh.Request) bool {
 		if ss.cmd == nil || ss.cmd.Process == nil {
 			return false
 		}
-		if n, ok := signals[ssh.Signal(sig.Name)]; ok {
-			ss.cmd.Process.Signal(n)
+		if n, ok := signals[ssh.Signal(sig.Name)]; ok && !ss.exited {
+			ss.signalGroup(n)
 			return true
 		}
 		return false
@@ -383,6 +408,10 @@ func (ss *session) start(cmd *exec.Cmd, acct account) bool {
 		}()
 		return true
 	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true // a PTY's command leads its own session instead
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	stderr, _ := cmd.StderrPipe()
@@ -420,6 +449,9 @@ func waitStatus(err error) int {
 }
 
 func (ss *session) exit(code int) {
+	ss.mu.Lock()
+	ss.exited = true
+	ss.mu.Unlock()
 	ss.ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
 	ss.ch.Close()
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -263,4 +264,76 @@ func TestLookupAccount(t *testing.T) {
 			t.Errorf("lookupAccount(%s) = %+v (shell %s), want %+v (shell %s)", tt.name, got, got.shell(), tt.want, tt.shell)
 		}
 	}
+}
+
+// alive says whether pid is a process that has not exited (a zombie
+// waiting for its parent counts as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+func waitGone(t *testing.T, pid int, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if !alive(pid) {
+			return
+		}
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	t.Fatalf("%s (pid %d) still runs", what, pid)
+}
+
+// startChild runs a command that starts a child and prints its PID, and
+// returns the session and that PID once it runs.
+func startChild(t *testing.T, c *ssh.Client, script string) (*ssh.Session, int) {
+	t.Helper()
+	s, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.StdoutPipe()
+	if err := s.Start(script); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil {
+		t.Fatalf("read the child's pid: %v", err)
+	}
+	go io.Copy(io.Discard, out)
+	return s, pid
+}
+
+func TestSignalAndHangUpReachTheWholeCommand(t *testing.T) {
+	c, _, _ := startServer(t)
+	// A signal reaches the grandchild a shell waits on, as Ctrl-C in a
+	// terminal would; sh alone would wait for it to finish.
+	s, pid := startChild(t, c, "sleep 300 & echo $!; wait; echo after")
+	if err := s.Signal(ssh.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pid, "the child of a signaled command")
+	s.Wait()
+
+	// A client that goes away mid-command takes the command with it.
+	s, pid = startChild(t, c, "sleep 300 & echo $!; wait")
+	s.Close()
+	waitGone(t, pid, "the child of a command whose session closed")
+
+	// What a command leaves running on purpose after it exited stays.
+	s, pid = startChild(t, c, "sleep 300 >/dev/null 2>&1 & echo $!")
+	if err := s.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	time.Sleep(200 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatal("a background process the command left running was killed when its session ended")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
 }

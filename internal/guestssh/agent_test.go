@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -97,5 +98,27 @@ func TestDialRefusesAnotherHostKey(t *testing.T) {
 	vm.State = api.VMStopped
 	if _, err := Dial(context.Background(), vm, key); err == nil || !strings.Contains(err.Error(), "vm start t") {
 		t.Fatalf("Dial to a stopped VM: %v", err)
+	}
+}
+
+func TestRunEnvAndKillAfter(t *testing.T) {
+	vm, key := agentVM(t)
+	c, err := Dial(context.Background(), vm, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out, errOut bytes.Buffer
+	code, err := Run(context.Background(), c, `printf '%s|%s' "$A" "$B"`, IO{Stdout: &out, Stderr: &errOut, Env: map[string]string{"A": "one two", "B": "$(x)"}})
+	if err != nil || code != 0 || out.String() != "one two|$(x)" {
+		t.Fatalf("env: %d, %v, %q", code, err, out.String())
+	}
+	// A command that ignores SIGINT is killed once KillAfter passes.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	code, err = Run(ctx, c, `trap '' INT; sleep 300`, IO{Stdout: &out, Stderr: &errOut, KillAfter: 300 * time.Millisecond})
+	if err != nil || code != 128+9 || time.Since(start) > 10*time.Second {
+		t.Fatalf("a command that ignores SIGINT: exit %d, %v after %s; want 137", code, err, time.Since(start))
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -25,6 +28,13 @@ type IO struct {
 	// session (ssh -A): commands in the guest sign with its keys, which
 	// never leave the host.
 	Agent string
+	// Env is set in the command's environment (SSH "env" requests, which
+	// the guest agent accepts for any name).
+	Env map[string]string
+	// KillAfter, when set, is how long a command has to end after ctx
+	// does and SIGINT was sent: then SIGKILL goes to it and all it started,
+	// and the session is closed. Zero waits for the command however long.
+	KillAfter time.Duration
 }
 
 // Run runs cmd ("" for a login shell) and returns its exit code. A
@@ -42,6 +52,11 @@ func Run(ctx context.Context, c *ssh.Client, cmd string, st IO) (int, error) {
 		}
 		if err := agent.RequestAgentForwarding(s); err != nil {
 			return -1, fmt.Errorf("forward the SSH agent: %w", err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(st.Env)) {
+		if err := s.Setenv(k, st.Env[k]); err != nil {
+			return -1, fmt.Errorf("set %s: %w", k, err)
 		}
 	}
 	s.Stdout, s.Stderr = st.Stdout, st.Stderr
@@ -76,7 +91,22 @@ func Run(ctx context.Context, c *ssh.Client, cmd string, st IO) (int, error) {
 	case err = <-done:
 	case <-ctx.Done():
 		s.Signal(ssh.SIGINT)
-		err = <-done
+		if st.KillAfter <= 0 {
+			err = <-done
+			break
+		}
+		select {
+		case err = <-done:
+		case <-time.After(st.KillAfter):
+			s.Signal(ssh.SIGKILL)
+			select {
+			case err = <-done:
+			case <-time.After(st.KillAfter):
+				// The agent kills what a closed session leaves running.
+				s.Close()
+				return 128 + 9, nil
+			}
+		}
 	}
 	return exitCode(err)
 }
