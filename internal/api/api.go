@@ -299,6 +299,18 @@ type VM struct {
 	// Lent names what the last auth sync lent the running guest: file
 	// paths and environment variable names, never their values.
 	Lent []string `json:"lent,omitempty"`
+	// MadeBy is the tool that made the VM, when not the CLI by hand.
+	MadeBy *MadeBy `json:"made_by,omitempty"`
+}
+
+// MadeBy records which tool made a VM and for which checkout: `banger mcp`
+// sees only the VMs it made for the checkout it serves. It is a scope for
+// agents, not a permission: any caller of the daemon may reach any VM.
+type MadeBy struct {
+	// Tool is "mcp" for `banger mcp`.
+	Tool string `json:"tool"`
+	// Checkout is the absolute path of the directory the tool served.
+	Checkout string `json:"checkout,omitempty"`
 }
 
 // Work describes a VM's work disk and what it was seeded from.
@@ -379,6 +391,8 @@ type VMCreateRequest struct {
 	// Seed is the ID of a seed uploaded to POST /v1/seeds: it becomes the
 	// VM's work disk, mounted at /work.
 	Seed string `json:"seed,omitempty"`
+	// MadeBy records the tool that asks, such as `banger mcp`.
+	MadeBy *MadeBy `json:"made_by,omitempty"`
 }
 
 // VMStartRequest starts a stopped VM.

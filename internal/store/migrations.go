@@ -65,4 +65,6 @@ var migrations = []string{
 	`ALTER TABLE vms ADD COLUMN accel TEXT NOT NULL DEFAULT ''`,
 	// 6: the work disk's record (api.Work as JSON), "" for none.
 	`ALTER TABLE vms ADD COLUMN work TEXT NOT NULL DEFAULT ''`,
+	// 7: the tool that made the VM (api.MadeBy as JSON), "" for the CLI.
+	`ALTER TABLE vms ADD COLUMN made_by TEXT NOT NULL DEFAULT ''`,
 }

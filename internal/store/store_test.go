@@ -188,7 +188,7 @@ func TestVMRoundTripAndUsers(t *testing.T) {
 	v := VM{
 		VM: api.VM{Name: "web", Image: "debian-bookworm", Kernel: "k1", CPUs: 2, MemoryMB: 1024, DiskBytes: 4 << 30,
 			SSHPort: 40022, Ports: []api.PortForward{{HostPort: 8080, GuestPort: 80}}, State: api.VMStopped,
-			CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+			CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), MadeBy: &api.MadeBy{Tool: "mcp", Checkout: "/home/u/repo"}},
 		ID: "ab12cd34", AuthorizedKeys: []string{"ssh-ed25519 AAAA u@h"},
 	}
 	if err := s.InsertVM(ctx, v); err != nil {
@@ -208,7 +208,8 @@ func TestVMRoundTripAndUsers(t *testing.T) {
 	}
 	if got.State != api.VMRunning || got.PID != 1234 || got.PIDStart != 1<<40 || got.HostKey != "SHA256:x" ||
 		got.ConsoleOffset != 99 || len(got.Ports) != 1 || got.Ports[0].GuestPort != 80 || got.AuthorizedKeys[0] != v.AuthorizedKeys[0] ||
-		!got.StartedAt.Equal(v.StartedAt) || !got.CreatedAt.Equal(v.CreatedAt) || got.DiskBytes != 4<<30 {
+		!got.StartedAt.Equal(v.StartedAt) || !got.CreatedAt.Equal(v.CreatedAt) || got.DiskBytes != 4<<30 ||
+		got.MadeBy == nil || *got.MadeBy != *v.MadeBy || got.Work != nil {
 		t.Fatalf("round trip: %+v", got)
 	}
 	for _, c := range []struct{ col, name string }{{"image", "debian-bookworm"}, {"kernel", "k1"}} {

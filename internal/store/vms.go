@@ -24,7 +24,7 @@ type VM struct {
 }
 
 const vmColumns = `name, id, image, kernel, cpus, memory_mib, disk_bytes, ssh_port, ports, authorized_keys,
-	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel, work`
+	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel, work, made_by`
 
 func timeText(t time.Time) string {
 	if t.IsZero() {
@@ -38,9 +38,9 @@ func (s *Store) InsertVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	keys, _ := json.Marshal(v.AuthorizedKeys)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.Name, v.ID, v.Image, v.Kernel, v.CPUs, v.MemoryMB, v.DiskBytes, v.SSHPort, string(ports), string(keys),
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel, workText(v.Work))
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel, jsonText(v.Work), jsonText(v.MadeBy))
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("vm %q already exists: %w", v.Name, errdefs.ErrConflict)
@@ -50,13 +50,22 @@ func (s *Store) InsertVM(ctx context.Context, v VM) error {
 	return nil
 }
 
-// workText is a work disk's record as stored: JSON, or "" for none.
-func workText(w *api.Work) string {
-	if w == nil {
+// jsonText is an optional record as stored: JSON, or "" for nil.
+func jsonText[T any](v *T) string {
+	if v == nil {
 		return ""
 	}
-	b, _ := json.Marshal(w)
+	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// fromJSONText is jsonText's inverse.
+func fromJSONText[T any](s string) (*T, error) {
+	if s == "" {
+		return nil, nil
+	}
+	v := new(T)
+	return v, json.Unmarshal([]byte(s), v)
 }
 
 // UpdateVM saves a VM's mutable fields: state, process, ports, host key,
@@ -65,7 +74,7 @@ func (s *Store) UpdateVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, pid = ?, pid_start = ?, host_key = ?,
 		console_offset = ?, ssh_port = ?, ports = ?, started_at = ?, accel = ?, work = ? WHERE name = ?`,
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Accel, workText(v.Work), v.Name)
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Accel, jsonText(v.Work), v.Name)
 	if err != nil {
 		return fmt.Errorf("update vm %q: %w", v.Name, err)
 	}
@@ -128,10 +137,10 @@ func (s *Store) queryVMs(ctx context.Context, where string, args ...any) ([]VM, 
 	out := []VM{}
 	for rows.Next() {
 		var v VM
-		var ports, keys, created, started, work string
+		var ports, keys, created, started, work, madeBy string
 		var pidStart int64
 		if err := rows.Scan(&v.Name, &v.ID, &v.Image, &v.Kernel, &v.CPUs, &v.MemoryMB, &v.DiskBytes, &v.SSHPort, &ports, &keys,
-			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel, &work); err != nil {
+			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel, &work, &madeBy); err != nil {
 			return nil, fmt.Errorf("list vms: %w", err)
 		}
 		v.PIDStart = uint64(pidStart)
@@ -144,11 +153,12 @@ func (s *Store) queryVMs(ctx context.Context, where string, args ...any) ([]VM, 
 		if v.Ports == nil {
 			v.Ports = []api.PortForward{}
 		}
-		if work != "" {
-			v.Work = &api.Work{}
-			if err := json.Unmarshal([]byte(work), v.Work); err != nil {
-				return nil, fmt.Errorf("vm %q: work: %w", v.Name, err)
-			}
+		var err error
+		if v.Work, err = fromJSONText[api.Work](work); err != nil {
+			return nil, fmt.Errorf("vm %q: work: %w", v.Name, err)
+		}
+		if v.MadeBy, err = fromJSONText[api.MadeBy](madeBy); err != nil {
+			return nil, fmt.Errorf("vm %q: made_by: %w", v.Name, err)
 		}
 		v.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 		if started != "" {

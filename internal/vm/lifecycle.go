@@ -8,8 +8,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -58,6 +61,9 @@ func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) erro
 		}
 	}
 	if _, err := s.checkParams(req); err != nil {
+		return err
+	}
+	if err := checkMadeBy(req.MadeBy); err != nil {
 		return err
 	}
 	if req.Start {
@@ -180,7 +186,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		VM: api.VM{
 			Name: req.Name, State: api.VMStopped, Image: im.Name, Kernel: kernelName,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
-			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work,
+			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
@@ -189,6 +195,25 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	}
 	s.d.Log.Info("created vm", "vm", v.Name, "image", v.Image, "kernel", v.Kernel)
 	return v, nil
+}
+
+// checkMadeBy checks the record a tool asks to keep on its VM: it is shown
+// by vm ls and vm show, so it must be short and printable.
+func checkMadeBy(m *api.MadeBy) error {
+	if m == nil {
+		return nil
+	}
+	if err := names.Validate("tool", m.Tool); err != nil {
+		return fmt.Errorf("made_by: %w", err)
+	}
+	c := m.Checkout
+	if c == "" {
+		return nil
+	}
+	if len(c) > 4096 || !filepath.IsAbs(c) || filepath.Clean(c) != c || strings.ContainsFunc(c, unicode.IsControl) || !utf8.ValidString(c) {
+		return fmt.Errorf("made_by: checkout %q is not a clean absolute path: %w", c, errdefs.ErrInvalid)
+	}
+	return nil
 }
 
 // freePort returns a 127.0.0.1 TCP port nobody listens on now.

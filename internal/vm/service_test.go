@@ -390,3 +390,30 @@ func TestCmdline(t *testing.T) {
 		t.Errorf("the longest command line is %d bytes, over the kernel's 2048", n)
 	}
 }
+
+func TestCreateRecordsMadeBy(t *testing.T) {
+	s, _, _ := newTestService(t, &fakeDriver{console: readyConsole})
+	ctx := context.Background()
+	for _, m := range []*api.MadeBy{
+		{Tool: "", Checkout: "/home/u/repo"},
+		{Tool: "MCP!", Checkout: "/home/u/repo"},
+		{Tool: "mcp", Checkout: "relative/repo"},
+		{Tool: "mcp", Checkout: "/home/u/../repo"},
+		{Tool: "mcp", Checkout: "/home/u/repo\n\x1b[31mfake"},
+		{Tool: "mcp", Checkout: "/" + strings.Repeat("a", 5000)},
+	} {
+		if _, err := s.Create(ctx, api.VMCreateRequest{Name: "bad", MadeBy: m}, operation.Discard); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("made_by %+q: %v, want invalid", *m, err)
+		}
+	}
+	if vs, _ := s.List(ctx); len(vs) != 0 {
+		t.Fatalf("refused requests left VMs: %+v", vs)
+	}
+	want := api.MadeBy{Tool: "mcp", Checkout: "/home/u/repo"}
+	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "agent", MadeBy: &want}, operation.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, "agent"); err != nil || got.MadeBy == nil || *got.MadeBy != want {
+		t.Fatalf("made_by after create: %+v, %v", got.MadeBy, err)
+	}
+}
