@@ -149,9 +149,10 @@ func fileSum(t *testing.T, path string) string {
 	return hex.EncodeToString(s[:])
 }
 
-// TestWorkspace seeds a checkout into VMs under TCG and brings the work
-// back, from running and stopped VMs, as a user would.
-func TestWorkspace(t *testing.T) {
+// gitImageEnv starts a daemon with a kernel and the image "git" (busybox
+// with the host's git) pulled from a registry on 127.0.0.1.
+func gitImageEnv(t *testing.T, config string) *env {
+	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Fatal("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86); .ci/run installs it")
 	}
@@ -159,11 +160,18 @@ func TestWorkspace(t *testing.T) {
 	ref := reg + "/test/git:1"
 	push(t, ref, image(t, gzipLayer(t, tarOf(t, append(busyboxLayer(t), gitLayer(t)...)))))
 	fs := newFileServer(t)
-	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\ndefault_kernel_name = \"test-deb\"\ndefault_cpus = 1\ndefault_memory_mib = 256\nmax_seed_bytes = 8388608\n")
+	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\ndefault_kernel_name = \"test-deb\"\ndefault_cpus = 1\ndefault_memory_mib = 256\n"+config)
 	catalogWith(e, map[string]struct{ url, sha string }{"test-deb": {fs.add("/k.deb", served{path: kernelDeb}), sha256File(t, kernelDeb)}})
 	e.start()
 	e.mustBanger("kernel", "pull", "test-deb")
 	e.mustBanger("image", "pull", ref, "--name", "git")
+	return e
+}
+
+// TestWorkspace seeds a checkout into VMs under TCG and brings the work
+// back, from running and stopped VMs, as a user would.
+func TestWorkspace(t *testing.T) {
+	e := gitImageEnv(t, "max_seed_bytes = 8388608\n")
 
 	repo := filepath.Join(e.dir, "repo")
 	gitRepo(t, repo)

@@ -126,7 +126,7 @@ Ctrl-C cancels the pull in the daemon and undoes it.`,
 				return err
 			}
 			req.Name = args[0]
-			p := newProgress(a.stderr)
+			p := a.progress()
 			im, err := a.client().PullImage(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {
@@ -172,7 +172,7 @@ the daemon.`,
 				return err
 			}
 			req.Name, req.Rootfs = args[0], abs
-			p := newProgress(a.stderr)
+			p := a.progress()
 			im, err := a.client().RegisterImage(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {

@@ -133,7 +133,7 @@ client is killed instead, the daemon finishes the pull on its own.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			p := newProgress(a.stderr)
+			p := a.progress()
 			k, err := a.client().PullKernel(cmd.Context(), args[0], p.event)
 			p.done()
 			if err != nil {
@@ -190,7 +190,7 @@ The daemon reads the files itself, so they must be readable by it.`,
 					*p = abs
 				}
 			}
-			p := newProgress(a.stderr)
+			p := a.progress()
 			k, err := a.client().ImportKernel(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {

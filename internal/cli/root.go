@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/daemon"
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -23,6 +24,9 @@ type app struct {
 	socket string
 	stdout io.Writer
 	stderr io.Writer
+	// onEvent, when set, takes the progress events of long operations
+	// instead of stderr.
+	onEvent func(api.Event)
 }
 
 func (a *app) client() *client.Client { return client.New(a.socket) }
@@ -62,6 +66,7 @@ Get started:
 		newDaemonCmd(a),
 		newStatusCmd(a),
 		newDoctorCmd(a),
+		newMCPCmd(a),
 		newVersionCmd(a),
 	)
 	root.SetHelpCommandGroupID("host")

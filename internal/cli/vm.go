@@ -123,7 +123,7 @@ own copy-on-write root disk. Your banger SSH key (made on first use, see
 			if req.Seed, err = a.seed(cmd.Context(), f.seed); err != nil {
 				return err
 			}
-			p := newProgress(a.stderr)
+			p := a.progress()
 			v, err := a.client().CreateVM(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {
@@ -175,7 +175,7 @@ the shell or command ends.`,
 				return err
 			}
 			c := a.client()
-			p := newProgress(a.stderr)
+			p := a.progress()
 			v, err := c.CreateVM(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {
@@ -314,7 +314,7 @@ func (a *app) eachVM(names []string, verb string, fn func(string, *progress) err
 	failed := 0
 	var last error
 	for _, name := range names {
-		p := newProgress(a.stderr)
+		p := a.progress()
 		err := fn(name, p)
 		p.done()
 		if err != nil {
@@ -371,13 +371,13 @@ func newVMLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, vs)
 			}
-			t := newTable(a.stdout, "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "SSH", "PORTS", "CREATED")
+			t := newTable(a.stdout, "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "BY", "SSH", "PORTS", "CREATED")
 			for _, v := range vs {
 				ssh := "-"
 				if v.State == api.VMRunning {
 					ssh = fmt.Sprintf("127.0.0.1:%d", v.SSHPort)
 				}
-				t.row(v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))
+				t.row(v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), madeBy(v.MadeBy), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))
 			}
 			t.flush()
 			if len(vs) == 0 {
@@ -401,6 +401,14 @@ func workState(w *api.Work) string {
 	default:
 		return "pulled"
 	}
+}
+
+// madeBy is the BY column: the tool that made the VM, "-" for the CLI.
+func madeBy(m *api.MadeBy) string {
+	if m == nil {
+		return "-"
+	}
+	return m.Tool
 }
 
 func ports(ps []api.PortForward) string {
@@ -461,6 +469,9 @@ func newVMShow(a *app) *cobra.Command {
 				} else {
 					fmt.Fprintf(w, "  Pulled: %s as %s (%.12s)\n", ago(wk.PulledAt), wk.PulledBranch, wk.PulledCommit)
 				}
+			}
+			if m := v.MadeBy; m != nil {
+				fmt.Fprintf(w, "Made by:  banger %s, for %s\n", m.Tool, orDash(m.Checkout))
 			}
 			if len(v.Lent) > 0 {
 				fmt.Fprintf(w, "Lent:     %s\n", strings.Join(v.Lent, ", "))

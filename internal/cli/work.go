@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/gitwork"
+	"github.com/banger-dev/banger/internal/mcpserver"
 	"github.com/banger-dev/banger/internal/scratch"
 	"github.com/banger-dev/banger/internal/seed"
 	"github.com/banger-dev/banger/internal/userconfig"
@@ -86,9 +87,9 @@ func (a *app) seed(ctx context.Context, f seedFlags) (string, error) {
 			what += " (" + plan.Branch + ")"
 		}
 	}
-	fmt.Fprintf(a.stderr, "==> seeding %s %s into /work: %d entries, %s\n", what, plan.Root, plan.Count(), humanSize(plan.Bytes))
-	p := newProgress(a.stderr)
+	p := a.progress()
 	defer p.done()
+	p.event(api.Event{Stage: "seed", Message: fmt.Sprintf("seeding %s %s into /work: %d entries, %s", what, plan.Root, plan.Count(), humanSize(plan.Bytes))})
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(client.BodyError(plan.Write(ctx, pw))) }()
 	var sent atomic.Int64
@@ -260,58 +261,63 @@ was seeded shows too.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			v, err := a.workVM(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			host, _ := hostRepo(ctx, "", v) // only to reuse its objects
-			w, tmp, err := a.fetchWork(ctx, v, "", host)
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(tmp)
-			color := "--color=never"
-			if f, ok := a.stdout.(*os.File); ok && isTerminal(f) {
-				color = "--color=always"
-			}
-			base := v.Work.Base
-			if base != "" && !w.HasCommit(ctx, base) {
-				fmt.Fprintf(a.stderr, "banger: the seed's base %.12s is gone from the guest's history (rewritten): showing all of it\n", base)
-				base = ""
-			}
-			if w.Head != "" && w.Head != base {
-				rng := w.Head
-				if base != "" {
-					rng = base + ".." + w.Head
-				}
-				fmt.Fprintf(a.stdout, "# commits since the seed (%s)\n", orDash(shortID(base)))
-				if err := w.Cmd(ctx, a.stdout, a.stderr, "log", color, "--stat", rng).Run(); err != nil {
-					return fmt.Errorf("git log: %w", err)
-				}
-			}
-			if w.Dirty {
-				from := w.Head
-				if from == "" {
-					from = gitwork.EmptyTree
-				}
-				fmt.Fprintln(a.stdout, "# uncommitted changes")
-				dargs := []string{"diff", color, "--stat", from, w.Tip}
-				if !stat {
-					dargs = []string{"diff", color, "--stat", "--patch", from, w.Tip}
-				}
-				if err := w.Cmd(ctx, a.stdout, a.stderr, dargs...).Run(); err != nil {
-					return fmt.Errorf("git diff: %w", err)
-				}
-			}
-			if (w.Head == "" || w.Head == base) && !w.Dirty {
-				fmt.Fprintf(a.stderr, "no changes in vm %s since the seed\n", v.Name)
-			}
-			return nil
+			return a.diff(cmd.Context(), args[0], stat)
 		},
 	}
 	cmd.Flags().BoolVar(&stat, "stat", false, "only the summary of uncommitted changes, no patch")
 	return cmd
+}
+
+// diff prints the work in a VM's /work since the seed: its commits, then
+// its uncommitted changes (with the patch unless stat).
+func (a *app) diff(ctx context.Context, name string, stat bool) error {
+	v, err := a.workVM(ctx, name)
+	if err != nil {
+		return err
+	}
+	host, _ := hostRepo(ctx, "", v) // only to reuse its objects
+	w, tmp, err := a.fetchWork(ctx, v, "", host)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	color := "--color=never"
+	if f, ok := a.stdout.(*os.File); ok && isTerminal(f) {
+		color = "--color=always"
+	}
+	base := v.Work.Base
+	if base != "" && !w.HasCommit(ctx, base) {
+		fmt.Fprintf(a.stderr, "banger: the seed's base %.12s is gone from the guest's history (rewritten): showing all of it\n", base)
+		base = ""
+	}
+	if w.Head != "" && w.Head != base {
+		rng := w.Head
+		if base != "" {
+			rng = base + ".." + w.Head
+		}
+		fmt.Fprintf(a.stdout, "# commits since the seed (%s)\n", orDash(shortID(base)))
+		if err := w.Cmd(ctx, a.stdout, a.stderr, "log", color, "--stat", rng).Run(); err != nil {
+			return fmt.Errorf("git log: %w", err)
+		}
+	}
+	if w.Dirty {
+		from := w.Head
+		if from == "" {
+			from = gitwork.EmptyTree
+		}
+		fmt.Fprintln(a.stdout, "# uncommitted changes")
+		dargs := []string{"diff", color, "--stat", from, w.Tip}
+		if !stat {
+			dargs = []string{"diff", color, "--stat", "--patch", from, w.Tip}
+		}
+		if err := w.Cmd(ctx, a.stdout, a.stderr, dargs...).Run(); err != nil {
+			return fmt.Errorf("git diff: %w", err)
+		}
+	}
+	if (w.Head == "" || w.Head == base) && !w.Dirty {
+		fmt.Fprintf(a.stderr, "no changes in vm %s since the seed\n", v.Name)
+	}
+	return nil
 }
 
 func shortID(s string) string {
@@ -344,69 +350,8 @@ config, hooks or attributes running anything on the host.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			name := args[0]
-			if branch == "" {
-				branch = "banger/" + name
-			}
-			v, err := a.workVM(ctx, name)
-			if err != nil {
-				return err
-			}
-			host, err := hostRepo(ctx, repo, v)
-			if err != nil {
-				return err
-			}
-			identity := ""
-			if n, err := gitwork.HostGit(ctx, host, "config", "user.name"); err == nil {
-				e, _ := gitwork.HostGit(ctx, host, "config", "user.email")
-				identity = strings.TrimSpace(n) + " <" + strings.TrimSpace(e) + ">"
-			}
-			if apply {
-				if out, err := gitwork.HostGit(ctx, host, "status", "--porcelain"); err != nil || strings.TrimSpace(out) != "" {
-					return fmt.Errorf("--apply needs a clean working tree in %s: commit or stash your changes first (nothing was pulled)", host)
-				}
-			}
-			w, tmp, err := a.fetchWork(ctx, v, identity, host)
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(tmp)
-			if err := w.Pull(ctx, host, branch, force); err != nil {
-				return err
-			}
-			base := v.Work.Base
-			rewritten := base != "" && !(w.HasCommit(ctx, base) && w.IsAncestor(ctx, base, w.Tip))
-			commits, _ := w.Commits(ctx, map[bool]string{true: "", false: base}[rewritten], w.Tip)
-			fmt.Fprintf(a.stdout, "vm %s -> branch %s (%.12s)", name, branch, w.Tip)
-			switch {
-			case len(commits) == 0:
-				fmt.Fprintf(a.stdout, ": no changes since the seed\n")
-			case w.Dirty:
-				fmt.Fprintf(a.stdout, ": %d commits, the last one the uncommitted changes\n", len(commits))
-			default:
-				fmt.Fprintf(a.stdout, ": %d commits\n", len(commits))
-			}
-			for i, c := range commits {
-				if i == 20 {
-					fmt.Fprintf(a.stdout, "  ... %d more\n", len(commits)-20)
-					break
-				}
-				fmt.Fprintf(a.stdout, "  %s\n", c)
-			}
-			if rewritten {
-				fmt.Fprintf(a.stderr, "banger: note: the guest rewrote history below the seed's base %.12s: the branch holds its history as it is now; compare before merging\n", base)
-			}
-			if _, err := a.client().WorkPulled(ctx, name, api.WorkPulled{Branch: branch, Commit: w.Tip}); err != nil {
-				fmt.Fprintf(a.stderr, "banger: record the pull: %v\n", err)
-			}
-			if apply {
-				if _, err := gitwork.HostGit(ctx, host, "merge", "--ff-only", "--quiet", branch); err != nil {
-					return fmt.Errorf("--apply: your HEAD moved since the seed, so %s does not fast-forward it: merge it yourself (`git merge %s`): %w", branch, branch, err)
-				}
-				fmt.Fprintf(a.stdout, "fast-forwarded your checkout to %s\n", branch)
-			}
-			return nil
+			_, err := a.pull(cmd.Context(), args[0], pullOptions{branch: branch, repo: repo, force: force, apply: apply})
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&branch, "branch", "", "branch to write (default banger/NAME)")
@@ -414,6 +359,83 @@ config, hooks or attributes running anything on the host.`,
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "replace the branch if it exists")
 	cmd.Flags().BoolVar(&apply, "apply", false, "then fast-forward your clean checkout to the branch")
 	return cmd
+}
+
+// pullOptions are vm pull's flags.
+type pullOptions struct {
+	branch, repo string
+	force, apply bool
+}
+
+// pull writes a VM's work to a branch of the host repository and prints
+// what it made.
+func (a *app) pull(ctx context.Context, name string, o pullOptions) (res mcpserver.PullResult, err error) {
+	branch, repo, force, apply := o.branch, o.repo, o.force, o.apply
+	if branch == "" {
+		branch = "banger/" + name
+	}
+	v, err := a.workVM(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	host, err := hostRepo(ctx, repo, v)
+	if err != nil {
+		return res, err
+	}
+	identity := ""
+	if n, err := gitwork.HostGit(ctx, host, "config", "user.name"); err == nil {
+		e, _ := gitwork.HostGit(ctx, host, "config", "user.email")
+		identity = strings.TrimSpace(n) + " <" + strings.TrimSpace(e) + ">"
+	}
+	if apply {
+		if out, err := gitwork.HostGit(ctx, host, "status", "--porcelain"); err != nil || strings.TrimSpace(out) != "" {
+			return res, fmt.Errorf("--apply needs a clean working tree in %s: commit or stash your changes first (nothing was pulled)", host)
+		}
+	}
+	w, tmp, err := a.fetchWork(ctx, v, identity, host)
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(tmp)
+	if err := w.Pull(ctx, host, branch, force); err != nil {
+		return res, err
+	}
+	base := v.Work.Base
+	rewritten := base != "" && !(w.HasCommit(ctx, base) && w.IsAncestor(ctx, base, w.Tip))
+	commits, _ := w.Commits(ctx, map[bool]string{true: "", false: base}[rewritten], w.Tip)
+	res = mcpserver.PullResult{Branch: branch, Commit: w.Tip, Commits: commits}
+	if res.Commits == nil {
+		res.Commits = []string{}
+	}
+	fmt.Fprintf(a.stdout, "vm %s -> branch %s (%.12s)", name, branch, w.Tip)
+	switch {
+	case len(commits) == 0:
+		fmt.Fprintf(a.stdout, ": no changes since the seed\n")
+	case w.Dirty:
+		fmt.Fprintf(a.stdout, ": %d commits, the last one the uncommitted changes\n", len(commits))
+	default:
+		fmt.Fprintf(a.stdout, ": %d commits\n", len(commits))
+	}
+	for i, c := range commits {
+		if i == 20 {
+			fmt.Fprintf(a.stdout, "  ... %d more\n", len(commits)-20)
+			break
+		}
+		fmt.Fprintf(a.stdout, "  %s\n", c)
+	}
+	if rewritten {
+		fmt.Fprintf(a.stderr, "banger: note: the guest rewrote history below the seed's base %.12s: the branch holds its history as it is now; compare before merging\n", base)
+	}
+	if _, err := a.client().WorkPulled(ctx, name, api.WorkPulled{Branch: branch, Commit: w.Tip}); err != nil {
+		fmt.Fprintf(a.stderr, "banger: record the pull: %v\n", err)
+	}
+	if apply {
+		if _, err := gitwork.HostGit(ctx, host, "merge", "--ff-only", "--quiet", branch); err != nil {
+			return res, fmt.Errorf("--apply: your HEAD moved since the seed, so %s does not fast-forward it: merge it yourself (`git merge %s`): %w", branch, branch, err)
+		}
+		fmt.Fprintf(a.stdout, "fast-forwarded your checkout to %s\n", branch)
+	}
+	return res, nil
 }
 
 // hostRepo is the repository vm pull writes to: --repo, else the checkout
