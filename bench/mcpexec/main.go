@@ -1,0 +1,136 @@
+// Command mcpexec times sandbox_exec of a command through `banger mcp`
+// against `banger vm exec` of the same command on the same running VM,
+// and against the floor both stand on (an SSH session on a connection
+// kept open, no daemon, no MCP), interleaved, and prints the medians and
+// what the MCP layer adds.
+//
+// Usage: mcpexec -banger PATH -vm NAME [-runs N] [-cmd true]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/guestssh"
+)
+
+func main() {
+	banger := flag.String("banger", "banger", "the banger binary")
+	vm := flag.String("vm", "", "a running VM")
+	runs := flag.Int("runs", 30, "calls of each")
+	command := flag.String("cmd", "true", "the command")
+	flag.Parse()
+	if err := run(*banger, *vm, *command, *runs); err != nil {
+		fmt.Fprintln(os.Stderr, "mcpexec:", err)
+		os.Exit(1)
+	}
+}
+
+func run(banger, vm, command string, runs int) error {
+	ctx := context.Background()
+	// --all: the VM was made with the CLI, not by banger mcp.
+	t := &mcp.CommandTransport{Command: exec.Command(banger, "mcp", "--all")}
+	c := mcp.NewClient(&mcp.Implementation{Name: "mcpexec", Version: "v1"}, nil)
+	cs, err := c.Connect(ctx, t, nil)
+	if err != nil {
+		return fmt.Errorf("start banger mcp: %w", err)
+	}
+	defer cs.Close()
+	call := func() error {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "sandbox_exec", Arguments: map[string]any{"vm": vm, "command": command, "workdir": "/"}})
+		if err != nil {
+			return err
+		}
+		if res.IsError {
+			return fmt.Errorf("sandbox_exec: %v", res.Content)
+		}
+		return nil
+	}
+	out, err := exec.Command(banger, "vm", "show", vm, "-o", "json").Output()
+	if err != nil {
+		return fmt.Errorf("vm show %s: %w", vm, err)
+	}
+	var v api.VM
+	if err := json.Unmarshal(out, &v); err != nil {
+		return err
+	}
+	keyPath, err := guestssh.KeyPath()
+	if err != nil {
+		return err
+	}
+	key, _, err := guestssh.LoadOrCreateKey(keyPath)
+	if err != nil {
+		return err
+	}
+	conn, err := guestssh.Dial(ctx, v, key)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	bare := func() error {
+		code, err := guestssh.Run(ctx, conn, "cd / && "+command, guestssh.IO{Stdout: io.Discard, Stderr: io.Discard})
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d", code)
+		}
+		return err
+	}
+	cli := func() error {
+		out, err := exec.Command(banger, "vm", "exec", vm, "--", "sh", "-c", command).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("vm exec: %v: %s", err, out)
+		}
+		return nil
+	}
+	// One of each first: the server's SSH connection, the guest's page
+	// cache and TCG's translations are warm for both sides after it.
+	if err := call(); err != nil {
+		return err
+	}
+	if err := cli(); err != nil {
+		return err
+	}
+	if err := bare(); err != nil {
+		return err
+	}
+	var m, cl, b []time.Duration
+	for i := 0; i < runs; i++ {
+		for _, side := range []struct {
+			f   func() error
+			out *[]time.Duration
+		}{{call, &m}, {cli, &cl}, {bare, &b}} {
+			start := time.Now()
+			if err := side.f(); err != nil {
+				return err
+			}
+			*side.out = append(*side.out, time.Since(start))
+		}
+	}
+	mm, cc, bb := median(m), median(cl), median(b)
+	fmt.Printf("sandbox_exec %q (banger mcp, one session): median %s over %d calls\n", command, ms(mm), runs)
+	fmt.Printf("banger vm exec %s -- %s:           median %s over %d runs\n", vm, command, ms(cc), runs)
+	fmt.Printf("SSH session on a kept connection (floor):   median %s over %d runs\n", ms(bb), runs)
+	fmt.Printf("sandbox_exec vs vm exec: %+.1f ms, %.2fx; the MCP layer over the floor: %+.1f ms (target: at most 20 ms added)\n",
+		float64(mm-cc)/1e6, float64(mm)/float64(cc), float64(mm-bb)/1e6)
+	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/1e6) }
