@@ -195,7 +195,7 @@ func (s *Server) create(ctx context.Context, req *mcp.CallToolRequest, in Create
 
 // ExecArgs are sandbox_exec's arguments.
 type ExecArgs struct {
-	VM             string            `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
+	VMArgs
 	Command        string            `json:"command" jsonschema:"the shell command line, run with /bin/sh -c as root"`
 	Workdir        string            `json:"workdir,omitempty" jsonschema:"directory to run in (default /work, or /root without one); relative to /work"`
 	Env            map[string]string `json:"env,omitempty" jsonschema:"environment variables to set for the command"`
@@ -362,7 +362,7 @@ func fileError(verb, p string, err error) error {
 
 // ReadArgs are sandbox_read_file's arguments.
 type ReadArgs struct {
-	VM       string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
+	VMArgs
 	Path     string `json:"path" jsonschema:"the file; relative to /work"`
 	Offset   int64  `json:"offset,omitempty" jsonschema:"byte offset to start at (default 0)"`
 	MaxBytes int    `json:"max_bytes,omitempty" jsonschema:"at most this many bytes (default 65536, at most 1048576)"`
@@ -458,7 +458,7 @@ func trimPartialRune(b []byte) []byte {
 
 // WriteArgs are sandbox_write_file's arguments.
 type WriteArgs struct {
-	VM      string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
+	VMArgs
 	Path    string `json:"path" jsonschema:"the file; relative to /work; parent directories are made"`
 	Content string `json:"content" jsonschema:"the file's content"`
 	Base64  bool   `json:"base64,omitempty" jsonschema:"content is base64-encoded (for binary files)"`
@@ -555,7 +555,7 @@ func (s *Server) writeFile(ctx context.Context, _ *mcp.CallToolRequest, in Write
 
 // ListArgs are sandbox_list_files' arguments.
 type ListArgs struct {
-	VM         string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
+	VMArgs
 	Path       string `json:"path,omitempty" jsonschema:"the directory (default /work); relative to /work"`
 	Recursive  bool   `json:"recursive,omitempty" jsonschema:"list the whole tree below path; .git directories are listed, not entered"`
 	MaxEntries int    `json:"max_entries,omitempty" jsonschema:"at most this many entries (default 500, at most 5000)"`
@@ -671,9 +671,9 @@ type VMArgs struct {
 
 // DiffArgs are sandbox_diff's arguments.
 type DiffArgs struct {
-	VM       string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
-	StatOnly bool   `json:"stat_only,omitempty" jsonschema:"only which files changed and how much, no patch"`
-	MaxBytes int    `json:"max_bytes,omitempty" jsonschema:"bound on the text returned (default 65536, at most 1048576)"`
+	VMArgs
+	StatOnly bool `json:"stat_only,omitempty" jsonschema:"only which files changed and how much, no patch"`
+	MaxBytes int  `json:"max_bytes,omitempty" jsonschema:"bound on the text returned (default 65536, at most 1048576)"`
 }
 
 // Diff is what sandbox_diff returns.
@@ -708,7 +708,7 @@ func (s *Server) diff(ctx context.Context, _ *mcp.CallToolRequest, in DiffArgs) 
 
 // PullArgs are sandbox_pull's arguments.
 type PullArgs struct {
-	VM     string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
+	VMArgs
 	Branch string `json:"branch,omitempty" jsonschema:"the branch to write in the host repository (default banger/NAME)"`
 	Force  bool   `json:"force,omitempty" jsonschema:"replace the branch if it exists"`
 }
@@ -753,8 +753,8 @@ func (s *Server) stop(ctx context.Context, req *mcp.CallToolRequest, in VMArgs) 
 
 // RemoveArgs are sandbox_remove's arguments.
 type RemoveArgs struct {
-	VM    string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
-	Force bool   `json:"force,omitempty" jsonschema:"remove it even if its work was never pulled (the work is lost)"`
+	VMArgs
+	Force bool `json:"force,omitempty" jsonschema:"remove it even if its work was never pulled (the work is lost)"`
 }
 
 // Removed is what sandbox_remove returns.
@@ -810,8 +810,8 @@ func (s *Server) listVMs(ctx context.Context, _ *mcp.CallToolRequest, _ struct{}
 
 // LogsArgs are sandbox_logs' arguments.
 type LogsArgs struct {
-	VM    string `json:"vm,omitempty" jsonschema:"the sandbox's name, as sandbox_create returned it; may be left out when you have exactly one"`
-	Lines int    `json:"lines,omitempty" jsonschema:"how many of the last lines (default 100, at most 5000)"`
+	VMArgs
+	Lines int `json:"lines,omitempty" jsonschema:"how many of the last lines (default 100, at most 5000)"`
 }
 
 // Logs is what sandbox_logs returns.
