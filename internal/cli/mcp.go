@@ -59,6 +59,13 @@ vm diff' and 'banger vm pull' review and take its work.`,
 			if o.Key, _, err = userKey(); err != nil {
 				return err
 			}
+			scope := "the VMs banger mcp made for it"
+			if all {
+				scope = "every VM (--all)"
+			}
+			// Clients keep a server's stderr in their logs: say what it
+			// serves, for whoever reads them.
+			fmt.Fprintf(a.stderr, "banger mcp: serving %s; it reaches %s\n", o.Checkout, scope)
 			d := &mcpDaemon{a: a, checkout: o.Checkout}
 			// Standard output is the protocol's: nothing else may write
 			// to it.
