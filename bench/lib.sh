@@ -1,5 +1,6 @@
-# Shared by the bench scripts (sourced). They set WORK (the run's scratch
-# directory, with the banger binary in it) and DAEMON (its PID, once up).
+# Shared by the bench scripts (sourced): bench_workdir makes WORK (the
+# run's scratch directory, with the banger binary in it), start_daemon
+# sets DAEMON (its PID) and B (the CLI).
 CACHE=/var/tmp/banger-bench-cache
 mkdir -p "$CACHE"
 
@@ -28,4 +29,39 @@ kernel_deb() {
 		fi
 	fi
 	echo "$deb"
+}
+
+# bench_workdir NAME makes WORK and removes it on exit, with the daemon and
+# its VMs (a script with more to end defines cleanup_more); a failure
+# prints the daemon's last lines.
+bench_workdir() {
+	WORK=$(mktemp -d "/var/tmp/banger-bench-$1.XXXXXX")
+	DAEMON=
+	trap bench_cleanup EXIT
+	trap 'echo "bench: failed at line $LINENO; the daemon said:" >&2; tail -5 "$WORK/daemon.log" >&2' ERR
+}
+
+bench_cleanup() {
+	if declare -F cleanup_more >/dev/null; then cleanup_more; fi
+	stop_daemon
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+
+# build_banger builds banger and its guest agent into WORK.
+build_banger() {
+	echo "== building banger"
+	CGO_ENABLED=0 go build -o "$WORK/banger" ./cmd/banger
+	CGO_ENABLED=0 go build -ldflags "-s -w" -o "$WORK/banger-agent" ./cmd/banger-agent
+}
+
+# start_daemon runs the daemon on $WORK/config.toml, points the CLI's
+# environment at it, and imports the kernel k from $DEB.
+start_daemon() {
+	"$WORK/banger" daemon --state-dir "$WORK/state" --socket "$WORK/sock" --config "$WORK/config.toml" >"$WORK/daemon.log" 2>&1 &
+	DAEMON=$!
+	export BANGER_SOCKET=$WORK/sock BANGER_SSH_KEY=$WORK/id_ed25519 BANGER_CONFIG=$WORK/user.toml
+	B="$WORK/banger"
+	for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
+	$B kernel import k --deb "$DEB" >/dev/null 2>&1
 }

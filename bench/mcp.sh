@@ -18,19 +18,8 @@ for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox; do
 done
 
 . bench/lib.sh
-WORK=$(mktemp -d /var/tmp/banger-bench-mcp.XXXXXX)
-DAEMON=
-cleanup() {
-	stop_daemon
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "bench: failed at line $LINENO; the daemon said:" >&2; tail -5 "$WORK/daemon.log" >&2' ERR
-
-echo "== building banger"
-CGO_ENABLED=0 go build -o "$WORK/banger" ./cmd/banger
-CGO_ENABLED=0 go build -ldflags "-s -w" -o "$WORK/banger-agent" ./cmd/banger-agent
+bench_workdir mcp
+build_banger
 go build -o "$WORK/mcpexec" ./bench/mcpexec
 
 DEB=$(kernel_deb)
@@ -40,12 +29,7 @@ default_kernel_name = "k"
 default_cpus = 1
 default_memory_mib = 256
 CFG
-"$WORK/banger" daemon --state-dir "$WORK/state" --socket "$WORK/sock" --config "$WORK/config.toml" >"$WORK/daemon.log" 2>&1 &
-DAEMON=$!
-export BANGER_SOCKET=$WORK/sock BANGER_SSH_KEY=$WORK/id_ed25519 BANGER_CONFIG=$WORK/user.toml
-B="$WORK/banger"
-for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
-$B kernel import k --deb "$DEB" >/dev/null 2>&1
+start_daemon
 IMG=$WORK/img
 mkdir -p "$IMG/bin" "$IMG/etc" "$IMG/.banger" "$IMG"/{dev,proc,sys,run,tmp,root}
 cp "$(command -v busybox)" "$IMG/bin/busybox"

@@ -26,21 +26,12 @@ for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox mmdebstrap; do
 done
 
 . bench/lib.sh
-WORK=$(mktemp -d /var/tmp/banger-bench-vm.XXXXXX)
-DAEMON=
+bench_workdir vm
 QEMU=
-cleanup() {
-	[ -n "$QEMU" ] && kill "$QEMU" 2>/dev/null || true
-	stop_daemon
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
+cleanup_more() { [ -n "$QEMU" ] && kill "$QEMU" 2>/dev/null || true; }
 ms() { awk -v s="$1" 'BEGIN {printf "%.0f ms", s*1000}'; }
 
-echo "== building banger"
-CGO_ENABLED=0 go build -o "$WORK/banger" ./cmd/banger
-CGO_ENABLED=0 go build -ldflags "-s -w" -o "$WORK/banger-agent" ./cmd/banger-agent
+build_banger
 go build -o "$WORK/hostsources" ./bench/hostsources
 go build -o "$WORK/boottime" ./bench/boottime
 
@@ -61,12 +52,7 @@ default_kernel_name = "k"
 default_cpus = 1
 default_memory_mib = 512
 CFG
-"$WORK/banger" daemon --state-dir "$WORK/state" --socket "$WORK/sock" --config "$WORK/config.toml" >"$WORK/daemon.log" 2>&1 &
-DAEMON=$!
-export BANGER_SOCKET=$WORK/sock BANGER_SSH_KEY=$WORK/id_ed25519
-B="$WORK/banger"
-for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
-$B kernel import k --deb "$DEB" >/dev/null 2>&1
+start_daemon
 KDIR=$($B kernel show k -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dir"])')
 # A small image: busybox and the agent (Debian's initramfs does not bring
 # it, as banger's does), with the directories an initramfs moves mounts to.

@@ -27,20 +27,10 @@ for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox git ssh; do
 done
 
 . bench/lib.sh
-WORK=$(mktemp -d /var/tmp/banger-bench-work.XXXXXX)
-DAEMON=
-cleanup() {
-	stop_daemon
-	wait 2>/dev/null || true
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "bench: failed at line $LINENO; the daemon said:" >&2; tail -5 "$WORK/daemon.log" >&2' ERR
+bench_workdir work
 secs() { awk -v s="$1" 'BEGIN {printf "%.2f s", s}'; }
 
-echo "== building banger"
-CGO_ENABLED=0 go build -o "$WORK/banger" ./cmd/banger
-CGO_ENABLED=0 go build -ldflags "-s -w" -o "$WORK/banger-agent" ./cmd/banger-agent
+build_banger
 go build -o "$WORK/genfiles" ./bench/genfiles
 
 DEB=$(kernel_deb)
@@ -60,12 +50,7 @@ default_cpus = 2
 default_memory_mib = 1024
 max_seed_bytes = 4294967296
 CFG
-"$WORK/banger" daemon --state-dir "$WORK/state" --socket "$WORK/sock" --config "$WORK/config.toml" >"$WORK/daemon.log" 2>&1 &
-DAEMON=$!
-export BANGER_SOCKET=$WORK/sock BANGER_SSH_KEY=$WORK/id_ed25519 BANGER_CONFIG=$WORK/user.toml
-B="$WORK/banger"
-for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
-$B kernel import k --deb "$DEB" >/dev/null 2>&1
+start_daemon
 IMG=$WORK/img
 mkdir -p "$IMG/bin" "$IMG/etc" "$IMG/.banger" "$IMG"/{dev,proc,sys,run,tmp,root,work}
 cp "$(command -v busybox)" "$IMG/bin/busybox"
