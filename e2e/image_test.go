@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 func listImages(t *testing.T, e *env) []api.Image {
@@ -303,17 +304,32 @@ func TestHostileLayers(t *testing.T) {
 // debian-bookworm falls back to mmdebstrap from this host's own package
 // sources. A daemon killed in the middle leaves nothing behind.
 func TestDebianBookwormBuiltLocally(t *testing.T) {
-	if _, err := exec.LookPath("mmdebstrap"); err != nil {
-		t.Skip("mmdebstrap not installed (not a Debian host); .ci/run installs it")
-	}
+	testkit.NeedTools(t, "mmdebstrap", "mmdebstrap")
 	// A mirror that refuses connections stands in for an unreachable
 	// docker.io, so the test never depends on the outside network.
 	e := newEnv(t, "default_cpus = 1\ndefault_memory_mib = 512\n[registry_mirrors]\n\"docker.io\" = [\"http://127.0.0.1:1\"]\n")
 	e.start()
 	_, lines := e.startPullImage("debian-bookworm")
 	waitLine(t, lines, "building bookworm with mmdebstrap")
+	// The kill must land mid-build: mmdebstrap running for this daemon,
+	// its tree growing in staging.
+	var build int
+	for deadline := time.Now().Add(30 * time.Second); build == 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		build = procWith(t, "mmdebstrap", e.stateDir)
+	}
+	if build == 0 {
+		t.Fatal("no mmdebstrap running for the daemon after its build line")
+	}
 	time.Sleep(2 * time.Second)
+	if build = procWith(t, "mmdebstrap", e.stateDir); build == 0 || len(dirEntries(t, filepath.Join(e.stateDir, "staging"))) == 0 {
+		t.Fatalf("the build ended before the kill (mmdebstrap pid %d, staging %v)", build, dirEntries(t, filepath.Join(e.stateDir, "staging")))
+	}
 	e.kill()
+	for deadline := time.Now().Add(10 * time.Second); procWith(t, "mmdebstrap", e.stateDir) != 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("mmdebstrap outlived the daemon killed under it")
+		}
+	}
 	e.start()
 	if ims := listImages(t, e); len(ims) != 0 {
 		t.Fatalf("listed after SIGKILL: %+v", ims)
@@ -368,4 +384,24 @@ func TestDebianBookwormBuiltLocally(t *testing.T) {
 func atoi(s string) int64 {
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return n
+}
+
+// procWith returns the PID of a running process whose command line has
+// both name and substr, 0 when there is none.
+func procWith(t *testing.T, name, substr string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(name)) || !bytes.Contains(b, []byte(substr)) {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
+		if err != nil || bytes.Contains(st, []byte(") Z ")) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		return pid
+	}
+	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -43,10 +44,11 @@ var _ Runner = Exec{}
 func (Exec) Run(ctx context.Context, c Cmd) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
 	cmd.Dir = c.Dir
-	// Helpers (apt-get, mmdebstrap, e2fsprogs) die with the daemon, so a
-	// crashed daemon leaves no orphan writing into its staging area.
-	// (VMM processes, which must outlive it, are not started here.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = sysProcAttr()
+	if cmd.SysProcAttr.Setpgid {
+		// A cancel ends the helper's whole process group.
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	}
 	if len(c.Env) > 0 {
 		cmd.Env = append(cmd.Environ(), c.Env...)
 	}
@@ -64,6 +66,25 @@ func (Exec) Run(ctx context.Context, c Cmd) ([]byte, error) {
 		return stdout.Bytes(), fmt.Errorf("%s: %w", c.String(), err)
 	}
 	return stdout.Bytes(), nil
+}
+
+// sysProcAttr makes a helper (apt-get, mmdebstrap, e2fsprogs) die with
+// the daemon, so that a crashed daemon leaves nothing writing into its
+// staging area; and with the helper everything it started: as root it
+// is the init of a PID namespace of its own, and the kernel ends the
+// namespace's every process when its init dies (by the daemon's death,
+// or a cancel's kill). mmdebstrap forks workers that a signal to it alone
+// would leave running. A daemon without root cannot make the namespace:
+// its helpers lead a process group, which a cancel kills whole.
+// (VMM processes, which must outlive the daemon, are not started here.)
+func sysProcAttr() *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if os.Geteuid() == 0 {
+		a.Cloneflags = syscall.CLONE_NEWPID
+	} else {
+		a.Setpgid = true
+	}
+	return a
 }
 
 // LookPath implements Runner.

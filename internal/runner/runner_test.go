@@ -2,8 +2,14 @@ package runner
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestExec(t *testing.T) {
@@ -29,5 +35,47 @@ func TestRecorder(t *testing.T) {
 	}
 	if _, err := r.LookPath("qemu"); err == nil {
 		t.Fatal("unknown program found")
+	}
+}
+
+// TestCancelEndsWhatTheHelperStarted: a helper's own children die with
+// it; mmdebstrap's forked workers did not.
+func TestCancelEndsWhatTheHelperStarted(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// The grandchild records its PID as this host sees it (/proc is the
+	// host's), then becomes a long sleep.
+	inner := `read -r pid rest < /proc/self/stat; echo $pid > ` + pidFile + `; exec sleep 300 >/dev/null 2>&1`
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := Exec{}.Run(ctx, Cmd{Name: "sh", Args: []string{"-c", `sh -c '` + inner + `' & wait`}})
+		done <- err
+	}()
+	var pid int
+	for deadline := time.Now().Add(5 * time.Second); pid == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if pid == 0 {
+		t.Fatal("the grandchild never started")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a canceled command reported success")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of its cancel")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the helper's child (pid %d) outlived its cancel", pid)
+		}
 	}
 }
