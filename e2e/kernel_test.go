@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,8 @@ import (
 	"github.com/banger-dev/banger/internal/client"
 	"github.com/banger-dev/banger/internal/debpkg/debtest"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/initramfs"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 // catalogWith writes a kernel catalog file of deb entries.
@@ -78,6 +82,25 @@ func TestKernelPullDeb(t *testing.T) {
 	mods, _ := filepath.Glob(filepath.Join(k.Dir, "modules", k.Release, "kernel/drivers/block/virtio_blk.ko*"))
 	if len(mods) != 1 {
 		t.Errorf("virtio_blk module missing under %s", filepath.Join(k.Dir, "modules", k.Release))
+	}
+	// banger's initramfs for this real kernel loads what the root disk
+	// and the network need, dependencies first.
+	var img bytes.Buffer
+	loaded, err := initramfs.Build(&img, agentBin, filepath.Join(k.Dir, "modules", k.Release))
+	if err != nil {
+		t.Fatalf("initramfs of the real kernel: %v", err)
+	}
+	var order []string
+	for _, m := range loaded {
+		order = append(order, m.Name)
+	}
+	for _, m := range []string{"virtio_blk", "ext4", "jbd2", "virtio_net"} {
+		if !slices.Contains(order, m) {
+			t.Errorf("%s missing from the initramfs's modules: %v", m, order)
+		}
+	}
+	if slices.Index(order, "jbd2") > slices.Index(order, "ext4") {
+		t.Errorf("jbd2 must load before ext4: %v", order)
 	}
 	show := e.mustBanger("kernel", "show", "test-deb")
 	for _, want := range []string{"Release:   " + k.Release, "Modules:   yes", sum, "vmlinux", "vmlinuz"} {
@@ -343,9 +366,7 @@ func TestConcurrentPullsDownloadOnce(t *testing.T) {
 // kernel the way a fresh Debian host (CI included) gets it: through the
 // host's own package sources.
 func TestDefaultKernelFromAptSources(t *testing.T) {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Skip("not a Debian or Ubuntu host: no apt-get")
-	}
+	testkit.NeedTools(t, "apt (a Debian or Ubuntu host)", "apt-get")
 	e := newEnv(t, "")
 	e.start()
 	out, errOut, code := e.banger("kernel", "pull", "debian-bookworm")

@@ -49,6 +49,12 @@ func TestUsageErrors(t *testing.T) {
 		{"vm", "cp", "x:a", "y:b"},
 		{"vm", "exec", "web"},
 		{"vm", "ls", "-o", "yaml"},
+		{"vm", "ls", "--no-such-flag"},
+		{"vm", "show"},
+		{"vm", "frobnicate"},
+		{"frobnicate"},
+		{"mcp", "extra"},
+		{"vm", "run", "--workdir", "x", "--no-workdir", "--", "true"},
 	} {
 		var out, errOut bytes.Buffer
 		root := NewRoot(&out, &errOut)
@@ -60,6 +66,9 @@ func TestUsageErrors(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "cannot reach") {
 			t.Errorf("%v: reached for the daemon before checking usage: %v", args, err)
+		}
+		if code := exitCode(err); code != 2 {
+			t.Errorf("%v: exit code %d, want 2 (bad usage): %v", args, code, err)
 		}
 	}
 }

@@ -71,7 +71,32 @@ Get started:
 	)
 	root.SetHelpCommandGroupID("host")
 	root.SetCompletionCommandGroupID("host")
+	markUsageErrors(root)
 	return root
+}
+
+// markUsageErrors makes cobra's own complaints (a wrong number of
+// arguments, an unknown flag or command) usage errors, exit code 2, like
+// the checks the commands make themselves.
+func markUsageErrors(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", err, errInvalidUsage) })
+	if c.HasSubCommands() && !c.Runnable() {
+		// A group prints its help; an argument is a subcommand it does
+		// not have. (cobra checks arguments only of runnable commands.)
+		c.Args = cobra.NoArgs
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	}
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return fmt.Errorf("%w: %w", err, errInvalidUsage)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
 }
 
 // Main runs the CLI and returns the process exit code.
@@ -85,11 +110,20 @@ func Main(args []string) int {
 		return 0
 	}
 	var ec exitCodeError
-	if errors.As(err, &ec) {
-		return ec.code
+	if !errors.As(err, &ec) {
+		fmt.Fprintf(os.Stderr, "banger: %s\n", errdefs.Message(err))
 	}
-	fmt.Fprintf(os.Stderr, "banger: %s\n", errdefs.Message(err))
+	return exitCode(err)
+}
+
+// exitCode is the process exit code for a command's error.
+func exitCode(err error) int {
+	var ec exitCodeError
 	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ec):
+		return ec.code
 	case errors.Is(err, context.Canceled), errors.Is(err, errdefs.ErrCanceled):
 		return 130
 	case errors.Is(err, client.ErrDaemonUnreachable):
@@ -100,4 +134,6 @@ func Main(args []string) int {
 	return 1
 }
 
-var errInvalidUsage = errors.New("invalid usage")
+// errInvalidUsage marks a bad command line (exit code 2); its words end
+// the message.
+var errInvalidUsage = errors.New("see --help")

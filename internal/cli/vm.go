@@ -76,7 +76,7 @@ func (f *createFlags) request(cmd *cobra.Command, key string) (api.VMCreateReque
 	if f.memory != "" {
 		n, err := units.ParseSize(f.memory, units.MiB)
 		if err != nil {
-			return req, fmt.Errorf("--memory: %w", err)
+			return req, fmt.Errorf("--memory: %w: %w", err, errInvalidUsage)
 		}
 		req.MemoryMB = int(n / units.MiB)
 		if req.MemoryMB == 0 {

@@ -93,33 +93,6 @@ func TestBuildWithoutModules(t *testing.T) {
 	}
 }
 
-// TestBuildRealKernel uses a real kernel's modules when one is at hand
-// (BANGER_TEST_MODULES=/lib/modules/RELEASE, as the e2e setup provides).
-func TestBuildRealKernel(t *testing.T) {
-	dir := os.Getenv("BANGER_TEST_MODULES")
-	if dir == "" {
-		t.Skip("BANGER_TEST_MODULES not set")
-	}
-	agent := filepath.Join(t.TempDir(), "agent")
-	os.WriteFile(agent, []byte("agent"), 0o755)
-	var buf bytes.Buffer
-	mods, err := Build(&buf, agent, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := readCpio(t, buf.Bytes())
-	list := string(files[ModulesList])
-	for _, m := range []string{"virtio_blk", "ext4", "jbd2", "virtio_net"} {
-		if !strings.Contains(list, "-"+m+".ko") {
-			t.Errorf("%s missing from the load list:\n%s", m, list)
-		}
-	}
-	if strings.Index(list, "-jbd2.ko") > strings.Index(list, "-ext4.ko") {
-		t.Errorf("jbd2 must load before ext4:\n%s", list)
-	}
-	t.Logf("%d modules, %d bytes compressed", len(mods), buf.Len())
-}
-
 func TestStripSignature(t *testing.T) {
 	body := []byte("\x7fELF module body")
 	sig := bytes.Repeat([]byte{0xAB}, 300)

@@ -27,6 +27,9 @@ type fakeKernels struct {
 	mu      sync.Mutex
 	kernels map[string]api.Kernel
 	block   chan struct{} // when set, Pull waits on it or ctx
+	// staged is what a blocked Pull wrote before it was canceled: a
+	// canceled pull must remove it (as the real one removes its staging).
+	staged map[string]bool
 }
 
 func (f *fakeKernels) List(context.Context) ([]api.Kernel, error) {
@@ -61,10 +64,20 @@ func (f *fakeKernels) Pull(ctx context.Context, name string, p operation.Progres
 	p.Stage("download", "downloading %s", name)
 	p.Bytes("download", 50, 100)
 	if f.block != nil {
+		f.mu.Lock()
+		if f.staged == nil {
+			f.staged = map[string]bool{}
+		}
+		f.staged[name] = true
+		f.mu.Unlock()
 		select {
 		case <-f.block:
 		case <-ctx.Done():
-			return api.Kernel{}, ctx.Err()
+			// Undo only when the cancel reached this operation's ctx.
+			f.mu.Lock()
+			delete(f.staged, name)
+			f.mu.Unlock()
+			return api.Kernel{}, fmt.Errorf("pull %s: %w", name, errdefs.ErrCanceled)
 		}
 	}
 	k := api.Kernel{Name: name, Version: "6.1"}
@@ -259,6 +272,11 @@ func TestCancelOperationUndoes(t *testing.T) {
 	ops.Wait()
 	if _, err := fk.Get(context.Background(), "k1"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatal("canceled pull published a kernel")
+	}
+	fk.mu.Lock()
+	defer fk.mu.Unlock()
+	if fk.staged["k1"] {
+		t.Fatal("the cancel never reached the pull's context: what it staged is still there")
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -148,7 +149,11 @@ func TestCreateAndStart(t *testing.T) {
 	d := &fakeDriver{console: readyConsole}
 	s, _, lay := newTestService(t, d)
 	ctx := context.Background()
-	v, err := s.Create(ctx, api.VMCreateRequest{Name: "web", Start: true, AuthorizedKeys: []string{userKey}, Ports: []string{"0:80"}[:0]}, operation.Discard)
+	hostPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Create(ctx, api.VMCreateRequest{Name: "web", Start: true, AuthorizedKeys: []string{userKey}, Ports: []string{fmt.Sprintf("%d:80", hostPort)}}, operation.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +169,9 @@ func TestCreateAndStart(t *testing.T) {
 			t.Errorf("cmdline %q lacks %q", cfg.Cmdline, want)
 		}
 	}
-	if len(cfg.Forwards) != 1 || cfg.Forwards[0].GuestPort != 22 || cfg.Forwards[0].HostPort != v.SSHPort {
-		t.Errorf("forwards %+v, want only SSH on %d", cfg.Forwards, v.SSHPort)
+	want := []vmm.Forward{{HostPort: v.SSHPort, GuestPort: 22}, {HostPort: hostPort, GuestPort: 80}}
+	if !slices.Equal(cfg.Forwards, want) {
+		t.Errorf("forwards %+v, want SSH and the published port: %+v", cfg.Forwards, want)
 	}
 	if _, err := os.Stat(filepath.Join(lay.VM("web"), rootRaw)); err != nil {
 		t.Errorf("root disk: %v", err)
@@ -181,11 +187,8 @@ func TestCreateAndStart(t *testing.T) {
 	if err != nil || stopped.State != api.VMStopped || stopped.PID != 0 {
 		t.Fatalf("stop: %+v, %v", stopped, err)
 	}
-	if (vmm.Process{PID: v.PID}).Alive() {
-		// Alive needs the start time; check the PID is gone instead.
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", v.PID)); err == nil {
-			t.Error("the VMM process outlived stop")
-		}
+	if p, err := vmm.ProcessOf(v.PID); err == nil && p.Alive() {
+		t.Error("the VMM process outlived stop")
 	}
 	// The second boot's console is read from where it starts: the first
 	// boot's ready line does not count.
