@@ -12,15 +12,12 @@ import (
 	"testing"
 
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 // TestFromTar builds a real image with real e2fsprogs; it needs no root.
 func TestFromTar(t *testing.T) {
-	for _, tool := range []string{"resize2fs", "tune2fs", "e2fsck", "debugfs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testkit.NeedTools(t, "e2fsprogs", "resize2fs", "tune2fs", "e2fsck", "debugfs")
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755})
@@ -61,11 +58,7 @@ func TestFromTar(t *testing.T) {
 // Images are built at MinSize, the default VM disk: the room is holes in
 // the file, and adopted disks are grown to it too.
 func TestMinSizeIsThin(t *testing.T) {
-	for _, tool := range []string{"resize2fs", "tune2fs", "e2fsck", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testkit.NeedTools(t, "e2fsprogs", "resize2fs", "tune2fs", "e2fsck", "mkfs.ext4")
 	b := Builder{Runner: runner.Exec{}, MinSize: 2 << 30}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

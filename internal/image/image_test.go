@@ -30,6 +30,7 @@ import (
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 func TestHostSources(t *testing.T) {
@@ -87,11 +88,7 @@ type harness struct {
 }
 
 func needE2fsprogs(t *testing.T) {
-	for _, tool := range []string{"mkfs.ext4", "resize2fs", "tune2fs", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testkit.NeedTools(t, "e2fsprogs", "mkfs.ext4", "resize2fs", "tune2fs", "e2fsck")
 }
 
 func newHarness(t *testing.T) *harness {

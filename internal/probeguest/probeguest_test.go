@@ -7,16 +7,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 // The committed probe.elf must be what probe.S builds to: nobody edits the
 // binary by hand, and a change to the source is not forgotten.
 func TestELFIsBuiltFromSource(t *testing.T) {
-	for _, tool := range []string{"as", "ld"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s (binutils) not installed", tool)
-		}
-	}
+	testkit.NeedTools(t, "binutils", "as", "ld")
 	out := filepath.Join(t.TempDir(), "probe.elf")
 	if b, err := exec.Command("./generate.sh", out).CombinedOutput(); err != nil {
 		t.Fatalf("generate.sh: %v\n%s", err, b)

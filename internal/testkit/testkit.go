@@ -13,17 +13,24 @@ import (
 	"time"
 )
 
-// NeedGit skips a test without git, or fails it under CI=true, where the
-// tool must be installed.
-func NeedGit(t testing.TB) {
+// NeedTools skips a test when one of tools is not installed, or fails it
+// under CI=true, where every tool must be there: a suite that skips what
+// it cannot run would pass having tested nothing. pkg is the Debian
+// package to install.
+func NeedTools(t testing.TB, pkg string, tools ...string) {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("git missing: apt-get install git")
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s missing: apt-get install %s", tool, pkg)
+			}
+			t.Skipf("%s missing: apt-get install %s", tool, pkg)
 		}
-		t.Skip("git missing: apt-get install git")
 	}
 }
+
+// NeedGit is NeedTools for git.
+func NeedGit(t testing.TB) { t.Helper(); NeedTools(t, "git", "git") }
 
 // Git runs git in dir with a fixed identity and no global config, and
 // returns its output; a failure fails the test.

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 // sparseImage writes a file with data at both ends and a hole between.
@@ -113,11 +114,7 @@ func (c *counting) Run(ctx context.Context, cmd runner.Cmd) ([]byte, error) {
 // later VMs of that size; too small a size is refused with what the files
 // need, and leaves nothing.
 func TestBaseFor(t *testing.T) {
-	for _, tool := range []string{"mkfs.ext4", "resize2fs", "e2fsck", "dumpe2fs"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (e2fsprogs)", tool)
-		}
-	}
+	testkit.NeedTools(t, "e2fsprogs", "mkfs.ext4", "resize2fs", "e2fsck", "dumpe2fs")
 	d := &fakeDriver{}
 	s, _, lay := newTestService(t, d)
 	r := &counting{}

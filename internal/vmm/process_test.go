@@ -10,7 +10,7 @@ import (
 func TestProcessAliveAndKill(t *testing.T) {
 	cmd := exec.Command("sleep", "60")
 	if err := cmd.Start(); err != nil {
-		t.Skip("no sleep binary:", err)
+		t.Fatal("start sleep (coreutils):", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()

@@ -21,14 +21,7 @@ import (
 
 func needE2fsprogs(t *testing.T) {
 	t.Helper()
-	for _, tool := range []string{"debugfs", "resize2fs", "tune2fs", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing: apt-get install e2fsprogs", tool)
-			}
-			t.Skipf("%s missing: apt-get install e2fsprogs", tool)
-		}
-	}
+	testkit.NeedTools(t, "e2fsprogs", "debugfs", "resize2fs", "tune2fs", "e2fsck")
 }
 
 type entry = testkit.TarSpec
