@@ -24,7 +24,7 @@ import (
 func TestProbeGuestUnderTCG(t *testing.T) {
 	for i := range 3 {
 		began := time.Now()
-		o := qemu.Probe(context.Background(), qemu.Binary, vmm.Accel{Name: "tcg", CPU: accel.CPUMax}, 30*time.Second, t.TempDir())
+		o := qemu.Probe(context.Background(), qemu.Binary, vmm.Accel{Name: "tcg", CPU: accel.CPUMax}, 30*time.Second, t.TempDir(), qemu.Options{})
 		if !o.OK {
 			t.Fatalf("run %d: the probe guest failed under TCG: %s", i, o.Reason)
 		}
@@ -36,7 +36,7 @@ func TestProbeGuestUnderTCG(t *testing.T) {
 // within the probe's bounds.
 func TestProbeKVMOnThisHost(t *testing.T) {
 	began := time.Now()
-	d := qemu.New("", accel.Auto, filepath.Join(t.TempDir(), "accel.json"))
+	d := qemu.New("", qemu.UIDRange{}, accel.Auto, filepath.Join(t.TempDir(), "accel.json"))
 	c, err := d.Accelerator.Get(context.Background())
 	if err != nil {
 		t.Fatal(err)

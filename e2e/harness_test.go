@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -294,6 +295,29 @@ func (e *env) stop() {
 		e.kill()
 	}
 	e.killVMMs()
+	e.checkPrivate()
+}
+
+// checkPrivate fails the test if anything in the state directory is open
+// to the group or others (find STATE -perm /go+rwx prints nothing): the
+// daemon's state holds guests' host keys and consoles.
+func (e *env) checkPrivate() {
+	var open []string
+	filepath.WalkDir(e.stateDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.Mode().Perm()&0o077 != 0 {
+			open = append(open, fmt.Sprintf("%s %s", info.Mode(), strings.TrimPrefix(p, e.stateDir)))
+		}
+		return nil
+	})
+	if len(open) > 0 {
+		if len(open) > 10 {
+			open = append(open[:10], fmt.Sprintf("... %d more", len(open)-10))
+		}
+		e.t.Errorf("state open to others:\n%s", strings.Join(open, "\n"))
+	}
 }
 
 // use makes t the test that env helpers fail, for a subtest sharing the

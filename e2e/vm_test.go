@@ -147,12 +147,22 @@ func TestVMs(t *testing.T) {
 			t.Fatalf("created: %+v", v)
 		}
 		e.mustBanger("vm", "start", "keep")
-		// The VMM dropped root once started (vmm_user, "nobody").
+		// The VMM dropped root once started, to a uid of its own, under
+		// a seccomp filter; its disk (the guest's host key is on it) is
+		// root's alone.
 		if os.Geteuid() == 0 {
-			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.vm("keep").PID))
-			for _, l := range strings.Split(string(st), "\n") {
-				if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" && f[1] == "0" {
-					t.Errorf("the VMM runs as root: %s", l)
+			v := e.vm("keep")
+			if uid := vmmUID(t, v.PID); uid < 1900000000 || uid >= 1900000000+65536 {
+				t.Errorf("the VMM runs as uid %d, not one of banger's (vmm_uid_base 1900000000)", uid)
+			}
+			if st := procStatus(t, v.PID, "Seccomp"); st != "2" {
+				t.Errorf("the VMM's Seccomp: %q, want 2 (filtering)", st)
+			}
+			for _, disk := range []string{"root.qcow2", "root.ext4"} {
+				if fi, err := os.Stat(filepath.Join(v.Dir, disk)); err == nil {
+					if st := fi.Sys().(*syscall.Stat_t); fi.Mode().Perm() != 0o600 || st.Uid != 0 {
+						t.Errorf("%s: %s, uid %d; want 0600 root's", disk, fi.Mode(), st.Uid)
+					}
 				}
 			}
 		}
@@ -236,10 +246,18 @@ func TestVMs(t *testing.T) {
 				t.Fatal(e)
 			}
 		}
+		uids := map[int]string{}
 		for i := range 3 {
 			name := fmt.Sprintf("par%d", i)
 			if out := e.mustBanger("vm", "exec", name, "--", "hostname"); strings.TrimSpace(out) != name {
 				t.Errorf("%s says it is %q", name, out)
+			}
+			if os.Geteuid() == 0 {
+				uid := vmmUID(t, e.vm(name).PID)
+				if other, ok := uids[uid]; ok {
+					t.Errorf("%s and %s share the VMM uid %d", name, other, uid)
+				}
+				uids[uid] = name
 			}
 		}
 	})
@@ -350,4 +368,50 @@ func TestVMs(t *testing.T) {
 			t.Errorf("failed runs left %v", vmNames(vs))
 		}
 	})
+}
+
+// procStatus returns a field of /proc/PID/status.
+func procStatus(t *testing.T, pid int, field string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("status of pid %d: %v", pid, err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == field+":" {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+// vmmUID is the real uid a VMM process runs as.
+func vmmUID(t *testing.T, pid int) int {
+	t.Helper()
+	uid, err := strconv.Atoi(procStatus(t, pid, "Uid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uid
+}
+
+// TestMissingVMMUserStartsNothing: with vmm_user naming a user that does
+// not exist, a root daemon starts no VMM at all (none as root), and says
+// how to fix it before anything is pulled or made.
+func TestMissingVMMUserStartsNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the VMM drops privilege only under a root daemon")
+	}
+	e := newEnv(t, "vmm_user = \"banger-no-such-user\"\n")
+	e.start()
+	_, errOut, code := e.banger("vm", "run", "--", "true")
+	if code == 0 || !strings.Contains(errOut, `vmm_user "banger-no-such-user" does not exist`) || !strings.Contains(errOut, "useradd") {
+		t.Fatalf("vm run: exit %d, %s", code, errOut)
+	}
+	if pid := procWith(t, "qemu-system", e.stateDir); pid != 0 {
+		t.Fatalf("a VMM (pid %d) started anyway", pid)
+	}
+	if vs := e.vms(); len(vs) != 0 {
+		t.Fatalf("VMs made: %v", vmNames(vs))
+	}
 }

@@ -120,7 +120,7 @@ func (s *Selector) resolve(ctx context.Context, fresh bool) (Choice, error) {
 	if key != "" && s.Cache != "" && len(c.Probes) > 0 {
 		b, _ := json.MarshalIndent(cached{Key: key, Choice: c}, "", "  ")
 		tmp := s.Cache + ".tmp"
-		if os.MkdirAll(filepath.Dir(s.Cache), 0o755) == nil && os.WriteFile(tmp, b, 0o644) == nil {
+		if os.MkdirAll(filepath.Dir(s.Cache), 0o700) == nil && os.WriteFile(tmp, b, 0o600) == nil {
 			os.Rename(tmp, s.Cache)
 		}
 	}

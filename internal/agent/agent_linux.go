@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -226,11 +227,51 @@ func RootStage() error {
 			// SIGTERM (or ctrl-alt-del's SIGINT, or SIGUSR2 as systemd
 			// uses) asks for a clean power-off.
 			fmt.Println("banger-agent: powering off")
-			unix.Sync()
+			shutdown(r)
 			return unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 		}
 	}
 	return nil
+}
+
+// shutdown ends every process (SIGTERM, up to 2s, then SIGKILL), then
+// leaves the file systems clean: /work unmounted and the root remounted
+// read-only, so that their journals are written through and a check of
+// the disks afterwards finds nothing to replay.
+func shutdown(r *reaper) {
+	unix.Kill(-1, unix.SIGTERM) // every process but PID 1
+	for deadline := time.Now().Add(2 * time.Second); userProcesses() > 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		r.reap()
+	}
+	unix.Kill(-1, unix.SIGKILL)
+	for deadline := time.Now().Add(time.Second); userProcesses() > 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		r.reap()
+	}
+	unix.Sync()
+	if err := unix.Unmount(guestproto.WorkDir, 0); err != nil && err != unix.EINVAL {
+		fmt.Fprintf(os.Stderr, "banger-agent: unmount %s: %v\n", guestproto.WorkDir, err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: remount / read-only: %v\n", err)
+	}
+	unix.Sync()
+}
+
+// userProcesses counts the processes other than PID 1 that are not
+// kernel threads (those have no command line) and have not exited.
+func userProcesses() int {
+	dirs, _ := os.ReadDir("/proc")
+	n := 0
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == 1 {
+			continue
+		}
+		if b, err := os.ReadFile("/proc/" + d.Name() + "/cmdline"); err == nil && len(b) > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // startSSH serves SSH on banger.ssh_port (22) with a host key made at

@@ -216,7 +216,7 @@ func (a *app) accelCheck(ctx context.Context) doctor.Check {
 	where := "daemon's probe"
 	if err != nil {
 		where = "probe run here"
-		d := qemu.New("", accel.Auto, "")
+		d := qemu.New("", qemu.UIDRange{}, accel.Auto, "")
 		ch, _ := d.Accelerator.Reprobe(ctx)
 		acc = ch.API(nil)
 	}

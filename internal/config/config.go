@@ -63,10 +63,20 @@ type Config struct {
 	// power off before the VMM is killed ("30s").
 	ReadyTimeout Duration `toml:"ready_timeout"`
 	StopTimeout  Duration `toml:"stop_timeout"`
-	// VMMUser is the user VMM processes switch to once started, when the
-	// daemon runs as root; one that does not exist stops every VM start,
-	// and "" keeps them root.
+	// VMMUser is who VMM processes run as once started, when the daemon
+	// runs as root: "auto" gives each VMM a uid of its own from
+	// VMMUIDBase on (no two VMs share one, so one VMM that escapes its
+	// guest reaches no other); a user name makes them all that user, and
+	// one that does not exist stops every VM start.
 	VMMUser string `toml:"vmm_user"`
+	// VMMUIDBase and VMMUIDCount are the uids "auto" hands out: a range
+	// no account on the host uses.
+	VMMUIDBase  int `toml:"vmm_uid_base"`
+	VMMUIDCount int `toml:"vmm_uid_count"`
+	// DiskCache is the VMs' disk cache mode: "writeback" honours guests'
+	// flushes (what a guest synced survives a killed VMM); "unsafe"
+	// ignores them, faster for writes and for throwaway VMs only.
+	DiskCache string `toml:"disk_cache"`
 	// Accel is "auto" (prove KVM with a probe guest, else TCG), "kvm"
 	// (KVM or no VM starts) or "tcg" (software emulation, KVM untouched).
 	Accel string `toml:"accel"`
@@ -110,7 +120,10 @@ func Defaults() Config {
 		DefaultMemoryMiB:  1024,
 		ReadyTimeout:      Duration{2 * time.Minute},
 		StopTimeout:       Duration{30 * time.Second},
-		VMMUser:           "nobody",
+		VMMUser:           "auto",
+		VMMUIDBase:        1900000000,
+		VMMUIDCount:       65536,
+		DiskCache:         "writeback",
 		Accel:             string(accel.Auto),
 		DefaultDisk:       "10G",
 		MaxSeedBytes:      2 << 30,
@@ -169,6 +182,15 @@ func Load(path string) (Config, error) {
 // Validate checks every setting and says which one is wrong.
 func (c Config) Validate() error {
 	var errs []error
+	if c.DiskCache != "writeback" && c.DiskCache != "unsafe" {
+		errs = append(errs, fmt.Errorf("disk_cache %q: want writeback or unsafe: %w", c.DiskCache, errdefs.ErrInvalid))
+	}
+	if c.VMMUser == "" {
+		errs = append(errs, fmt.Errorf("vmm_user is empty: qemu must not keep root; \"auto\" gives each VM a uid of its own: %w", errdefs.ErrInvalid))
+	}
+	if c.VMMUIDBase < 65536 || c.VMMUIDCount < 1 || int64(c.VMMUIDBase)+int64(c.VMMUIDCount) > 1<<31-1 {
+		errs = append(errs, fmt.Errorf("vmm_uid_base %d, vmm_uid_count %d: the range must start at 65536 or above (past every account) and end below 2^31: %w", c.VMMUIDBase, c.VMMUIDCount, errdefs.ErrInvalid))
+	}
 	if c.DefaultImageName != "" {
 		if err := names.Validate("image", c.DefaultImageName); err != nil {
 			errs = append(errs, fmt.Errorf("default_image_name: %w", err))

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -85,11 +86,18 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// State is the daemon's alone: VM disks hold guests' SSH host keys,
+	// consoles what guests print. Whatever the daemon and its helpers
+	// create is private unless made otherwise on purpose (the socket).
+	syscall.Umask(0o077)
 	lay := layout.Layout{Root: stateDir}
 	for _, d := range lay.Dirs() {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create state directory: %w", err)
 		}
+	}
+	if err := layout.MakePrivate(stateDir); err != nil {
+		return fmt.Errorf("make the state directory private: %w", err)
 	}
 	lock, err := acquireLock(lay.Lock(), stateDir)
 	if err != nil {
@@ -116,11 +124,20 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	driver := qemu.New(cfg.VMMUser, mode, filepath.Join(lay.Cache(), "accel.json"))
+	driver := qemu.New(cfg.VMMUser, qemu.UIDRange{From: cfg.VMMUIDBase, Count: cfg.VMMUIDCount}, mode, filepath.Join(lay.Cache(), "accel.json"))
+	driver.DiskCache = cfg.DiskCache
 	// The accelerator is proven in the background: the API answers at
-	// once, and the first VM start waits for the verdict.
-	driver.Accelerator.Start(ctx)
+	// once, and the first VM start waits for the verdict. A VMM that
+	// could not drop root is not started even to probe.
+	if err := driver.CannotStart(); err != nil {
+		log.Error("no VM can start", "err", err)
+	} else {
+		driver.Accelerator.Start(ctx)
+	}
 	go func() {
+		if driver.CannotStart() != nil {
+			return
+		}
 		c, err := driver.Accelerator.Get(ctx)
 		if ctx.Err() != nil {
 			return
@@ -235,6 +252,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			return s, nil
 		},
 		Reprobe: func(ctx context.Context) api.Accel {
+			if err := driver.CannotStart(); err != nil {
+				return accel.Choice{}.API(err)
+			}
 			c, err := driver.Accelerator.Reprobe(ctx)
 			log.Info("accelerator probed again", "accel", c.String(), "err", err)
 			return c.API(err)
@@ -282,8 +302,16 @@ func Run(ctx context.Context, o Options) (err error) {
 // listen opens the API socket, refusing to steal one another daemon is
 // serving and replacing one a dead daemon left behind.
 func listen(path, group string, log *slog.Logger) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create socket directory: %w", err)
+		}
+		// The group must reach the socket inside; the socket's own mode
+		// keeps others out.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create socket directory: %w", err)
+		}
 	}
 	if _, err := os.Lstat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {

@@ -16,7 +16,7 @@ import (
 type stateLock struct{ f *os.File }
 
 func acquireLock(path, stateDir string) (*stateLock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}

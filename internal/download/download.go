@@ -148,7 +148,7 @@ func IsRetryable(err error) bool {
 // FetchFile downloads url into the new file dest, reporting bytes under
 // the "download" stage, and returns "sha256:<hex>" of the content.
 func (c Client) FetchFile(ctx context.Context, url, dest, sha string, p operation.Progress) (string, error) {
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("download %s: %w", url, err)
 	}

@@ -115,7 +115,7 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 		if s.d.MaxUnpacked > 0 && written+h.Size > s.d.MaxUnpacked {
 			return m, fmt.Errorf("bundle unpacks to more than the %d-byte limit: %w", s.d.MaxUnpacked, errdefs.ErrInvalid)
 		}
-		out, err := os.OpenFile(filepath.Join(dir, "bundle-"+name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		out, err := os.OpenFile(filepath.Join(dir, "bundle-"+name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return m, fmt.Errorf("bundle: entry %q: %w: %w", name, err, errdefs.ErrInvalid)
 		}

@@ -30,7 +30,7 @@ func (s *Service) debootstrap(ctx context.Context, src api.ImageSource, dir stri
 		return built{}, err
 	}
 	list := filepath.Join(dir, "sources.list")
-	if err := os.WriteFile(list, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(list, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return built{}, err
 	}
 	tarball := filepath.Join(dir, "rootfs.tar")
@@ -43,7 +43,7 @@ func (s *Service) debootstrap(ctx context.Context, src api.ImageSource, dir stri
 	}
 	args = append(args, src.Suite, tarball, list)
 	p.Stage("build", "building %s with mmdebstrap from this host's package sources (%d source lines)", src.Suite, len(lines))
-	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "mmdebstrap", Args: args}); err != nil {
+	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "mmdebstrap", Args: args, GuestTree: true}); err != nil {
 		if ctx.Err() != nil {
 			return built{}, ctx.Err()
 		}

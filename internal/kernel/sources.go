@@ -75,7 +75,7 @@ func (s *Service) fetchApt(ctx context.Context, pkg, dir string, p operation.Pro
 		if err := os.RemoveAll(aptDir); err != nil {
 			return staged{}, err
 		}
-		if err := os.MkdirAll(aptDir, 0o755); err != nil {
+		if err := os.MkdirAll(aptDir, 0o700); err != nil {
 			return staged{}, err
 		}
 		p.Stage("download", "apt-get download %s (through this host's package sources)", pkg)
@@ -145,7 +145,7 @@ func (s *Service) fetchOCI(ctx context.Context, ref, dir string, p operation.Pro
 	defer stop()
 	tr := tar.NewReader(rc)
 	x := &tarx.Extractor{Root: filepath.Join(dir, layout.KernelModules), Limit: s.d.MaxUnpacked}
-	if err := os.MkdirAll(x.Root, 0o755); err != nil {
+	if err := os.MkdirAll(x.Root, 0o700); err != nil {
 		return staged{}, err
 	}
 	var kernelFile string
@@ -201,7 +201,7 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 	p.Bytes("unpack", 0, fi.Size())
 	cr := operation.NewReader(ctx, f, 4<<20, func(n int64) { p.Bytes("unpack", n, fi.Size()) })
 	modRoot := filepath.Join(dir, layout.KernelModules)
-	if err := os.MkdirAll(modRoot, 0o755); err != nil {
+	if err := os.MkdirAll(modRoot, 0o700); err != nil {
 		return staged{}, err
 	}
 	x := &tarx.Extractor{Root: modRoot, Limit: s.d.MaxUnpacked}
@@ -311,7 +311,7 @@ func copyLimited(dst string, r io.Reader, size, limit int64) error {
 	if limit > 0 && size > limit {
 		return fmt.Errorf("%d bytes is over the %d-byte limit: %w", size, limit, errdefs.ErrInvalid)
 	}
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,13 @@
 // directory, in one place.
 package layout
 
-import "path/filepath"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
 
 // File names inside a kernel's directory.
 const (
@@ -65,3 +71,31 @@ const (
 
 // Image is the directory of the named, already validated, image.
 func (l Layout) Image(name string) string { return filepath.Join(l.Images(), name) }
+
+// MakePrivate takes every group and other permission off root and what
+// is below it: state written by a banger that left it readable (files
+// 0644 under directories 0755) becomes the daemon's alone. Links are
+// left as they are; what they point to is not the state's.
+func MakePrivate(root string) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p != root && errors.Is(err, fs.ErrNotExist) {
+				return nil // gone meanwhile
+			}
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if m := info.Mode(); m.Perm()&0o077 != 0 {
+			if err := os.Chmod(p, m.Perm()&^0o077|m&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)); err != nil {
+				return fmt.Errorf("chmod %s: %w", p, err)
+			}
+		}
+		return nil
+	})
+}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/banger-dev/banger/internal/layout"
 )
 
 // Publisher publishes one kind of artifact.
@@ -38,7 +40,7 @@ func (p *Publisher) Dir(name string) string { return filepath.Join(p.Root, name)
 // operation's final error: on failure the directory goes away.
 func (p *Publisher) Stage(name string) (dir string, done func(err error), err error) {
 	dir = filepath.Join(p.Staging, p.Kind+"-"+name+"-"+randSuffix())
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", nil, fmt.Errorf("create staging directory: %w", err)
 	}
 	return dir, func(err error) {
@@ -63,6 +65,11 @@ func (p *Publisher) Publish(ctx context.Context, staged, name string, record fun
 		if err := os.RemoveAll(dst); err != nil {
 			return fmt.Errorf("publish %s %s: %w", p.Kind, name, err)
 		}
+	}
+	// What was unpacked kept its archive's modes (a kernel's module tree
+	// is 0755): published state is the daemon's alone.
+	if err := layout.MakePrivate(staged); err != nil {
+		return fmt.Errorf("publish %s %s: %w", p.Kind, name, err)
 	}
 	if err := os.Rename(staged, dst); err != nil {
 		return fmt.Errorf("publish %s %s: %w", p.Kind, name, err)

@@ -19,6 +19,10 @@ type Cmd struct {
 	Args []string
 	Dir  string
 	Env  []string // extra KEY=VALUE pairs added to the daemon's environment
+	// GuestTree says the command builds files for a guest, whose modes
+	// must be the usual ones: it runs with umask 022, not the daemon's
+	// 077, which keeps the state directory private.
+	GuestTree bool
 }
 
 // String renders the command as a shell-like line, for logs and tests.
@@ -42,7 +46,11 @@ var _ Runner = Exec{}
 
 // Run implements Runner.
 func (Exec) Run(ctx context.Context, c Cmd) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, c.Name, c.Args...)
+	name, args := c.Name, c.Args
+	if c.GuestTree {
+		name, args = "/bin/sh", append([]string{"-c", `umask 022 && exec "$0" "$@"`, c.Name}, c.Args...)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Dir = c.Dir
 	cmd.SysProcAttr = sysProcAttr()
 	if cmd.SysProcAttr.Setpgid {

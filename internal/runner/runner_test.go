@@ -79,3 +79,17 @@ func TestCancelEndsWhatTheHelperStarted(t *testing.T) {
 		}
 	}
 }
+
+func TestGuestTreeUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	for _, tt := range []struct {
+		guest bool
+		want  string
+	}{{false, "0077"}, {true, "0022"}} {
+		out, err := Exec{}.Run(context.Background(), Cmd{Name: "sh", Args: []string{"-c", "umask; echo \"$1\"", "sh", "arg with 'quotes'"}, GuestTree: tt.guest})
+		if err != nil || string(out) != tt.want+"\narg with 'quotes'\n" {
+			t.Errorf("GuestTree %v: %q, %v; want umask %s and the argument intact", tt.guest, out, err, tt.want)
+		}
+	}
+}

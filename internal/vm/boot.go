@@ -32,7 +32,7 @@ func (s *Service) initrd(ctx context.Context, k api.Kernel, p operation.Progress
 	path := filepath.Join(dir, key+".img")
 	built, err := s.once(ctx, path, func() error {
 		p.Stage("initramfs", "building banger's initramfs for kernel %s (%s)", k.Name, k.Release)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
 		tmp, err := os.CreateTemp(dir, ".build-*")

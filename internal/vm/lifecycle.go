@@ -147,11 +147,11 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		return v, err
 	}
 	dir := s.d.Layout.VM(req.Name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			// No record owns it: a crash left it behind.
 			os.RemoveAll(dir)
-			err = os.Mkdir(dir, 0o755)
+			err = os.Mkdir(dir, 0o700)
 		}
 		if err != nil {
 			return v, fmt.Errorf("create vm directory: %w", err)

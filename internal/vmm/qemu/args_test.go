@@ -23,11 +23,11 @@ func TestArgs(t *testing.T) {
 		want  string
 	}{
 		{"tcg", tcg, Options{}, "-name vm1 -machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on -accel tcg -cpu max -smp 2 -m 512M " +
-			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on -kernel /k/vmlinux " +
+			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -kernel /k/vmlinux " +
 			"-chardev file,id=console,path=/v/console.log,append=on -serial chardev:console -qmp unix:/v/qmp.sock,server=on,wait=off " +
 			"-append console=ttyS0 root=/dev/vda rw -initrd /k/initrd.img " +
-			"-drive id=root,file=/v/root,,1.qcow2,format=qcow2,if=none,cache=unsafe,discard=unmap -device virtio-blk-device,drive=root " +
-			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=unsafe,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
+			"-drive id=root,file=/v/root,,1.qcow2,format=qcow2,if=none,cache=writeback,discard=unmap -device virtio-blk-device,drive=root " +
+			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=writeback,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
 			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},
 		// Under KVM the guest has kvmclock: no PIT or PIC.
 		{"kvm", kvm, Options{}, "-machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off -accel kvm -cpu host -smp 2"},
@@ -35,6 +35,8 @@ func TestArgs(t *testing.T) {
 		{"kvm cpu without a refused feature", vmm.Accel{Name: "kvm", CPU: "host,-arch-capabilities"}, Options{}, "-accel kvm -cpu host,-arch-capabilities -smp"},
 		{"tcg default cpu", vmm.Accel{Name: "tcg"}, Options{}, "-accel tcg -cpu max -smp"},
 		{"runas", tcg, Options{RunAs: "nobody"}, "-initrd /k/initrd.img -runas nobody -drive"},
+		{"runas a uid of its own", tcg, Options{RunAs: "1900000003:1900000003"}, "-runas 1900000003:1900000003 -drive"},
+		{"unsafe cache asked for", tcg, Options{DiskCache: "unsafe"}, "format=qcow2,if=none,cache=unsafe,discard=unmap"},
 	}
 	for _, tt := range tests {
 		cfg := base

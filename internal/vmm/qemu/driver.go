@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,25 +33,46 @@ type Driver struct {
 	Accelerator *accel.Selector
 	// runAsErr refuses every start when the VMM cannot drop root.
 	runAsErr error
+	// perVM: each VMM gets a uid of its own from uids, so that one VMM
+	// broken out of its guest reaches no other VM's process or files.
+	perVM bool
+	uids  UIDRange
+	// wantUID is the uid a started VMM must run as (-1: not checked).
+	wantUID int
+
+	mu      sync.Mutex
+	pending map[int]bool // uids handed to VMMs still starting; guarded by mu
 }
+
+// PerVMUser is the vmm_user that gives each VM a uid of its own.
+const PerVMUser = "auto"
+
+// UIDRange is the uids banger reserves for VMMs: From to From+Count-1.
+type UIDRange struct{ From, Count int }
 
 var _ vmm.Driver = (*Driver)(nil)
 
 // New returns a driver whose accelerator follows mode; the probe's result
 // is cached in cache ("" for none). When the caller is root, qemu drops
-// to runAs after start-up; if that user does not exist, no VM starts
-// (a VMM silently left as root would be the worst failure).
-func New(runAs string, mode accel.Mode, cache string) *Driver {
-	var o Options
-	var runAsErr error
+// root after start-up: to a uid of its own from uids when runAs is
+// PerVMUser, else to the user runAs names; if that user does not exist,
+// or is root, no VM starts (a VMM silently left as root would be the
+// worst failure).
+func New(runAs string, uids UIDRange, mode accel.Mode, cache string) *Driver {
+	d := &Driver{Binary: Binary, uids: uids, wantUID: -1, pending: map[int]bool{}}
 	if runAs != "" && os.Geteuid() == 0 {
-		if _, err := user.Lookup(runAs); err == nil {
-			o.RunAs = runAs
-		} else {
-			runAsErr = fmt.Errorf("vmm_user %q does not exist, and qemu must not keep root: create it (useradd --system --no-create-home --shell /usr/sbin/nologin %s), or name another unprivileged user in the config: %w", runAs, runAs, errdefs.ErrUnavailable)
+		switch u, err := user.Lookup(runAs); {
+		case runAs == PerVMUser:
+			d.perVM = true
+		case err != nil:
+			d.runAsErr = fmt.Errorf("vmm_user %q does not exist, and qemu must not keep root: create it (useradd --system --no-create-home --shell /usr/sbin/nologin %s), set vmm_user = %q for a uid per VM, or name another unprivileged user in the config: %w", runAs, runAs, PerVMUser, errdefs.ErrUnavailable)
+		case u.Uid == "0":
+			d.runAsErr = fmt.Errorf("vmm_user %q is root: qemu must not keep root: %w", runAs, errdefs.ErrInvalid)
+		default:
+			d.RunAs = runAs
+			d.wantUID, _ = strconv.Atoi(u.Uid)
 		}
 	}
-	d := &Driver{Options: o, Binary: Binary, runAsErr: runAsErr}
 	workDir := ""
 	if cache != "" {
 		// Beside the cache, in the state directory: what a daemon killed
@@ -64,9 +87,20 @@ func New(runAs string, mode accel.Mode, cache string) *Driver {
 		Mode: mode, Host: accel.RealHost(), Cache: cache,
 		Probe: func(ctx context.Context, cpu string) accel.Outcome {
 			if workDir != "" {
-				os.MkdirAll(workDir, 0o755)
+				os.MkdirAll(workDir, 0o700)
 			}
-			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline, workDir)
+			// The probe guest is banger's own, but its VMM drops root all
+			// the same: nothing of qemu runs as root past its start-up.
+			o := d.Options
+			if d.perVM {
+				uid, release, err := d.allocUID()
+				if err != nil {
+					return accel.Outcome{Reason: "probe: " + err.Error()}
+				}
+				defer release()
+				o.RunAs = fmt.Sprintf("%d:%d", uid, uid)
+			}
+			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline, workDir, o)
 		},
 		VMMVersion: d.Version,
 	}
@@ -129,14 +163,24 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 	if err != nil {
 		return vmm.Process{}, fmt.Errorf("%s is not installed (apt-get install qemu-system-x86): %w", bin, err)
 	}
-	log, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	log, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return vmm.Process{}, err
 	}
 	defer log.Close()
 	os.Remove(cfg.Control)
+	o, want := d.Options, d.wantUID
+	if d.perVM {
+		uid, release, err := d.allocUID()
+		if err != nil {
+			return vmm.Process{}, err
+		}
+		// Held until qemu has dropped to it: then /proc shows it in use.
+		defer release()
+		o.RunAs, want = fmt.Sprintf("%d:%d", uid, uid), uid
+	}
 	// Not exec.CommandContext: the VMM must outlive this request.
-	cmd := exec.Command(path, Args(cfg, d.Options)...)
+	cmd := exec.Command(path, Args(cfg, o)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -156,6 +200,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		_, err := QMP(qctx, cfg.Control, "query-status")
 		cancel()
 		if err == nil {
+			// QMP answers from qemu's main loop, after -runas: check the
+			// drop happened rather than trust it.
+			if uid, err := procUID(proc.PID); want >= 0 && (err != nil || uid != want) {
+				cmd.Process.Kill()
+				return vmm.Process{}, fmt.Errorf("qemu did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", want, uid, err, errdefs.ErrUnavailable)
+			}
 			return proc, nil
 		}
 		select {
@@ -167,6 +217,63 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// allocUID picks the lowest uid of the range that no process on this host
+// runs as and no VMM still starting was given; release hands it back
+// once that VMM runs as it (or failed). A VMM started by an earlier
+// daemon holds its uid as a process, so none is given twice.
+func (d *Driver) allocUID() (uid int, release func(), err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	used, err := uidsInUse(d.uids)
+	if err != nil {
+		return 0, nil, err
+	}
+	for uid := d.uids.From; uid < d.uids.From+d.uids.Count; uid++ {
+		if !used[uid] && !d.pending[uid] {
+			d.pending[uid] = true
+			return uid, func() {
+				d.mu.Lock()
+				delete(d.pending, uid)
+				d.mu.Unlock()
+			}, nil
+		}
+	}
+	return 0, nil, fmt.Errorf("all %d VMM uids from %d are in use: raise vmm_uid_count: %w", d.uids.Count, d.uids.From, errdefs.ErrUnavailable)
+}
+
+// uidsInUse returns the uids of r that processes run as.
+func uidsInUse(r UIDRange) (map[int]bool, error) {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	used := map[int]bool{}
+	for _, e := range dirs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if uid, err := procUID(pid); err == nil && uid >= r.From && uid < r.From+r.Count {
+			used[uid] = true
+		}
+	}
+	return used, nil
+}
+
+// procUID is the real uid process pid runs as.
+func procUID(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return -1, fmt.Errorf("no Uid line in /proc/%d/status", pid)
 }
 
 // Quit implements vmm.Driver with QMP's quit.

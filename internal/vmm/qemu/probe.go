@@ -31,7 +31,7 @@ const ProbeMemoryMB = 128
 // as VMs (Args), and says whether it reached its last marker within
 // deadline, and if not, what happened. Its files go in a directory made
 // under workDir ("" for the system's temporary directory).
-func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration, workDir string) accel.Outcome {
+func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration, workDir string, o Options) accel.Outcome {
 	dir, err := os.MkdirTemp(workDir, "banger-probe-")
 	if err != nil {
 		return accel.Outcome{Reason: "probe: " + err.Error()}
@@ -43,11 +43,11 @@ func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration,
 		Console: filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
 		Accel: a, NoNetwork: true,
 	}
-	if err := os.WriteFile(cfg.Kernel, probeguest.ELF, 0o644); err != nil {
+	if err := os.WriteFile(cfg.Kernel, probeguest.ELF, 0o600); err != nil {
 		return accel.Outcome{Reason: "probe: " + err.Error()}
 	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(bin, Args(cfg, Options{})...)
+	cmd := exec.Command(bin, Args(cfg, o)...)
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	// A daemon killed mid-probe must not leave a guest crawling on a
 	// broken KVM behind it, at 100% of a core.

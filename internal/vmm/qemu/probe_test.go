@@ -39,14 +39,42 @@ func TestMissingVMMUserRefusesToStart(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("qemu drops privilege only under a root daemon")
 	}
-	d := New("banger-no-such-user", accel.TCG, "")
+	d := New("banger-no-such-user", UIDRange{From: 1900000000, Count: 16}, accel.TCG, "")
 	if _, err := d.Accel(context.Background()); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `vmm_user "banger-no-such-user" does not exist`) {
 		t.Fatalf("Accel: %v", err)
 	}
 	if _, err := d.Start(context.Background(), vmm.Config{Name: "x"}); !errors.Is(err, errdefs.ErrUnavailable) {
 		t.Fatalf("Start: %v", err)
 	}
-	if d := New("nobody", accel.TCG, ""); d.CannotStart() != nil || d.RunAs != "nobody" {
+	if d := New("nobody", UIDRange{}, accel.TCG, ""); d.CannotStart() != nil || d.RunAs != "nobody" {
 		t.Fatalf("nobody: %v, runs as %q", d.CannotStart(), d.RunAs)
 	}
+	if d := New("root", UIDRange{}, accel.TCG, ""); !errors.Is(d.CannotStart(), errdefs.ErrInvalid) {
+		t.Fatalf("root as the VMM user: %v", d.CannotStart())
+	}
+}
+
+// Per-VM uids: the lowest free one, never one a process runs as or one
+// handed to a VMM still starting; given back when released.
+func TestAllocUID(t *testing.T) {
+	// A range whose first uid this test's own process runs as.
+	me := os.Getuid()
+	d := New(PerVMUser, UIDRange{From: me, Count: 3}, accel.TCG, "")
+	d.perVM = true // as a root daemon would have it
+	a, releaseA, err := d.allocUID()
+	if err != nil || a != me+1 {
+		t.Fatalf("first: %d, %v; want %d (%d is in use by this process)", a, err, me+1, me)
+	}
+	b, releaseB, err := d.allocUID()
+	if err != nil || b != me+2 {
+		t.Fatalf("second: %d, %v; want %d", b, err, me+2)
+	}
+	if _, _, err := d.allocUID(); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "vmm_uid_count") {
+		t.Fatalf("range used up: %v", err)
+	}
+	releaseA()
+	if c, _, err := d.allocUID(); err != nil || c != a {
+		t.Fatalf("after release: %d, %v; want %d again", c, err, a)
+	}
+	releaseB()
 }
