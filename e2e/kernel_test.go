@@ -426,3 +426,70 @@ func TestInterruptedClient(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestDaemonOpensNoPathACallerNames: the files of kernel import and image
+// register are read by the CLI with the caller's rights and sent; a
+// member of the banger group cannot have the root daemon read a file
+// for it, and the daemon logs who asked for what.
+func TestDaemonOpensNoPathACallerNames(t *testing.T) {
+	e := newEnv(t, "")
+	e.start()
+	// A small bzImage anyone may read, copied where nobody can reach it.
+	b, err := os.ReadFile("../internal/kernel/testdata/vmlinuz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kernelFile := e.write("vmlinuz", string(b))
+	os.Chmod(kernelFile, 0o644)
+
+	for _, args := range [][]string{
+		{"kernel", "import", "x", "--kernel", kernelFile, "--initrd", "/etc/shadow"},
+		{"kernel", "import", "x", "--deb", "/etc/shadow"},
+		{"image", "register", "y", "--rootfs", "/etc/shadow"},
+	} {
+		_, errOut, code := e.bangerAsNobody(args...)
+		if code == 0 || !strings.Contains(errOut, "/etc/shadow: permission denied") {
+			t.Errorf("%v as nobody: exit %d, %s; want the CLI's own permission denied", args, code, errOut)
+		}
+	}
+	if strings.Contains(e.log.String(), "/etc/shadow") {
+		t.Errorf("the daemon heard of /etc/shadow:\n%s", e.log)
+	}
+	if ks := listKernels(t, e); len(ks) != 0 {
+		t.Fatalf("kernels after refused imports: %+v", ks)
+	}
+	// Asked directly, with a path where an upload ID goes, the daemon
+	// refuses without opening it.
+	c := client.New(e.socket)
+	for _, req := range []api.KernelImportRequest{{Name: "x", Deb: "/etc/shadow"}, {Name: "x", Kernel: "/etc/shadow"}} {
+		if _, err := c.ImportKernel(context.Background(), req, nil); err == nil || !strings.Contains(err.Error(), `"/etc/shadow" is not an upload id`) {
+			t.Errorf("import %+v: %v", req, err)
+		}
+	}
+	if _, err := c.RegisterImage(context.Background(), api.ImageRegisterRequest{Name: "y", Rootfs: "/etc/shadow"}, nil); err == nil || !strings.Contains(err.Error(), `"/etc/shadow" is not an upload id`) {
+		t.Errorf("register /etc/shadow: %v", err)
+	}
+
+	// A file the caller can read is imported, with progress.
+	_, errOut, code := e.bangerAsNobody("kernel", "import", "mine", "--kernel", kernelFile)
+	if code != 0 || !strings.Contains(errOut, "sending "+kernelFile) {
+		t.Fatalf("import of a readable file as nobody: exit %d, %s", code, errOut)
+	}
+	if ks := listKernels(t, e); len(ks) != 1 || ks[0].Source != kernelFile {
+		t.Fatalf("kernels: %+v", ks)
+	}
+	if left := dirEntries(t, filepath.Join(e.stateDir, "staging")); len(left) != 0 {
+		t.Errorf("uploads left in staging: %v", left)
+	}
+	// One audit line per state-changing request, naming the caller.
+	var audit []string
+	for _, l := range strings.Split(e.log.String(), "\n") {
+		if strings.Contains(l, "msg=audit") && strings.Contains(l, "uid=65534") {
+			audit = append(audit, l)
+		}
+	}
+	if !slices.ContainsFunc(audit, func(l string) bool { return strings.Contains(l, "path=/v1/uploads status=201") }) ||
+		!slices.ContainsFunc(audit, func(l string) bool { return strings.Contains(l, "path=/v1/kernels/mine/import status=200") }) {
+		t.Errorf("audit lines for nobody:\n%s", strings.Join(audit, "\n"))
+	}
+}

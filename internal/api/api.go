@@ -174,16 +174,28 @@ type KernelPullRequest struct {
 	Name string `json:"name"`
 }
 
-// KernelImportRequest publishes a kernel from files on the daemon's host.
-// Either Deb, or Kernel (with optional Initrd and Modules) is set. Paths must
-// be absolute.
+// KernelImportRequest publishes a kernel from files the client sent.
+// Either Deb, or Kernel (with optional Initrd and Modules) is set.
+//
+// The files are uploads (POST /v1/uploads), named by ID: the daemon opens
+// no path a client names. Source says where they came from, for people.
 type KernelImportRequest struct {
 	Name    string `json:"name"`
 	Deb     string `json:"deb,omitempty"`
 	Kernel  string `json:"kernel,omitempty"`
 	Initrd  string `json:"initrd,omitempty"`
-	Modules string `json:"modules,omitempty"`
+	Modules string `json:"modules,omitempty"` // a tree upload
 	Version string `json:"version,omitempty"`
+	Source  string `json:"source,omitempty"`
+}
+
+// Upload is a file or directory tree a client sent the daemon, waiting
+// for the request that names it.
+type Upload struct {
+	ID     string `json:"id"`
+	Kind   string `json:"kind"` // "file" or "tree"
+	Bytes  int64  `json:"bytes"`
+	Digest string `json:"digest"` // sha256 of the body as sent
 }
 
 // Image source kinds.
@@ -247,10 +259,14 @@ type ImagePullRequest struct {
 }
 
 // ImageRegisterRequest adopts an existing ext4 file as an image.
+//
+// Rootfs is an upload ID (POST /v1/uploads); Source says where the file
+// came from, for people.
 type ImageRegisterRequest struct {
 	Name   string `json:"name"`
 	Rootfs string `json:"rootfs"`
 	Kernel string `json:"kernel,omitempty"`
+	Source string `json:"source,omitempty"`
 }
 
 // VM states. A VM is stopped, starting (its VMM runs, the guest is not

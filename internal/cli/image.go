@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -155,9 +154,9 @@ func newImageRegister(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "register NAME --rootfs FILE [--kernel K]",
 		Short: "Adopt an existing ext4 root file system as an image",
-		Long: `Adopt an existing ext4 file: the daemon copies it (a reflink where the
-file system can) and checks it with e2fsck. The file must be readable by
-the daemon.`,
+		Long: `Adopt an existing ext4 file as an image: it is read here, with your own
+rights, and sent to the daemon (which never opens a path a client names),
+which checks it with e2fsck.`,
 		Example: "  banger image register mine --rootfs ./rootfs.ext4 --kernel debian-bookworm",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -167,12 +166,14 @@ the daemon.`,
 			if req.Rootfs == "" {
 				return fmt.Errorf("--rootfs FILE is required: %w", errInvalidUsage)
 			}
-			abs, err := filepath.Abs(req.Rootfs)
+			req.Name, req.Source = args[0], absPath(req.Rootfs)
+			p := a.progress()
+			defer p.done()
+			id, err := a.upload(cmd.Context(), p, "rootfs", req.Rootfs, false)
 			if err != nil {
 				return err
 			}
-			req.Name, req.Rootfs = args[0], abs
-			p := a.progress()
+			req.Rootfs = id
 			im, err := a.client().RegisterImage(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {

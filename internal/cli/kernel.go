@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -169,7 +168,9 @@ func newKernelImport(a *app) *cobra.Command {
 an optional initrd and modules directory (/lib/modules/RELEASE, or a
 directory holding one RELEASE).
 
-The daemon reads the files itself, so they must be readable by it.`,
+The files are read here, with your own rights, and sent to the daemon
+(which never opens a path a client names): a file you cannot read cannot
+be imported.`,
 		Example: `  banger kernel import my-6.1 --deb ./linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb
   banger kernel import host --kernel /boot/vmlinuz-$(uname -r) --modules /lib/modules/$(uname -r)`,
 		Args: cobra.ExactArgs(1),
@@ -181,16 +182,37 @@ The daemon reads the files itself, so they must be readable by it.`,
 				return fmt.Errorf("give either --deb FILE or --kernel FILE: %w", errInvalidUsage)
 			}
 			req.Name = args[0]
-			for _, p := range []*string{&req.Deb, &req.Kernel, &req.Initrd, &req.Modules} {
-				if *p != "" {
-					abs, err := filepath.Abs(*p)
-					if err != nil {
+			if req.Deb != "" {
+				req.Source = absPath(req.Deb)
+			} else {
+				req.Source = absPath(req.Kernel)
+			}
+			files := []struct {
+				flag string
+				v    *string
+				dir  bool
+			}{{"deb", &req.Deb, false}, {"kernel", &req.Kernel, false}, {"initrd", &req.Initrd, false}, {"modules", &req.Modules, true}}
+			// All readable before any is sent: a refused one must not
+			// leave the others waiting in the daemon.
+			for _, f := range files {
+				if *f.v != "" {
+					if _, err := readable(f.flag, *f.v, f.dir); err != nil {
 						return err
 					}
-					*p = abs
 				}
 			}
 			p := a.progress()
+			defer p.done()
+			for _, f := range files {
+				if *f.v == "" {
+					continue
+				}
+				id, err := a.upload(cmd.Context(), p, f.flag, *f.v, f.dir)
+				if err != nil {
+					return err
+				}
+				*f.v = id
+			}
 			k, err := a.client().ImportKernel(cmd.Context(), req, p.event)
 			p.done()
 			if err != nil {

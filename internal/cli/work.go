@@ -92,9 +92,28 @@ func (a *app) seed(ctx context.Context, f seedFlags) (string, error) {
 	p.event(api.Event{Stage: "seed", Message: fmt.Sprintf("seeding %s %s into /work: %d entries, %s", what, plan.Root, plan.Count(), humanSize(plan.Bytes))})
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(client.BodyError(plan.Write(ctx, pw))) }()
+	var s api.Seed
+	err = sendCounted(p, "seed", plan.Bytes, pr, func(body io.Reader) error {
+		var err error
+		s, err = c.StageSeed(ctx, api.Work{Source: plan.Root, Base: plan.Base, Branch: plan.Branch}, f.workDisk, body)
+		return err
+	})
+	pr.CloseWithError(errors.New("seed upload ended"))
+	if err != nil {
+		return "", fmt.Errorf("seed %s: %w", plan.Root, err)
+	}
+	return s.ID, nil
+}
+
+// sendCounted runs send with body, reporting the bytes it has read as
+// progress of stage every 200 ms (capped at total, which is what the user
+// knows: a tar stream carries headers too).
+func sendCounted(p *progress, stage string, total int64, body io.Reader, send func(io.Reader) error) error {
 	var sent atomic.Int64
 	stop := make(chan struct{})
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -102,19 +121,14 @@ func (a *app) seed(ctx context.Context, f seedFlags) (string, error) {
 			case <-stop:
 				return
 			case <-t.C:
-				// The stream carries headers too: done is capped at the
-				// files' bytes, which is what the user knows.
-				p.event(api.Event{Stage: "seed", Done: min(sent.Load(), plan.Bytes), Total: plan.Bytes})
+				p.event(api.Event{Stage: stage, Done: min(sent.Load(), total), Total: total})
 			}
 		}
 	}()
-	s, err := c.StageSeed(ctx, api.Work{Source: plan.Root, Base: plan.Base, Branch: plan.Branch}, f.workDisk, &countReader{r: pr, n: &sent})
+	err := send(&countReader{r: body, n: &sent})
 	close(stop)
-	pr.CloseWithError(errors.New("seed upload ended"))
-	if err != nil {
-		return "", fmt.Errorf("seed %s: %w", plan.Root, err)
-	}
-	return s.ID, nil
+	<-done
+	return err
 }
 
 type countReader struct {

@@ -27,33 +27,45 @@ func (c *Client) StageSeed(ctx context.Context, meta api.Work, disk string, body
 	if disk != "" {
 		q.Set("disk", disk)
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", "http://banger"+api.Prefix+"/seeds?"+q.Encode(), body)
+	var s api.Seed
+	return s, c.postBody(ctx, "/seeds?"+q.Encode(), "application/x-tar", body, &s)
+}
+
+// Upload sends a file (kind "file") or a directory tree as tar (kind
+// "tree") for a later request to name by the ID it returns.
+func (c *Client) Upload(ctx context.Context, kind string, body io.Reader) (api.Upload, error) {
+	var u api.Upload
+	return u, c.postBody(ctx, "/uploads?kind="+url.QueryEscape(kind), "application/octet-stream", body, &u)
+}
+
+// postBody POSTs a streamed body and decodes the JSON answer into out.
+func (c *Client) postBody(ctx context.Context, path, contentType string, body io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://banger"+api.Prefix+path, body)
 	if err != nil {
-		return api.Seed{}, err
+		return err
 	}
-	req.Header.Set("Content-Type", "application/x-tar")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return api.Seed{}, ctx.Err()
+			return ctx.Err()
 		}
 		// The body's own error (a file the caller cannot read) says more
 		// than the transport's.
 		var be bodyError
 		if errors.As(err, &be) {
-			return api.Seed{}, be.err
+			return be.err
 		}
-		return api.Seed{}, c.connError(err)
+		return c.connError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		return api.Seed{}, decodeError(resp)
+		return decodeError(resp)
 	}
-	var s api.Seed
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
-		return s, fmt.Errorf("decode seed answer: %w", err)
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode the daemon's answer: %w", err)
 	}
-	return s, nil
+	return nil
 }
 
 // bodyError marks an error of a request body's reader, so that it is

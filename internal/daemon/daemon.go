@@ -35,6 +35,7 @@ import (
 	"github.com/banger-dev/banger/internal/server"
 	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/upload"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vm"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
@@ -155,6 +156,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		DiskBytes: cfg.DefaultDiskBytes(), Log: log.With("service", "workspace"),
 	})
 	work.Recover()
+	uploads := &upload.Store{Dir: lay.Staging(), MaxBytes: cfg.MaxUnpackedBytes, Log: log.With("service", "upload")}
+	uploads.Recover()
 	vms := vm.New(vm.Deps{
 		Work:   work,
 		Store:  st,
@@ -182,6 +185,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Images:      reg,
 		Layout:      lay,
 		MaxUnpacked: cfg.MaxUnpackedBytes,
+		Uploads:     uploads,
 		Log:         log.With("service", "kernel"),
 	})
 	if err := kernels.Recover(ctx); err != nil {
@@ -206,6 +210,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		MaxUnpacked:   cfg.MaxUnpackedBytes,
 		DiskSize:      cfg.DefaultDiskBytes(),
 		Finalize:      image.Finalize{AuthorizedKeys: keys, Agent: agentPath},
+		Uploads:       uploads,
 		Log:           log.With("service", "image"),
 	})
 	if err := images.Recover(ctx); err != nil {
@@ -231,6 +236,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		VMs:        vms,
 		Operations: ops,
 		Seeds:      work,
+		Uploads:    uploads,
 		Version:    version.Info(),
 		Log:        log.With("service", "api"),
 		Status: func(ctx context.Context) (api.Status, error) {
@@ -265,7 +271,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: server.ConnContext}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	log.Info("banger daemon ready", "socket", o.Socket, "state_dir", stateDir, "version", version.Info().Version, "pid", os.Getpid())

@@ -10,13 +10,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/catalogfile"
+	"github.com/banger-dev/banger/internal/digest"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/upload"
 )
 
 // BundleManifest is manifest.json inside a bundle.
@@ -147,10 +151,14 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 	return m, s.ext4.Grow(ctx, rootfs)
 }
 
-// Register adopts an existing ext4 file as an image: copied (reflinked
-// where the file system can), checked, and grown to the default disk size.
+// Register adopts an ext4 file the client uploaded as an image: checked,
+// and grown to the default disk size.
 func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p operation.Progress) (api.Image, error) {
-	if err := s.CheckRegister(ctx, req); err != nil {
+	if s.d.Uploads != nil {
+		defer s.d.Uploads.Remove(req.Rootfs)
+	}
+	rootfs, err := s.checkRegister(ctx, req)
+	if err != nil {
 		return api.Image{}, err
 	}
 	kernel := req.Kernel
@@ -165,46 +173,64 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p 
 	if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
 		return api.Image{}, fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
 	}
+	source := req.Source
+	if source == "" {
+		source = "an uploaded file"
+	}
 	return s.build(ctx, req.Name, kernel, p, func(ctx context.Context, dir string) (built, error) {
 		dst := filepath.Join(dir, layout.ImageRootfs)
-		p.Stage("copy", "copying %s", req.Rootfs)
-		digest, err := cloneFile(req.Rootfs, dst)
+		// The upload is in staging, like dir: moved, not copied.
+		if err := os.Rename(rootfs, dst); err != nil {
+			return built{}, err
+		}
+		sum, err := digest.File(dst)
 		if err != nil {
 			return built{}, err
 		}
 		p.Stage("verify", "checking the root file system")
 		if err := s.ext4.Check(ctx, dst); err != nil {
-			return built{}, fmt.Errorf("%s is not a clean ext4 file system: %w", req.Rootfs, err)
+			return built{}, fmt.Errorf("%s is not a clean ext4 file system: %w", source, err)
 		}
 		if err := s.ext4.Grow(ctx, dst); err != nil {
 			return built{}, err
 		}
-		return built{sourceKind: api.SourceRegister, source: req.Rootfs, digest: digest}, nil
+		return built{sourceKind: api.SourceRegister, source: source, digest: sum}, nil
 	})
 }
 
-// CheckRegister answers quickly whether Register can start.
+// CheckRegister answers quickly whether Register can start; a refused
+// request's upload is dropped.
 func (s *Service) CheckRegister(ctx context.Context, req api.ImageRegisterRequest) error {
+	_, err := s.checkRegister(ctx, req)
+	if err != nil && s.d.Uploads != nil {
+		s.d.Uploads.Remove(req.Rootfs)
+	}
+	return err
+}
+
+// checkRegister checks a register request and finds its upload: the
+// request names an upload by ID, never a path the root daemon would open.
+func (s *Service) checkRegister(ctx context.Context, req api.ImageRegisterRequest) (string, error) {
 	if err := names.Validate("image", req.Name); err != nil {
-		return err
+		return "", err
 	}
 	if req.Kernel != "" {
 		if err := names.Validate("kernel", req.Kernel); err != nil {
-			return err
+			return "", err
 		}
 	}
-	if !filepath.IsAbs(req.Rootfs) {
-		return fmt.Errorf("rootfs path %q must be absolute: %w", req.Rootfs, errdefs.ErrInvalid)
+	if len(req.Source) > 4096 || !utf8.ValidString(req.Source) || strings.ContainsFunc(req.Source, unicode.IsControl) {
+		return "", fmt.Errorf("source %q: at most 4096 printable characters: %w", req.Source, errdefs.ErrInvalid)
 	}
-	fi, err := os.Stat(req.Rootfs)
+	if s.d.Uploads == nil {
+		return "", fmt.Errorf("register image %s: this daemon takes no uploads: %w", req.Name, errdefs.ErrUnavailable)
+	}
+	rootfs, err := s.d.Uploads.Path(req.Rootfs, upload.File)
 	if err != nil {
-		return fmt.Errorf("rootfs: %w: %w", err, errdefs.ErrInvalid)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("rootfs %s is not a regular file: %w", req.Rootfs, errdefs.ErrInvalid)
+		return "", fmt.Errorf("register image %s: rootfs: %w", req.Name, err)
 	}
 	if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
-		return fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+		return "", fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
 	}
-	return nil
+	return rootfs, nil
 }

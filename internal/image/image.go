@@ -77,7 +77,15 @@ type Deps struct {
 	DiskSize int64
 	// Finalize says what to put into every image.
 	Finalize Finalize
-	Log      *slog.Logger
+	// Uploads holds the files clients send to register.
+	Uploads Uploads
+	Log     *slog.Logger
+}
+
+// Uploads finds what clients sent (see package upload).
+type Uploads interface {
+	Path(id, kind string) (string, error)
+	Remove(id string)
 }
 
 // Service manages images.

@@ -4,54 +4,93 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bzimage"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/upload"
 )
 
-func checkImportRequest(req api.KernelImportRequest) error {
+// importFiles are the uploads an import names, where the daemon keeps
+// them.
+type importFiles struct {
+	deb, kernel, initrd, modules string
+}
+
+// resolve checks an import request and finds its uploads. The request
+// names uploads by ID, never a path: a path would have the root daemon
+// read any file on the host for whoever may reach its socket.
+func (s *Service) resolve(req api.KernelImportRequest) (importFiles, error) {
+	var f importFiles
 	if (req.Deb == "") == (req.Kernel == "") {
-		return fmt.Errorf("import kernel %s: give either a .deb or a kernel file: %w", req.Name, errdefs.ErrInvalid)
+		return f, fmt.Errorf("import kernel %s: give either a .deb or a kernel file: %w", req.Name, errdefs.ErrInvalid)
 	}
 	if req.Deb != "" && (req.Initrd != "" || req.Modules != "") {
-		return fmt.Errorf("import kernel %s: --initrd and --modules go with --kernel, not --deb: %w", req.Name, errdefs.ErrInvalid)
+		return f, fmt.Errorf("import kernel %s: --initrd and --modules go with --kernel, not --deb: %w", req.Name, errdefs.ErrInvalid)
 	}
-	for _, p := range []struct{ flag, path string }{{"deb", req.Deb}, {"kernel", req.Kernel}, {"initrd", req.Initrd}, {"modules", req.Modules}} {
-		if p.path == "" {
+	if err := checkSource(req.Source); err != nil {
+		return f, fmt.Errorf("import kernel %s: %w", req.Name, err)
+	}
+	if s.d.Uploads == nil {
+		return f, fmt.Errorf("import kernel %s: this daemon takes no uploads: %w", req.Name, errdefs.ErrUnavailable)
+	}
+	for _, u := range []struct {
+		flag, id, kind string
+		dst            *string
+	}{{"deb", req.Deb, upload.File, &f.deb}, {"kernel", req.Kernel, upload.File, &f.kernel}, {"initrd", req.Initrd, upload.File, &f.initrd}, {"modules", req.Modules, upload.Tree, &f.modules}} {
+		if u.id == "" {
 			continue
 		}
-		if !filepath.IsAbs(p.path) {
-			return fmt.Errorf("import kernel %s: %s path %q must be absolute: %w", req.Name, p.flag, p.path, errdefs.ErrInvalid)
-		}
-		fi, err := os.Stat(p.path)
+		p, err := s.d.Uploads.Path(u.id, u.kind)
 		if err != nil {
-			return fmt.Errorf("import kernel %s: %s %s: %w: %w", req.Name, p.flag, p.path, err, errdefs.ErrInvalid)
+			return f, fmt.Errorf("import kernel %s: %s: %w", req.Name, u.flag, err)
 		}
-		if p.flag == "modules" && !fi.IsDir() {
-			return fmt.Errorf("import kernel %s: modules %s is not a directory: %w", req.Name, p.path, errdefs.ErrInvalid)
-		}
-		if p.flag != "modules" && !fi.Mode().IsRegular() {
-			return fmt.Errorf("import kernel %s: %s %s is not a regular file: %w", req.Name, p.flag, p.path, errdefs.ErrInvalid)
-		}
+		*u.dst = p
+	}
+	return f, nil
+}
+
+// checkSource checks a client's description of where files came from: it
+// is shown to people, so it must be short and printable.
+func checkSource(src string) error {
+	if len(src) > 4096 || !utf8.ValidString(src) || strings.ContainsFunc(src, unicode.IsControl) {
+		return fmt.Errorf("source %q: at most 4096 printable characters: %w", src, errdefs.ErrInvalid)
 	}
 	return nil
 }
 
-func (s *Service) importFiles(ctx context.Context, req api.KernelImportRequest, dir string, p operation.Progress) (staged, error) {
-	if req.Deb != "" {
-		digest, err := fileSHA256(req.Deb)
+// dropUploads removes the uploads req named, used or refused.
+func (s *Service) dropUploads(req api.KernelImportRequest) {
+	if s.d.Uploads == nil {
+		return
+	}
+	for _, id := range []string{req.Deb, req.Kernel, req.Initrd, req.Modules} {
+		if id != "" {
+			s.d.Uploads.Remove(id)
+		}
+	}
+}
+
+func (s *Service) importFiles(ctx context.Context, req api.KernelImportRequest, f importFiles, dir string, p operation.Progress) (staged, error) {
+	source := req.Source
+	if source == "" {
+		source = "uploaded files"
+	}
+	if f.deb != "" {
+		digest, err := fileSHA256(f.deb)
 		if err != nil {
 			return staged{}, err
 		}
-		st, err := s.unpackDebFile(ctx, req.Deb, dir, p)
+		st, err := s.unpackDebFile(ctx, f.deb, dir, p)
 		var meta *metaPackageError
 		if errors.As(err, &meta) {
 			return staged{}, fmt.Errorf("%s: import the kernel package itself (%s): %w", meta.Error(), meta.dependsOn, errdefs.ErrInvalid)
@@ -59,41 +98,42 @@ func (s *Service) importFiles(ctx context.Context, req api.KernelImportRequest, 
 		if err != nil {
 			return staged{}, err
 		}
-		st.sourceKind, st.source, st.digest = "import", req.Deb, digest
+		st.sourceKind, st.source, st.digest = "import", source, digest
 		if req.Version != "" {
 			st.version = req.Version
 		}
 		return st, nil
 	}
-	digest, err := fileSHA256(req.Kernel)
+	digest, err := fileSHA256(f.kernel)
 	if err != nil {
 		return staged{}, err
 	}
-	p.Stage("copy", "copying %s", req.Kernel)
 	tmp := filepath.Join(dir, "import-kernel")
-	if err := copyFile(req.Kernel, tmp); err != nil {
+	if err := os.Rename(f.kernel, tmp); err != nil {
 		return staged{}, err
 	}
 	if err := s.placeKernel(tmp, dir, p); err != nil {
-		return staged{}, fmt.Errorf("%s: %w", req.Kernel, err)
+		return staged{}, fmt.Errorf("the kernel file: %w", err)
 	}
-	if req.Initrd != "" {
-		p.Stage("copy", "copying %s", req.Initrd)
-		if err := copyFile(req.Initrd, filepath.Join(dir, layout.KernelInitrd)); err != nil {
+	if f.initrd != "" {
+		if err := os.Rename(f.initrd, filepath.Join(dir, layout.KernelInitrd)); err != nil {
 			return staged{}, err
 		}
 	}
-	if req.Modules != "" {
-		src, release, err := modulesRelease(req.Modules)
+	if f.modules != "" {
+		src, release, err := modulesRelease(f.modules)
 		if err != nil {
 			return staged{}, err
 		}
-		p.Stage("copy", "copying modules %s", src)
-		if err := copyTree(ctx, src, filepath.Join(dir, layout.KernelModules, release), s.d.MaxUnpacked); err != nil {
-			return staged{}, fmt.Errorf("copy modules %s: %w", src, err)
+		// The upload was unpacked safely (tarx) in staging, like dir.
+		if err := os.MkdirAll(filepath.Join(dir, layout.KernelModules), 0o700); err != nil {
+			return staged{}, err
+		}
+		if err := os.Rename(src, filepath.Join(dir, layout.KernelModules, release)); err != nil {
+			return staged{}, fmt.Errorf("modules %s: %w", release, err)
 		}
 	}
-	return staged{version: req.Version, sourceKind: "import", source: req.Kernel, digest: digest}, nil
+	return staged{version: req.Version, sourceKind: "import", source: source, digest: digest}, nil
 }
 
 // modulesRelease accepts either /lib/modules/<release> or a directory
@@ -196,60 +236,4 @@ func treeSize(root string) (size int64, count int, err error) {
 		return nil
 	})
 	return size, count, err
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
-// copyTree copies a directory; symlinks are copied as links, never followed.
-func copyTree(ctx context.Context, src, dst string, limit int64) error {
-	var total int64
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o700)
-		case d.Type()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case d.Type().IsRegular():
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			total += fi.Size()
-			if limit > 0 && total > limit {
-				return fmt.Errorf("more than the %d-byte limit: %w", limit, errdefs.ErrInvalid)
-			}
-			return copyFile(path, target)
-		}
-		return nil
-	})
 }

@@ -58,7 +58,15 @@ type Deps struct {
 	Layout     layout.Layout
 	// MaxUnpacked bounds what one kernel may unpack to.
 	MaxUnpacked int64
-	Log         *slog.Logger
+	// Uploads holds the files clients send for import.
+	Uploads Uploads
+	Log     *slog.Logger
+}
+
+// Uploads finds what clients sent (see package upload).
+type Uploads interface {
+	Path(id, kind string) (string, error)
+	Remove(id string)
 }
 
 // Service manages kernels.
@@ -229,12 +237,18 @@ func (s *Service) CheckPull(ctx context.Context, name string) error {
 	return s.notFound(ctx, name, true)
 }
 
-// CheckImport answers quickly whether Import of req can start.
-func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) error {
+// CheckImport answers quickly whether Import of req can start; a refused
+// request's uploads are dropped.
+func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) (err error) {
+	defer func() {
+		if err != nil {
+			s.dropUploads(req)
+		}
+	}()
 	if err := names.Validate("kernel", req.Name); err != nil {
 		return err
 	}
-	if err := checkImportRequest(req); err != nil {
+	if _, err := s.resolve(req); err != nil {
 		return err
 	}
 	if _, err := s.d.Store.GetKernel(ctx, req.Name); err == nil {
@@ -308,7 +322,9 @@ func (s *Service) Import(ctx context.Context, req api.KernelImportRequest, p ope
 	if err := names.Validate("kernel", req.Name); err != nil {
 		return api.Kernel{}, err
 	}
-	if err := checkImportRequest(req); err != nil {
+	defer s.dropUploads(req)
+	files, err := s.resolve(req)
+	if err != nil {
 		return api.Kernel{}, err
 	}
 	unlock, err := s.names.Lock(ctx, req.Name, func() {
@@ -322,7 +338,7 @@ func (s *Service) Import(ctx context.Context, req api.KernelImportRequest, p ope
 		return api.Kernel{}, fmt.Errorf("kernel %q already exists: remove it first with `banger kernel rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
 	}
 	return s.stageAndPublish(ctx, req.Name, p, func(ctx context.Context, dir string) (staged, error) {
-		return s.importFiles(ctx, req, dir, p)
+		return s.importFiles(ctx, req, files, dir, p)
 	})
 }
 

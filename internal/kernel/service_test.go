@@ -37,6 +37,8 @@ import (
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/upload"
+	"github.com/banger-dev/banger/internal/worktar"
 )
 
 type fakeUsers map[string][]string
@@ -52,6 +54,7 @@ type harness struct {
 	srv     *httptest.Server
 	files   map[string][]byte
 	hits    atomic.Int32
+	uploads *upload.Store
 }
 
 func vmlinuz(t *testing.T) []byte {
@@ -105,8 +108,10 @@ func newHarness(t *testing.T) *harness {
 		os.MkdirAll(d, 0o755)
 	}
 	h.runner = &runner.Recorder{Paths: map[string]string{"apt-get": "/usr/bin/apt-get"}}
+	h.uploads = &upload.Store{Dir: h.layout.Staging(), MaxBytes: 1 << 30}
 	h.svc = New(Deps{
-		Store: st, Users: h.users, Runner: h.runner, Layout: h.layout,
+		Uploads: h.uploads,
+		Store:   st, Users: h.users, Runner: h.runner, Layout: h.layout,
 		Catalog:     func(context.Context) ([]api.KernelCatalogEntry, error) { return h.catalog, nil },
 		Downloader:  download.Client{Limit: 1 << 30},
 		Images:      &registry.Client{},
@@ -114,6 +119,31 @@ func newHarness(t *testing.T) *harness {
 		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	return h
+}
+
+// upload sends a file (or, dir, a tree) as a client would and returns
+// its upload ID.
+func (h *harness) upload(t *testing.T, path string, dir bool) string {
+	t.Helper()
+	var body io.Reader
+	kind := upload.File
+	if dir {
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(worktar.Write(context.Background(), path, pw)) }()
+		body, kind = pr, upload.Tree
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		body = f
+	}
+	u, err := h.uploads.Put(context.Background(), body, kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.ID
 }
 
 func (h *harness) serve(path string, b []byte) string {
@@ -375,29 +405,50 @@ func TestImportAndRemove(t *testing.T) {
 	os.WriteFile(filepath.Join(mods, "modules.dep"), []byte(""), 0o644)
 	os.WriteFile(filepath.Join(mods, "kernel/a.ko"), []byte("a"), 0o644)
 
-	k, err := h.svc.Import(ctx, api.KernelImportRequest{Name: "from-deb", Deb: debPath}, operation.Discard)
-	if err != nil || !k.Modules || k.SourceKind != "import" {
+	k, err := h.svc.Import(ctx, api.KernelImportRequest{Name: "from-deb", Deb: h.upload(t, debPath, false), Source: debPath}, operation.Discard)
+	if err != nil || !k.Modules || k.SourceKind != "import" || k.Source != debPath {
 		t.Fatalf("import deb: %+v, %v", k, err)
 	}
-	k, err = h.svc.Import(ctx, api.KernelImportRequest{Name: "from-files", Kernel: kPath, Initrd: initrd, Modules: filepath.Join(dir, "lib/modules")}, operation.Discard)
+	k, err = h.svc.Import(ctx, api.KernelImportRequest{Name: "from-files", Kernel: h.upload(t, kPath, false), Initrd: h.upload(t, initrd, false), Modules: h.upload(t, filepath.Join(dir, "lib/modules"), true)}, operation.Discard)
 	if err != nil || k.Release != "5.15.0-1" || len(k.Files) != 4 {
 		t.Fatalf("import files: %+v, %v", k, err)
 	}
 	bad := []struct {
-		req  api.KernelImportRequest
+		req  func() api.KernelImportRequest
 		want string
 	}{
-		{api.KernelImportRequest{Name: "from-deb", Deb: debPath}, "already exists"},
-		{api.KernelImportRequest{Name: "x"}, "either"},
-		{api.KernelImportRequest{Name: "x", Deb: "rel.deb"}, "absolute"},
-		{api.KernelImportRequest{Name: "x", Deb: filepath.Join(dir, "nope.deb")}, "no such file"},
-		{api.KernelImportRequest{Name: "x", Kernel: initrd}, "neither an ELF"},
-		{api.KernelImportRequest{Name: "x", Deb: initrd}, "not a Debian package"},
-		{api.KernelImportRequest{Name: "x", Kernel: kPath, Modules: dir}, "found 0 releases"},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "from-deb", Deb: h.upload(t, debPath, false)}
+		}, "already exists"},
+		{func() api.KernelImportRequest { return api.KernelImportRequest{Name: "x"} }, "either"},
+		// A path is never opened, whatever it names.
+		{func() api.KernelImportRequest { return api.KernelImportRequest{Name: "x", Deb: "/etc/shadow"} }, `"/etc/shadow" is not an upload id`},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Kernel: h.upload(t, kPath, false), Initrd: "/etc/shadow"}
+		}, `"/etc/shadow" is not an upload id`},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Deb: strings.Repeat("ab", 16)}
+		}, "does not exist"},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Kernel: h.upload(t, initrd, false)}
+		}, "neither an ELF"},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Deb: h.upload(t, initrd, false)}
+		}, "not a Debian package"},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Kernel: h.upload(t, kPath, false), Modules: h.upload(t, kPath, false)}
+		}, "is not a tree"},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Kernel: h.upload(t, kPath, false), Modules: h.upload(t, filepath.Join(dir, "lib/modules/5.15.0-1/kernel"), true)}
+		}, "found 0 releases"},
+		{func() api.KernelImportRequest {
+			return api.KernelImportRequest{Name: "x", Kernel: h.upload(t, kPath, false), Source: "a\x1b[31m"}
+		}, "printable"},
 	}
 	for _, b := range bad {
-		if _, err := h.svc.Import(ctx, b.req, operation.Discard); err == nil || !strings.Contains(err.Error(), b.want) {
-			t.Errorf("import %+v: %v, want %q", b.req, err, b.want)
+		req := b.req()
+		if _, err := h.svc.Import(ctx, req, operation.Discard); err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("import %+v: %v, want %q", req, err, b.want)
 		}
 	}
 	h.assertClean(t, "from-deb", "from-files")

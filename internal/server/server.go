@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -64,12 +65,18 @@ type Seeds interface {
 	Discard(id string)
 }
 
+// Uploads is what the API needs of the upload store.
+type Uploads interface {
+	Put(ctx context.Context, r io.Reader, kind string) (api.Upload, error)
+}
+
 // Deps are the server's dependencies.
 type Deps struct {
 	Kernels    Kernels
 	Images     Images
 	VMs        VMs
 	Seeds      Seeds
+	Uploads    Uploads
 	Operations *operation.Registry
 	Status     func(ctx context.Context) (api.Status, error)
 	// Reprobe proves the accelerator afresh (banger doctor).
@@ -131,6 +138,7 @@ func (s *Server) Routes() []Route {
 		{"POST", p + "/vms/{name}/work/pulled", s.workPulled},
 		{"POST", p + "/vms/{name}/authsync", s.authSync},
 		{"POST", p + "/seeds", s.stageSeed},
+		{"POST", p + "/uploads", s.putUpload},
 	}
 }
 
@@ -155,7 +163,23 @@ func (s *Server) Handler() http.Handler {
 			}
 		}()
 		s.d.Log.Debug("request", "method", r.Method, "path", r.URL.Path)
-		mux.ServeHTTP(w, r)
+		if r.Method == http.MethodGet {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// Every request that may change state leaves one line: who asked
+		// (the kernel's word on the socket's peer, not the client's), what,
+		// and how it ended.
+		began := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			args := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status, "took", time.Since(began).Round(time.Millisecond)}
+			if c, ok := PeerOf(r.Context()); ok {
+				args = append(args, "uid", c.Uid, "gid", c.Gid, "pid", c.Pid)
+			}
+			s.d.Log.Info("audit", args...)
+		}()
+		mux.ServeHTTP(sw, r)
 	})
 }
 

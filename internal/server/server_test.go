@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strings"
@@ -305,4 +307,61 @@ func TestConcurrentRequests(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestAuditNamesThePeer: a state-changing request leaves one log line with
+// who sent it, as the kernel saw the socket's peer, and how it ended.
+func TestAuditNamesThePeer(t *testing.T) {
+	var logBuf syncBuf
+	fk := &fakeKernels{kernels: map[string]api.Kernel{}}
+	s := New(Deps{Kernels: fk, Operations: operation.NewRegistry(context.Background()), Log: slog.New(slog.NewTextHandler(&logBuf, nil))})
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: s.Handler(), ConnContext: ConnContext}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Get("http://banger/v1/kernels")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = hc.Post("http://banger/v1/kernels/x/import", "application/json", strings.NewReader(`{"name":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	lines := strings.Split(strings.TrimSpace(logBuf.String()), "\n")
+	var audit []string
+	for _, l := range lines {
+		if strings.Contains(l, "msg=audit") {
+			audit = append(audit, l)
+		}
+	}
+	want := "method=POST path=/v1/kernels/x/import status=400"
+	if len(audit) != 1 || !strings.Contains(audit[0], want) || !strings.Contains(audit[0], fmt.Sprintf("uid=%d gid=%d pid=%d", os.Getuid(), os.Getgid(), os.Getpid())) {
+		t.Fatalf("audit lines %q; want one for the POST with %q and this process's credentials", audit, want)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -108,3 +108,19 @@ func (s *Server) authSync(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, v)
 }
+
+// putUpload takes a file (kind=file) or a directory tree as tar
+// (kind=tree) that a later request names by ID: the client opened it with
+// its own rights; the daemon never opens a path a client names.
+func (s *Server) putUpload(w http.ResponseWriter, r *http.Request) {
+	if s.d.Uploads == nil {
+		writeError(w, fmt.Errorf("this daemon takes no uploads: %w", errdefs.ErrUnavailable))
+		return
+	}
+	u, err := s.d.Uploads.Put(r.Context(), r.Body, r.URL.Query().Get("kind"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, u)
+}

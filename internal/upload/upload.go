@@ -1,0 +1,180 @@
+// Package upload holds the files clients send the daemon: a kernel, an
+// initrd, a .deb, a root file system, a module tree. The root daemon
+// never opens a path a caller names (it would read any file on the host
+// for anyone who may reach its socket); the client opens the file with
+// its own rights and streams it, and requests name the upload by ID.
+package upload
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/tarx"
+)
+
+// TTL is how long an upload waits for the request that uses it.
+const TTL = time.Hour
+
+// Kinds of upload.
+const (
+	File = "file" // the body is the file
+	Tree = "tree" // the body is a tar stream of a directory
+)
+
+// Store keeps uploads in a private staging directory.
+type Store struct {
+	// Dir is the state directory's staging area.
+	Dir string
+	// MaxBytes bounds one upload (a tree's unpacked content too).
+	MaxBytes int64
+	Log      *slog.Logger
+}
+
+func (s *Store) path(id string) string { return filepath.Join(s.Dir, "upload-"+id) }
+
+// Put stores the body r as a new upload of kind and returns its ID, size
+// and digest. Nothing is left on failure.
+func (s *Store) Put(ctx context.Context, r io.Reader, kind string) (api.Upload, error) {
+	s.expire(TTL)
+	if kind != File && kind != Tree {
+		return api.Upload{}, fmt.Errorf("upload kind %q: want %s or %s: %w", kind, File, Tree, errdefs.ErrInvalid)
+	}
+	b := make([]byte, 16)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	dst := s.path(id)
+	sum := sha256.New()
+	limited := &limitReader{r: operation.NewReader(ctx, r, 0, nil), left: s.MaxBytes}
+	body := io.TeeReader(limited, sum)
+	var n int64
+	var err error
+	if kind == File {
+		n, err = s.putFile(body, dst)
+	} else {
+		n, err = s.putTree(body, dst)
+	}
+	if err != nil {
+		os.RemoveAll(dst)
+		if ctx.Err() != nil {
+			return api.Upload{}, ctx.Err()
+		}
+		return api.Upload{}, fmt.Errorf("upload: %w", err)
+	}
+	return api.Upload{ID: id, Kind: kind, Bytes: n, Digest: "sha256:" + hex.EncodeToString(sum.Sum(nil))}, nil
+}
+
+func (s *Store) putFile(r io.Reader, dst string) (int64, error) {
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
+}
+
+// putTree unpacks a tar stream under dst, which nothing in it may leave.
+func (s *Store) putTree(r io.Reader, dst string) (int64, error) {
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return 0, err
+	}
+	x := &tarx.Extractor{Root: dst, Limit: s.MaxBytes}
+	tr := tar.NewReader(r)
+	var n int64
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			// Drain what follows the end of the archive: it is counted
+			// and bounded like the rest.
+			io.Copy(io.Discard, r)
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read tar: %w: %w", err, errdefs.ErrInvalid)
+		}
+		rel, err := tarx.Clean(h.Name)
+		if err != nil {
+			return n, err
+		}
+		if rel == "." {
+			continue
+		}
+		if err := x.Entry(rel, h, tr); err != nil {
+			return n, err
+		}
+		n += h.Size
+	}
+}
+
+// Path returns where upload id of kind is, for the daemon's own use.
+func (s *Store) Path(id, kind string) (string, error) {
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("%q is not an upload id: the daemon opens no path a client names; send the file with POST /v1/uploads (the CLI does): %w", id, errdefs.ErrInvalid)
+	}
+	p := s.path(id)
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return "", fmt.Errorf("upload %s does not exist (uploads wait %s, and a daemon restart drops them): send it again: %w", id, TTL, errdefs.ErrNotFound)
+	}
+	if (kind == Tree) != fi.IsDir() {
+		return "", fmt.Errorf("upload %s is not a %s: %w", id, kind, errdefs.ErrInvalid)
+	}
+	return p, nil
+}
+
+// Remove drops an upload once used (or refused).
+func (s *Store) Remove(id string) {
+	if p, err := s.Path(id, File); err == nil {
+		os.RemoveAll(p)
+	} else if p, err := s.Path(id, Tree); err == nil {
+		os.RemoveAll(p)
+	}
+}
+
+// Recover removes what a previous daemon was sent: no client waits on it.
+func (s *Store) Recover() { s.expire(0) }
+
+func (s *Store) expire(age time.Duration) {
+	es, _ := os.ReadDir(s.Dir)
+	for _, e := range es {
+		if !strings.HasPrefix(e.Name(), "upload-") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) >= age {
+			if s.Log != nil {
+				s.Log.Info("removing an unused upload", "upload", e.Name())
+			}
+			os.RemoveAll(filepath.Join(s.Dir, e.Name()))
+		}
+	}
+}
+
+// limitReader fails a stream longer than left bytes.
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if l.left -= int64(n); l.left < 0 {
+		return n, fmt.Errorf("upload larger than the daemon's max_unpacked_bytes: %w", errdefs.ErrInvalid)
+	}
+	return n, err
+}
