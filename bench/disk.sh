@@ -15,11 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 export PATH="/usr/local/go/bin:$PATH"
-for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
-done
-
 . bench/lib.sh
+need_tools qemu-system-x86_64 qemu-img mkfs.ext4 busybox
 bench_workdir disk
 build_banger
 DEB=$(kernel_deb)
@@ -28,14 +25,7 @@ echo "== daemon, kernel, a busybox image"
 config() { printf 'default_kernel_name = "k"\ndefault_cpus = 1\ndefault_memory_mib = 256\ndisk_cache = "%s"\n' "$1" > "$WORK/config.toml"; }
 config writeback
 start_daemon
-IMG=$WORK/img
-mkdir -p "$IMG/bin" "$IMG/etc" "$IMG/.banger" "$IMG"/{dev,proc,sys,run,tmp,root}
-cp "$(command -v busybox)" "$IMG/bin/busybox"
-for c in sh true cat; do ln -s busybox "$IMG/bin/$c"; done
-cp "$WORK/banger-agent" "$IMG/.banger/init"
-echo 'root:x:0:0:root:/root:/bin/sh' > "$IMG/etc/passwd"
-mkfs.ext4 -q -d "$IMG" "$WORK/img.ext4" 64M
-$B image register small --rootfs "$WORK/img.ext4" --kernel k >/dev/null 2>&1
+small_image small
 
 # A VM's disk cache is the daemon's setting when the VM starts: one VM
 # under each, both running while the runs interleave.

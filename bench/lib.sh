@@ -65,3 +65,23 @@ start_daemon() {
 	for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
 	$B kernel import k --deb "$DEB" >/dev/null 2>&1
 }
+
+# need_tools TOOL... stops the script when a tool is missing, pointing at
+# the script's header, which says what to install.
+need_tools() {
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
+	done
+}
+
+# small_image NAME registers an image of busybox and banger's agent.
+small_image() {
+	local img=$WORK/img-$1
+	mkdir -p "$img/bin" "$img/etc" "$img/.banger" "$img"/{dev,proc,sys,run,tmp,root}
+	cp "$(command -v busybox)" "$img/bin/busybox"
+	for c in sh true cat; do ln -s busybox "$img/bin/$c"; done
+	cp "$WORK/banger-agent" "$img/.banger/init"
+	echo 'root:x:0:0:root:/root:/bin/sh' > "$img/etc/passwd"
+	mkfs.ext4 -q -d "$img" "$img.ext4" 64M
+	$B image register "$1" --rootfs "$img.ext4" --kernel k >/dev/null 2>&1
+}

@@ -13,11 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-30}
 export PATH="/usr/local/go/bin:$PATH"
-for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
-done
-
 . bench/lib.sh
+need_tools qemu-system-x86_64 qemu-img mkfs.ext4 busybox
 bench_workdir mcp
 build_banger
 go build -o "$WORK/mcpexec" ./bench/mcpexec
@@ -30,14 +27,7 @@ default_cpus = 1
 default_memory_mib = 256
 CFG
 start_daemon
-IMG=$WORK/img
-mkdir -p "$IMG/bin" "$IMG/etc" "$IMG/.banger" "$IMG"/{dev,proc,sys,run,tmp,root}
-cp "$(command -v busybox)" "$IMG/bin/busybox"
-for c in sh true cat; do ln -s busybox "$IMG/bin/$c"; done
-cp "$WORK/banger-agent" "$IMG/.banger/init"
-echo 'root:x:0:0:root:/root:/bin/sh' > "$IMG/etc/passwd"
-mkfs.ext4 -q -d "$IMG" "$WORK/img.ext4" 64M
-$B image register small --rootfs "$WORK/img.ext4" --kernel k >/dev/null 2>&1
+small_image small
 $B vm run --no-workdir --name b --image small -- true >/dev/null 2>&1
 
 echo "== sandbox_exec vs vm exec, $RUNS of each, interleaved"

@@ -21,11 +21,8 @@ RUNS=${1:-5}
 ONLY=${BENCH:-1 2 3 4 5}   # BENCH="1 2" runs only those
 want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 export PATH="/usr/local/go/bin:$PATH"
-for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox mmdebstrap; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
-done
-
 . bench/lib.sh
+need_tools qemu-system-x86_64 qemu-img mkfs.ext4 busybox mmdebstrap
 bench_workdir vm
 QEMU=
 cleanup_more() { [ -n "$QEMU" ] && kill "$QEMU" 2>/dev/null || true; }

@@ -22,11 +22,8 @@ BYTES=${BYTES:-$((290 << 20))}   # with its history, about 500 MB
 ONLY=${BENCH:-1 2}
 want() { case " $ONLY " in *" $1 "*) return 0;; esac; return 1; }
 export PATH="/usr/local/go/bin:$PATH"
-for tool in qemu-system-x86_64 qemu-img mkfs.ext4 busybox git ssh; do
-	command -v "$tool" >/dev/null || { echo "bench: $tool is missing (see the header of $0)" >&2; exit 1; }
-done
-
 . bench/lib.sh
+need_tools qemu-system-x86_64 qemu-img mkfs.ext4 busybox git ssh
 bench_workdir work
 secs() { awk -v s="$1" 'BEGIN {printf "%.2f s", s}'; }
 

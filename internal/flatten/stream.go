@@ -26,6 +26,15 @@ func (t *Tree) Stream(r io.Reader, w io.Writer, extras []Extra) (int, error) {
 	cr := &countingReader{r: r, t: t, layer: t.layer}
 	tr := tar.NewReader(cr)
 	tw := tar.NewWriter(w)
+	// An extra file replaces the image's own (its /etc/hostname): the
+	// image's is not written at all, since the ext4 writer cannot write a
+	// file twice.
+	replaced := map[string]bool{}
+	for _, x := range extras {
+		if h := x.header(); h.Typeflag != tar.TypeDir {
+			replaced[h.Name] = true
+		}
+	}
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -46,6 +55,9 @@ func (t *Tree) Stream(r io.Reader, w io.Writer, extras []Extra) (int, error) {
 		}
 		if err := t.check(rel, h); err != nil {
 			return 0, fmt.Errorf("layer %d: %w", t.layer, err)
+		}
+		if replaced[rel] && h.Typeflag != tar.TypeDir {
+			continue
 		}
 		out := *h
 		out.Name = rel

@@ -89,18 +89,12 @@ func New(runAs string, uids UIDRange, mode accel.Mode, cache string) *Driver {
 			if workDir != "" {
 				os.MkdirAll(workDir, 0o700)
 			}
-			// The probe guest is banger's own, but its VMM drops root all
-			// the same: nothing of qemu runs as root past its start-up.
-			o := d.Options
-			if d.perVM {
-				uid, release, err := d.allocUID()
-				if err != nil {
-					return accel.Outcome{Reason: "probe: " + err.Error()}
-				}
-				defer release()
-				o.RunAs = fmt.Sprintf("%d:%d", uid, uid)
-			}
-			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline, workDir, o)
+			// The probe keeps root, under the seccomp filter: it runs
+			// banger's own guest for a second, and it must die with the
+			// daemon (a guest crawling on a broken KVM spins a core for
+			// good), which the parent-death signal ensures only as long
+			// as qemu does not change uid (the kernel clears it then).
+			return Probe(ctx, d.bin(), vmm.Accel{Name: "kvm", CPU: cpu}, ProbeDeadline, workDir, Options{})
 		},
 		VMMVersion: d.Version,
 	}
