@@ -31,6 +31,7 @@ import (
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/upload"
 )
 
 func TestHostSources(t *testing.T) {
@@ -85,6 +86,7 @@ type harness struct {
 	files   map[string][]byte
 	url     string
 	layout  layout.Layout
+	uploads *upload.Store
 }
 
 func needE2fsprogs(t *testing.T) {
@@ -121,8 +123,10 @@ func newHarness(t *testing.T) *harness {
 		}
 		return runner.Exec{}.Run(ctx, c)
 	}
+	h.uploads = &upload.Store{Dir: h.layout.Staging(), MaxBytes: 1 << 30}
 	h.svc = New(Deps{
-		Store: st, Kernels: h.kernels, Runner: h.runner, Layout: h.layout,
+		Uploads: h.uploads,
+		Store:   st, Kernels: h.kernels, Runner: h.runner, Layout: h.layout,
 		Catalog:       func(context.Context) ([]api.ImageCatalogEntry, error) { return h.catalog, nil },
 		Registry:      &registry.Client{},
 		Downloader:    download.Client{},
@@ -141,6 +145,9 @@ func fakeMmdebstrap(c runner.Cmd) error {
 	tw.WriteHeader(&tar.Header{Name: "./etc/", Typeflag: tar.TypeDir, Mode: 0o755})
 	tw.WriteHeader(&tar.Header{Name: "./etc/debian_version", Typeflag: tar.TypeReg, Mode: 0o644, Size: 5})
 	tw.Write([]byte("12.9\n"))
+	// As mmdebstrap's has: finalize replaces it.
+	tw.WriteHeader(&tar.Header{Name: "./etc/hostname", Typeflag: tar.TypeReg, Mode: 0o644, Size: 5})
+	tw.Write([]byte("host\n"))
 	tw.Close()
 	target := c.Args[len(c.Args)-2]
 	return os.WriteFile(target, buf.Bytes(), 0o644)
@@ -300,4 +307,53 @@ func TestEnsureAndConcurrentPulls(t *testing.T) {
 		t.Fatalf("ensure of an unknown image: %v", err)
 	}
 	h.assertClean(t, "deb")
+}
+
+// TestRegisterTakesUploadsNotPaths: register adopts an ext4 file the
+// client sent; a path where the upload ID goes is refused unopened, and
+// nothing is left of refused or used uploads.
+func TestRegisterTakesUploadsNotPaths(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "hello"), []byte("hi\n"), 0o644)
+	disk := filepath.Join(t.TempDir(), "rootfs.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-d", src, disk, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	put := func(path string) string {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		u, err := h.uploads.Put(ctx, f, upload.File)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.ID
+	}
+	im, err := h.svc.Register(ctx, api.ImageRegisterRequest{Name: "mine", Rootfs: put(disk), Source: disk}, operation.Discard)
+	if err != nil || im.SourceKind != api.SourceRegister || im.Source != disk || im.Kernel != "default-k" {
+		t.Fatalf("register: %+v, %v", im, err)
+	}
+	notExt4 := filepath.Join(t.TempDir(), "junk")
+	os.WriteFile(notExt4, []byte("not a file system"), 0o644)
+	for _, tt := range []struct {
+		req  api.ImageRegisterRequest
+		want string
+	}{
+		{api.ImageRegisterRequest{Name: "x", Rootfs: "/etc/shadow"}, `"/etc/shadow" is not an upload id`},
+		{api.ImageRegisterRequest{Name: "x", Rootfs: put(notExt4)}, "not a clean ext4 file system"},
+		{api.ImageRegisterRequest{Name: "mine", Rootfs: put(disk)}, "already exists"},
+	} {
+		if err := h.svc.CheckRegister(ctx, tt.req); err == nil {
+			if _, err = h.svc.Register(ctx, tt.req, operation.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("register %+v: %v, want %q", tt.req, err, tt.want)
+			}
+		} else if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("check %+v: %v, want %q", tt.req, err, tt.want)
+		}
+	}
+	h.assertClean(t, "mine")
 }
