@@ -199,7 +199,7 @@ type env struct {
 	socket   string
 	config   string
 	daemon   *exec.Cmd
-	log      *bytes.Buffer
+	log      *syncBuffer
 	exited   chan struct{} // closed when the daemon process has exited
 	exitErr  error         // its Wait error, once exited is closed
 	// cwd is where CLI commands run: the env's own directory unless a
@@ -255,7 +255,7 @@ func (e *env) spawn() {
 		e.t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	e.daemon, e.log, e.exited = cmd, &log.Buffer, exited
+	e.daemon, e.log, e.exited = cmd, log, exited
 	go func() { e.exitErr = cmd.Wait(); close(exited) }()
 }
 
@@ -268,6 +268,13 @@ func (s *syncBuffer) Write(b []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.Buffer.Write(b)
+}
+
+// String reads what was written so far, while the daemon may write on.
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Buffer.String()
 }
 
 // kill ends the daemon with SIGKILL, as a crash would.

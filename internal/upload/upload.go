@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/tarx"
+	"golang.org/x/sys/unix"
 )
 
 // TTL is how long an upload waits for the request that uses it.
@@ -33,7 +35,17 @@ const TTL = time.Hour
 const (
 	File = "file" // the body is the file
 	Tree = "tree" // the body is a tar stream of a directory
+	// Sparse is a file sent as its data extents, so that a disk image's
+	// holes cross the socket as nothing: records of a big-endian uint64
+	// offset, a uint64 length and that many bytes, in increasing order,
+	// ended by a record of length 0 whose offset is the file's size. It
+	// is kept as a File.
+	Sparse = "sparse"
 )
+
+// MaxSparseSize bounds the size a sparse upload may claim (its holes
+// cost nothing, but a file system still has to hold the file).
+const MaxSparseSize = 1 << 40
 
 // Store keeps uploads in a private staging directory.
 type Store struct {
@@ -50,8 +62,8 @@ func (s *Store) path(id string) string { return filepath.Join(s.Dir, "upload-"+i
 // and digest. Nothing is left on failure.
 func (s *Store) Put(ctx context.Context, r io.Reader, kind string) (api.Upload, error) {
 	s.expire(TTL)
-	if kind != File && kind != Tree {
-		return api.Upload{}, fmt.Errorf("upload kind %q: want %s or %s: %w", kind, File, Tree, errdefs.ErrInvalid)
+	if kind != File && kind != Tree && kind != Sparse {
+		return api.Upload{}, fmt.Errorf("upload kind %q: want %s, %s or %s: %w", kind, File, Sparse, Tree, errdefs.ErrInvalid)
 	}
 	b := make([]byte, 16)
 	rand.Read(b)
@@ -62,9 +74,13 @@ func (s *Store) Put(ctx context.Context, r io.Reader, kind string) (api.Upload, 
 	body := io.TeeReader(limited, sum)
 	var n int64
 	var err error
-	if kind == File {
+	switch kind {
+	case File:
 		n, err = s.putFile(body, dst)
-	} else {
+	case Sparse:
+		n, err = s.putSparse(body, dst)
+		kind = File
+	default:
 		n, err = s.putTree(body, dst)
 	}
 	if err != nil {
@@ -87,6 +103,47 @@ func (s *Store) putFile(r io.Reader, dst string) (int64, error) {
 		err = cerr
 	}
 	return n, err
+}
+
+// putSparse writes a file sent as its data extents, leaving holes between
+// them, and returns its size.
+func (s *Store) putSparse(r io.Reader, dst string) (int64, error) {
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	size, err := writeExtents(r, f)
+	if err == nil {
+		err = f.Truncate(size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return size, err
+}
+
+func writeExtents(r io.Reader, f *os.File) (int64, error) {
+	var end int64
+	for {
+		var rec [16]byte
+		if _, err := io.ReadFull(r, rec[:]); err != nil {
+			return 0, fmt.Errorf("sparse upload: cut short: %w", errdefs.ErrInvalid)
+		}
+		off, n := int64(binary.BigEndian.Uint64(rec[:8])), int64(binary.BigEndian.Uint64(rec[8:]))
+		if off < end || off > MaxSparseSize || n < 0 || n > MaxSparseSize-off {
+			return 0, fmt.Errorf("sparse upload: extent at %d of %d bytes is out of order or too large: %w", off, n, errdefs.ErrInvalid)
+		}
+		if n == 0 {
+			return off, nil
+		}
+		if _, err := io.Copy(io.NewOffsetWriter(f, off), io.LimitReader(r, n)); err != nil {
+			return 0, err
+		}
+		if fi, err := f.Stat(); err != nil || fi.Size() < off+n {
+			return 0, fmt.Errorf("sparse upload: extent at %d cut short: %w", off, errdefs.ErrInvalid)
+		}
+		end = off + n
+	}
 }
 
 // putTree unpacks a tar stream under dst, which nothing in it may leave.
@@ -177,4 +234,51 @@ func (l *limitReader) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("upload larger than the daemon's max_unpacked_bytes: %w", errdefs.ErrInvalid)
 	}
 	return n, err
+}
+
+// DataExtents lists the (offset, length) pieces of f that hold data,
+// skipping holes; where the file system cannot tell, the whole file.
+func DataExtents(f *os.File, size int64) ([][2]int64, error) {
+	var exts [][2]int64
+	fd := int(f.Fd())
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // only a hole is left
+		}
+		if err != nil {
+			return [][2]int64{{0, size}}, nil
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return [][2]int64{{0, size}}, nil
+		}
+		hole = min(hole, size)
+		exts = append(exts, [2]int64{data, hole - data})
+		off = hole
+	}
+	return exts, nil
+}
+
+// WriteSparse writes the extents of f as a Sparse upload body.
+func WriteSparse(w io.Writer, f *os.File, exts [][2]int64, size int64) error {
+	var rec [16]byte
+	for _, e := range exts {
+		binary.BigEndian.PutUint64(rec[:8], uint64(e[0]))
+		binary.BigEndian.PutUint64(rec[8:], uint64(e[1]))
+		if _, err := w.Write(rec[:]); err != nil {
+			return err
+		}
+		n, err := io.Copy(w, io.NewSectionReader(f, e[0], e[1]))
+		if err != nil {
+			return err
+		}
+		if n != e[1] {
+			return fmt.Errorf("%s changed while it was sent", f.Name())
+		}
+	}
+	binary.BigEndian.PutUint64(rec[:8], uint64(size))
+	binary.BigEndian.PutUint64(rec[8:], 0)
+	_, err := w.Write(rec[:])
+	return err
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -94,5 +95,54 @@ func TestRecoverDropsEverything(t *testing.T) {
 	es, _ := os.ReadDir(s.Dir)
 	if len(es) != 1 || es[0].Name() != "kernel-keep" {
 		t.Fatalf("after Recover: %v", es)
+	}
+}
+
+// TestSparseRoundTrip: a disk image's holes cross as nothing and come
+// back as holes; the data is intact.
+func TestSparseRoundTrip(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "disk")
+	f, _ := os.Create(src)
+	f.Truncate(64 << 20)
+	f.WriteAt([]byte("superblock"), 1024)
+	f.WriteAt(bytes.Repeat([]byte("d"), 8192), 32<<20)
+	f.Close()
+	f, _ = os.Open(src)
+	defer f.Close()
+	exts, err := DataExtents(f, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	if err := WriteSparse(&body, f, exts, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if body.Len() > 1<<20 {
+		t.Errorf("a 64 MiB file of 12 KiB of data took %d bytes to send", body.Len())
+	}
+	s := &Store{Dir: t.TempDir(), MaxBytes: 1 << 20}
+	u, err := s.Put(context.Background(), &body, Sparse)
+	if err != nil || u.Kind != File || u.Bytes != 64<<20 {
+		t.Fatalf("put sparse: %+v, %v", u, err)
+	}
+	p, _ := s.Path(u.ID, File)
+	got, _ := os.ReadFile(p)
+	want, _ := os.ReadFile(src)
+	if !bytes.Equal(got, want) {
+		t.Fatal("the file came back different")
+	}
+	var st syscall.Stat_t
+	syscall.Stat(p, &st)
+	if st.Blocks*512 > 4<<20 {
+		t.Errorf("the upload takes %d bytes on disk: its holes were filled", st.Blocks*512)
+	}
+	for _, bad := range [][]byte{
+		{0, 0, 0, 0, 0, 0, 0, 1}, // cut short
+		append(append(make([]byte, 8), 0, 0, 0, 0, 0, 0, 0, 5), "ab"...),              // extent cut short
+		append(append([]byte{0xff, 0, 0, 0, 0, 0, 0, 0}, make([]byte, 7)...), 1, 'x'), // beyond the size bound
+	} {
+		if _, err := s.Put(context.Background(), bytes.NewReader(bad), Sparse); !errors.Is(err, errdefs.ErrInvalid) {
+			t.Errorf("bad sparse body %x: %v", bad, err)
+		}
 	}
 }
