@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -156,18 +155,7 @@ func TestDaemonKilledMidProbe(t *testing.T) {
 	}
 	e := newEnv(t, "")
 	e.start()
-	probing := func() []int {
-		var pids []int
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range procs {
-			b, err := os.ReadFile(p)
-			if err == nil && strings.Contains(string(b), "banger-probe") && strings.Contains(string(b), e.stateDir+"/") {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				pids = append(pids, pid)
-			}
-		}
-		return pids
-	}
+	probing := func() []int { return pidsWith("banger-probe", e.stateDir+"/") }
 	deadline := time.Now().Add(5 * time.Second)
 	for len(probing()) == 0 {
 		if e.status().Accel.Summary != "probing" {

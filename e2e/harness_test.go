@@ -345,17 +345,36 @@ func (e *env) cliEnv() []string {
 // killVMMs ends the VMM processes this env's daemon started (they outlive
 // it by design), found by their state directory on their command line.
 func (e *env) killVMMs() {
+	for _, pid := range pidsWith(e.stateDir + "/") {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// pidsWith lists the running processes (not this one, no zombies) whose
+// command line holds every one of substrs.
+func pidsWith(substrs ...string) []int {
+	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte(e.stateDir+"/")) {
+		if err != nil {
 			continue
 		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if err == nil && pid != os.Getpid() {
-			syscall.Kill(pid, syscall.SIGKILL)
+		all := true
+		for _, s := range substrs {
+			all = all && bytes.Contains(b, []byte(s))
+		}
+		if !all {
+			continue
+		}
+		if st, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat")); err != nil || bytes.Contains(st, []byte(") Z ")) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil && pid != os.Getpid() {
+			pids = append(pids, pid)
 		}
 	}
+	return pids
 }
 
 func (e *env) workdir() string {

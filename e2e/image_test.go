@@ -392,18 +392,8 @@ func atoi(s string) int64 {
 // both name and substr, 0 when there is none.
 func procWith(t *testing.T, name, substr string) int {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(b, []byte(name)) || !bytes.Contains(b, []byte(substr)) {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join(filepath.Dir(p), "stat"))
-		if err != nil || bytes.Contains(st, []byte(") Z ")) {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		return pid
+	if pids := pidsWith(name, substr); len(pids) > 0 {
+		return pids[0]
 	}
 	return 0
 }

@@ -167,9 +167,13 @@ which checks it with e2fsck.`,
 				return fmt.Errorf("--rootfs FILE is required: %w", errInvalidUsage)
 			}
 			req.Name, req.Source = args[0], absPath(req.Rootfs)
+			size, err := readable("rootfs", req.Rootfs, false)
+			if err != nil {
+				return err
+			}
 			p := a.progress()
 			defer p.done()
-			id, err := a.upload(cmd.Context(), p, "rootfs", req.Rootfs, false)
+			id, err := a.upload(cmd.Context(), p, "rootfs", req.Rootfs, size, false)
 			if err != nil {
 				return err
 			}

@@ -191,14 +191,17 @@ be imported.`,
 				flag string
 				v    *string
 				dir  bool
-			}{{"deb", &req.Deb, false}, {"kernel", &req.Kernel, false}, {"initrd", &req.Initrd, false}, {"modules", &req.Modules, true}}
+				size int64
+			}{{flag: "deb", v: &req.Deb}, {flag: "kernel", v: &req.Kernel}, {flag: "initrd", v: &req.Initrd}, {flag: "modules", v: &req.Modules, dir: true}}
 			// All readable before any is sent: a refused one must not
 			// leave the others waiting in the daemon.
-			for _, f := range files {
+			for i, f := range files {
 				if *f.v != "" {
-					if _, err := readable(f.flag, *f.v, f.dir); err != nil {
+					n, err := readable(f.flag, *f.v, f.dir)
+					if err != nil {
 						return err
 					}
+					files[i].size = n
 				}
 			}
 			p := a.progress()
@@ -207,7 +210,7 @@ be imported.`,
 				if *f.v == "" {
 					continue
 				}
-				id, err := a.upload(cmd.Context(), p, f.flag, *f.v, f.dir)
+				id, err := a.upload(cmd.Context(), p, f.flag, *f.v, f.size, f.dir)
 				if err != nil {
 					return err
 				}

@@ -173,13 +173,7 @@ func (d *mcpDaemon) Diff(ctx context.Context, name string, stat bool, w io.Write
 func (d *mcpDaemon) Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (mcpserver.PullResult, error) {
 	// The work goes back where it came from (with --all, not always this
 	// checkout), else here.
-	repo := d.checkout
-	if v, err := d.Get(ctx, name); err == nil && v.Work != nil && v.Work.Source != "" {
-		if _, err := gitwork.HostGit(ctx, v.Work.Source, "rev-parse", "--git-dir"); err == nil {
-			repo = v.Work.Source
-		}
-	}
-	return d.quiet(w, nil).pull(ctx, name, pullOptions{branch: branch, repo: repo, force: force})
+	return d.quiet(w, nil).pull(ctx, name, pullOptions{branch: branch, home: d.checkout, force: force})
 }
 
 // lockedWriter serializes writes: a verb's stdout and stderr are one

@@ -13,15 +13,13 @@ import (
 	"github.com/banger-dev/banger/internal/worktar"
 )
 
-// upload sends the file or directory at path to the daemon and returns
-// the upload's ID. The CLI opens it with the caller's own rights: the
-// root daemon opens no path a client names, so a file the caller cannot
-// read fails here, with the system's "permission denied".
-func (a *app) upload(ctx context.Context, p *progress, flag, path string, dir bool) (string, error) {
-	total, err := readable(flag, path, dir)
-	if err != nil {
-		return "", err
-	}
+// upload sends the file or directory at path, of size bytes (as
+// readable found it), to the daemon and returns the upload's ID. The CLI
+// opens it with the caller's own rights: the root daemon opens no path a
+// client names, so a file the caller cannot read fails here, with the
+// system's "permission denied".
+func (a *app) upload(ctx context.Context, p *progress, flag, path string, size int64, dir bool) (string, error) {
+	total := size
 	var body io.Reader
 	kind := upload.Tree
 	if dir {
@@ -52,7 +50,7 @@ func (a *app) upload(ctx context.Context, p *progress, flag, path string, dir bo
 	}
 	p.event(api.Event{Stage: "upload", Message: fmt.Sprintf("sending %s (%s)", path, humanSize(total))})
 	var u api.Upload
-	err = sendCounted(p, "upload", total, body, func(r io.Reader) error {
+	err := sendCounted(p, "upload", total, body, func(r io.Reader) error {
 		var err error
 		u, err = a.client().Upload(ctx, kind, r)
 		return err

@@ -289,7 +289,7 @@ func (a *app) diff(ctx context.Context, name string, stat bool) error {
 	if err != nil {
 		return err
 	}
-	host, _ := hostRepo(ctx, "", v) // only to reuse its objects
+	host, _ := hostRepo(ctx, "", "", v) // only to reuse its objects
 	w, tmp, err := a.fetchWork(ctx, v, "", host)
 	if err != nil {
 		return err
@@ -375,10 +375,11 @@ config, hooks or attributes running anything on the host.`,
 	return cmd
 }
 
-// pullOptions are vm pull's flags.
+// pullOptions are vm pull's flags; home is banger mcp's checkout (see
+// hostRepo).
 type pullOptions struct {
-	branch, repo string
-	force, apply bool
+	branch, repo, home string
+	force, apply       bool
 }
 
 // pull writes a VM's work to a branch of the host repository and prints
@@ -392,7 +393,7 @@ func (a *app) pull(ctx context.Context, name string, o pullOptions) (res mcpserv
 	if err != nil {
 		return res, err
 	}
-	host, err := hostRepo(ctx, repo, v)
+	host, err := hostRepo(ctx, repo, o.home, v)
 	if err != nil {
 		return res, err
 	}
@@ -453,10 +454,15 @@ func (a *app) pull(ctx context.Context, name string, o pullOptions) (res mcpserv
 }
 
 // hostRepo is the repository vm pull writes to: --repo, else the checkout
-// the command runs in, else the VM's seed source.
-func hostRepo(ctx context.Context, repo string, v api.VM) (string, error) {
+// the command runs in, else the VM's seed source. With home (banger mcp,
+// which may reach VMs of other checkouts), the seed source comes first,
+// then home.
+func hostRepo(ctx context.Context, repo, home string, v api.VM) (string, error) {
 	dirs := []string{repo}
-	if repo == "" {
+	switch {
+	case home != "":
+		dirs = []string{v.Work.Source, home}
+	case repo == "":
 		cwd, _ := os.Getwd()
 		dirs = []string{cwd, v.Work.Source}
 	}

@@ -10,8 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/catalogfile"
@@ -219,8 +217,8 @@ func (s *Service) checkRegister(ctx context.Context, req api.ImageRegisterReques
 			return "", err
 		}
 	}
-	if len(req.Source) > 4096 || !utf8.ValidString(req.Source) || strings.ContainsFunc(req.Source, unicode.IsControl) {
-		return "", fmt.Errorf("source %q: at most 4096 printable characters: %w", req.Source, errdefs.ErrInvalid)
+	if err := names.Label("source", req.Source); err != nil {
+		return "", err
 	}
 	if s.d.Uploads == nil {
 		return "", fmt.Errorf("register image %s: this daemon takes no uploads: %w", req.Name, errdefs.ErrUnavailable)

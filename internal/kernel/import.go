@@ -8,14 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/bzimage"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/layout"
+	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/upload"
 )
@@ -37,7 +35,7 @@ func (s *Service) resolve(req api.KernelImportRequest) (importFiles, error) {
 	if req.Deb != "" && (req.Initrd != "" || req.Modules != "") {
 		return f, fmt.Errorf("import kernel %s: --initrd and --modules go with --kernel, not --deb: %w", req.Name, errdefs.ErrInvalid)
 	}
-	if err := checkSource(req.Source); err != nil {
+	if err := names.Label("source", req.Source); err != nil {
 		return f, fmt.Errorf("import kernel %s: %w", req.Name, err)
 	}
 	if s.d.Uploads == nil {
@@ -57,15 +55,6 @@ func (s *Service) resolve(req api.KernelImportRequest) (importFiles, error) {
 		*u.dst = p
 	}
 	return f, nil
-}
-
-// checkSource checks a client's description of where files came from: it
-// is shown to people, so it must be short and printable.
-func checkSource(src string) error {
-	if len(src) > 4096 || !utf8.ValidString(src) || strings.ContainsFunc(src, unicode.IsControl) {
-		return fmt.Errorf("source %q: at most 4096 printable characters: %w", src, errdefs.ErrInvalid)
-	}
-	return nil
 }
 
 // dropUploads removes the uploads req named, used or refused.

@@ -109,22 +109,10 @@ func (c *capture) String() (string, int64) {
 		return string(c.head) + string(tail), 0
 	}
 	// Cut at characters, not inside one: the dropped bytes are counted.
-	head := c.head
-	for len(head) > 0 && !utf8.FullRune(head[lastRuneStart(head):]) {
-		head = head[:lastRuneStart(head)]
-	}
+	head := trimPartialRune(c.head)
 	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
 		tail = tail[1:]
 	}
 	omitted = c.total - int64(len(head)) - int64(len(tail))
 	return fmt.Sprintf("%s\n[... truncated, %d bytes more ...]\n%s", head, omitted, tail), omitted
-}
-
-func lastRuneStart(b []byte) int {
-	for i := len(b) - 1; i >= 0 && i >= len(b)-utf8.UTFMax; i-- {
-		if utf8.RuneStart(b[i]) {
-			return i
-		}
-	}
-	return len(b) - 1
 }

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/agnivade/levenshtein"
 
@@ -108,4 +110,17 @@ func Generate(taken func(string) bool, rnd func(n int) int) string {
 			return n
 		}
 	}
+}
+
+// MaxLabel is the longest label (Label) accepted.
+const MaxLabel = 4096
+
+// Label checks text a client gives the daemon to show to people (where
+// files came from, the checkout an agent serves): at most MaxLabel bytes
+// of printable UTF-8, so that it cannot garble a terminal or a log.
+func Label(field, s string) error {
+	if len(s) > MaxLabel || !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return fmt.Errorf("%s %q: at most %d printable characters: %w", field, s, MaxLabel, errdefs.ErrInvalid)
+	}
+	return nil
 }

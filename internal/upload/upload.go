@@ -179,9 +179,12 @@ func (s *Store) putTree(r io.Reader, dst string) (int64, error) {
 	}
 }
 
+// isID says whether id is one Put made: 32 lower-case hex digits.
+func isID(id string) bool { return len(id) == 32 && strings.Trim(id, "0123456789abcdef") == "" }
+
 // Path returns where upload id of kind is, for the daemon's own use.
 func (s *Store) Path(id, kind string) (string, error) {
-	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+	if !isID(id) {
 		return "", fmt.Errorf("%q is not an upload id: the daemon opens no path a client names; send the file with POST /v1/uploads (the CLI does): %w", id, errdefs.ErrInvalid)
 	}
 	p := s.path(id)
@@ -197,10 +200,8 @@ func (s *Store) Path(id, kind string) (string, error) {
 
 // Remove drops an upload once used (or refused).
 func (s *Store) Remove(id string) {
-	if p, err := s.Path(id, File); err == nil {
-		os.RemoveAll(p)
-	} else if p, err := s.Path(id, Tree); err == nil {
-		os.RemoveAll(p)
+	if isID(id) {
+		os.RemoveAll(s.path(id))
 	}
 }
 

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -210,7 +208,10 @@ func checkMadeBy(m *api.MadeBy) error {
 	if c == "" {
 		return nil
 	}
-	if len(c) > 4096 || !filepath.IsAbs(c) || filepath.Clean(c) != c || strings.ContainsFunc(c, unicode.IsControl) || !utf8.ValidString(c) {
+	if err := names.Label("made_by: checkout", c); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(c) || filepath.Clean(c) != c {
 		return fmt.Errorf("made_by: checkout %q is not a clean absolute path: %w", c, errdefs.ErrInvalid)
 	}
 	return nil
