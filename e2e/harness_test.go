@@ -207,6 +207,9 @@ type env struct {
 	cwd string
 	// extraEnv is added to CLI commands' environment.
 	extraEnv []string
+	// netns, when set, is the network namespace the daemon and the CLI
+	// run in (the CLI dials guests' forwarded ports on its 127.0.0.1).
+	netns string
 }
 
 func newEnv(t *testing.T, config string) *env {
@@ -248,7 +251,7 @@ func (e *env) start() {
 }
 
 func (e *env) spawn() {
-	cmd := exec.Command(bangerBin, "daemon", "--state-dir", e.stateDir, "--socket", e.socket, "--config", e.config)
+	cmd := e.command(context.Background(), bangerBin, "daemon", "--state-dir", e.stateDir, "--socket", e.socket, "--config", e.config)
 	log := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -257,6 +260,15 @@ func (e *env) spawn() {
 	exited := make(chan struct{})
 	e.daemon, e.log, e.exited = cmd, log, exited
 	go func() { e.exitErr = cmd.Wait(); close(exited) }()
+}
+
+// command runs bin in the env's network namespace, if it has one:
+// `ip netns exec` execs it, so the process is bin itself.
+func (e *env) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	if e.netns == "" {
+		return exec.CommandContext(ctx, bin, args...)
+	}
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", e.netns, bin}, args...)...)
 }
 
 type syncBuffer struct {
@@ -388,7 +400,7 @@ func (e *env) workdir() string {
 func (e *env) banger(args ...string) (stdout, stderr string, code int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bangerBin, args...)
+	cmd := e.command(ctx, bangerBin, args...)
 	cmd.Env = e.cliEnv()
 	cmd.Dir = e.workdir()
 	var o, er bytes.Buffer

@@ -71,6 +71,9 @@ type Status struct {
 	Operations int         `json:"operations"`
 	// Accel is the accelerator VMs get.
 	Accel Accel `json:"accel"`
+	// Network is the user-mode network guests get and what they reach:
+	// "passt: guests reach the outside network, not this host's loopback".
+	Network string `json:"network"`
 	// MaxSeedBytes bounds a work seed (max_seed_bytes), so that a client
 	// can refuse an oversized one before sending it.
 	MaxSeedBytes int64 `json:"max_seed_bytes"`

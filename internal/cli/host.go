@@ -84,6 +84,7 @@ func newStatusCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "Socket:     %s\n", a.socket)
 			fmt.Fprintf(w, "State dir:  %s\n", st.StateDir)
 			fmt.Fprintf(w, "Accel:      %s\n", accelLine(st.Accel))
+			fmt.Fprintf(w, "Network:    %s\n", st.Network)
 			fmt.Fprintf(w, "Kernels:    %d\n", st.Kernels)
 			fmt.Fprintf(w, "Images:     %d\n", st.Images)
 			fmt.Fprintf(w, "VMs:        %d\n", st.VMs)
@@ -167,7 +168,7 @@ else right here with this user's rights.`,
 				return err
 			}
 			checks := doctor.Run(doctor.Real(), stateDir)
-			checks = append(checks, a.accelCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
+			checks = append(checks, a.accelCheck(cmd.Context()), a.networkCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
 			if output == "json" {
 				if err := printJSON(a.stdout, checks); err != nil {
 					return err
@@ -221,6 +222,15 @@ func (a *app) accelCheck(ctx context.Context) doctor.Check {
 		acc = ch.API(nil)
 	}
 	return doctor.Accel(acc, where)
+}
+
+// networkCheck says what guests reach: as the daemon has it, else as the
+// default configuration would have it on this host.
+func (a *app) networkCheck(ctx context.Context) doctor.Check {
+	if st, err := a.client().Status(ctx); err == nil && st.Network != "" {
+		return doctor.Network(st.Network, "daemon")
+	}
+	return doctor.Network(qemu.New("", qemu.UIDRange{}, accel.Auto, "").Network(), "default configuration")
 }
 
 func (a *app) daemonCheck(ctx context.Context) doctor.Check {

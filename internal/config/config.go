@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,6 +78,13 @@ type Config struct {
 	// flushes (what a guest synced survives a killed VMM); "unsafe"
 	// ignores them, faster for writes and for throwaway VMs only.
 	DiskCache string `toml:"disk_cache"`
+	// UserNet is what guests on the user-mode network reach: "auto"
+	// (passt where it runs, else isolated), "passt" (the outside
+	// network, never the host's loopback; no VM starts without it),
+	// "isolated" (nothing; published ports still answer) or "slirp"
+	// (qemu's own: the outside and, at 10.0.2.2, every service on the
+	// host's loopback, which a hostile guest can then reach).
+	UserNet string `toml:"user_net"`
 	// Accel is "auto" (prove KVM with a probe guest, else TCG), "kvm"
 	// (KVM or no VM starts) or "tcg" (software emulation, KVM untouched).
 	Accel string `toml:"accel"`
@@ -124,6 +132,7 @@ func Defaults() Config {
 		VMMUIDBase:        1900000000,
 		VMMUIDCount:       65536,
 		DiskCache:         "writeback",
+		UserNet:           "auto",
 		Accel:             string(accel.Auto),
 		DefaultDisk:       "10G",
 		MaxSeedBytes:      2 << 30,
@@ -182,6 +191,9 @@ func Load(path string) (Config, error) {
 // Validate checks every setting and says which one is wrong.
 func (c Config) Validate() error {
 	var errs []error
+	if !slices.Contains([]string{"auto", "passt", "isolated", "slirp"}, c.UserNet) {
+		errs = append(errs, fmt.Errorf("user_net %q: want auto, passt, isolated or slirp: %w", c.UserNet, errdefs.ErrInvalid))
+	}
 	if c.DiskCache != "writeback" && c.DiskCache != "unsafe" {
 		errs = append(errs, fmt.Errorf("disk_cache %q: want writeback or unsafe: %w", c.DiskCache, errdefs.ErrInvalid))
 	}

@@ -127,6 +127,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	driver := qemu.New(cfg.VMMUser, qemu.UIDRange{From: cfg.VMMUIDBase, Count: cfg.VMMUIDCount}, mode, filepath.Join(lay.Cache(), "accel.json"))
 	driver.DiskCache = cfg.DiskCache
+	driver.UserNet = cfg.UserNet
 	// The accelerator is proven in the background: the API answers at
 	// once, and the first VM start waits for the verdict. A VMM that
 	// could not drop root is not started even to probe.
@@ -254,6 +255,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			}
 			s.Operations = len(ops.List())
 			s.Accel = driver.Accelerator.Status()
+			s.Network = driver.Network()
 			s.MaxSeedBytes = cfg.MaxSeedBytes
 			return s, nil
 		},

@@ -169,6 +169,8 @@ func Run(h Host, stateDir string) []Check {
 	prog("e2fsck", true, "checks disks")
 	prog("resize2fs", true, "grows VM disks")
 
+	prog("passt", false, "gives guests the outside network without this host's loopback; without it they get no outside network")
+
 	tun := Check{Name: "/dev/net/tun", Required: false}
 	if _, err := h.Stat("/dev/net/tun"); err == nil {
 		tun.OK, tun.Detail = true, "present"
@@ -239,6 +241,17 @@ func Accel(acc api.Accel, where string) Check {
 		c.Fix = fixKVMAccess
 	case acc.KVM == accel.KVMBroken:
 		c.Fix = "KVM does not work on this host (often nested virtualization): VMs run under TCG, several times slower; a host with working KVM runs them at full speed"
+	}
+	return c
+}
+
+// Network is the guest network check: the line the daemon (or a driver
+// configured here, as where says) gave for what guests reach.
+func Network(line, where string) Check {
+	c := Check{Name: "guest network", Required: false, Detail: line + " (" + where + ")"}
+	c.OK = strings.HasPrefix(line, "passt:")
+	if !c.OK {
+		c.Fix = "install passt, and keep user_net = \"auto\" or \"passt\" in " + config.DefaultPath + ": guests then reach the outside network and never this host's loopback"
 	}
 	return c
 }

@@ -307,7 +307,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	cfg.Forwards = forwards
 	cfg.Accel = acc
-	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB)
+	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
 	if err != nil {

@@ -50,6 +50,7 @@ func (d *fakeDriver) Accel(context.Context) (vmm.Accel, error) {
 	}
 	return fakeAccel, nil
 }
+func (d *fakeDriver) Network() string                  { return "fake: guests reach nothing" }
 func (d *fakeDriver) GuestParams(a vmm.Accel) []string { return []string{"fake=" + a.Name} }
 
 func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {

@@ -18,6 +18,9 @@ type Driver interface {
 	// it first where that is needed; an error means no VM can start here
 	// (the configured accelerator does not work).
 	Accel(ctx context.Context) (Accel, error)
+	// Network says, as one line, which user-mode network guests get
+	// and what they reach through it.
+	Network() string
 	// GuestParams are kernel command line words the guest needs under
 	// this driver and accelerator.
 	GuestParams(a Accel) []string

@@ -18,6 +18,10 @@ type Options struct {
 	// honours the guest's flushes, so what a guest synced survives a
 	// killed qemu, qcow2 metadata included; "unsafe" ignores them.
 	DiskCache string
+	// UserNet is the user-mode network backend (NetAuto and the others);
+	// Args takes it resolved, and anything but NetPasst and NetSlirp
+	// means NetIsolated, so that a guest's network fails closed.
+	UserNet string
 }
 
 // Args builds qemu-system-x86_64's command line for cfg. It is a pure
@@ -82,12 +86,7 @@ func Args(cfg vmm.Config, o Options) []string {
 	if cfg.NoNetwork {
 		return args
 	}
-	netdev := "user,id=net0"
-	for _, f := range cfg.Forwards {
-		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
-	}
-	args = append(args, "-netdev", netdev, "-device", "virtio-net-device,netdev=net0")
-	return args
+	return append(args, netdevArgs(cfg, o.UserNet)...)
 }
 
 // escape doubles commas, qemu's option separator, in a path.

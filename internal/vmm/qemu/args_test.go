@@ -28,7 +28,12 @@ func TestArgs(t *testing.T) {
 			"-append console=ttyS0 root=/dev/vda rw -initrd /k/initrd.img " +
 			"-drive id=root,file=/v/root,,1.qcow2,format=qcow2,if=none,cache=writeback,discard=unmap -device virtio-blk-device,drive=root " +
 			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=writeback,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
-			"-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},
+			"-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},
+		// passt: qemu's end of the socket pair passt serves.
+		{"passt", tcg, Options{UserNet: NetPasst}, "-netdev stream,id=net0,server=off,addr.type=fd,addr.str=3 -device virtio-net-device,netdev=net0"},
+		{"slirp asked for", tcg, Options{UserNet: NetSlirp}, "-netdev user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device"},
+		// Anything unresolved fails closed.
+		{"auto unresolved is isolated", tcg, Options{UserNet: NetAuto}, "-netdev user,id=net0,restrict=on,hostfwd"},
 		// Under KVM the guest has kvmclock: no PIT or PIC.
 		{"kvm", kvm, Options{}, "-machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=off,pic=off -accel kvm -cpu host -smp 2"},
 		// The CPU model the probe found working is used as it is.
@@ -54,6 +59,24 @@ func TestArgsNoNetwork(t *testing.T) {
 	for _, bad := range []string{"-netdev", "-append", "-device"} {
 		if strings.Contains(got, bad) {
 			t.Errorf("%s in %s", bad, got)
+		}
+	}
+}
+
+func TestPasstArgs(t *testing.T) {
+	fw := []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 8080, GuestPort: 80}}
+	base := "--fd 3 --foreground --quiet --no-map-gw --ipv4-only --address 10.0.2.15 --netmask 24 --gateway 10.0.2.2 --dns-forward 10.0.2.3 --udp-ports none"
+	for _, tt := range []struct {
+		name  string
+		fw    []vmm.Forward
+		runAs string
+		want  string
+	}{
+		{"forwards on 127.0.0.1 only", fw, "1900000003:1900000003", base + " --runas 1900000003:1900000003 --tcp-ports 127.0.0.1/2222:22 --tcp-ports 127.0.0.1/8080:80"},
+		{"no forwards", nil, "", base + " --tcp-ports none"},
+	} {
+		if got := strings.Join(PasstArgs(vmm.Config{Forwards: tt.fw}, tt.runAs), " "); got != tt.want {
+			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
 		}
 	}
 }

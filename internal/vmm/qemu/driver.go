@@ -173,10 +173,33 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		defer release()
 		o.RunAs, want = fmt.Sprintf("%d:%d", uid, uid), uid
 	}
+	var net *passt
+	if !cfg.NoNetwork {
+		if o.UserNet, _, err = d.NetMode(); err != nil {
+			return vmm.Process{}, err
+		}
+		if o.UserNet == NetPasst {
+			// Before qemu, so that a published port another program
+			// holds fails the start here, with passt's words.
+			if net, err = startPasst(ctx, cfg, o.RunAs, log); err != nil {
+				return vmm.Process{}, err
+			}
+			defer net.vmEnd.Close()
+		}
+	}
 	// Not exec.CommandContext: the VMM must outlive this request.
 	cmd := exec.Command(path, Args(cfg, o)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if net != nil {
+		cmd.ExtraFiles = []*os.File{net.vmEnd}
+	}
+	started := false
+	defer func() {
+		if net != nil && !started {
+			net.kill()
+		}
+	}()
 	if err := cmd.Start(); err != nil {
 		return vmm.Process{}, fmt.Errorf("start %s: %w", bin, err)
 	}
@@ -200,6 +223,13 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 				cmd.Process.Kill()
 				return vmm.Process{}, fmt.Errorf("qemu did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", want, uid, err, errdefs.ErrUnavailable)
 			}
+			if net != nil {
+				if uid, err := procUID(net.cmd.Process.Pid); want >= 0 && (err != nil || uid != want) {
+					cmd.Process.Kill()
+					return vmm.Process{}, fmt.Errorf("passt did not drop root to uid %d (it runs as %d, %v): refusing to run a VM's network as root: %w", want, uid, err, errdefs.ErrUnavailable)
+				}
+			}
+			started = true
 			return proc, nil
 		}
 		select {

@@ -1,0 +1,269 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/testkit"
+)
+
+// Addresses of the namespaces the network test makes: "host" is where the
+// daemon, its VMMs and the CLI run; "outside" plays the internet, reached
+// from host through a veth pair and host's default route.
+const (
+	hostAddr     = "198.18.0.1"
+	outsideAddr  = "198.18.0.2"
+	internetAddr = "203.0.113.7"
+)
+
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// newNetns makes a network namespace, deleted when the test ends.
+func newNetns(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	ipCmd(t, "netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ipCmd(t, "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// inNetns runs f on an OS thread moved into namespace ns: the sockets f
+// makes belong to ns for good.
+func inNetns(t *testing.T, ns string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread, left in ns, ends with this
+		// goroutine rather than going back to the scheduler's pool.
+		runtime.LockOSThread()
+		fd, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Errorf("open netns %s: %v", ns, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			t.Errorf("enter netns %s: %v", ns, err)
+			return
+		}
+		f()
+	}()
+	<-done
+}
+
+// serveIn serves "reached NAME" over HTTP on addr in namespace ns and
+// returns the port.
+func serveIn(t *testing.T, ns, addr, name string) int {
+	t.Helper()
+	var ln net.Listener
+	inNetns(t, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			t.Errorf("listen on %s in %s: %v", addr, ns, err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "reached "+name)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// getIn fetches http://addr/path from inside namespace ns.
+func getIn(t *testing.T, ns, addr, path string) (string, error) {
+	var body string
+	var err error
+	inNetns(t, ns, func() {
+		var c net.Conn
+		if c, err = net.DialTimeout("tcp4", addr, 3*time.Second); err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path)
+		var b []byte
+		b, err = io.ReadAll(c)
+		body = string(b)
+	})
+	return body, err
+}
+
+// guestGet fetches a URL from inside vm with busybox's wget; ok is false
+// when no connection was made or no answer came within 5s. Any other
+// failure fails the test: a probe that cannot run proves nothing.
+func (e *env) guestGet(vm, url string) (body string, ok bool) {
+	e.t.Helper()
+	out, errOut, code := e.banger("vm", "exec", vm, "--", "busybox", "timeout", "5", "busybox", "wget", "-q", "-O", "-", url)
+	switch {
+	case code == 0:
+		return out, true
+	case code == 143 || strings.Contains(errOut, "can't connect") || strings.Contains(errOut, "timed out"):
+		return out, false
+	}
+	e.t.Fatalf("guest wget %s: exit %d, not a failure to connect:\n%s%s", url, code, out, errOut)
+	return "", false
+}
+
+// passtOf returns the pid of the passt process running as uid.
+func passtOf(uid int) int {
+	for _, pid := range pidsWith("--no-map-gw") {
+		if u, err := vmmUIDOf(pid); err == nil && u == uid {
+			return pid
+		}
+	}
+	return 0
+}
+
+func vmmUIDOf(pid int) (int, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st); err != nil {
+		return -1, err
+	}
+	return int(st.Uid), nil
+}
+
+// TestGuestNetworkBoundary holds the line between a guest and its host:
+// the daemon runs in a network namespace standing for the host, with a
+// server on its loopback that no guest may reach by any address, and a
+// route to a second namespace standing for the internet, which guests do
+// reach; published ports answer on the host's 127.0.0.1 only. The same
+// probe against qemu's own slirp (user_net = "slirp") does reach the
+// loopback server, so a probe that cannot connect proves something.
+func TestGuestNetworkBoundary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	testkit.NeedTools(t, "iproute2", "ip")
+	testkit.NeedTools(t, "passt", "passt")
+	e, ref := vmEnv(t)
+	// Pulled while the registry on this host's 127.0.0.1 is in reach.
+	e.mustBanger("kernel", "pull", "test-deb")
+	e.mustBanger("image", "pull", ref)
+	base, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.term(); err != nil {
+		t.Fatal(err)
+	}
+
+	host, outside := newNetns(t, "bgh"), newNetns(t, "bgo")
+	ipCmd(t, "-n", host, "link", "add", "bgv0", "type", "veth", "peer", "name", "bgv1", "netns", outside)
+	ipCmd(t, "-n", host, "addr", "add", hostAddr+"/24", "dev", "bgv0")
+	ipCmd(t, "-n", host, "link", "set", "bgv0", "up")
+	ipCmd(t, "-n", outside, "addr", "add", outsideAddr+"/24", "dev", "bgv1")
+	ipCmd(t, "-n", outside, "link", "set", "bgv1", "up")
+	ipCmd(t, "-n", outside, "addr", "add", internetAddr+"/32", "dev", "lo")
+	ipCmd(t, "-n", outside, "route", "add", hostAddr+"/32", "dev", "bgv1")
+	ipCmd(t, "-n", host, "route", "add", "default", "via", outsideAddr)
+	loop := serveIn(t, host, "127.0.0.1:0", "host-loopback")
+	web := serveIn(t, outside, internetAddr+":0", "internet")
+	internet := fmt.Sprintf("http://%s:%d/", internetAddr, web)
+	// Every address a guest might try for the host's loopback: the
+	// gateway (slirp's alias for it), the DNS address, the guest's own,
+	// its loopback, the host's address on its network.
+	loopURLs := []string{}
+	for _, a := range []string{"10.0.2.2", "10.0.2.3", "10.0.2.15", "127.0.0.1", hostAddr} {
+		loopURLs = append(loopURLs, fmt.Sprintf("http://%s:%d/", a, loop))
+	}
+	e.netns = host
+	e.start()
+
+	t.Run("passt: the outside yes, the host's loopback no, published ports on 127.0.0.1", func(t *testing.T) {
+		defer e.use(t)()
+		if st := e.status(); !strings.HasPrefix(st.Network, "passt:") {
+			t.Fatalf("status network %q, want passt (installed, and the namespace has a default route)", st.Network)
+		}
+		_, errOut, _ := e.banger("vm", "run", "--name", "n1", "--image", "busybox-1", "-p", "18000:8000", "--", "true")
+		if !strings.Contains(errOut, "network passt:") {
+			t.Errorf("progress does not say which network: %s", errOut)
+		}
+		if body, ok := e.guestGet("n1", internet); !ok || body != "reached internet" {
+			t.Errorf("guest GET %s: ok=%v %q; want the outside reached", internet, ok, body)
+		}
+		for _, u := range loopURLs {
+			if body, ok := e.guestGet("n1", u); ok || strings.Contains(body, "host-loopback") {
+				t.Errorf("guest reached the host's loopback server at %s: %q", u, body)
+			}
+		}
+		e.mustBanger("vm", "exec", "n1", "--", "sh", "-c", "echo published > /root/index.html && busybox httpd -p 8000 -h /root")
+		if body, err := getIn(t, host, "127.0.0.1:18000", "/index.html"); err != nil || !strings.HasSuffix(body, "published\n") {
+			t.Errorf("published port on the host's 127.0.0.1: %v %q", err, body)
+		}
+		if _, err := getIn(t, host, hostAddr+":18000", "/index.html"); err == nil {
+			t.Errorf("published port answers on %s too: -p publishes on 127.0.0.1 only", hostAddr)
+		}
+		// passt runs as the VM's own uid, and goes when its VMM does.
+		v := e.vm("n1")
+		uid := vmmUID(t, v.PID)
+		pid := passtOf(uid)
+		if pid == 0 {
+			t.Fatalf("no passt runs as the VMM's uid %d", uid)
+		}
+		if st := procStatus(t, pid, "Seccomp"); st != "2" {
+			t.Errorf("passt's Seccomp: %q, want 2 (filtering)", st)
+		}
+		e.killVMM("n1")
+		for i := 0; i < 100 && passtOf(uid) != 0; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if passtOf(uid) != 0 {
+			t.Errorf("passt (pid %d) outlived its VMM", pid)
+		}
+	})
+
+	t.Run("isolated: nothing reached, published ports answer", func(t *testing.T) {
+		defer e.use(t)()
+		e.restartWith(string(base), "user_net = \"isolated\"\n")
+		e.mustBanger("vm", "run", "--name", "n2", "--image", "busybox-1", "-p", "18001:8000", "--", "true")
+		if body, ok := e.guestGet("n2", internet); ok {
+			t.Errorf("isolated guest reached %s: %q", internet, body)
+		}
+		for _, u := range loopURLs {
+			if body, ok := e.guestGet("n2", u); ok || strings.Contains(body, "host-loopback") {
+				t.Errorf("isolated guest reached the host's loopback server at %s: %q", u, body)
+			}
+		}
+		e.mustBanger("vm", "exec", "n2", "--", "sh", "-c", "echo isolated > /root/index.html && busybox httpd -p 8000 -h /root")
+		if body, err := getIn(t, host, "127.0.0.1:18001", "/index.html"); err != nil || !strings.HasSuffix(body, "isolated\n") {
+			t.Errorf("published port of an isolated guest: %v %q", err, body)
+		}
+	})
+
+	t.Run("slirp, asked for, opens the host's loopback: the probe sees it", func(t *testing.T) {
+		defer e.use(t)()
+		e.restartWith(string(base), "user_net = \"slirp\"\n")
+		if st := e.status(); !strings.HasPrefix(st.Network, "slirp:") || !strings.Contains(st.Network, "loopback") {
+			t.Errorf("status network %q does not warn of the host's loopback", st.Network)
+		}
+		e.mustBanger("vm", "run", "--name", "n3", "--image", "busybox-1", "--", "true")
+		u := fmt.Sprintf("http://10.0.2.2:%d/", loop)
+		if body, ok := e.guestGet("n3", u); !ok || body != "reached host-loopback" {
+			t.Errorf("under slirp the guest should reach the host's loopback at %s (else the probe above proves nothing): ok=%v %q", u, ok, body)
+		}
+	})
+}
