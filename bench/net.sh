@@ -75,6 +75,12 @@ done
 bd passt vm run --no-workdir --name pa --image small -- true >/dev/null 2>&1
 bd slirp vm run --no-workdir --name sl --image small -- true >/dev/null 2>&1
 vm_of() { [ "$1" = passt ] && echo pa || echo sl; }
+if [ -n "${BENCH_MTU:-}" ]; then
+	# banger gives a guest under passt passt's largest frame (65520); this
+	# sets another, to compare.
+	bd passt vm exec pa -- busybox ip link set eth0 mtu "$BENCH_MTU"
+fi
+for d in "${DAEMONS[@]}"; do echo "   $d guest's MTU: $(bd "$d" vm exec "$(vm_of "$d")" -- cat /sys/class/net/eth0/mtu)"; done
 
 timed() { local s; s=$(now); "$@" >/dev/null 2>&1; awk -v a="$s" -v b="$(now)" 'BEGIN {print b-a}'; }
 download="busybox wget -q -O /dev/null http://$SERVER:8000/big"

@@ -198,9 +198,18 @@ func TestGuestNetworkBoundary(t *testing.T) {
 		if st := e.status(); !strings.HasPrefix(st.Network, "passt:") {
 			t.Fatalf("status network %q, want passt (installed, and the namespace has a default route)", st.Network)
 		}
-		_, errOut, _ := e.banger("vm", "run", "--name", "n1", "--image", "busybox-1", "-p", "18000:8000", "--", "true")
+		// A caller who is not root may not have the root daemon bind a
+		// privileged port for it.
+		if _, errOut, code := e.bangerAsNobody("vm", "create", "--name", "low", "--image", "busybox-1", "-p", "80:8000"); code == 0 || !strings.Contains(errOut, "privileged") {
+			t.Errorf("-p 80:8000 as nobody: exit %d, %s", code, errOut)
+		}
+		_, errOut, _ := e.banger("vm", "run", "--name", "n1", "--image", "busybox-1", "-p", "18000:8000", "-p", "0.0.0.0:18002:8000", "--", "true")
 		if !strings.Contains(errOut, "network passt:") {
 			t.Errorf("progress does not say which network: %s", errOut)
+		}
+		// eth0 takes passt's largest frames.
+		if mtu := strings.TrimSpace(e.mustBanger("vm", "exec", "n1", "--", "cat", "/sys/class/net/eth0/mtu")); mtu != "65520" {
+			t.Errorf("guest eth0 MTU %s under passt, want 65520", mtu)
 		}
 		if body, ok := e.guestGet("n1", internet); !ok || body != "reached internet" {
 			t.Errorf("guest GET %s: ok=%v %q; want the outside reached", internet, ok, body)
@@ -216,6 +225,9 @@ func TestGuestNetworkBoundary(t *testing.T) {
 		}
 		if _, err := getIn(t, host, hostAddr+":18000", "/index.html"); err == nil {
 			t.Errorf("published port answers on %s too: -p publishes on 127.0.0.1 only", hostAddr)
+		}
+		if body, err := getIn(t, host, hostAddr+":18002", "/index.html"); err != nil || !strings.HasSuffix(body, "published\n") {
+			t.Errorf("-p 0.0.0.0:18002:8000 on the host's %s: %v %q", hostAddr, err, body)
 		}
 		// passt runs as the VM's own uid, and goes when its VMM does.
 		v := e.vm("n1")
@@ -240,6 +252,9 @@ func TestGuestNetworkBoundary(t *testing.T) {
 		defer e.use(t)()
 		e.restartWith(string(base), "user_net = \"isolated\"\n")
 		e.mustBanger("vm", "run", "--name", "n2", "--image", "busybox-1", "-p", "18001:8000", "--", "true")
+		if mtu := strings.TrimSpace(e.mustBanger("vm", "exec", "n2", "--", "cat", "/sys/class/net/eth0/mtu")); mtu != "1500" {
+			t.Errorf("guest eth0 MTU %s under slirp, want the kernel's 1500", mtu)
+		}
 		if body, ok := e.guestGet("n2", internet); ok {
 			t.Errorf("isolated guest reached %s: %q", internet, body)
 		}

@@ -317,7 +317,7 @@ func TestVMs(t *testing.T) {
 			{"memory 1", []string{"--image", "busybox-1", "--memory", "1"}, "at least 128 MiB"},
 			{"cpus 0", []string{"--image", "busybox-1", "--cpus", "0"}, "at least 1 CPU"},
 			{"bad port", []string{"--image", "busybox-1", "-p", "99999:80"}, "HOST:GUEST"},
-			{"port in use", []string{"--image", "busybox-1", "-p", fmt.Sprintf("%d:80", port)}, fmt.Sprintf("port %d, which is already in use", port)},
+			{"port in use", []string{"--image", "busybox-1", "-p", fmt.Sprintf("%d:80", port)}, fmt.Sprintf("port %d on 127.0.0.1, which is in use there", port)},
 			{"bad name", []string{"--name", "../x"}, "not valid"},
 		} {
 			args := append(append([]string{"vm", "run"}, c.args...), "--", "true")

@@ -3,16 +3,19 @@ package agent
 import (
 	"fmt"
 	"net"
+	"strconv"
 	"time"
 
 	"github.com/vishvananda/netlink"
 )
 
 // Network is the guest's address, from the kernel command line:
-// banger.ip=ADDR/PREFIX and banger.gw=ADDR.
+// banger.ip=ADDR/PREFIX, banger.gw=ADDR and banger.mtu=BYTES.
 type Network struct {
 	Addr    *netlink.Addr
 	Gateway net.IP
+	// MTU is eth0's MTU; 0 leaves the kernel's.
+	MTU int
 }
 
 // NetworkFromCmdline reads banger.ip and banger.gw; a missing banger.ip
@@ -30,6 +33,13 @@ func NetworkFromCmdline(c Cmdline) (*Network, error) {
 	if gw := c.Params["banger.gw"]; gw != "" {
 		if n.Gateway = net.ParseIP(gw); n.Gateway == nil {
 			return nil, fmt.Errorf("banger.gw=%s: not an address", gw)
+		}
+	}
+	if m := c.Params["banger.mtu"]; m != "" {
+		// 68 is IPv4's minimum; 65535 the largest a virtio-net device
+		// without an MTU of its own takes.
+		if n.MTU, err = strconv.Atoi(m); err != nil || n.MTU < 68 || n.MTU > 65535 {
+			return nil, fmt.Errorf("banger.mtu=%s: want a number from 68 to 65535", m)
 		}
 	}
 	return n, nil
@@ -53,6 +63,11 @@ func (n *Network) Up() error {
 	}
 	if err != nil {
 		return fmt.Errorf("eth0: %w", err)
+	}
+	if n.MTU > 0 {
+		if err := netlink.LinkSetMTU(eth, n.MTU); err != nil {
+			return fmt.Errorf("eth0 mtu %d: %w", n.MTU, err)
+		}
 	}
 	if err := netlink.AddrReplace(eth, n.Addr); err != nil {
 		return fmt.Errorf("address eth0: %w", err)

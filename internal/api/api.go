@@ -281,10 +281,20 @@ const (
 	VMStopping = "stopping"
 )
 
-// PortForward publishes a guest TCP port on the host's 127.0.0.1.
+// PortForward publishes a guest TCP port on a host address: 127.0.0.1
+// unless HostIP says otherwise.
 type PortForward struct {
-	HostPort  int `json:"host_port"`
-	GuestPort int `json:"guest_port"`
+	HostIP    string `json:"host_ip,omitempty"`
+	HostPort  int    `json:"host_port"`
+	GuestPort int    `json:"guest_port"`
+}
+
+// Addr is the host address the forward listens on.
+func (f PortForward) Addr() string {
+	if f.HostIP == "" {
+		return "127.0.0.1"
+	}
+	return f.HostIP
 }
 
 // VM is one virtual machine.
@@ -398,7 +408,8 @@ type VMCreateRequest struct {
 	// default_disk, or the image's size when that is larger. It must hold
 	// the image's files.
 	Disk string `json:"disk,omitempty"`
-	// Ports are "HOST:GUEST" TCP forwards on 127.0.0.1.
+	// Ports are "[HOSTIP:]HOST:GUEST" TCP forwards, on 127.0.0.1 unless
+	// HOSTIP says otherwise.
 	Ports []string `json:"ports,omitempty"`
 	// AuthorizedKeys are authorized_keys lines accepted for root, on top
 	// of the ones baked into the image.

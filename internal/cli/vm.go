@@ -62,7 +62,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.req.CPUs, "cpus", 0, "virtual CPUs (default: default_cpus, 2)")
 	fl.StringVar(&f.memory, "memory", "", "memory, in MiB or with a unit: 512, 2G (default: default_memory_mib, 1024)")
 	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
-	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest TCP port on 127.0.0.1: HOST:GUEST (repeatable)")
+	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest TCP port: [HOSTIP:]HOST:GUEST, on 127.0.0.1 unless HOSTIP says otherwise (0.0.0.0: every address); host ports below 1024 need root (repeatable)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 	f.seed.register(cmd)
 }
@@ -414,7 +414,11 @@ func madeBy(m *api.MadeBy) string {
 func ports(ps []api.PortForward) string {
 	var out []string
 	for _, p := range ps {
-		out = append(out, fmt.Sprintf("%d->%d", p.HostPort, p.GuestPort))
+		if p.HostIP != "" {
+			out = append(out, fmt.Sprintf("%s:%d->%d", p.HostIP, p.HostPort, p.GuestPort))
+		} else {
+			out = append(out, fmt.Sprintf("%d->%d", p.HostPort, p.GuestPort))
+		}
 	}
 	return strings.Join(out, ",")
 }

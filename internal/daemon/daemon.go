@@ -30,6 +30,7 @@ import (
 	"github.com/banger-dev/banger/internal/kernelcat"
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/server"
@@ -273,7 +274,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: server.ConnContext}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: peer.ConnContext}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	log.Info("banger daemon ready", "socket", o.Socket, "state_dir", stateDir, "version", version.Info().Version, "pid", os.Getpid())

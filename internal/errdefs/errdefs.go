@@ -24,6 +24,8 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrCanceled: the operation was canceled and undone.
 	ErrCanceled = errors.New("canceled")
+	// ErrPermission: the caller may not do this (it could not itself).
+	ErrPermission = errors.New("permission denied")
 )
 
 // Code returns the stable machine code for err, as used on the wire.
@@ -43,6 +45,8 @@ func Code(err error) string {
 		return "unavailable"
 	case errors.Is(err, ErrCanceled), errors.Is(err, context.Canceled):
 		return "canceled"
+	case errors.Is(err, ErrPermission):
+		return "permission_denied"
 	default:
 		return "internal"
 	}
@@ -64,6 +68,8 @@ func FromCode(code string) error {
 		return ErrUnavailable
 	case "canceled":
 		return ErrCanceled
+	case "permission_denied":
+		return ErrPermission
 	default:
 		return nil
 	}
@@ -73,7 +79,7 @@ func FromCode(code string) error {
 // found") are left out, since the machine code carries them.
 func Message(err error) string {
 	msg := err.Error()
-	for _, s := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrChecksum, ErrUnavailable, ErrCanceled} {
+	for _, s := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrChecksum, ErrUnavailable, ErrCanceled, ErrPermission} {
 		msg = strings.ReplaceAll(msg, ": "+s.Error(), "")
 	}
 	return msg

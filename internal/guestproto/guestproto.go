@@ -25,6 +25,7 @@ const (
 const (
 	ParamIP      = "banger.ip"       // ADDR/PREFIX of eth0
 	ParamGateway = "banger.gw"       // default route
+	ParamMTU     = "banger.mtu"      // eth0's MTU (the kernel's default without it)
 	ParamSSHPort = "banger.ssh_port" // port the agent serves SSH on (22)
 	ParamKeys    = "banger.keys"     // authorized keys, see EncodeKeys
 	ParamWork    = "banger.work"     // block device mounted at /work

@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 )
 
 // Kernels is what the API needs of the kernel service.
@@ -174,7 +175,7 @@ func (s *Server) Handler() http.Handler {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
 			args := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status, "took", time.Since(began).Round(time.Millisecond)}
-			if c, ok := PeerOf(r.Context()); ok {
+			if c, ok := peer.Of(r.Context()); ok {
 				args = append(args, "uid", c.Uid, "gid", c.Gid, "pid", c.Pid)
 			}
 			s.d.Log.Info("audit", args...)
@@ -198,6 +199,8 @@ func statusOf(err error) int {
 		return http.StatusBadGateway
 	case "canceled":
 		return http.StatusConflict
+	case "permission_denied":
+		return http.StatusForbidden
 	default:
 		return http.StatusInternalServerError
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 )
 
 // fakeKernels is a hand-written fake of the kernel service.
@@ -320,7 +321,7 @@ func TestAuditNamesThePeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &http.Server{Handler: s.Handler(), ConnContext: ConnContext}
+	hs := &http.Server{Handler: s.Handler(), ConnContext: peer.ConnContext}
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/guestproto"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -58,8 +60,19 @@ func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) erro
 			return err
 		}
 	}
-	if _, err := s.checkParams(req); err != nil {
+	prm, err := s.checkParams(req)
+	if err != nil {
 		return err
+	}
+	if !peer.Root(ctx) {
+		// The daemon binds published ports as root: a caller who is not
+		// gets only the ports it could bind itself.
+		start := unprivilegedPortStart()
+		for _, f := range prm.ports {
+			if f.HostPort < start {
+				return fmt.Errorf("-p %d:%d: host ports below %d are privileged on this host (net.ipv4.ip_unprivileged_port_start), and only root may publish one: pick a port from %d up: %w", f.HostPort, f.GuestPort, start, start, errdefs.ErrPermission)
+			}
+		}
 	}
 	if err := checkMadeBy(req.MadeBy); err != nil {
 		return err
@@ -228,8 +241,8 @@ func freePort() (int, error) {
 }
 
 // portFree says whether port can be bound on 127.0.0.1.
-func portFree(port int) bool {
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+func portFree(ip string, port int) bool {
+	ln, err := net.Listen("tcp4", net.JoinHostPort(ip, strconv.Itoa(port)))
 	if err != nil {
 		return false
 	}
@@ -266,11 +279,11 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 		return api.VM{}, err
 	}
 	for _, f := range v.Ports {
-		if !portFree(f.HostPort) {
-			return api.VM{}, fmt.Errorf("vm %s publishes port %d, which is already in use on 127.0.0.1 (by another program or VM): free it, or recreate the VM with another -p: %w", name, f.HostPort, errdefs.ErrConflict)
+		if !portFree(f.Addr(), f.HostPort) {
+			return api.VM{}, fmt.Errorf("vm %s publishes port %d on %s, which is in use there (by another program or VM) or is not an address of this host: free it, or recreate the VM with another -p: %w", name, f.HostPort, f.Addr(), errdefs.ErrConflict)
 		}
 	}
-	if !portFree(v.SSHPort) {
+	if !portFree("127.0.0.1", v.SSHPort) {
 		if v.SSHPort, err = freePort(); err != nil {
 			return api.VM{}, err
 		}
@@ -286,7 +299,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	forwards := []vmm.Forward{{HostPort: v.SSHPort, GuestPort: 22}}
 	for _, f := range v.Ports {
-		forwards = append(forwards, vmm.Forward{HostPort: f.HostPort, GuestPort: f.GuestPort})
+		forwards = append(forwards, vmm.Forward{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort})
 	}
 	con := s.console(name)
 	if st, err := os.Stat(con); err == nil {

@@ -2,6 +2,8 @@ package vm
 
 import (
 	"fmt"
+	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -120,18 +122,51 @@ func parseDisk(s string) (int64, error) {
 	return n, nil
 }
 
-// ParsePort parses "HOST:GUEST" (or "PORT" for the same on both sides).
+// ParsePort parses "[HOSTIP:]HOST:GUEST" (or "PORT" for the same on both
+// sides); without HOSTIP the port is published on 127.0.0.1 only.
 func ParsePort(spec string) (api.PortForward, error) {
-	h, g, ok := strings.Cut(spec, ":")
-	if !ok {
-		g = h
+	bad := func(why string) (api.PortForward, error) {
+		return api.PortForward{}, fmt.Errorf("-p %q: %s: %w", spec, why, errdefs.ErrInvalid)
 	}
-	hp, err1 := strconv.Atoi(h)
-	gp, err2 := strconv.Atoi(g)
+	parts := strings.Split(spec, ":")
+	var ip string
+	switch len(parts) {
+	case 1:
+		parts = append(parts, parts[0])
+	case 2:
+	case 3:
+		ip, parts = parts[0], parts[1:]
+		a, err := netip.ParseAddr(ip)
+		if err != nil || !a.Is4() {
+			return bad("want [HOSTIP:]HOST:GUEST with HOSTIP an IPv4 address of this host, such as 127.0.0.1 or 0.0.0.0 for every one")
+		}
+		ip = a.String()
+		if ip == "127.0.0.1" {
+			ip = ""
+		}
+	default:
+		return bad("want [HOSTIP:]HOST:GUEST, like 8080:80 or 0.0.0.0:8080:80 (IPv4 only)")
+	}
+	hp, err1 := strconv.Atoi(parts[0])
+	gp, err2 := strconv.Atoi(parts[1])
 	if err1 != nil || err2 != nil || hp < 1 || hp > 65535 || gp < 1 || gp > 65535 {
-		return api.PortForward{}, fmt.Errorf("-p %q: want HOST:GUEST, two TCP ports between 1 and 65535 (like 8080:80): %w", spec, errdefs.ErrInvalid)
+		return bad("want [HOSTIP:]HOST:GUEST, two TCP ports between 1 and 65535 (like 8080:80)")
 	}
-	return api.PortForward{HostPort: hp, GuestPort: gp}, nil
+	return api.PortForward{HostIP: ip, HostPort: hp, GuestPort: gp}, nil
+}
+
+// unprivilegedPortStart is the lowest port a process without root may
+// bind (net.ipv4.ip_unprivileged_port_start, 1024 unless changed).
+func unprivilegedPortStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+	if err != nil {
+		return 1024
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 1024
+	}
+	return n
 }
 
 // guest network under qemu's user-mode networking.

@@ -15,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/guestproto"
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -332,6 +335,8 @@ func TestBadRequests(t *testing.T) {
 		{"too much memory", api.VMCreateRequest{MemoryMB: 1 << 30}, "invalid", "more than this host has"},
 		{"port syntax", api.VMCreateRequest{Ports: []string{"80:"}}, "invalid", "HOST:GUEST"},
 		{"port twice", api.VMCreateRequest{Ports: []string{"8080:80", "8080:81"}}, "invalid", "twice"},
+		{"port on a name, not an address", api.VMCreateRequest{Ports: []string{"localhost:8080:80"}}, "invalid", "IPv4 address"},
+		{"port on IPv6", api.VMCreateRequest{Ports: []string{"[::1]:8080:80"}}, "invalid", "IPv4 only"},
 		{"disk syntax", api.VMCreateRequest{Disk: "lots"}, "invalid", "--disk"},
 		{"disk too small", api.VMCreateRequest{Disk: "1M"}, "invalid", "too small"},
 		{"too many keys", api.VMCreateRequest{AuthorizedKeys: []string{userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey, userKey}}, "invalid", "over the 1024"},
@@ -363,7 +368,7 @@ func TestPublishedPortInUse(t *testing.T) {
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port
 	_, err = s.Create(context.Background(), api.VMCreateRequest{Name: "p", Start: true, Ports: []string{fmt.Sprintf("%d:80", port)}}, operation.Discard)
-	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "already in use") {
+	if !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "is in use there") {
 		t.Fatalf("err = %v", err)
 	}
 	if len(d.started) != 0 {
@@ -419,5 +424,74 @@ func TestCreateRecordsMadeBy(t *testing.T) {
 	}
 	if got, err := s.Get(ctx, "agent"); err != nil || got.MadeBy == nil || *got.MadeBy != want {
 		t.Fatalf("made_by after create: %+v, %v", got.MadeBy, err)
+	}
+}
+
+func TestParsePort(t *testing.T) {
+	for _, tt := range []struct {
+		spec string
+		want api.PortForward
+		err  string
+	}{
+		{"8080:80", api.PortForward{HostPort: 8080, GuestPort: 80}, ""},
+		{"8080", api.PortForward{HostPort: 8080, GuestPort: 8080}, ""},
+		// 127.0.0.1 is the default, stored as such.
+		{"127.0.0.1:8080:80", api.PortForward{HostPort: 8080, GuestPort: 80}, ""},
+		{"0.0.0.0:8080:80", api.PortForward{HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 80}, ""},
+		{"192.0.2.7:9000:22", api.PortForward{HostIP: "192.0.2.7", HostPort: 9000, GuestPort: 22}, ""},
+		{"0:80", api.PortForward{}, "between 1 and 65535"},
+		{"8080:65536", api.PortForward{}, "between 1 and 65535"},
+		{"x:8080:80", api.PortForward{}, "IPv4 address"},
+		{"::1:8080:80", api.PortForward{}, "IPv4 only"},
+		{"1.2.3.4:5:6:7", api.PortForward{}, "IPv4 only"},
+		{"", api.PortForward{}, "between 1 and 65535"},
+	} {
+		got, err := ParsePort(tt.spec)
+		if tt.err != "" {
+			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: err %v, want invalid with %q", tt.spec, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%q = %+v, %v; want %+v", tt.spec, got, err, tt.want)
+		}
+	}
+}
+
+// A caller who is not root publishes only ports it could bind itself; the
+// daemon binds them as root.
+func TestPrivilegedPortNeedsRoot(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, _, _ := newTestService(t, d)
+	user := peer.NewContext(context.Background(), unix.Ucred{Pid: 1, Uid: 1000, Gid: 1000})
+	start := unprivilegedPortStart()
+	if start < 2 {
+		t.Skipf("net.ipv4.ip_unprivileged_port_start is %d here: every port is unprivileged", start)
+	}
+	low := fmt.Sprintf("%d:80", start-1)
+	err := s.CheckCreate(user, api.VMCreateRequest{Ports: []string{low}})
+	if !errors.Is(err, errdefs.ErrPermission) || !strings.Contains(err.Error(), "privileged") {
+		t.Fatalf("-p %s as uid 1000: %v, want permission denied", low, err)
+	}
+	if err := s.CheckCreate(user, api.VMCreateRequest{Ports: []string{fmt.Sprintf("%d:80", start)}}); err != nil {
+		t.Errorf("-p %d:80 as uid 1000: %v", start, err)
+	}
+	root := peer.NewContext(context.Background(), unix.Ucred{Pid: 1})
+	if err := s.CheckCreate(root, api.VMCreateRequest{Ports: []string{low}}); err != nil {
+		t.Errorf("-p %s as root: %v", low, err)
+	}
+	// A forward on another address reaches the driver with it.
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	if _, err := s.Create(root, api.VMCreateRequest{Name: "wide", Start: true, Ports: []string{fmt.Sprintf("0.0.0.0:%d:80", free)}}, operation.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.started) != 1 || !slices.Contains(d.started[0].Forwards, vmm.Forward{HostIP: "0.0.0.0", HostPort: free, GuestPort: 80}) {
+		t.Errorf("the driver got %+v", d.started)
 	}
 }

@@ -74,10 +74,20 @@ type Disk struct {
 	ReadOnly bool
 }
 
-// Forward publishes a guest TCP port on 127.0.0.1.
+// Forward publishes a guest TCP port on a host address.
 type Forward struct {
+	// HostIP is the address it listens on; "" is 127.0.0.1.
+	HostIP    string
 	HostPort  int
 	GuestPort int
+}
+
+// Addr is the host address the forward listens on.
+func (f Forward) Addr() string {
+	if f.HostIP == "" {
+		return "127.0.0.1"
+	}
+	return f.HostIP
 }
 
 // Config is everything needed to start one VM.

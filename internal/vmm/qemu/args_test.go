@@ -14,6 +14,8 @@ func TestArgs(t *testing.T) {
 		Disks:    []vmm.Disk{{ID: "root", Path: "/v/root,1.qcow2", Format: "qcow2"}, {ID: "work", Path: "/v/work.ext4", Format: "raw", ReadOnly: true}},
 		Forwards: []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 8080, GuestPort: 80}},
 	}
+	wide := base
+	wide.Forwards = []vmm.Forward{{HostIP: "0.0.0.0", HostPort: 9090, GuestPort: 90}}
 	tcg := vmm.Accel{Name: "tcg", CPU: "max", Reason: "no /dev/kvm"}
 	kvm := vmm.Accel{Name: "kvm", CPU: "host"}
 	tests := []struct {
@@ -51,6 +53,12 @@ func TestArgs(t *testing.T) {
 			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
 		}
 	}
+	wide.Accel = tcg
+	for _, mode := range []string{NetSlirp, NetIsolated} {
+		if got := strings.Join(Args(wide, Options{UserNet: mode}), " "); !strings.Contains(got, "hostfwd=tcp:0.0.0.0:9090-:90 ") {
+			t.Errorf("%s forward on 0.0.0.0: %s", mode, got)
+		}
+	}
 }
 
 // The probe guest gets no network and no command line.
@@ -74,6 +82,7 @@ func TestPasstArgs(t *testing.T) {
 	}{
 		{"forwards on 127.0.0.1 only", fw, "1900000003:1900000003", base + " --runas 1900000003:1900000003 --tcp-ports 127.0.0.1/2222:22 --tcp-ports 127.0.0.1/8080:80"},
 		{"no forwards", nil, "", base + " --tcp-ports none"},
+		{"a forward on every address", []vmm.Forward{{HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 80}}, "", base + " --tcp-ports 0.0.0.0/8080:80"},
 	} {
 		if got := strings.Join(PasstArgs(vmm.Config{Forwards: tt.fw}, tt.runAs), " "); got != tt.want {
 			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)

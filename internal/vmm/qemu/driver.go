@@ -18,6 +18,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/accel"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/guestproto"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -141,8 +142,16 @@ func (d *Driver) Accel(ctx context.Context) (vmm.Accel, error) {
 	return c.Accel, err
 }
 
-// GuestParams implements vmm.Driver.
-func (d *Driver) GuestParams(a vmm.Accel) []string { return GuestParams(a) }
+// GuestParams implements vmm.Driver: under passt, eth0 takes frames as
+// large as passt sends (65520 bytes): a guest's download ran at 46.5
+// MiB/s against 18.6 at 1500 (bench/net.sh).
+func (d *Driver) GuestParams(a vmm.Accel) []string {
+	p := GuestParams(a)
+	if mode, _, err := d.NetMode(); err == nil && mode == NetPasst {
+		p = append(p, fmt.Sprintf("%s=%d", guestproto.ParamMTU, PasstMTU))
+	}
+	return p
+}
 
 // Start launches qemu in its own session, so that it outlives the daemon
 // and a Ctrl-C aimed at a foreground daemon does not reach it, and returns

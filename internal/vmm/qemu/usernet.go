@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -45,6 +46,9 @@ const (
 	// passt forwards it to the host's resolver.
 	GuestDNS = "10.0.2.3"
 )
+
+// PasstMTU is the guest's MTU under passt, the largest frame it sends.
+const PasstMTU = 65520
 
 // PasstBinary is the passt program.
 const PasstBinary = "passt"
@@ -150,7 +154,7 @@ func PasstArgs(cfg vmm.Config, runAs string) []string {
 		return append(args, "--tcp-ports", "none")
 	}
 	for _, f := range cfg.Forwards {
-		args = append(args, "--tcp-ports", fmt.Sprintf("127.0.0.1/%d:%d", f.HostPort, f.GuestPort))
+		args = append(args, "--tcp-ports", fmt.Sprintf("%s/%d:%d", f.Addr(), f.HostPort, f.GuestPort))
 	}
 	return args
 }
@@ -167,7 +171,7 @@ func netdevArgs(cfg vmm.Config, mode string) []string {
 			netdev += ",restrict=on"
 		}
 		for _, f := range cfg.Forwards {
-			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)
+			netdev += fmt.Sprintf(",hostfwd=tcp:%s:%d-:%d", f.Addr(), f.HostPort, f.GuestPort)
 		}
 	}
 	return []string{"-netdev", netdev, "-device", "virtio-net-device,netdev=net0"}
@@ -212,10 +216,7 @@ func startPasst(ctx context.Context, cfg vmm.Config, runAs string, log *os.File)
 	}
 	p := &passt{cmd: cmd, exited: make(chan error, 1), vmEnd: vmEnd}
 	go func() { p.exited <- cmd.Wait() }()
-	var want []int
-	for _, f := range cfg.Forwards {
-		want = append(want, f.HostPort)
-	}
+	want := cfg.Forwards
 	for {
 		if listening(want) {
 			return p, nil
@@ -254,10 +255,10 @@ func (p *passt) kill() {
 	p.vmEnd.Close()
 }
 
-// listening says whether every port is a listening TCP socket on
-// 127.0.0.1 in this network namespace.
-func listening(ports []int) bool {
-	if len(ports) == 0 {
+// listening says whether every forward's port is a listening TCP socket
+// on its address in this network namespace.
+func listening(fws []vmm.Forward) bool {
+	if len(fws) == 0 {
 		return true
 	}
 	b, err := os.ReadFile("/proc/net/tcp")
@@ -271,8 +272,14 @@ func listening(ports []int) bool {
 			have[f[1]] = true
 		}
 	}
-	for _, p := range ports {
-		if !have[fmt.Sprintf("0100007F:%04X", p)] {
+	for _, f := range fws {
+		ip, err := netip.ParseAddr(f.Addr())
+		if err != nil || !ip.Is4() {
+			return false
+		}
+		// /proc/net/tcp writes the address as the host-order word.
+		a := ip.As4()
+		if !have[fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], f.HostPort)] {
 			return false
 		}
 	}
