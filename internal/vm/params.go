@@ -169,12 +169,6 @@ func unprivilegedPortStart() int {
 	return n
 }
 
-// guest network under qemu's user-mode networking.
-const (
-	guestAddr    = "10.0.2.15/24"
-	guestGateway = "10.0.2.2"
-)
-
 // Cmdline builds the guest kernel's command line. Kernel parameters are
 // limited to 2048 bytes on x86; keys are bounded so that it fits.
 func Cmdline(name string, initrd bool, keys []string, driverParams []string) string {
@@ -185,7 +179,6 @@ func Cmdline(name string, initrd bool, keys []string, driverParams []string) str
 		// with bench/boottime, 6 boots each), as Kata Containers does.
 		"cryptomgr.notests", "8250.nr_uarts=1",
 		"root=/dev/vda", "rw", "rootfstype=ext4",
-		guestproto.ParamIP + "=" + guestAddr, guestproto.ParamGateway + "=" + guestGateway,
 		guestproto.ParamName + "=" + name,
 	}
 	if !initrd {

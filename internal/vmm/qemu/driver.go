@@ -142,11 +142,12 @@ func (d *Driver) Accel(ctx context.Context) (vmm.Accel, error) {
 	return c.Accel, err
 }
 
-// GuestParams implements vmm.Driver: under passt, eth0 takes frames as
+// GuestParams implements vmm.Driver: the accelerator's words, and the
+// guest's user-mode network address. Under passt eth0 takes frames as
 // large as passt sends (65520 bytes): a guest's download ran at 46.5
 // MiB/s against 18.6 at 1500 (bench/net.sh).
 func (d *Driver) GuestParams(a vmm.Accel) []string {
-	p := GuestParams(a)
+	p := append(GuestParams(a), guestproto.ParamIP+"="+GuestAddr, guestproto.ParamGateway+"="+GuestGateway)
 	if mode, _, err := d.NetMode(); err == nil && mode == NetPasst {
 		p = append(p, fmt.Sprintf("%s=%d", guestproto.ParamMTU, PasstMTU))
 	}

@@ -34,11 +34,9 @@ const (
 	NetSlirp = "slirp"
 )
 
-// UserNetModes are the values user_net takes.
-var UserNetModes = []string{NetAuto, NetPasst, NetIsolated, NetSlirp}
-
 // The guest's side of the user-mode network, the same under every backend
-// so that a guest's static configuration never depends on the host.
+// so that a guest's static configuration never depends on the host; the
+// agent sets it from the kernel command line (GuestParams).
 const (
 	GuestAddr    = "10.0.2.15/24"
 	GuestGateway = "10.0.2.2"

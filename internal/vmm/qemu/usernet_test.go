@@ -2,6 +2,8 @@ package qemu
 
 import (
 	"net"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/vmm"
@@ -34,6 +36,30 @@ func TestListening(t *testing.T) {
 	} {
 		if got := listening(tt.fws); got != tt.want {
 			t.Errorf("%s: listening = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// The guest's address travels on its command line, whichever backend; the
+// MTU only under passt.
+func TestDriverGuestParams(t *testing.T) {
+	tcg := vmm.Accel{Name: "tcg", CPU: "max"}
+	for _, tt := range []struct {
+		mode string
+		want string
+	}{
+		{NetSlirp, "pci=off tsc_early_khz=2000000 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
+		{NetIsolated, "pci=off tsc_early_khz=2000000 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
+	} {
+		d := &Driver{Options: Options{UserNet: tt.mode}}
+		if got := strings.Join(d.GuestParams(tcg), " "); got != tt.want {
+			t.Errorf("%s: %q, want %q", tt.mode, got, tt.want)
+		}
+	}
+	if _, err := exec.LookPath(PasstBinary); err == nil && hasDefaultRoute() {
+		d := &Driver{Options: Options{UserNet: NetPasst}}
+		if got := strings.Join(d.GuestParams(tcg), " "); !strings.HasSuffix(got, " banger.mtu=65520") {
+			t.Errorf("passt: %q lacks banger.mtu=65520", got)
 		}
 	}
 }
