@@ -24,8 +24,9 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrCanceled: the operation was canceled and undone.
 	ErrCanceled = errors.New("canceled")
-	// ErrPermission: the caller may not do this (it could not itself).
-	ErrPermission = errors.New("permission denied")
+	// ErrPermission: the caller may not do this (it could not itself). Not
+	// "permission denied", which Message would strip from the OS's errors.
+	ErrPermission = errors.New("forbidden")
 )
 
 // Code returns the stable machine code for err, as used on the wire.
