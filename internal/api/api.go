@@ -206,6 +206,7 @@ const (
 	SourceBundle      = "bundle"      // a tarball with manifest.json and an ext4 rootfs
 	SourceDebootstrap = "debootstrap" // built locally with mmdebstrap from the host's package sources
 	SourceRegister    = "register"    // an existing ext4 file adopted by `image register`
+	SourcePromote     = "promote"     // a stopped VM's root disk, by `image promote`
 )
 
 // ImageSource is one place a catalog image can come from.
@@ -270,6 +271,13 @@ type ImageRegisterRequest struct {
 	Rootfs string `json:"rootfs"`
 	Kernel string `json:"kernel,omitempty"`
 	Source string `json:"source,omitempty"`
+}
+
+// ImagePromoteRequest makes an image of a stopped VM's root disk.
+type ImagePromoteRequest struct {
+	Name string `json:"name"`
+	// VM is the stopped VM whose root disk becomes the image.
+	VM string `json:"vm"`
 }
 
 // VM states. A VM is stopped, starting (its VMM runs, the guest is not

@@ -23,7 +23,7 @@ reference (its layers flattened, whiteouts honoured, written as ext4
 without mounting anything), or from an existing ext4 file (register).`,
 		GroupID: "objects",
 	}
-	cmd.AddCommand(newImageLs(a), newImageShow(a), newImagePull(a), newImageRegister(a), newImageRm(a), newImageCatalog(a))
+	cmd.AddCommand(newImageLs(a), newImageShow(a), newImagePull(a), newImageRegister(a), newImagePromote(a), newImageRm(a), newImageCatalog(a))
 	return cmd
 }
 
@@ -189,6 +189,47 @@ which checks it with e2fsck.`,
 	cmd.Flags().StringVar(&req.Rootfs, "rootfs", "", "the ext4 file")
 	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel the image boots with (default: default_kernel_name)")
 	cmd.MarkFlagFilename("rootfs")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newImagePromote(a *app) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "promote VM NAME",
+		Short: "Make an image of a stopped VM's root disk",
+		Long: `Make an image of a stopped VM's root disk: what was installed or changed in
+it boots in every VM made from the image. The VM's copy-on-write disk is
+flattened into a new ext4 file, its identity removed (the guest's SSH host
+key, machine ID and random seed: each new VM makes its own), checked with
+e2fsck and published like any image, booting with the VM's kernel. Keys the
+VM was given and credentials lent to it were never on its disk. The VM is
+left as it was; its work disk (/work) is not part of the image.`,
+		Example: `  banger vm run --name base -- sh -c "apt-get update && apt-get install -y jq"
+  banger vm stop base
+  banger image promote base with-jq
+  banger vm run --image with-jq -- jq --version`,
+		Args: cobra.ExactArgs(2),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, tc string) ([]string, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp // the new image's name
+			}
+			return a.completeVMs(cmd, args, tc)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			p := a.progress()
+			defer p.done()
+			im, err := a.client().PromoteImage(cmd.Context(), api.ImagePromoteRequest{VM: args[0], Name: args[1]}, p.event)
+			p.done()
+			if err != nil {
+				return err
+			}
+			return a.printImage(im, output)
+		},
+	}
 	outputFlag(cmd, &output)
 	return cmd
 }

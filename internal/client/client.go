@@ -330,6 +330,16 @@ func (c *Client) PullImage(ctx context.Context, req api.ImagePullRequest, onEven
 }
 
 // RegisterImage adopts an ext4 file on the daemon's host.
+// PromoteImage makes image req.Name of stopped VM req.VM's root disk.
+func (c *Client) PromoteImage(ctx context.Context, req api.ImagePromoteRequest, onEvent func(api.Event)) (api.Image, error) {
+	var im api.Image
+	p, err := imagePath(req.Name, "/promote")
+	if err != nil {
+		return im, err
+	}
+	return im, c.stream(ctx, p, req, onEvent, &im)
+}
+
 func (c *Client) RegisterImage(ctx context.Context, req api.ImageRegisterRequest, onEvent func(api.Event)) (api.Image, error) {
 	var im api.Image
 	p, err := imagePath(req.Name, "/register")

@@ -196,6 +196,39 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p 
 	})
 }
 
+// Adopt publishes an image whose root disk fill writes, at the path it
+// is given in staging; source says where it came from. The disk is
+// checked with e2fsck before it is published, and a failure anywhere
+// leaves nothing behind.
+func (s *Service) Adopt(ctx context.Context, name, kernel, source string, fill func(ctx context.Context, dst string) error, p operation.Progress) (api.Image, error) {
+	if err := names.Validate("image", name); err != nil {
+		return api.Image{}, err
+	}
+	unlock, err := s.names.Lock(ctx, name, nil)
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer unlock()
+	if _, err := s.d.Store.GetImage(ctx, name); err == nil {
+		return api.Image{}, fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`, or pick another name: %w", name, name, errdefs.ErrConflict)
+	}
+	return s.build(ctx, name, kernel, p, func(ctx context.Context, dir string) (built, error) {
+		dst := filepath.Join(dir, layout.ImageRootfs)
+		if err := fill(ctx, dst); err != nil {
+			return built{}, err
+		}
+		p.Stage("verify", "checking the root file system")
+		if err := s.ext4.Check(ctx, dst); err != nil {
+			return built{}, fmt.Errorf("%s is not a clean ext4 file system: %w", source, err)
+		}
+		sum, err := digest.File(dst)
+		if err != nil {
+			return built{}, err
+		}
+		return built{sourceKind: api.SourcePromote, source: source, digest: sum}, nil
+	})
+}
+
 // CheckRegister answers quickly whether Register can start; a refused
 // request's upload is dropped.
 func (s *Service) CheckRegister(ctx context.Context, req api.ImageRegisterRequest) error {

@@ -47,6 +47,8 @@ type Images interface {
 type VMs interface {
 	List(ctx context.Context) ([]api.VM, error)
 	Get(ctx context.Context, name string) (api.VM, error)
+	CheckPromote(ctx context.Context, req api.ImagePromoteRequest) error
+	Promote(ctx context.Context, req api.ImagePromoteRequest, p operation.Progress) (api.Image, error)
 	CheckCreate(ctx context.Context, req api.VMCreateRequest) error
 	Create(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.VM, error)
 	Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error)
@@ -127,6 +129,7 @@ func (s *Server) Routes() []Route {
 		{"DELETE", p + "/images/{name}", s.removeImage},
 		{"POST", p + "/images/pull", s.pullImage},
 		{"POST", p + "/images/{name}/register", s.registerImage},
+		{"POST", p + "/images/{name}/promote", s.promoteImage},
 		{"GET", p + "/vms", s.listVMs},
 		{"POST", p + "/vms", s.createVM},
 		{"GET", p + "/vms/{name}", s.getVM},
@@ -433,6 +436,26 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
 	}
 	s.stream(w, r, "image pull", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
 		return s.d.Images.Pull(ctx, req, p)
+	})
+}
+
+func (s *Server) promoteImage(w http.ResponseWriter, r *http.Request) {
+	var req api.ImagePromoteRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Name != "" && req.Name != r.PathValue("name") {
+		writeError(w, fmt.Errorf("body names image %q, path names %q: %w", req.Name, r.PathValue("name"), errdefs.ErrInvalid))
+		return
+	}
+	req.Name = r.PathValue("name")
+	if err := s.d.VMs.CheckPromote(r.Context(), req); err != nil {
+		writeError(w, err)
+		return
+	}
+	s.stream(w, r, "image promote", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
+		return s.d.VMs.Promote(ctx, req, p)
 	})
 }
 

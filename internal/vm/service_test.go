@@ -102,7 +102,27 @@ func (d *fakeDriver) killAll() {
 
 const readyConsole = "boot\n" + guestproto.HostKeyPrefix + "SHA256:fakekey\n" + guestproto.ReadyMarker + ": kernel 6.1, root rw\n"
 
-type fakeImages struct{ disk string }
+type fakeImages struct {
+	disk    string
+	adopted *[]api.Image // what Adopt published, when set
+}
+
+// Adopt runs fill into a file of its own and "publishes" the image.
+func (f fakeImages) Adopt(ctx context.Context, name, kernel, source string, fill func(ctx context.Context, dst string) error, p operation.Progress) (api.Image, error) {
+	dir, err := os.MkdirTemp("", "fake-adopt-")
+	if err != nil {
+		return api.Image{}, err
+	}
+	defer os.RemoveAll(dir)
+	if err := fill(ctx, filepath.Join(dir, "rootfs.ext4")); err != nil {
+		return api.Image{}, err
+	}
+	im := api.Image{Name: name, Kernel: kernel, Source: source, SourceKind: api.SourcePromote}
+	if f.adopted != nil {
+		*f.adopted = append(*f.adopted, im)
+	}
+	return im, nil
+}
 
 func (f fakeImages) Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error) {
 	if name != "img" {
@@ -140,7 +160,7 @@ func newTestService(t *testing.T, d *fakeDriver) (*Service, *store.Store, layout
 	os.WriteFile(disk, []byte("ext4"), 0o644)
 	os.Truncate(disk, 128<<20)
 	s := New(Deps{
-		Store: st, Images: fakeImages{disk}, Kernels: fakeKernels{}, Driver: d, Runner: &runner.Recorder{}, Layout: lay,
+		Store: st, Images: fakeImages{disk: disk}, Kernels: fakeKernels{}, Driver: d, Runner: &runner.Recorder{}, Layout: lay,
 		Defaults: Defaults{Image: "img", CPUs: 1, MemoryMB: 256, ReadyTimeout: 5 * time.Second, StopTimeout: time.Second},
 		Log:      slog.New(slog.DiscardHandler),
 	})

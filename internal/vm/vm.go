@@ -37,6 +37,8 @@ type Images interface {
 	// Ensure returns the image, pulling it (and its kernel) when needed.
 	Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error)
 	Get(ctx context.Context, name string) (api.Image, error)
+	// Adopt publishes an image whose root disk fill writes at dst.
+	Adopt(ctx context.Context, name, kernel, source string, fill func(ctx context.Context, dst string) error, p operation.Progress) (api.Image, error)
 }
 
 // Kernels is what VMs need of the kernel service.
