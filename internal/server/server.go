@@ -319,24 +319,34 @@ func (s *Server) pullKernel(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) importKernel(w http.ResponseWriter, r *http.Request) {
-	var req api.KernelImportRequest
+// named serves a long operation on the object the path names: the body
+// decodes into a request whose name, if it gives one, must be the path's;
+// check refuses a bad request before the operation starts, and run is
+// the operation, streamed.
+func named[T any, R any](s *Server, w http.ResponseWriter, r *http.Request, kind, what string, name func(*T) *string,
+	check func(context.Context, T) error, run func(context.Context, T, operation.Progress) (R, error)) {
+	var req T
 	if err := decode(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	if req.Name != "" && req.Name != r.PathValue("name") {
-		writeError(w, fmt.Errorf("body names kernel %q, path names %q: %w", req.Name, r.PathValue("name"), errdefs.ErrInvalid))
+	n := name(&req)
+	if *n != "" && *n != r.PathValue("name") {
+		writeError(w, fmt.Errorf("body names %s %q, path names %q: %w", what, *n, r.PathValue("name"), errdefs.ErrInvalid))
 		return
 	}
-	req.Name = r.PathValue("name")
-	if err := s.d.Kernels.CheckImport(r.Context(), req); err != nil {
+	*n = r.PathValue("name")
+	if err := check(r.Context(), req); err != nil {
 		writeError(w, err)
 		return
 	}
-	s.stream(w, r, "kernel import", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
-		return s.d.Kernels.Import(ctx, req, p)
+	s.stream(w, r, kind, *n, func(ctx context.Context, p operation.Progress) (any, error) {
+		return run(ctx, req, p)
 	})
+}
+
+func (s *Server) importKernel(w http.ResponseWriter, r *http.Request) {
+	named(s, w, r, "kernel import", "kernel", func(q *api.KernelImportRequest) *string { return &q.Name }, s.d.Kernels.CheckImport, s.d.Kernels.Import)
 }
 
 // stream runs fn as an operation and writes its events as newline-delimited
@@ -440,41 +450,9 @@ func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) promoteImage(w http.ResponseWriter, r *http.Request) {
-	var req api.ImagePromoteRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.Name != "" && req.Name != r.PathValue("name") {
-		writeError(w, fmt.Errorf("body names image %q, path names %q: %w", req.Name, r.PathValue("name"), errdefs.ErrInvalid))
-		return
-	}
-	req.Name = r.PathValue("name")
-	if err := s.d.VMs.CheckPromote(r.Context(), req); err != nil {
-		writeError(w, err)
-		return
-	}
-	s.stream(w, r, "image promote", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
-		return s.d.VMs.Promote(ctx, req, p)
-	})
+	named(s, w, r, "image promote", "image", func(q *api.ImagePromoteRequest) *string { return &q.Name }, s.d.VMs.CheckPromote, s.d.VMs.Promote)
 }
 
 func (s *Server) registerImage(w http.ResponseWriter, r *http.Request) {
-	var req api.ImageRegisterRequest
-	if err := decode(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	if req.Name != "" && req.Name != r.PathValue("name") {
-		writeError(w, fmt.Errorf("body names image %q, path names %q: %w", req.Name, r.PathValue("name"), errdefs.ErrInvalid))
-		return
-	}
-	req.Name = r.PathValue("name")
-	if err := s.d.Images.CheckRegister(r.Context(), req); err != nil {
-		writeError(w, err)
-		return
-	}
-	s.stream(w, r, "image register", req.Name, func(ctx context.Context, p operation.Progress) (any, error) {
-		return s.d.Images.Register(ctx, req, p)
-	})
+	named(s, w, r, "image register", "image", func(q *api.ImageRegisterRequest) *string { return &q.Name }, s.d.Images.CheckRegister, s.d.Images.Register)
 }

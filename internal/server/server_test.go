@@ -184,6 +184,9 @@ func TestErrorsAreJSONWithStableCodes(t *testing.T) {
 		if strings.HasSuffix(e.Message, ": not found") || strings.HasSuffix(e.Message, ": conflict") {
 			t.Errorf("message repeats the code: %q", e.Message)
 		}
+		if strings.Contains(tt.body, `"name":"y"`) && !strings.Contains(e.Message, `body names kernel "y", path names "x"`) {
+			t.Errorf("%s %s: %q does not say the names disagree", tt.method, tt.path, e.Message)
+		}
 	}
 }
 
