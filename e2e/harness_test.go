@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 var (
@@ -199,7 +201,7 @@ type env struct {
 	socket   string
 	config   string
 	daemon   *exec.Cmd
-	log      *syncBuffer
+	log      *testkit.SyncBuffer
 	exited   chan struct{} // closed when the daemon process has exited
 	exitErr  error         // its Wait error, once exited is closed
 	// cwd is where CLI commands run: the env's own directory unless a
@@ -252,7 +254,7 @@ func (e *env) start() {
 
 func (e *env) spawn() {
 	cmd := e.command(context.Background(), bangerBin, "daemon", "--state-dir", e.stateDir, "--socket", e.socket, "--config", e.config)
-	log := &syncBuffer{}
+	log := &testkit.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -269,24 +271,6 @@ func (e *env) command(ctx context.Context, bin string, args ...string) *exec.Cmd
 		return exec.CommandContext(ctx, bin, args...)
 	}
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", e.netns, bin}, args...)...)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	bytes.Buffer
-}
-
-func (s *syncBuffer) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.Buffer.Write(b)
-}
-
-// String reads what was written so far, while the daemon may write on.
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.Buffer.String()
 }
 
 // kill ends the daemon with SIGKILL, as a crash would.

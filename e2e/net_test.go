@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -131,19 +130,11 @@ func (e *env) guestGet(vm, url string) (body string, ok bool) {
 // passtOf returns the pid of the passt process running as uid.
 func passtOf(uid int) int {
 	for _, pid := range pidsWith("--no-map-gw") {
-		if u, err := vmmUIDOf(pid); err == nil && u == uid {
+		if u, err := procUID(pid); err == nil && u == uid {
 			return pid
 		}
 	}
 	return 0
-}
-
-func vmmUIDOf(pid int) (int, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(fmt.Sprintf("/proc/%d", pid), &st); err != nil {
-		return -1, err
-	}
-	return int(st.Uid), nil
 }
 
 // TestGuestNetworkBoundary holds the line between a guest and its host:

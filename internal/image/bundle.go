@@ -163,37 +163,14 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p 
 	if kernel == "" {
 		kernel = s.d.DefaultKernel
 	}
-	unlock, err := s.names.Lock(ctx, req.Name, nil)
-	if err != nil {
-		return api.Image{}, err
-	}
-	defer unlock()
-	if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
-		return api.Image{}, fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
-	}
 	source := req.Source
 	if source == "" {
 		source = "an uploaded file"
 	}
-	return s.build(ctx, req.Name, kernel, p, func(ctx context.Context, dir string) (built, error) {
-		dst := filepath.Join(dir, layout.ImageRootfs)
-		// The upload is in staging, like dir: moved, not copied.
-		if err := os.Rename(rootfs, dst); err != nil {
-			return built{}, err
-		}
-		sum, err := digest.File(dst)
-		if err != nil {
-			return built{}, err
-		}
-		p.Stage("verify", "checking the root file system")
-		if err := s.ext4.Check(ctx, dst); err != nil {
-			return built{}, fmt.Errorf("%s is not a clean ext4 file system: %w", source, err)
-		}
-		if err := s.ext4.Grow(ctx, dst); err != nil {
-			return built{}, err
-		}
-		return built{sourceKind: api.SourceRegister, source: source, digest: sum}, nil
-	})
+	// The upload is in staging, like the image's directory: moved, not
+	// copied.
+	move := func(_ context.Context, dst string) error { return os.Rename(rootfs, dst) }
+	return s.adopt(ctx, req.Name, kernel, api.SourceRegister, source, move, true, p)
 }
 
 // Adopt publishes an image whose root disk fill writes, at the path it
@@ -204,6 +181,13 @@ func (s *Service) Adopt(ctx context.Context, name, kernel, source string, fill f
 	if err := names.Validate("image", name); err != nil {
 		return api.Image{}, err
 	}
+	return s.adopt(ctx, name, kernel, api.SourcePromote, source, fill, false, p)
+}
+
+// adopt publishes name from the disk fill writes, checked with e2fsck;
+// its digest is of the disk as filled, before grow makes it the default
+// disk size.
+func (s *Service) adopt(ctx context.Context, name, kernel, kind, source string, fill func(ctx context.Context, dst string) error, grow bool, p operation.Progress) (api.Image, error) {
 	unlock, err := s.names.Lock(ctx, name, nil)
 	if err != nil {
 		return api.Image{}, err
@@ -225,7 +209,12 @@ func (s *Service) Adopt(ctx context.Context, name, kernel, source string, fill f
 		if err != nil {
 			return built{}, err
 		}
-		return built{sourceKind: api.SourcePromote, source: source, digest: sum}, nil
+		if grow {
+			if err := s.ext4.Grow(ctx, dst); err != nil {
+				return built{}, err
+			}
+		}
+		return built{sourceKind: kind, source: source, digest: sum}, nil
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/peer"
+	"github.com/banger-dev/banger/internal/testkit"
 )
 
 // fakeKernels is a hand-written fake of the kernel service.
@@ -316,7 +317,7 @@ func TestConcurrentRequests(t *testing.T) {
 // TestAuditNamesThePeer: a state-changing request leaves one log line with
 // who sent it, as the kernel saw the socket's peer, and how it ended.
 func TestAuditNamesThePeer(t *testing.T) {
-	var logBuf syncBuf
+	var logBuf testkit.SyncBuffer
 	fk := &fakeKernels{kernels: map[string]api.Kernel{}}
 	s := New(Deps{Kernels: fk, Operations: operation.NewRegistry(context.Background()), Log: slog.New(slog.NewTextHandler(&logBuf, nil))})
 	sock := filepath.Join(t.TempDir(), "s.sock")
@@ -351,21 +352,4 @@ func TestAuditNamesThePeer(t *testing.T) {
 	if len(audit) != 1 || !strings.Contains(audit[0], want) || !strings.Contains(audit[0], fmt.Sprintf("uid=%d gid=%d pid=%d", os.Getuid(), os.Getgid(), os.Getpid())) {
 		t.Fatalf("audit lines %q; want one for the POST with %q and this process's credentials", audit, want)
 	}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -121,4 +122,24 @@ func Tar(t testing.TB, specs []TarSpec) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// SyncBuffer is a buffer that a process's output (or a logger) writes to
+// while the test reads it.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(b)
+}
+
+// String reads what was written so far, while writers may write on.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
 }

@@ -41,28 +41,34 @@ func (s *Service) lockedGet(ctx context.Context, name string, p operation.Progre
 // CheckCreate answers quickly whether Create can start: the request is
 // well formed and the name is free.
 func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) error {
+	_, err := s.checkCreate(ctx, req)
+	return err
+}
+
+// checkCreate is CheckCreate, returning the request's checked values.
+func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (params, error) {
 	if req.Name != "" {
 		if err := names.Validate("vm", req.Name); err != nil {
-			return err
+			return params{}, err
 		}
 		if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
-			return fmt.Errorf("vm %q already exists: pick another --name, or remove it with `banger vm rm -f %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+			return params{}, fmt.Errorf("vm %q already exists: pick another --name, or remove it with `banger vm rm -f %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
 		}
 	}
 	// An OCI reference (with '/', ':' or '@') is the image service's to check.
 	if req.Image != "" && !strings.ContainsAny(req.Image, "/:@") {
 		if err := names.Validate("image", req.Image); err != nil {
-			return err
+			return params{}, err
 		}
 	}
 	if req.Kernel != "" {
 		if err := names.Validate("kernel", req.Kernel); err != nil {
-			return err
+			return params{}, err
 		}
 	}
 	prm, err := s.checkParams(req)
 	if err != nil {
-		return err
+		return params{}, err
 	}
 	if !peer.Root(ctx) {
 		// The daemon binds published ports as root: a caller who is not
@@ -70,30 +76,30 @@ func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) erro
 		start := unprivilegedPortStart()
 		for _, f := range prm.ports {
 			if f.HostPort < start {
-				return fmt.Errorf("-p %d:%d: host ports below %d are privileged on this host (net.ipv4.ip_unprivileged_port_start), and only root may publish one: pick a port from %d up: %w", f.HostPort, f.GuestPort, start, start, errdefs.ErrPermission)
+				return params{}, fmt.Errorf("-p %d:%d: host ports below %d are privileged on this host (net.ipv4.ip_unprivileged_port_start), and only root may publish one: pick a port from %d up: %w", f.HostPort, f.GuestPort, start, start, errdefs.ErrPermission)
 			}
 		}
 	}
 	if err := checkMadeBy(req.MadeBy); err != nil {
-		return err
+		return params{}, err
 	}
 	if req.Start {
 		// A VM that cannot boot here is refused before anything is made.
 		if _, err := s.d.Driver.Accel(ctx); err != nil {
-			return err
+			return params{}, err
 		}
 	}
-	return nil
+	return prm, nil
 }
 
 // Create makes a VM: its image and kernel (pulled when not local), its
 // own root disk. With req.Start it boots it too, and a VM that does not
 // become ready is removed again.
 func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.VM, error) {
-	if err := s.CheckCreate(ctx, req); err != nil {
+	prm, err := s.checkCreate(ctx, req)
+	if err != nil {
 		return api.VM{}, err
 	}
-	prm, _ := s.checkParams(req)
 	if req.Name == "" {
 		req.Name = names.Generate(func(n string) bool {
 			_, err := s.d.Store.GetVM(ctx, n)

@@ -229,14 +229,14 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		if err == nil {
 			// QMP answers from qemu's main loop, after -runas: check the
 			// drop happened rather than trust it.
-			if uid, err := procUID(proc.PID); want >= 0 && (err != nil || uid != want) {
-				cmd.Process.Kill()
-				return vmm.Process{}, fmt.Errorf("qemu did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", want, uid, err, errdefs.ErrUnavailable)
-			}
+			pids := map[string]int{"qemu": proc.PID}
 			if net != nil {
-				if uid, err := procUID(net.cmd.Process.Pid); want >= 0 && (err != nil || uid != want) {
+				pids["passt"] = net.cmd.Process.Pid
+			}
+			for name, pid := range pids {
+				if uid, err := procUID(pid); want >= 0 && (err != nil || uid != want) {
 					cmd.Process.Kill()
-					return vmm.Process{}, fmt.Errorf("passt did not drop root to uid %d (it runs as %d, %v): refusing to run a VM's network as root: %w", want, uid, err, errdefs.ErrUnavailable)
+					return vmm.Process{}, fmt.Errorf("%s did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", name, want, uid, err, errdefs.ErrUnavailable)
 				}
 			}
 			started = true
