@@ -188,13 +188,8 @@ func RootStage() error {
 	if dev := cmd.Params[guestproto.ParamWork]; dev != "" {
 		// Mounted before the ready line, so that the first command sees
 		// it; the device may still be probing.
-		os.MkdirAll(guestproto.WorkDir, 0o755)
-		err := waitFor(dev, 5*time.Second)
-		if err == nil {
-			err = unix.Mount(dev, guestproto.WorkDir, "ext4", unix.MS_NOATIME, "")
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "banger-agent: mount work disk %s: %v\n", dev, err)
+		if err := mountWork(dev); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
 		}
 	}
 	nw, err := NetworkFromCmdline(cmd)
@@ -277,7 +272,7 @@ func userProcesses() int {
 // startSSH serves SSH on banger.ssh_port (22) with a host key made at
 // boot, whose fingerprint goes to the console for the host to pin.
 func startSSH(cmd Cmdline, r *reaper) error {
-	host, err := hostKey("/.banger/ssh_host_ed25519_key")
+	host, err := hostKey(hostKeyPath)
 	if err != nil {
 		return err
 	}
@@ -293,6 +288,9 @@ func startSSH(cmd Cmdline, r *reaper) error {
 	srv.Wait = r.wait
 	srv.PowerOff = func() { unix.Kill(1, unix.SIGTERM) }
 	srv.Lend = func(a guestproto.AuthSync) error { return lend(a, srv.Passwd) }
+	srv.Identity = func(id guestproto.Identity) (ssh.Signer, []ssh.PublicKey, error) {
+		return applyIdentity(id, hostKeyPath)
+	}
 	port := cmd.Params[guestproto.ParamSSHPort]
 	if port == "" {
 		port = "22"
@@ -305,6 +303,9 @@ func startSSH(cmd Cmdline, r *reaper) error {
 	go srv.Serve(ln)
 	return nil
 }
+
+// hostKeyPath is where the guest keeps its SSH host key.
+const hostKeyPath = "/.banger/ssh_host_ed25519_key"
 
 // hostKey loads the guest's SSH host key, making it on first boot. It is
 // kept on the root disk so that a VM keeps its identity across restarts;

@@ -27,7 +27,8 @@ import (
 // holders of the authorized keys, so that any image is reachable over SSH
 // without an sshd of its own.
 type SSHServer struct {
-	config *ssh.ServerConfig
+	cfgMu  sync.Mutex
+	config *ssh.ServerConfig // guarded by cfgMu: replaced by an identity request
 	// Passwd is the image's account database: a session runs as the
 	// account the client names (root for banger's CLI), in its login
 	// shell, with the environment sshd would give it.
@@ -42,6 +43,10 @@ type SSHServer struct {
 	PowerOff func()
 	// Lend, when set, places the files of an authsync@banger request.
 	Lend func(guestproto.AuthSync) error
+	// Identity, when set, applies an identity@banger request and returns
+	// the guest's new host key and authorized keys, which the server
+	// takes for every connection from then on.
+	Identity func(guestproto.Identity) (ssh.Signer, []ssh.PublicKey, error)
 	// WorkDir is what the work-tar subsystem archives.
 	WorkDir string
 	// AgentDir holds forwarded SSH agents' sockets ("" for the system's
@@ -54,6 +59,16 @@ type SSHServer struct {
 
 // NewSSHServer accepts only the given public keys.
 func NewSSHServer(hostKey ssh.Signer, authorized []ssh.PublicKey) *SSHServer {
+	return &SSHServer{
+		config:  serverConfig(hostKey, authorized),
+		Passwd:  "/etc/passwd",
+		Logf:    func(string, ...any) {},
+		Wait:    func(c *exec.Cmd) int { return waitStatus(c.Wait()) },
+		WorkDir: guestproto.WorkDir,
+	}
+}
+
+func serverConfig(hostKey ssh.Signer, authorized []ssh.PublicKey) *ssh.ServerConfig {
 	allowed := map[string]bool{}
 	for _, k := range authorized {
 		allowed[string(k.Marshal())] = true
@@ -67,13 +82,7 @@ func NewSSHServer(hostKey ssh.Signer, authorized []ssh.PublicKey) *SSHServer {
 		},
 	}
 	cfg.AddHostKey(hostKey)
-	return &SSHServer{
-		config:  cfg,
-		Passwd:  "/etc/passwd",
-		Logf:    func(string, ...any) {},
-		Wait:    func(c *exec.Cmd) int { return waitStatus(c.Wait()) },
-		WorkDir: guestproto.WorkDir,
-	}
+	return cfg
 }
 
 // ParseAuthorizedKeys reads an authorized_keys document.
@@ -102,7 +111,10 @@ func (s *SSHServer) Serve(ln net.Listener) error {
 }
 
 func (s *SSHServer) conn(nc net.Conn) {
-	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.config)
+	s.cfgMu.Lock()
+	cfg := s.config
+	s.cfgMu.Unlock()
+	sconn, chans, reqs, err := ssh.NewServerConn(nc, cfg)
 	if err != nil {
 		s.Logf("ssh handshake from %s: %v", nc.RemoteAddr(), err)
 		nc.Close()
@@ -142,12 +154,43 @@ func (s *SSHServer) globalRequests(reqs <-chan *ssh.Request) {
 				}
 				req.Reply(err == nil, msg)
 			}
+		case req.Type == guestproto.IdentityRequest && s.Identity != nil:
+			fp, err := s.identity(req.Payload)
+			if req.WantReply {
+				if err != nil {
+					req.Reply(false, ssh.Marshal(struct{ Message string }{err.Error()}))
+				} else {
+					req.Reply(true, ssh.Marshal(struct{ Fingerprint string }{fp}))
+				}
+			}
 		default:
 			if req.WantReply {
 				req.Reply(false, nil)
 			}
 		}
 	}
+}
+
+// identity applies an identity request and switches to the host key and
+// authorized keys it produced. Connections already open (the one that
+// asked) go on; new ones meet the new key.
+func (s *SSHServer) identity(payload []byte) (string, error) {
+	var wrapped struct{ JSON string }
+	if err := ssh.Unmarshal(payload, &wrapped); err != nil {
+		return "", fmt.Errorf("bad identity request: %w", err)
+	}
+	var id guestproto.Identity
+	if err := json.Unmarshal([]byte(wrapped.JSON), &id); err != nil {
+		return "", fmt.Errorf("bad identity request: %w", err)
+	}
+	host, keys, err := s.Identity(id)
+	if err != nil {
+		return "", err
+	}
+	s.cfgMu.Lock()
+	s.config = serverConfig(host, keys)
+	s.cfgMu.Unlock()
+	return ssh.FingerprintSHA256(host.PublicKey()), nil
 }
 
 // authSync lends what the request carries: files through Lend, variables

@@ -338,6 +338,9 @@ type VM struct {
 	Lent []string `json:"lent,omitempty"`
 	// MadeBy is the tool that made the VM, when not the CLI by hand.
 	MadeBy *MadeBy `json:"made_by,omitempty"`
+	// Template is the template the VM resumed from instead of booting
+	// ("" for a VM that booted).
+	Template string `json:"template,omitempty"`
 }
 
 // MadeBy records which tool made a VM and for which checkout: `banger mcp`

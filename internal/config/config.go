@@ -95,6 +95,10 @@ type Config struct {
 	// MaxSeedBytes bounds the work seed a client may send (the files of
 	// the directory `vm run` seeds into /work).
 	MaxSeedBytes int64 `toml:"max_seed_bytes"`
+	// Templates: a VM's first start resumes from a template of its kind
+	// (image, kernel, size), made by the first such start, instead of
+	// booting. Off, every VM boots.
+	Templates bool `toml:"templates"`
 }
 
 // DefaultDiskBytes is DefaultDisk in bytes (valid after Validate).
@@ -136,6 +140,7 @@ func Defaults() Config {
 		Accel:             string(accel.Auto),
 		DefaultDisk:       "10G",
 		MaxSeedBytes:      2 << 30,
+		Templates:         true,
 	}
 }
 

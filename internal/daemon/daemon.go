@@ -36,6 +36,7 @@ import (
 	"github.com/banger-dev/banger/internal/server"
 	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/template"
 	"github.com/banger-dev/banger/internal/upload"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vm"
@@ -152,6 +153,13 @@ func Run(ctx context.Context, o Options) (err error) {
 		}
 		log.Info("accelerator chosen", args...)
 	}()
+	var templates template.Dir
+	if cfg.Templates {
+		templates = template.Dir(lay.Templates())
+		if swept := templates.Sweep(); len(swept) > 0 {
+			log.Info("removed unfinished templates", "dirs", swept)
+		}
+	}
 	lazy := &lazyImages{}
 	work := workspace.New(workspace.Deps{
 		Runner: o.Runner, Staging: lay.Staging(), MaxSeedBytes: cfg.MaxSeedBytes,
@@ -161,14 +169,15 @@ func Run(ctx context.Context, o Options) (err error) {
 	uploads := &upload.Store{Dir: lay.Staging(), MaxBytes: cfg.MaxUnpackedBytes, Log: log.With("service", "upload")}
 	uploads.Recover()
 	vms := vm.New(vm.Deps{
-		Work:   work,
-		Store:  st,
-		Images: lazy,
-		Runner: o.Runner,
-		Driver: driver,
-		Layout: lay,
-		Agent:  agentPath,
-		Key:    key,
+		Work:      work,
+		Store:     st,
+		Images:    lazy,
+		Runner:    o.Runner,
+		Driver:    driver,
+		Layout:    lay,
+		Agent:     agentPath,
+		Key:       key,
+		Templates: templates,
 		Defaults: vm.Defaults{
 			Image: cfg.DefaultImageName, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
 			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,

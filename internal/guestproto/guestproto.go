@@ -76,6 +76,33 @@ type AuthSync struct {
 	Env   map[string]string `json:"env,omitempty"`
 }
 
+// IdentityRequest is the SSH global request that makes a guest restored
+// from a template a machine of its own, before anyone else reaches it:
+// its payload is an Identity (JSON in an SSH string), its reply the new
+// SSH host key's fingerprint (an SSH string), which the host pins.
+const IdentityRequest = "identity@banger"
+
+// Identity is the payload of IdentityRequest.
+type Identity struct {
+	Hostname string `json:"hostname"`
+	// Keys replace the authorized keys given at boot (the image's own
+	// /root/.ssh/authorized_keys stay).
+	Keys []string `json:"keys"`
+	// Entropy is mixed into the kernel's pool, which is then reseeded:
+	// clones of one template must not share a random stream.
+	Entropy []byte `json:"entropy"`
+	// UnixNano is the host's clock: the template's stopped when it was
+	// saved.
+	UnixNano int64 `json:"unix_nano"`
+	// MachineID replaces /etc/machine-id where the image has one.
+	MachineID string `json:"machine_id"`
+	// Work is the block device to mount at WorkDir ("" for none).
+	Work string `json:"work,omitempty"`
+}
+
+// MinEntropy is the fewest bytes of entropy an Identity carries.
+const MinEntropy = 32
+
 // EncodeKeys packs authorized_keys lines into one command line word:
 // kernel parameters cannot hold spaces.
 func EncodeKeys(keys []string) string {

@@ -59,9 +59,12 @@ func (l Layout) Cache() string { return filepath.Join(l.Root, "cache") }
 // uses it to ask guests to power off.
 func (l Layout) SSHKey() string { return filepath.Join(l.Root, "ssh", "id_ed25519") }
 
+// Templates holds saved VMs that new VMs start from instead of booting.
+func (l Layout) Templates() string { return filepath.Join(l.Root, "templates") }
+
 // Dirs lists the directories the daemon creates at start.
 func (l Layout) Dirs() []string {
-	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs(), l.Run(), l.Cache(), filepath.Dir(l.SSHKey())}
+	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs(), l.Run(), l.Cache(), l.Templates(), filepath.Dir(l.SSHKey())}
 }
 
 // File names inside an image's directory.

@@ -67,4 +67,7 @@ var migrations = []string{
 	`ALTER TABLE vms ADD COLUMN work TEXT NOT NULL DEFAULT ''`,
 	// 7: the tool that made the VM (api.MadeBy as JSON), "" for the CLI.
 	`ALTER TABLE vms ADD COLUMN made_by TEXT NOT NULL DEFAULT ''`,
+	// 8: the template the VM was resumed from ("" for a VM that booted):
+	// its root disk is an overlay over the template's.
+	`ALTER TABLE vms ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
 }

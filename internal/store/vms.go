@@ -24,7 +24,7 @@ type VM struct {
 }
 
 const vmColumns = `name, id, image, kernel, cpus, memory_mib, disk_bytes, ssh_port, ports, authorized_keys,
-	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel, work, made_by`
+	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel, work, made_by, template`
 
 func timeText(t time.Time) string {
 	if t.IsZero() {
@@ -38,9 +38,9 @@ func (s *Store) InsertVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	keys, _ := json.Marshal(v.AuthorizedKeys)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.Name, v.ID, v.Image, v.Kernel, v.CPUs, v.MemoryMB, v.DiskBytes, v.SSHPort, string(ports), string(keys),
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel, jsonText(v.Work), jsonText(v.MadeBy))
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel, jsonText(v.Work), jsonText(v.MadeBy), v.Template)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("vm %q already exists: %w", v.Name, errdefs.ErrConflict)
@@ -73,8 +73,8 @@ func fromJSONText[T any](s string) (*T, error) {
 func (s *Store) UpdateVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state = ?, pid = ?, pid_start = ?, host_key = ?,
-		console_offset = ?, ssh_port = ?, ports = ?, started_at = ?, accel = ?, work = ? WHERE name = ?`,
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Accel, jsonText(v.Work), v.Name)
+		console_offset = ?, ssh_port = ?, ports = ?, started_at = ?, accel = ?, work = ?, template = ? WHERE name = ?`,
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, v.SSHPort, string(ports), timeText(v.StartedAt), v.Accel, jsonText(v.Work), v.Template, v.Name)
 	if err != nil {
 		return fmt.Errorf("update vm %q: %w", v.Name, err)
 	}
@@ -111,10 +111,10 @@ func (s *Store) GetVM(ctx context.Context, name string) (VM, error) {
 // ListVMs returns every VM, by name.
 func (s *Store) ListVMs(ctx context.Context) ([]VM, error) { return s.queryVMs(ctx, ``) }
 
-// VMsUsing names the VMs whose image (column "image") or kernel (column
-// "kernel") is name.
+// VMsUsing names the VMs whose image (column "image"), kernel (column
+// "kernel") or template (column "template") is name.
 func (s *Store) VMsUsing(ctx context.Context, column, name string) ([]string, error) {
-	if column != "image" && column != "kernel" {
+	if column != "image" && column != "kernel" && column != "template" {
 		return nil, fmt.Errorf("VMsUsing: bad column %q", column)
 	}
 	vs, err := s.queryVMs(ctx, `WHERE `+column+` = ?`, name)
@@ -140,7 +140,7 @@ func (s *Store) queryVMs(ctx context.Context, where string, args ...any) ([]VM, 
 		var ports, keys, created, started, work, madeBy string
 		var pidStart int64
 		if err := rows.Scan(&v.Name, &v.ID, &v.Image, &v.Kernel, &v.CPUs, &v.MemoryMB, &v.DiskBytes, &v.SSHPort, &ports, &keys,
-			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel, &work, &madeBy); err != nil {
+			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel, &work, &madeBy, &v.Template); err != nil {
 			return nil, fmt.Errorf("list vms: %w", err)
 		}
 		v.PIDStart = uint64(pidStart)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/guestproto"
-	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // readFrom returns a file's content from offset on.
@@ -55,16 +55,14 @@ func Tail(s string, n int) string {
 // gives up when the VMM exits (a kernel panic ends it: panic=-1 and
 // -no-reboot), when timeout passes, or when ctx ends; the error carries
 // the console's last lines.
-func (s *Service) waitReady(ctx context.Context, v store.VM, timeout time.Duration) (string, error) {
+func waitReady(ctx context.Context, name, path string, offset int64, proc vmm.Process, timeout time.Duration) (string, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	// Every 10 ms, reading only what the guest printed since: the wait
 	// adds little to a boot and costs the host next to nothing.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	path := s.console(v.Name)
 	var con strings.Builder
-	offset := v.ConsoleOffset
 	read := func() {
 		more, err := readFrom(path, offset)
 		if err == nil {
@@ -77,16 +75,16 @@ func (s *Service) waitReady(ctx context.Context, v store.VM, timeout time.Durati
 		if key, ok := readyIn(con.String()); ok {
 			return key, nil
 		}
-		if !process(v).Alive() {
+		if !proc.Alive() {
 			// Read once more: the line may have landed as it exited.
 			read()
-			return "", fmt.Errorf("vm %s: the guest stopped before it was ready; its console's last lines:\n%s", v.Name, orNothing(Tail(con.String(), 25)))
+			return "", fmt.Errorf("vm %s: the guest stopped before it was ready; its console's last lines:\n%s", name, orNothing(Tail(con.String(), 25)))
 		}
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
 		case <-deadline.C:
-			return "", fmt.Errorf("vm %s: the guest was not ready after %s (raise it with --timeout, or ready_timeout in the config); its console's last lines:\n%s", v.Name, timeout, orNothing(Tail(con.String(), 25)))
+			return "", fmt.Errorf("vm %s: the guest was not ready after %s (raise it with --timeout, or ready_timeout in the config); its console's last lines:\n%s", name, timeout, orNothing(Tail(con.String(), 25)))
 		case <-tick.C:
 		}
 	}

@@ -326,6 +326,20 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	cfg.Forwards = forwards
 	cfg.Accel = acc
+	if s.templatable(v) {
+		err := s.startFromTemplate(ctx, &v, cfg, k, timeout, p)
+		if err == nil {
+			return s.view(v), nil
+		}
+		if ctx.Err() != nil {
+			return api.VM{}, err
+		}
+		p.Stage("template", "%v: booting vm %s instead", err, name)
+		s.d.Log.Warn("no start from a template", "vm", name, "err", err)
+		if cfg.Disks[0], err = s.pristineRoot(ctx, v, p); err != nil {
+			return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
+		}
+	}
 	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
@@ -339,7 +353,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 		return api.VM{}, err
 	}
 	p.Stage("ready", "waiting for the guest agent (up to %s)", timeout)
-	key, err := s.waitReady(ctx, v, timeout)
+	key, err := waitReady(ctx, name, con, v.ConsoleOffset, proc, timeout)
 	if err != nil {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()

@@ -83,6 +83,11 @@ func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, er
 	return vmm.ProcessOf(cmd.Process.Pid)
 }
 
+func (d *fakeDriver) Version(context.Context) (string, error) { return "fake 1", nil }
+func (d *fakeDriver) Save(context.Context, vmm.Config, string) error {
+	return errors.New("the fake driver saves no state")
+}
+
 func (d *fakeDriver) Quit(ctx context.Context, cfg vmm.Config) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

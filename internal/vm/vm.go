@@ -29,6 +29,7 @@ import (
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/template"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -91,9 +92,11 @@ type Deps struct {
 	// agent boot, with kernels that need no initramfs).
 	Agent string
 	// Key is the daemon's own SSH key, which every guest accepts.
-	Key      ssh.Signer
-	Defaults Defaults
-	Log      *slog.Logger
+	Key ssh.Signer
+	// Templates holds the templates VMs resume from; "" boots every VM.
+	Templates template.Dir
+	Defaults  Defaults
+	Log       *slog.Logger
 }
 
 // Service manages VMs.
@@ -107,6 +110,9 @@ type Service struct {
 
 	lentMu sync.Mutex
 	lent   map[string]lent // guarded by lentMu: by VM name
+
+	tplMu     sync.Mutex
+	tplFailed map[string]string // guarded by tplMu: templates this daemon failed to make, and why
 }
 
 // lent is what an auth sync lent a VM's current boot (names only).

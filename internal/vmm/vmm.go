@@ -30,6 +30,14 @@ type Driver interface {
 	// Quit makes the VMM exit at once, without the guest's help. Stopping
 	// cleanly is asking the guest (through its agent) first.
 	Quit(ctx context.Context, cfg Config) error
+	// Version names the VMM's build: a saved state is only restored by
+	// the build that saved it.
+	Version(ctx context.Context) (string, error)
+	// Save pauses a running VM whose memory is a shared Memory file and
+	// writes its device state to state, a new file; the guest's memory
+	// stays in that file. The VM is left paused: quit it, or keep it.
+	// Only drivers whose Features say Snapshots implement it.
+	Save(ctx context.Context, cfg Config, state string) error
 }
 
 // Accel is the accelerator a VM runs with.
@@ -110,4 +118,22 @@ type Config struct {
 	Accel Accel
 	// NoNetwork leaves the guest without a network device.
 	NoNetwork bool
+	// Memory, when set, is a file that holds the guest's RAM.
+	Memory *Memory
+	// Restore, when set, is a device state written by Save: the VM
+	// resumes from it, its RAM mapped copy-on-write from Memory, instead
+	// of booting Kernel. Every disk must be laid out as when it was saved
+	// (same IDs, formats and order; a raw disk may have grown, and the
+	// guest is told its new size).
+	Restore string
+}
+
+// Memory backs a guest's RAM with a file.
+type Memory struct {
+	Path string
+	// Shared: the guest's writes land in the file (a VM being saved as a
+	// template). Otherwise the file is mapped privately: pages the guest
+	// writes become its own, the others stay shared with every other VM
+	// mapping the same file.
+	Shared bool
 }

@@ -18,6 +18,11 @@ type Options struct {
 	// honours the guest's flushes, so what a guest synced survives a
 	// killed qemu, qcow2 metadata included; "unsafe" ignores them.
 	DiskCache string
+	// DiskFDs are descriptors qemu inherits for disks, by disk ID: one
+	// open read-write, one read-only. qemu reopens a disk it hands over
+	// in a migration (saving a template, resuming from one), after it
+	// dropped root; from a set of descriptors it needs no path.
+	DiskFDs map[string][2]int
 	// UserNet is the user-mode network backend (NetAuto and the others);
 	// Args takes it resolved, and anything but NetPasst and NetSlirp
 	// means NetIsolated, so that a guest's network fails closed.
@@ -38,11 +43,15 @@ func Args(cfg vmm.Config, o Options) []string {
 	if cfg.Accel.CPU != "" {
 		cpu = cfg.Accel.CPU
 	}
+	machine := "microvm,x-option-roms=off,isa-serial=on,rtc=on," + timers
+	if cfg.Memory != nil {
+		machine += ",memory-backend=mem"
+	}
 	args := []string{
 		"-name", cfg.Name,
 		// rtc=on keeps the guest's clock source: without it the kernel can
 		// hang calibrating its clock under TCG.
-		"-machine", "microvm,x-option-roms=off,isa-serial=on,rtc=on," + timers,
+		"-machine", machine,
 		"-accel", accel,
 		"-cpu", cpu,
 		"-smp", fmt.Sprint(cfg.CPUs),
@@ -53,19 +62,33 @@ func Args(cfg vmm.Config, o Options) []string {
 		// qemu (7.2) installs the filter before -runas drops root; with
 		// nothing left to exec, a dropped qemu cannot gain it back.
 		"-sandbox", "on,obsolete=deny,spawn=deny,resourcecontrol=deny",
-		// An ELF vmlinux boots through its PVH entry: no bzImage
-		// decompression, no real-mode setup.
-		"-kernel", cfg.Kernel,
 		// Appended, not truncated: the console log keeps every boot.
 		"-chardev", "file,id=console,path=" + escape(cfg.Console) + ",append=on",
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + cfg.Control + ",server=on,wait=off",
 	}
-	if cfg.Cmdline != "" {
-		args = append(args, "-append", cfg.Cmdline)
+	if m := cfg.Memory; m != nil {
+		share := "off"
+		if m.Shared {
+			share = "on"
+		}
+		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", cfg.MemoryMB, escape(m.Path), share))
 	}
-	if cfg.Initrd != "" {
-		args = append(args, "-initrd", cfg.Initrd)
+	if cfg.Restore != "" {
+		// No kernel: the guest's memory already holds it, and qemu would
+		// write the kernel's pristine image over the running one's (as
+		// private copies in every clone). The state comes over QMP.
+		args = append(args, "-incoming", "defer")
+	} else {
+		// An ELF vmlinux boots through its PVH entry: no bzImage
+		// decompression, no real-mode setup.
+		args = append(args, "-kernel", cfg.Kernel)
+		if cfg.Cmdline != "" {
+			args = append(args, "-append", cfg.Cmdline)
+		}
+		if cfg.Initrd != "" {
+			args = append(args, "-initrd", cfg.Initrd)
+		}
 	}
 	if o.RunAs != "" {
 		// Everything qemu needs is open by the time it drops root, so a
@@ -76,8 +99,14 @@ func Args(cfg vmm.Config, o Options) []string {
 	if cache == "" {
 		cache = "writeback"
 	}
-	for _, d := range cfg.Disks {
-		drive := fmt.Sprintf("id=%s,file=%s,format=%s,if=none,cache=%s,discard=unmap", d.ID, escape(d.Path), d.Format, cache)
+	for i, d := range cfg.Disks {
+		file := escape(d.Path)
+		if fds, ok := o.DiskFDs[d.ID]; ok {
+			set := i + 1
+			args = append(args, "-add-fd", fmt.Sprintf("fd=%d,set=%d", fds[0], set), "-add-fd", fmt.Sprintf("fd=%d,set=%d", fds[1], set))
+			file = fmt.Sprintf("/dev/fdset/%d", set)
+		}
+		drive := fmt.Sprintf("id=%s,file=%s,format=%s,if=none,cache=%s,discard=unmap", d.ID, file, d.Format, cache)
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}

@@ -25,9 +25,9 @@ func TestArgs(t *testing.T) {
 		want  string
 	}{
 		{"tcg", tcg, Options{}, "-name vm1 -machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on -accel tcg -cpu max -smp 2 -m 512M " +
-			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny -kernel /k/vmlinux " +
+			"-nodefaults -no-user-config -nographic -no-reboot -sandbox on,obsolete=deny,spawn=deny,resourcecontrol=deny " +
 			"-chardev file,id=console,path=/v/console.log,append=on -serial chardev:console -qmp unix:/v/qmp.sock,server=on,wait=off " +
-			"-append console=ttyS0 root=/dev/vda rw -initrd /k/initrd.img " +
+			"-kernel /k/vmlinux -append console=ttyS0 root=/dev/vda rw -initrd /k/initrd.img " +
 			"-drive id=root,file=/v/root,,1.qcow2,format=qcow2,if=none,cache=writeback,discard=unmap -device virtio-blk-device,drive=root " +
 			"-drive id=work,file=/v/work.ext4,format=raw,if=none,cache=writeback,discard=unmap,readonly=on -device virtio-blk-device,drive=work " +
 			"-netdev user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80 -device virtio-net-device,netdev=net0"},
@@ -57,6 +57,33 @@ func TestArgs(t *testing.T) {
 	for _, mode := range []string{NetSlirp, NetIsolated} {
 		if got := strings.Join(Args(wide, Options{UserNet: mode}), " "); !strings.Contains(got, "hostfwd=tcp:0.0.0.0:9090-:90 ") {
 			t.Errorf("%s forward on 0.0.0.0: %s", mode, got)
+		}
+	}
+}
+
+// A template's RAM is a shared file; a clone maps it privately and
+// boots no kernel: its state comes over QMP.
+func TestArgsMemoryFile(t *testing.T) {
+	cfg := vmm.Config{Name: "t", CPUs: 1, MemoryMB: 256, Kernel: "/k/vmlinux", Cmdline: "quiet", Initrd: "/k/i.img", Console: "/c", Control: "/q",
+		Memory: &vmm.Memory{Path: "/t/mem,1", Shared: true}}
+	template := strings.Join(Args(cfg, Options{}), " ")
+	for _, want := range []string{"-machine microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on,memory-backend=mem ",
+		"-m 256M ", "-object memory-backend-file,id=mem,size=256M,mem-path=/t/mem,,1,share=on ", "-kernel /k/vmlinux -append quiet -initrd /k/i.img"} {
+		if !strings.Contains(template, want) {
+			t.Errorf("template: no %q in %s", want, template)
+		}
+	}
+	if strings.Contains(template, "-incoming") {
+		t.Errorf("template waits for a state: %s", template)
+	}
+	cfg.Memory.Shared, cfg.Restore = false, "/t/state"
+	clone := strings.Join(Args(cfg, Options{}), " ")
+	if !strings.Contains(clone, "mem-path=/t/mem,,1,share=off ") || !strings.Contains(clone, "-incoming defer") {
+		t.Errorf("clone: %s", clone)
+	}
+	for _, bad := range []string{"-kernel", "-append", "-initrd", "/t/state"} {
+		if strings.Contains(clone, bad) {
+			t.Errorf("clone has %s: %s", bad, clone)
 		}
 	}
 }

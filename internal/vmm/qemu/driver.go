@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -128,7 +129,7 @@ func (d *Driver) Name() string { return "qemu" }
 
 // Features implements vmm.Driver.
 func (d *Driver) Features() vmm.Features {
-	return vmm.Features{UserNetwork: true, Overlays: true}
+	return vmm.Features{UserNetwork: true, Overlays: true, Snapshots: true}
 }
 
 // Accel implements vmm.Driver: the selector's choice, proven once; an
@@ -197,13 +198,51 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 			defer net.vmEnd.Close()
 		}
 	}
+	// Descriptors qemu inherits, from 3 on.
+	var extra []*os.File
+	defer func() {
+		for _, f := range extra {
+			if net == nil || f != net.vmEnd {
+				f.Close()
+			}
+		}
+	}()
+	if net != nil {
+		extra = append(extra, net.vmEnd)
+	}
+	stateFD := -1
+	if cfg.Restore != "" {
+		state, err := os.Open(cfg.Restore)
+		if err != nil {
+			return vmm.Process{}, fmt.Errorf("saved state: %w", err)
+		}
+		extra = append(extra, state)
+		stateFD = 2 + len(extra)
+	}
+	if cfg.Memory != nil {
+		o.DiskFDs = map[string][2]int{}
+		for _, d := range cfg.Disks {
+			if d.ReadOnly {
+				continue
+			}
+			rw, err := os.OpenFile(d.Path, os.O_RDWR, 0)
+			if err != nil {
+				return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
+			}
+			extra = append(extra, rw)
+			ro, err := os.Open(d.Path)
+			if err != nil {
+				return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
+			}
+			extra = append(extra, ro)
+			o.DiskFDs[d.ID] = [2]int{len(extra) + 1, len(extra) + 2}
+		}
+	}
 	// Not exec.CommandContext: the VMM must outlive this request.
 	cmd := exec.Command(path, Args(cfg, o)...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if net != nil {
-		cmd.ExtraFiles = []*os.File{net.vmEnd}
-	}
+	cmd.ExtraFiles = extra
 	started := false
 	defer func() {
 		if net != nil && !started {
@@ -239,6 +278,12 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 					return vmm.Process{}, fmt.Errorf("%s did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", name, want, uid, err, errdefs.ErrUnavailable)
 				}
 			}
+			if stateFD >= 0 {
+				if err := resume(ctx, cfg, stateFD, exited); err != nil {
+					cmd.Process.Kill()
+					return vmm.Process{}, fmt.Errorf("restore %s: %w", cfg.Restore, err)
+				}
+			}
 			started = true
 			return proc, nil
 		}
@@ -251,6 +296,132 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// ignoreShared makes a migration leave RAM that lives in a shared file
+// out of the stream: it is the memory file itself. Both ends need it.
+var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
+// resume loads the saved state from the VMM's file descriptor fd, runs the
+// guest, and tells it the size of each raw disk, which may have grown
+// since the state was saved (a work disk in the place of a template's
+// empty one).
+func resume(ctx context.Context, cfg vmm.Config, fd int, exited <-chan error) error {
+	m, err := dialMonitor(ctx, cfg.Control)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if _, err := m.Exec("migrate-set-capabilities", ignoreShared); err != nil {
+		return err
+	}
+	if _, err := m.Exec("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}); err != nil {
+		return err
+	}
+	for {
+		ret, err := m.Exec("query-status", nil)
+		if err != nil {
+			return err
+		}
+		var st struct{ Status string }
+		json.Unmarshal(ret, &st)
+		if st.Status != "inmigrate" {
+			break
+		}
+		select {
+		case werr := <-exited:
+			return fmt.Errorf("qemu exited (%v): %s", werr, readLog(cfg.Log))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if _, err := m.Exec("cont", nil); err != nil {
+		return err
+	}
+	for _, d := range cfg.Disks {
+		if d.Format != "raw" || d.ReadOnly {
+			continue
+		}
+		st, err := os.Stat(d.Path)
+		if err != nil {
+			return err
+		}
+		// Resizing to the file's own size changes nothing on disk; it
+		// makes the virtio device announce its capacity again.
+		if _, err := m.Exec("block_resize", map[string]any{"device": d.ID, "size": st.Size()}); err != nil {
+			return fmt.Errorf("disk %s: %w", d.ID, err)
+		}
+	}
+	return nil
+}
+
+// Save implements vmm.Driver: the guest paused, its device state written
+// through a descriptor handed over QMP (qemu may not open files or run
+// programs under its sandbox), then the state and memory files synced so
+// that a crash of the host leaves either a whole template or none.
+func (d *Driver) Save(ctx context.Context, cfg vmm.Config, state string) error {
+	if cfg.Memory == nil || !cfg.Memory.Shared {
+		return fmt.Errorf("save vm %s: its memory is not a shared file: %w", cfg.Name, errdefs.ErrInvalid)
+	}
+	f, err := os.OpenFile(state, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("save vm %s: %w", cfg.Name, err)
+	}
+	defer f.Close()
+	m, err := dialMonitor(ctx, cfg.Control)
+	if err != nil {
+		return fmt.Errorf("save vm %s: %w", cfg.Name, err)
+	}
+	defer m.Close()
+	for _, c := range []struct {
+		cmd  string
+		args any
+		fd   *os.File
+	}{
+		{"stop", nil, nil},
+		{"migrate-set-capabilities", ignoreShared, nil},
+		{"getfd", map[string]any{"fdname": "state"}, f},
+		{"migrate", map[string]any{"uri": "fd:state"}, nil},
+	} {
+		if _, err := m.exec(c.cmd, c.args, c.fd); err != nil {
+			return fmt.Errorf("save vm %s: %w", cfg.Name, err)
+		}
+	}
+	for {
+		ret, err := m.Exec("query-migrate", nil)
+		if err != nil {
+			return fmt.Errorf("save vm %s: %w", cfg.Name, err)
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		json.Unmarshal(ret, &st)
+		if st.Status == "completed" {
+			break
+		}
+		if st.Status == "failed" || st.Status == "cancelled" {
+			return fmt.Errorf("save vm %s: migration %s: %s %s", cfg.Name, st.Status, st.ErrorDesc, readLog(cfg.Log))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save vm %s: sync state: %w", cfg.Name, err)
+	}
+	mem, err := os.Open(cfg.Memory.Path)
+	if err != nil {
+		return fmt.Errorf("save vm %s: %w", cfg.Name, err)
+	}
+	defer mem.Close()
+	if err := mem.Sync(); err != nil {
+		return fmt.Errorf("save vm %s: sync memory: %w", cfg.Name, err)
+	}
+	return nil
 }
 
 // allocUID picks the lowest uid of the range that no process on this host

@@ -6,68 +6,123 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QMP runs one command on qemu's monitor socket and returns its "return"
 // value. Each call is its own connection: QMP is rarely used (start, stop)
 // and a connection left open would be one more thing to re-attach.
 func QMP(ctx context.Context, socket, command string) (json.RawMessage, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", socket)
+	m, err := dialMonitor(ctx, socket)
 	if err != nil {
 		return nil, fmt.Errorf("qmp %s: %w", command, err)
 	}
-	defer c.Close()
+	defer m.Close()
+	ret, err := m.Exec(command, nil)
+	if err != nil && command == "quit" {
+		return nil, nil // qemu may close before it answers
+	}
+	return ret, err
+}
+
+// monitor is one QMP connection, for commands that belong together: a
+// file descriptor handed over with getfd lives only as long as it.
+type monitor struct {
+	c *net.UnixConn
+	r *bufio.Reader
+}
+
+// dialMonitor connects and negotiates capabilities. Its deadline is
+// ctx's, or 10 s.
+func dialMonitor(ctx context.Context, socket string) (*monitor, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, err
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(10 * time.Second)
 	}
 	c.SetDeadline(deadline)
-	r := bufio.NewReader(c)
-	type reply struct {
-		QMP    json.RawMessage `json:"QMP"`
-		Return json.RawMessage `json:"return"`
-		Error  *struct {
-			Class, Desc string
-		} `json:"error"`
-		Event string `json:"event"`
+	m := &monitor{c: c.(*net.UnixConn), r: bufio.NewReader(c)}
+	if _, err := m.read(); err != nil { // the greeting
+		c.Close()
+		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	read := func() (reply, error) {
-		for {
-			line, err := r.ReadBytes('\n')
-			if err != nil {
-				return reply{}, err
-			}
-			var m reply
-			if err := json.Unmarshal(line, &m); err != nil {
-				return reply{}, fmt.Errorf("bad QMP message %q: %w", line, err)
-			}
-			if m.Event == "" {
-				return m, nil
-			}
-		}
+	if _, err := m.Exec("qmp_capabilities", nil); err != nil {
+		c.Close()
+		return nil, err
 	}
-	if _, err := read(); err != nil { // the greeting
-		return nil, fmt.Errorf("qmp %s: greeting: %w", command, err)
-	}
-	for _, cmd := range []string{"qmp_capabilities", command} {
-		if _, err := fmt.Fprintf(c, "{\"execute\":%q}\n", cmd); err != nil {
-			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
-		}
-		m, err := read()
+	return m, nil
+}
+
+func (m *monitor) Close() error { return m.c.Close() }
+
+type qmpReply struct {
+	QMP    json.RawMessage `json:"QMP"`
+	Return json.RawMessage `json:"return"`
+	Error  *struct {
+		Class, Desc string
+	} `json:"error"`
+	Event string `json:"event"`
+}
+
+// read returns the next reply, skipping asynchronous events.
+func (m *monitor) read() (qmpReply, error) {
+	for {
+		line, err := m.r.ReadBytes('\n')
 		if err != nil {
-			if cmd == "quit" {
-				return nil, nil // qemu may close before it answers
-			}
-			return nil, fmt.Errorf("qmp %s: %w", cmd, err)
+			return qmpReply{}, err
 		}
-		if m.Error != nil {
-			return nil, fmt.Errorf("qmp %s: %s: %s", cmd, m.Error.Class, m.Error.Desc)
+		var rep qmpReply
+		if err := json.Unmarshal(line, &rep); err != nil {
+			return qmpReply{}, fmt.Errorf("bad QMP message %q: %w", line, err)
 		}
-		if cmd == command {
-			return m.Return, nil
+		if rep.Event == "" {
+			return rep, nil
 		}
 	}
-	return nil, nil
+}
+
+// Exec runs command with args (nil for none).
+func (m *monitor) Exec(command string, args any) (json.RawMessage, error) {
+	return m.exec(command, args, nil)
+}
+
+// ExecFD runs command with f passed alongside (SCM_RIGHTS), as getfd
+// and add-fd want.
+func (m *monitor) ExecFD(command string, args any, f *os.File) (json.RawMessage, error) {
+	return m.exec(command, args, f)
+}
+
+func (m *monitor) exec(command string, args any, f *os.File) (json.RawMessage, error) {
+	msg := map[string]any{"execute": command}
+	if args != nil {
+		msg["arguments"] = args
+	}
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, '\n')
+	if f != nil {
+		_, _, err = m.c.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil)
+	} else {
+		_, err = m.c.Write(b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", command, err)
+	}
+	rep, err := m.read()
+	if err != nil {
+		return nil, fmt.Errorf("qmp %s: %w", command, err)
+	}
+	if rep.Error != nil {
+		return nil, fmt.Errorf("qmp %s: %s: %s", command, rep.Error.Class, rep.Error.Desc)
+	}
+	return rep.Return, nil
 }

@@ -1,0 +1,390 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/guestssh"
+	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/sshkey"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/template"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// Files a VM resumed from a template has beside its overlay.
+const (
+	// templateBase links the template's root disk into the VM's own
+	// directory, and the overlay is made over the link: the template can
+	// be removed or replaced while the VM lives on.
+	templateBase = "template-base"
+	// emptyWork stands in the template's work disk place for a VM without
+	// one: the saved guest has a device there.
+	emptyWork = "no-work.raw"
+	// placeholderBytes is the empty work disk's size.
+	placeholderBytes = 1 << 20
+)
+
+// templateHostname is the saved guest's name until a clone gets its own.
+const templateHostname = "banger-template"
+
+// templatable says whether v's start may resume from a template: the
+// driver can save and restore, and the VM never booted (a VM that did
+// has a disk of its own that no template's memory matches).
+func (s *Service) templatable(v store.VM) bool {
+	f := s.d.Driver.Features()
+	return s.d.Templates != "" && f.Snapshots && f.Overlays && s.d.Key != nil && v.StartedAt.IsZero()
+}
+
+// templateKey is what the template for v must have been made with.
+func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, acc vmm.Accel) (template.Key, error) {
+	im, err := s.d.Images.Get(ctx, v.Image)
+	if err != nil {
+		return template.Key{}, err
+	}
+	agent := ""
+	if s.d.Agent != "" {
+		if agent, err = s.agentDigest(); err != nil {
+			return template.Key{}, err
+		}
+	}
+	build, err := s.d.Driver.Version(ctx)
+	if err != nil {
+		return template.Key{}, err
+	}
+	return template.Key{
+		Image: im.Name, ImageDigest: im.Digest, Kernel: k.Name, KernelDigest: k.Digest, Agent: agent,
+		VMM: s.d.Driver.Name() + " " + build, Accel: acc.Name + " " + acc.CPU, Network: s.d.Driver.Network(),
+		CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes,
+	}, nil
+}
+
+// startFromTemplate resumes v from the template of its kind, making the
+// template first (one boot) when there is none or it is out of date. On
+// an error v has not started, and its root disk may be the template's
+// overlay: the caller boots it cold after pristineRoot.
+func (s *Service) startFromTemplate(ctx context.Context, v *store.VM, cold vmm.Config, k api.Kernel, timeout time.Duration, p operation.Progress) error {
+	key, err := s.templateKey(ctx, *v, k, cold.Accel)
+	if err != nil {
+		return err
+	}
+	t, err := s.template(ctx, key, cold, timeout, p)
+	if err != nil {
+		return err
+	}
+	return s.resume(ctx, v, t, cold, timeout, p)
+}
+
+// template returns the template for key, making it when it is missing,
+// out of date or damaged. Concurrent starts of one kind make it once.
+func (s *Service) template(ctx context.Context, key template.Key, cold vmm.Config, timeout time.Duration, p operation.Progress) (template.Template, error) {
+	id := key.ID()
+	unlock, err := s.boot.Lock(ctx, "template:"+id, func() {
+		p.Stage("template", "waiting for template %s, which another start is making", id)
+	})
+	if err != nil {
+		return template.Template{}, err
+	}
+	defer unlock()
+	t, err := s.d.Templates.Get(id)
+	switch {
+	case err == nil:
+		diff, missing := key.Diff(t.Key), t.Missing()
+		if diff == "" && missing == "" {
+			return t, nil
+		}
+		why := "was made with " + diff
+		if missing != "" {
+			why = "lost its " + missing
+		}
+		p.Stage("template", "template %s %s: removing it and booting cold to make a new one", id, why)
+		s.d.Log.Warn("template out of date", "template", id, "why", why)
+		if err := s.d.Templates.Remove(id); err != nil {
+			return template.Template{}, err
+		}
+	case errors.Is(err, template.ErrNone):
+	default:
+		p.Stage("template", "%v: making a new one", err)
+		s.d.Templates.Remove(id)
+	}
+	if why, failed := s.failedTemplate(id); failed {
+		return template.Template{}, fmt.Errorf("template %s could not be made earlier (%s)", id, why)
+	}
+	t, err = s.makeTemplate(ctx, key, cold, timeout, p)
+	if err != nil {
+		s.tplMu.Lock()
+		if s.tplFailed == nil {
+			s.tplFailed = map[string]string{}
+		}
+		// Not tried again by this daemon: each try costs a boot.
+		s.tplFailed[id] = err.Error()
+		s.tplMu.Unlock()
+		return template.Template{}, fmt.Errorf("make template %s: %w", id, err)
+	}
+	return t, nil
+}
+
+func (s *Service) failedTemplate(id string) (string, bool) {
+	s.tplMu.Lock()
+	defer s.tplMu.Unlock()
+	why, ok := s.tplFailed[id]
+	return why, ok
+}
+
+// makeTemplate boots a guest of key's kind with no identity of its own
+// (the template's hostname, only the daemon's key), saves it once its
+// agent is ready, and publishes it.
+func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.Config, timeout time.Duration, p operation.Progress) (t template.Template, err error) {
+	id := key.ID()
+	im, err := s.d.Images.Get(ctx, key.Image)
+	if err != nil {
+		return t, err
+	}
+	base, err := s.baseFor(ctx, im, key.DiskBytes, p)
+	if err != nil {
+		return t, err
+	}
+	build, err := s.d.Templates.Build(id)
+	if err != nil {
+		return t, err
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(build)
+		}
+	}()
+	disk, err := makeRootDisk(ctx, s.d.Runner, true, base, build)
+	if err != nil {
+		return t, err
+	}
+	work := filepath.Join(build, template.WorkFile)
+	if err := placeholder(work); err != nil {
+		return t, err
+	}
+	cfg := vmm.Config{
+		Name: "template-" + id, CPUs: key.CPUs, MemoryMB: key.MemoryMB,
+		Kernel: cold.Kernel, Initrd: cold.Initrd,
+		Cmdline: Cmdline(templateHostname, cold.Initrd != "", []string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, s.d.Driver.GuestParams(cold.Accel)),
+		Disks:   []vmm.Disk{disk, {ID: "work", Path: work, Format: "raw"}},
+		Console: filepath.Join(build, "console.log"), Control: filepath.Join(s.d.Layout.Run(), "t-"+newID()+".sock"),
+		Log: filepath.Join(build, "vmm.log"), Accel: cold.Accel,
+		Memory: &vmm.Memory{Path: filepath.Join(build, template.MemoryFile), Shared: true},
+	}
+	defer os.Remove(cfg.Control)
+	p.Stage("template", "no template for image %s at %d CPU, %d MiB yet: booting one (later VMs of this kind resume from it)", key.Image, key.CPUs, key.MemoryMB)
+	began := time.Now()
+	proc, err := s.d.Driver.Start(ctx, cfg)
+	if err != nil {
+		return t, err
+	}
+	defer func() {
+		if err != nil {
+			proc.Kill()
+		}
+	}()
+	if err := template.Building(build, proc); err != nil {
+		return t, err
+	}
+	hostKey, err := waitReady(ctx, cfg.Name, cfg.Console, 0, proc, timeout)
+	if err != nil {
+		return t, err
+	}
+	booted := time.Since(began)
+	p.Stage("template", "saving template %s (booted in %s)", id, booted.Round(time.Millisecond))
+	if err := s.d.Driver.Save(ctx, cfg, filepath.Join(build, template.StateFile)); err != nil {
+		return t, err
+	}
+	// The VMM flushes the root disk as it quits; only then is the disk
+	// what the saved memory believes it is.
+	if err := s.d.Driver.Quit(ctx, cfg); err != nil {
+		return t, err
+	}
+	if !waitExit(ctx, proc, 10*time.Second) {
+		return t, fmt.Errorf("the template's VMM did not quit")
+	}
+	t = template.Template{ID: id, Key: key, Disk: disk, HostKey: hostKey, CreatedAt: time.Now().UTC(), BootTook: booted}
+	if err := s.d.Templates.Publish(build, t); err != nil {
+		return t, err
+	}
+	s.d.Log.Info("made template", "template", id, "boot_took", booted, "took", time.Since(began))
+	return s.d.Templates.Get(id)
+}
+
+// placeholder makes an empty, sparse raw disk.
+func placeholder(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(placeholderBytes)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// resume starts v from t: its root disk an overlay over the template's,
+// its work disk (or an empty one) where the template's placeholder was,
+// and then, before anyone else reaches it, its own identity.
+func (s *Service) resume(ctx context.Context, v *store.VM, t template.Template, cold vmm.Config, timeout time.Duration, p operation.Progress) error {
+	dir := s.d.Layout.VM(v.Name)
+	root, err := s.templateRoot(ctx, dir, t)
+	if err != nil {
+		return err
+	}
+	work := vmm.Disk{ID: "work", Path: workDisk(dir), Format: "raw"}
+	if v.Work == nil {
+		work.Path = filepath.Join(dir, emptyWork)
+		if err := placeholder(work.Path); err != nil {
+			return err
+		}
+	}
+	cfg := cold
+	cfg.Disks = []vmm.Disk{root, work}
+	cfg.Memory = &vmm.Memory{Path: t.Memory()}
+	cfg.Restore = t.State()
+	p.Stage("boot", "resuming vm %s from template %s: %s (%s), %d CPU, %d MiB, network %s", v.Name, t.ID, s.d.Driver.Name(), cold.Accel.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
+	began := time.Now()
+	proc, err := s.d.Driver.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
+	v.Accel, v.Template = cold.Accel.String(), t.ID
+	fail := func(err error) error {
+		proc.Kill()
+		waitExit(context.WithoutCancel(ctx), proc, 3*time.Second)
+		v.State, v.PID, v.PIDStart, v.Template, v.StartedAt = api.VMStopped, 0, 0, "", time.Time{}
+		s.d.Store.UpdateVM(context.WithoutCancel(ctx), *v)
+		return err
+	}
+	if err := s.d.Store.UpdateVM(ctx, *v); err != nil {
+		return fail(err)
+	}
+	key, err := s.giveIdentity(ctx, *v, t.HostKey, timeout)
+	if err != nil {
+		return fail(fmt.Errorf("give vm %s its identity: %w", v.Name, err))
+	}
+	v.State, v.HostKey = api.VMRunning, key
+	if err := s.d.Store.UpdateVM(ctx, *v); err != nil {
+		return err
+	}
+	p.Stage("ready", "vm %s is ready after %s (resumed from template %s)", v.Name, time.Since(began).Round(time.Millisecond), t.ID)
+	s.d.Log.Info("resumed vm from template", "vm", v.Name, "template", t.ID, "pid", proc.PID, "ready_after", time.Since(began))
+	return nil
+}
+
+// templateRoot replaces the VM's root disk by an overlay over t's,
+// reached through a link in the VM's directory.
+func (s *Service) templateRoot(ctx context.Context, dir string, t template.Template) (vmm.Disk, error) {
+	if err := removeRoot(dir); err != nil {
+		return vmm.Disk{}, err
+	}
+	base := filepath.Join(dir, templateBase)
+	if err := os.Link(t.Disk.Path, base); err != nil {
+		return vmm.Disk{}, fmt.Errorf("link template %s's disk: %w", t.ID, err)
+	}
+	q := filepath.Join(dir, rootQcow2)
+	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
+		"create", "-q", "-f", "qcow2", "-F", t.Disk.Format, "-b", base, q}}); err != nil {
+		return vmm.Disk{}, fmt.Errorf("create root disk overlay over template %s: %w", t.ID, err)
+	}
+	return vmm.Disk{ID: "root", Path: q, Format: "qcow2"}, nil
+}
+
+// removeRoot removes a VM's root disk, whichever way it was made.
+func removeRoot(dir string) error {
+	for _, f := range []string{rootQcow2, rootRaw, templateBase, emptyWork} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// pristineRoot gives a VM whose resume failed a fresh root disk from its
+// image, as create made it, to boot cold.
+func (s *Service) pristineRoot(ctx context.Context, v store.VM, p operation.Progress) (vmm.Disk, error) {
+	dir := s.d.Layout.VM(v.Name)
+	if err := removeRoot(dir); err != nil {
+		return vmm.Disk{}, err
+	}
+	im, err := s.d.Images.Get(ctx, v.Image)
+	if err != nil {
+		return vmm.Disk{}, err
+	}
+	base, err := s.baseFor(ctx, im, v.DiskBytes, p)
+	if err != nil {
+		return vmm.Disk{}, err
+	}
+	return makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir)
+}
+
+// giveIdentity reaches a resumed guest's agent, which still serves the
+// template's host key, and has it become v: hostname, authorized keys,
+// a host key of its own (whose fingerprint it answers, and which is
+// pinned from then on), machine ID, fresh entropy, the host's clock,
+// and its work disk.
+func (s *Service) giveIdentity(ctx context.Context, v store.VM, templateKey string, timeout time.Duration) (string, error) {
+	keys := append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, v.AuthorizedKeys...)
+	entropy := make([]byte, 64)
+	mid := make([]byte, 16)
+	if _, err := rand.Read(entropy); err != nil {
+		return "", err
+	}
+	if _, err := rand.Read(mid); err != nil {
+		return "", err
+	}
+	id := guestproto.Identity{Hostname: v.Name, Keys: keys, Entropy: entropy, MachineID: hex.EncodeToString(mid)}
+	if v.Work != nil {
+		id.Work = "/dev/vdb"
+	}
+	deadline := time.Now().Add(timeout)
+	var c *ssh.Client
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		c, err = guestssh.Connect(cctx, v.SSHPort, templateKey, s.d.Key)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !process(v).Alive() || time.Now().After(deadline) || ctx.Err() != nil {
+			return "", err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	defer c.Close()
+	// The clock last: as close to the guest setting it as can be.
+	id.UnixNano = time.Now().UnixNano()
+	b, _ := json.Marshal(id)
+	ok, reply, err := c.SendRequest(guestproto.IdentityRequest, true, ssh.Marshal(struct{ JSON string }{string(b)}))
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		var m struct{ Message string }
+		if ssh.Unmarshal(reply, &m) != nil || m.Message == "" {
+			m.Message = "refused (an agent older than the template?)"
+		}
+		return "", fmt.Errorf("the guest agent says: %s", m.Message)
+	}
+	var r struct{ Fingerprint string }
+	if err := ssh.Unmarshal(reply, &r); err != nil || !strings.HasPrefix(r.Fingerprint, "SHA256:") || r.Fingerprint == templateKey {
+		return "", fmt.Errorf("the guest agent answered no new host key")
+	}
+	return r.Fingerprint, nil
+}
