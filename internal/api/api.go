@@ -446,3 +446,28 @@ type VMStartRequest struct {
 type VMStopRequest struct {
 	Timeout string `json:"timeout,omitempty"`
 }
+
+// Template is a saved guest that VMs of its kind resume from instead of
+// booting (GET /v1/templates).
+type Template struct {
+	ID        string `json:"id"`
+	Image     string `json:"image"`
+	Kernel    string `json:"kernel"`
+	CPUs      int    `json:"cpus"`
+	MemoryMB  int    `json:"memory_mib"`
+	DiskBytes int64  `json:"disk_bytes"`
+	// VMM and Agent are the builds it was made with: a template made by
+	// others is made again at the next start of its kind.
+	VMM   string `json:"vmm"`
+	Agent string `json:"agent"`
+	// Bytes is what its files take on disk.
+	Bytes     int64     `json:"bytes"`
+	CreatedAt time.Time `json:"created_at"`
+	// BootMillis is how long its boot took: what each resume saves.
+	BootMillis int64 `json:"boot_ms"`
+	// UsedBy names the VMs resumed from it that still exist (they keep
+	// their own link to its disk: removing it does not harm them).
+	UsedBy []string `json:"used_by"`
+	// Problem says why it will not be resumed from ("" if it will).
+	Problem string `json:"problem,omitempty"`
+}

@@ -63,6 +63,7 @@ Get started:
 		newVMCmd(a),
 		newKernelCmd(a),
 		newImageCmd(a),
+		newTemplateCmd(a),
 		newDaemonCmd(a),
 		newStatusCmd(a),
 		newDoctorCmd(a),

@@ -453,6 +453,9 @@ func newVMShow(a *app) *cobra.Command {
 			if v.Accel != "" {
 				// What it last booted with: a stopped VM keeps it.
 				fmt.Fprintf(w, "Accel:    %s\n", v.Accel)
+				if v.Template != "" {
+					fmt.Fprintf(w, "Template: %s (first started from it, not booted)\n", v.Template)
+				}
 			}
 			fmt.Fprintf(w, "CPUs:     %d\n", v.CPUs)
 			fmt.Fprintf(w, "Memory:   %s\n", humanSize(int64(v.MemoryMB)<<20))

@@ -153,6 +153,20 @@ func (c *Client) Kernels(ctx context.Context) ([]api.Kernel, error) {
 	return ks, c.do(ctx, "GET", "/kernels", nil, &ks)
 }
 
+// Templates lists the templates VMs resume from.
+func (c *Client) Templates(ctx context.Context) ([]api.Template, error) {
+	var ts []api.Template
+	return ts, c.do(ctx, "GET", "/templates", nil, &ts)
+}
+
+// RemoveTemplate drops a template.
+func (c *Client) RemoveTemplate(ctx context.Context, id string) error {
+	if err := names.Validate("template", id); err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", "/templates/"+url.PathEscape(id), nil, nil)
+}
+
 // kernelPath builds the path of a kernel, refusing names the daemon would
 // refuse anyway (an empty one would even name another endpoint).
 func kernelPath(name, suffix string) (string, error) {

@@ -38,9 +38,11 @@ type Store interface {
 	DeleteImage(ctx context.Context, name string) error
 }
 
-// Users reports which VMs use an image, so that rm can refuse.
+// Users reports which VMs use an image, so that rm can refuse, and drops
+// what was made from an image once it is removed (its templates).
 type Users interface {
 	VMsUsingImage(ctx context.Context, image string) ([]string, error)
+	ForgetImage(ctx context.Context, image string)
 }
 
 // Kernels makes sure a kernel is local, pulling it from its catalog.
@@ -453,5 +455,11 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 			return fmt.Errorf("image %q is used by VM %s: remove those VMs first: %w", name, names.QuoteList(vms), errdefs.ErrConflict)
 		}
 	}
-	return s.pub.Remove(ctx, name, func(ctx context.Context) error { return s.d.Store.DeleteImage(ctx, name) })
+	if err := s.pub.Remove(ctx, name, func(ctx context.Context) error { return s.d.Store.DeleteImage(ctx, name) }); err != nil {
+		return err
+	}
+	if s.d.Users != nil {
+		s.d.Users.ForgetImage(ctx, name)
+	}
+	return nil
 }

@@ -29,9 +29,11 @@ type Store interface {
 	DeleteKernel(ctx context.Context, name string) error
 }
 
-// Users reports which VMs use a kernel, so that rm can refuse.
+// Users reports which VMs use a kernel, so that rm can refuse, and drops
+// what was made with a kernel once it is removed (its templates).
 type Users interface {
 	VMsUsingKernel(ctx context.Context, kernel string) ([]string, error)
+	ForgetKernel(ctx context.Context, kernel string)
 }
 
 // Catalog returns the merged kernel catalog.
@@ -199,9 +201,15 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 			return fmt.Errorf("kernel %q is used by VM %s: remove those VMs first: %w", name, names.QuoteList(vms), errdefs.ErrConflict)
 		}
 	}
-	return s.pub.Remove(ctx, name, func(ctx context.Context) error {
+	if err := s.pub.Remove(ctx, name, func(ctx context.Context) error {
 		return s.d.Store.DeleteKernel(ctx, name)
-	})
+	}); err != nil {
+		return err
+	}
+	if s.d.Users != nil {
+		s.d.Users.ForgetKernel(ctx, name)
+	}
+	return nil
 }
 
 // Ensure returns the named kernel, pulling it from the catalog first when

@@ -60,6 +60,8 @@ type VMs interface {
 	ExportWork(ctx context.Context, name string, w io.Writer) error
 	WorkPulled(ctx context.Context, name string, req api.WorkPulled) (api.VM, error)
 	AuthSync(ctx context.Context, name string, req api.AuthSync) (api.VM, error)
+	Templates(ctx context.Context) ([]api.Template, error)
+	RemoveTemplate(ctx context.Context, id string) error
 }
 
 // Seeds is what the API needs of the workspace service.
@@ -141,6 +143,8 @@ func (s *Server) Routes() []Route {
 		{"GET", p + "/vms/{name}/work", s.exportWork},
 		{"POST", p + "/vms/{name}/work/pulled", s.workPulled},
 		{"POST", p + "/vms/{name}/authsync", s.authSync},
+		{"GET", p + "/templates", s.listTemplates},
+		{"DELETE", p + "/templates/{name}", s.removeTemplate},
 		{"POST", p + "/seeds", s.stageSeed},
 		{"POST", p + "/uploads", s.putUpload},
 	}
@@ -298,6 +302,23 @@ func (s *Server) getKernel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, k)
+}
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.d.VMs.Templates(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ts)
+}
+
+func (s *Server) removeTemplate(w http.ResponseWriter, r *http.Request) {
+	if err := s.d.VMs.RemoveTemplate(r.Context(), r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) removeKernel(w http.ResponseWriter, r *http.Request) {

@@ -388,3 +388,77 @@ func (s *Service) giveIdentity(ctx context.Context, v store.VM, templateKey stri
 	}
 	return r.Fingerprint, nil
 }
+
+// Templates lists the templates, with the VMs resumed from each.
+func (s *Service) Templates(ctx context.Context) ([]api.Template, error) {
+	out := []api.Template{}
+	if s.d.Templates == "" {
+		return out, nil
+	}
+	ts, bad := s.d.Templates.List()
+	for _, t := range ts {
+		used, err := s.d.Store.VMsUsing(ctx, "template", t.ID)
+		if err != nil {
+			return nil, err
+		}
+		if used == nil {
+			used = []string{}
+		}
+		k := t.Key
+		at := api.Template{
+			ID: t.ID, Image: k.Image, Kernel: k.Kernel, CPUs: k.CPUs, MemoryMB: k.MemoryMB, DiskBytes: k.DiskBytes,
+			VMM: k.VMM, Agent: short(k.Agent), Bytes: t.Bytes(), CreatedAt: t.CreatedAt, BootMillis: t.BootTook.Milliseconds(), UsedBy: used,
+		}
+		if m := t.Missing(); m != "" {
+			at.Problem = "lost its " + m + ": made again at the next start of its kind"
+		}
+		out = append(out, at)
+	}
+	for id, err := range bad {
+		out = append(out, api.Template{ID: id, UsedBy: []string{}, Problem: err.Error()})
+	}
+	return out, nil
+}
+
+// RemoveTemplate drops a template. VMs resumed from it keep running and
+// keep their disks (each links the template's disk); the next start of
+// its kind makes a new one.
+func (s *Service) RemoveTemplate(ctx context.Context, id string) error {
+	if s.d.Templates == "" {
+		return fmt.Errorf("templates are off in this daemon's config (templates = false): %w", template.ErrNone)
+	}
+	unlock, err := s.boot.Lock(ctx, "template:"+id, func() {})
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := s.d.Templates.Remove(id); err != nil {
+		return err
+	}
+	s.d.Log.Info("removed template", "template", id)
+	return nil
+}
+
+// ForgetImage drops the templates of a removed image.
+func (s *Service) ForgetImage(ctx context.Context, image string) {
+	s.forget(ctx, func(k template.Key) bool { return k.Image == image })
+}
+
+// ForgetKernel drops the templates of a removed kernel.
+func (s *Service) ForgetKernel(ctx context.Context, kernel string) {
+	s.forget(ctx, func(k template.Key) bool { return k.Kernel == kernel })
+}
+
+func (s *Service) forget(ctx context.Context, match func(template.Key) bool) {
+	if s.d.Templates == "" {
+		return
+	}
+	ts, _ := s.d.Templates.List()
+	for _, t := range ts {
+		if match(t.Key) {
+			if err := s.RemoveTemplate(ctx, t.ID); err != nil {
+				s.d.Log.Warn("remove template", "template", t.ID, "err", err)
+			}
+		}
+	}
+}
