@@ -44,7 +44,7 @@ import (
 type fakeUsers map[string][]string
 
 func (f fakeUsers) VMsUsingKernel(_ context.Context, k string) ([]string, error) { return f[k], nil }
-func (f fakeUsers) ForgetKernel(context.Context, string)                          {}
+func (f fakeUsers) ForgetKernel(context.Context, string)                         {}
 
 type harness struct {
 	svc     *Service
