@@ -30,7 +30,6 @@ const (
 	StateFile  = "state"    // the VMM's device state
 	WorkFile   = "work.raw" // the empty disk in the work disk's place
 	metaFile   = "template.json"
-	pidFile    = "vmm.pid" // the VMM of a template being built
 )
 
 // Key is everything a template's saved state depends on: a VM resumes
@@ -198,16 +197,9 @@ func (d Dir) Build(id string) (string, error) {
 	return dir, nil
 }
 
-// Building records the VMM writing a template into build, so that a
-// daemon killed meanwhile can end it.
-func Building(build string, p vmm.Process) error {
-	return os.WriteFile(filepath.Join(build, pidFile), []byte(fmt.Sprintf("%d %d\n", p.PID, p.StartTime)), 0o600)
-}
-
 // Publish writes t's record into build and makes build the template,
 // replacing an older template of the same ID.
 func (d Dir) Publish(build string, t Template) error {
-	os.Remove(filepath.Join(build, pidFile))
 	t.Disk.Path = filepath.Base(t.Disk.Path)
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
@@ -261,7 +253,9 @@ func (d Dir) Remove(id string) error {
 }
 
 // Sweep removes what a daemon killed while building or removing a
-// template left, ending a template's VMM that outlived it.
+// template left, ending a template's VMM that outlived it: it is found
+// by its build directory, which its command line names and no other
+// process's does.
 func (d Dir) Sweep() (swept []string) {
 	es, _ := os.ReadDir(string(d))
 	for _, e := range es {
@@ -269,16 +263,33 @@ func (d Dir) Sweep() (swept []string) {
 			continue
 		}
 		dir := filepath.Join(string(d), e.Name())
-		if b, err := os.ReadFile(filepath.Join(dir, pidFile)); err == nil {
-			var p vmm.Process
-			if _, err := fmt.Sscanf(string(b), "%d %d", &p.PID, &p.StartTime); err == nil && p.Alive() {
-				p.Kill()
-			}
+		for _, p := range processesNaming(dir + "/") {
+			p.Kill()
 		}
 		os.RemoveAll(dir)
 		swept = append(swept, e.Name())
 	}
 	return swept
+}
+
+// processesNaming returns the processes whose command line holds s.
+func processesNaming(s string) []vmm.Process {
+	var out []vmm.Process
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range cmdlines {
+		b, err := os.ReadFile(c)
+		if err != nil || !strings.Contains(string(b), s) {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(filepath.Dir(c)), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		if p, err := vmm.ProcessOf(pid); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func syncDir(dir string) {

@@ -195,9 +195,6 @@ func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.C
 			proc.Kill()
 		}
 	}()
-	if err := template.Building(build, proc); err != nil {
-		return t, err
-	}
 	hostKey, err := waitReady(ctx, cfg.Name, cfg.Console, 0, proc, timeout)
 	if err != nil {
 		return t, err

@@ -1,0 +1,171 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/api"
+)
+
+func (e *env) templates() []api.Template {
+	e.t.Helper()
+	var ts []api.Template
+	if err := json.Unmarshal([]byte(e.mustBanger("template", "ls", "-o", "json")), &ts); err != nil {
+		e.t.Fatal(err)
+	}
+	return ts
+}
+
+// runVM runs `vm run` and returns its output and progress.
+func (e *env) runVM(args ...string) (string, string) {
+	e.t.Helper()
+	out, errOut, code := e.banger(append([]string{"vm", "run"}, args...)...)
+	if code != 0 {
+		e.t.Fatalf("vm run %v: exit %d\n%s", args, code, errOut)
+	}
+	return out, errOut
+}
+
+func TestTemplates(t *testing.T) {
+	e, ref := vmEnv(t)
+	// The first VM of a kind boots a template and resumes from it.
+	cold, progress := e.runVM("--rm", "--image", ref, "--", "cat", "/etc/os-release")
+	if !strings.Contains(progress, "booting one") || !strings.Contains(progress, "resuming vm") {
+		t.Fatalf("the first start made no template:\n%s", progress)
+	}
+	ts := e.templates()
+	if len(ts) != 1 || ts[0].Bytes == 0 || ts[0].CPUs != 1 || ts[0].MemoryMB != 256 || ts[0].Problem != "" {
+		t.Fatalf("templates after the first start: %+v", ts)
+	}
+	tpl := ts[0]
+	// The next one resumes from it, and sees the same system.
+	warm, progress := e.runVM("--rm", "--image", ref, "--", "cat", "/etc/os-release")
+	if strings.Contains(progress, "booting") || !strings.Contains(progress, "resuming vm") || !strings.Contains(progress, tpl.ID) {
+		t.Errorf("the second start did not resume from template %s:\n%s", tpl.ID, progress)
+	}
+	if warm != cold || !strings.Contains(warm, "NAME=") {
+		t.Errorf("os-release: cold %q, from the template %q", cold, warm)
+	}
+
+	// Two clones at once: each its own hostname, host key and random
+	// stream. The clock is the host's although the template's stopped
+	// when it was saved, which the wait makes seconds ago at least.
+	if wait := time.Until(tpl.CreatedAt.Add(6 * time.Second)); wait > 0 {
+		time.Sleep(wait)
+	}
+	var wg sync.WaitGroup
+	for _, n := range []string{"c1", "c2"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, errOut, code := e.banger("vm", "run", "--name", n, "--image", ref, "--", "true"); code != 0 {
+				t.Errorf("vm run %s: exit %d\n%s", n, code, errOut)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	random := map[string]bool{}
+	keys := map[string]bool{}
+	for _, n := range []string{"c1", "c2"} {
+		v := e.vm(n)
+		if v.Template != tpl.ID {
+			t.Errorf("vm %s: template %q, want %q", n, v.Template, tpl.ID)
+		}
+		if h := strings.TrimSpace(e.mustBanger("vm", "exec", n, "--", "hostname")); h != n {
+			t.Errorf("vm %s's hostname is %q", n, h)
+		}
+		out, err := exec.Command("ssh-keyscan", "-T", "10", "-t", "ed25519", "-p", strconv.Itoa(v.SSHPort), "127.0.0.1").Output()
+		if err != nil || !strings.Contains(string(out), "ssh-ed25519") {
+			t.Fatalf("ssh-keyscan of vm %s: %v %q", n, err, out)
+		}
+		keys[strings.Fields(string(out))[2]] = true
+		random[e.mustBanger("vm", "exec", n, "--", "sh", "-c", "head -c 16 /dev/urandom | od -An -tx1")] = true
+		guest, _ := strconv.ParseInt(strings.TrimSpace(e.mustBanger("vm", "exec", n, "--", "date", "+%s")), 10, 64)
+		if d := time.Now().Unix() - guest; d < -1 || d > 1 {
+			t.Errorf("vm %s's clock is %d s off the host's (template saved %s ago)", n, d, time.Since(tpl.CreatedAt).Round(time.Second))
+		}
+		if mid := e.mustBanger("vm", "exec", n, "--", "cat", "/proc/sys/kernel/random/boot_id"); mid == "" {
+			t.Errorf("vm %s: no boot id", n)
+		}
+	}
+	if len(keys) != 2 || len(random) != 2 {
+		t.Errorf("two clones share host keys (%d distinct) or random bytes (%d distinct)", len(keys), len(random))
+	}
+	for _, n := range []string{"c1", "c2"} {
+		if used := e.templates()[0].UsedBy; !strings.Contains(strings.Join(used, ","), n) {
+			t.Errorf("template used by %v, not %s", used, n)
+		}
+	}
+	// Removing the template harms no clone: each links its disk.
+	e.mustBanger("template", "rm", tpl.ID)
+	e.mustBanger("vm", "stop", "c1")
+	e.mustBanger("vm", "start", "c1")
+	if h := strings.TrimSpace(e.mustBanger("vm", "exec", "c1", "--", "hostname")); h != "c1" {
+		t.Errorf("c1 after a restart without its template: hostname %q", h)
+	}
+	e.mustBanger("vm", "rm", "-f", "c1", "c2")
+
+	// A template made by another VMM build is made again, never loaded.
+	e.runVM("--rm", "--image", ref, "--", "true")
+	tpl = e.templates()[0]
+	meta := filepath.Join(e.stateDir, "templates", tpl.ID, "template.json")
+	b, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(meta, []byte(strings.Replace(string(b), tpl.VMM, "qemu QEMU emulator version 1.0.0", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, progress = e.runVM("--rm", "--image", ref, "--", "true")
+	if !strings.Contains(progress, `VMM "qemu QEMU emulator version 1.0.0"`) || !strings.Contains(progress, "booting one") {
+		t.Errorf("a template of another qemu was not refused and made again:\n%s", progress)
+	}
+	if again := e.templates(); len(again) != 1 || again[0].VMM != tpl.VMM || !again[0].CreatedAt.After(tpl.CreatedAt) {
+		t.Errorf("templates after the rebuild: %+v", again)
+	}
+
+	// A template whose files were deleted by hand: a line, a cold boot.
+	tpl = e.templates()[0]
+	if err := os.Remove(filepath.Join(e.stateDir, "templates", tpl.ID, "memory")); err != nil {
+		t.Fatal(err)
+	}
+	out, progress := e.runVM("--rm", "--image", ref, "--", "echo", "ok")
+	if strings.TrimSpace(out) != "ok" || !strings.Contains(progress, "lost its memory") {
+		t.Errorf("after the template's memory was deleted: %q\n%s", out, progress)
+	}
+
+	// The daemon killed while a template is written: none listed, none
+	// left running, and the next start makes one.
+	cmd, lines := e.startBanger("vm", "run", "--rm", "--image", ref, "--memory", "320", "--", "true")
+	waitLine(t, lines, "booting one")
+	e.kill()
+	cmd.Wait()
+	e.start()
+	for _, tp := range e.templates() {
+		if tp.MemoryMB == 320 {
+			t.Errorf("a template whose writing was killed is listed: %+v", tp)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.stateDir, "templates", ".*")); len(left) != 0 {
+		t.Errorf("unfinished templates left: %v", left)
+	}
+	if pids := pidsWith(e.stateDir, "templates/.build-"); len(pids) != 0 {
+		t.Errorf("a template's VMM outlived the restart: %v", pids)
+	}
+	_, progress = e.runVM("--rm", "--image", ref, "--memory", "320", "--", "true")
+	if !strings.Contains(progress, "booting one") {
+		t.Errorf("the next start made no template:\n%s", progress)
+	}
+}
