@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -336,4 +337,59 @@ func TestSignalAndHangUpReachTheWholeCommand(t *testing.T) {
 		t.Fatal("a background process the command left running was killed when its session ended")
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// An identity request switches the server to the host key and keys it
+// produced: new connections meet the new key, the old user key is out.
+func TestIdentityRequest(t *testing.T) {
+	newHost, newUser := signer(t), signer(t)
+	var got guestproto.Identity
+	c, addr, oldHost := startServer(t, func(s *SSHServer) {
+		s.Identity = func(id guestproto.Identity) (ssh.Signer, []ssh.PublicKey, error) {
+			got = id
+			if id.Hostname == "refuse" {
+				return nil, nil, errors.New("no such thing")
+			}
+			return newHost, []ssh.PublicKey{newUser.PublicKey()}, nil
+		}
+	})
+	send := func(id guestproto.Identity) (bool, []byte) {
+		b, _ := json.Marshal(id)
+		ok, reply, err := c.SendRequest(guestproto.IdentityRequest, true, ssh.Marshal(struct{ JSON string }{string(b)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, reply
+	}
+	if ok, reply := send(guestproto.Identity{Hostname: "refuse"}); ok || !bytes.Contains(reply, []byte("no such thing")) {
+		t.Errorf("a failed identity: ok %v, %q", ok, reply)
+	}
+	ok, reply := send(guestproto.Identity{Hostname: "c1", Keys: []string{"k"}, Entropy: make([]byte, 32)})
+	var r struct{ Fingerprint string }
+	if !ok || ssh.Unmarshal(reply, &r) != nil || r.Fingerprint != ssh.FingerprintSHA256(newHost.PublicKey()) {
+		t.Fatalf("identity reply: ok %v, %q", ok, reply)
+	}
+	if got.Hostname != "c1" || len(got.Keys) != 1 || len(got.Entropy) != 32 {
+		t.Errorf("the hook got %+v", got)
+	}
+	// The connection that asked goes on.
+	if s, err := c.NewSession(); err != nil {
+		t.Errorf("the asking connection: %v", err)
+	} else {
+		s.Close()
+	}
+	dial := func(user ssh.Signer, host ssh.PublicKey) error {
+		c, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)},
+			HostKeyCallback: ssh.FixedHostKey(host), Timeout: 5 * time.Second})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if err := dial(newUser, newHost.PublicKey()); err != nil {
+		t.Errorf("new key, new host key: %v", err)
+	}
+	if err := dial(newUser, oldHost.PublicKey()); err == nil {
+		t.Error("the server still answers with the template's host key")
+	}
 }
