@@ -341,6 +341,8 @@ type VM struct {
 	// Template is the template the VM resumed from instead of booting
 	// ("" for a VM that booted).
 	Template string `json:"template,omitempty"`
+	// Snapshot is the snapshot the VM was forked from.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // MadeBy records which tool made a VM and for which checkout: `banger mcp`
@@ -432,6 +434,10 @@ type VMCreateRequest struct {
 	// Seed is the ID of a seed uploaded to POST /v1/seeds: it becomes the
 	// VM's work disk, mounted at /work.
 	Seed string `json:"seed,omitempty"`
+	// Snapshot makes the VM a fork of a snapshot: its image, kernel,
+	// size, disks and work come from it, and it resumes where the
+	// snapshot's VM was, with an identity of its own.
+	Snapshot string `json:"snapshot,omitempty"`
 	// MadeBy records the tool that asks, such as `banger mcp`.
 	MadeBy *MadeBy `json:"made_by,omitempty"`
 }
@@ -470,4 +476,36 @@ type Template struct {
 	UsedBy []string `json:"used_by"`
 	// Problem says why it will not be resumed from ("" if it will).
 	Problem string `json:"problem,omitempty"`
+}
+
+// Snapshot is a running VM saved whole, RAM included, that new VMs fork
+// from (GET /v1/snapshots).
+type Snapshot struct {
+	Name      string    `json:"name"`
+	VM        string    `json:"vm"`
+	Image     string    `json:"image"`
+	Kernel    string    `json:"kernel"`
+	CPUs      int       `json:"cpus"`
+	MemoryMB  int       `json:"memory_mib"`
+	Bytes     int64     `json:"bytes"`
+	CreatedAt time.Time `json:"created_at"`
+	// PausedMillis is how long taking it paused its VM.
+	PausedMillis int64 `json:"paused_ms"`
+	// UsedBy names the VMs forked from it that still exist.
+	UsedBy  []string `json:"used_by"`
+	Problem string   `json:"problem,omitempty"`
+}
+
+// SnapshotRequest is the body of POST /v1/vms/{name}/snapshot.
+type SnapshotRequest struct {
+	// Name is the snapshot's; generated from the VM's when empty.
+	Name string `json:"name,omitempty"`
+}
+
+// ForkRequest is the body of POST /v1/vms/{name}/fork.
+type ForkRequest struct {
+	// Name is the new VM's; generated when empty.
+	Name string `json:"name,omitempty"`
+	// Keys are authorized keys for the new VM (the caller's).
+	Keys []string `json:"keys,omitempty"`
 }

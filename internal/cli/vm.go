@@ -38,7 +38,7 @@ one command, its exit code passed through.`,
 	}
 	cmd.AddCommand(newVMRun(a), newVMCreate(a), newVMStart(a), newVMStop(a), newVMRestart(a), newVMRm(a),
 		newVMLs(a), newVMShow(a), newVMLogs(a), newVMSSH(a), newVMExec(a), newVMCp(a),
-		newVMDiff(a), newVMPull(a), newVMAuthSync(a))
+		newVMDiff(a), newVMPull(a), newVMAuthSync(a), newVMSnapshot(a), newVMFork(a))
 	return cmd
 }
 
@@ -64,6 +64,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
 	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest TCP port: [HOSTIP:]HOST:GUEST, on 127.0.0.1 unless HOSTIP says otherwise (0.0.0.0: every address); host ports below 1024 need root (repeatable)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
+	fl.StringVar(&f.req.Snapshot, "from-snapshot", "", "fork a snapshot (banger vm snapshot): its image, size, disks and running processes, with an identity of its own")
 	f.seed.register(cmd)
 }
 
@@ -120,7 +121,7 @@ own copy-on-write root disk. Your banger SSH key (made on first use, see
 			if err != nil {
 				return err
 			}
-			if req.Seed, err = a.seed(cmd.Context(), f.seed); err != nil {
+			if req.Seed, err = a.seedUnlessFork(cmd.Context(), req, f.seed); err != nil {
 				return err
 			}
 			p := a.progress()
@@ -171,7 +172,7 @@ the shell or command ends.`,
 				return err
 			}
 			req.Start = true
-			if req.Seed, err = a.seed(cmd.Context(), f.seed); err != nil {
+			if req.Seed, err = a.seedUnlessFork(cmd.Context(), req, f.seed); err != nil {
 				return err
 			}
 			c := a.client()

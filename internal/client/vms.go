@@ -103,3 +103,32 @@ func (c *Client) VMLogs(ctx context.Context, name string, follow bool, w io.Writ
 	}
 	return err
 }
+
+// SnapshotVM saves a running VM whole; it runs on.
+func (c *Client) SnapshotVM(ctx context.Context, name string, req api.SnapshotRequest, onEvent func(api.Event)) (api.Snapshot, error) {
+	var sn api.Snapshot
+	p, err := vmPath(name, "/snapshot")
+	if err != nil {
+		return sn, err
+	}
+	return sn, c.stream(ctx, p, req, onEvent, &sn)
+}
+
+// ForkVM makes a new VM from a running one, as it is now.
+func (c *Client) ForkVM(ctx context.Context, name string, req api.ForkRequest, onEvent func(api.Event)) (api.VM, error) {
+	return c.vmAction(ctx, name, "/fork", req, onEvent)
+}
+
+// Snapshots lists the snapshots.
+func (c *Client) Snapshots(ctx context.Context) ([]api.Snapshot, error) {
+	var ss []api.Snapshot
+	return ss, c.do(ctx, "GET", "/snapshots", nil, &ss)
+}
+
+// RemoveSnapshot drops a snapshot.
+func (c *Client) RemoveSnapshot(ctx context.Context, name string) error {
+	if err := names.Validate("snapshot", name); err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", "/snapshots/"+url.PathEscape(name), nil, nil)
+}

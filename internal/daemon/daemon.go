@@ -160,6 +160,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			log.Info("removed unfinished templates", "dirs", swept)
 		}
 	}
+	if swept := template.Dir(lay.Snapshots()).Sweep(); len(swept) > 0 {
+		log.Info("removed unfinished snapshots", "dirs", swept)
+	}
 	lazy := &lazyImages{}
 	work := workspace.New(workspace.Deps{
 		Runner: o.Runner, Staging: lay.Staging(), MaxSeedBytes: cfg.MaxSeedBytes,

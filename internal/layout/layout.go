@@ -62,9 +62,12 @@ func (l Layout) SSHKey() string { return filepath.Join(l.Root, "ssh", "id_ed2551
 // Templates holds saved VMs that new VMs start from instead of booting.
 func (l Layout) Templates() string { return filepath.Join(l.Root, "templates") }
 
+// Snapshots holds running VMs saved whole, which new VMs fork from.
+func (l Layout) Snapshots() string { return filepath.Join(l.Root, "snapshots") }
+
 // Dirs lists the directories the daemon creates at start.
 func (l Layout) Dirs() []string {
-	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs(), l.Run(), l.Cache(), l.Templates(), filepath.Dir(l.SSHKey())}
+	return []string{l.Root, l.Staging(), l.Kernels(), l.Images(), l.VMs(), l.Run(), l.Cache(), l.Templates(), l.Snapshots(), filepath.Dir(l.SSHKey())}
 }
 
 // File names inside an image's directory.

@@ -62,6 +62,12 @@ type VMs interface {
 	AuthSync(ctx context.Context, name string, req api.AuthSync) (api.VM, error)
 	Templates(ctx context.Context) ([]api.Template, error)
 	RemoveTemplate(ctx context.Context, id string) error
+	CheckSnapshot(ctx context.Context, name string, req api.SnapshotRequest) error
+	Snapshot(ctx context.Context, name string, req api.SnapshotRequest, p operation.Progress) (api.Snapshot, error)
+	CheckFork(ctx context.Context, name string, req api.ForkRequest) error
+	Fork(ctx context.Context, name string, req api.ForkRequest, p operation.Progress) (api.VM, error)
+	Snapshots(ctx context.Context) ([]api.Snapshot, error)
+	RemoveSnapshot(ctx context.Context, name string) error
 }
 
 // Seeds is what the API needs of the workspace service.
@@ -143,6 +149,10 @@ func (s *Server) Routes() []Route {
 		{"GET", p + "/vms/{name}/work", s.exportWork},
 		{"POST", p + "/vms/{name}/work/pulled", s.workPulled},
 		{"POST", p + "/vms/{name}/authsync", s.authSync},
+		{"POST", p + "/vms/{name}/snapshot", s.snapshotVM},
+		{"POST", p + "/vms/{name}/fork", s.forkVM},
+		{"GET", p + "/snapshots", s.listSnapshots},
+		{"DELETE", p + "/snapshots/{name}", s.removeSnapshot},
 		{"GET", p + "/templates", s.listTemplates},
 		{"DELETE", p + "/templates/{name}", s.removeTemplate},
 		{"POST", p + "/seeds", s.stageSeed},

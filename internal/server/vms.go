@@ -57,7 +57,16 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 
 // vmAction decodes an optional body into req and streams fn as an
 // operation on the named VM.
-func vmAction[T any](s *Server, w http.ResponseWriter, r *http.Request, kind string, fn func(context.Context, string, T, operation.Progress) (api.VM, error)) {
+func vmAction[T, R any](s *Server, w http.ResponseWriter, r *http.Request, kind string, fn func(context.Context, string, T, operation.Progress) (R, error)) {
+	checkedVMAction(s, w, r, kind, func(ctx context.Context, name string, _ T) error {
+		_, err := s.d.VMs.Get(ctx, name)
+		return err
+	}, fn)
+}
+
+// checkedVMAction is vmAction whose request check refuses a bad request
+// before the operation starts.
+func checkedVMAction[T, R any](s *Server, w http.ResponseWriter, r *http.Request, kind string, check func(context.Context, string, T) error, fn func(context.Context, string, T, operation.Progress) (R, error)) {
 	name := r.PathValue("name")
 	if err := names.Validate("vm", name); err != nil {
 		writeError(w, err)
@@ -68,13 +77,38 @@ func vmAction[T any](s *Server, w http.ResponseWriter, r *http.Request, kind str
 		writeError(w, err)
 		return
 	}
-	if _, err := s.d.VMs.Get(r.Context(), name); err != nil {
+	if err := check(r.Context(), name, req); err != nil {
 		writeError(w, err)
 		return
 	}
 	s.stream(w, r, kind, name, func(ctx context.Context, p operation.Progress) (any, error) {
 		return fn(ctx, name, req, p)
 	})
+}
+
+func (s *Server) snapshotVM(w http.ResponseWriter, r *http.Request) {
+	checkedVMAction(s, w, r, "vm snapshot", s.d.VMs.CheckSnapshot, s.d.VMs.Snapshot)
+}
+
+func (s *Server) forkVM(w http.ResponseWriter, r *http.Request) {
+	checkedVMAction(s, w, r, "vm fork", s.d.VMs.CheckFork, s.d.VMs.Fork)
+}
+
+func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
+	ss, err := s.d.VMs.Snapshots(r.Context())
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ss)
+}
+
+func (s *Server) removeSnapshot(w http.ResponseWriter, r *http.Request) {
+	if err := s.d.VMs.RemoveSnapshot(r.Context(), r.PathValue("name")); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) startVM(w http.ResponseWriter, r *http.Request) {

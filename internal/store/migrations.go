@@ -70,4 +70,6 @@ var migrations = []string{
 	// 8: the template the VM was resumed from ("" for a VM that booted):
 	// its root disk is an overlay over the template's.
 	`ALTER TABLE vms ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
+	// 9: the snapshot the VM was forked from ("" for none).
+	`ALTER TABLE vms ADD COLUMN snapshot TEXT NOT NULL DEFAULT ''`,
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -84,12 +85,25 @@ func (k Key) Diff(have Key) string {
 	return strings.Join(d, "; ")
 }
 
-// Template is one saved guest.
+// Template is one saved guest: a template (made by banger, resumed from
+// by VMs of its kind) or a snapshot (of a user's running VM, its RAM in
+// the state file, forked from).
 type Template struct {
 	ID  string `json:"id"`
 	Key Key    `json:"key"`
 	// Disk is the root disk every clone's overlay is made over.
 	Disk vmm.Disk `json:"disk"`
+	// Disks, for a snapshot, are the VM's other disks, copied, in order.
+	Disks []vmm.Disk `json:"disks,omitempty"`
+	// RAM is how the saved VM's RAM was named (see vmm.Memory): "file"
+	// or "" (none: qemu's own).
+	RAM string `json:"ram,omitempty"`
+	// Source is the VM a snapshot was taken of.
+	Source string `json:"source,omitempty"`
+	// Work is that VM's work record, which its forks inherit.
+	Work *api.Work `json:"work,omitempty"`
+	// Paused is how long taking the snapshot paused its VM.
+	Paused time.Duration `json:"paused,omitempty"`
 	// HostKey is the SSH host key fingerprint the saved guest serves
 	// until a clone is given its own.
 	HostKey   string        `json:"host_key"`
@@ -124,7 +138,14 @@ func (t Template) Bytes() int64 {
 // template someone pruned by hand is not resumed from.
 func (t Template) Missing() string {
 	var gone []string
-	for _, f := range []string{MemoryFile, StateFile, WorkFile, filepath.Base(t.Disk.Path)} {
+	files := []string{MemoryFile, StateFile, WorkFile, filepath.Base(t.Disk.Path)}
+	if t.Source != "" {
+		files = []string{StateFile, filepath.Base(t.Disk.Path)}
+		for _, d := range t.Disks {
+			files = append(files, filepath.Base(d.Path))
+		}
+	}
+	for _, f := range files {
 		if _, err := os.Stat(filepath.Join(t.Dir, f)); err != nil {
 			gone = append(gone, f)
 		}
@@ -138,7 +159,8 @@ type Dir string
 // ErrNone is wrapped by Get when no template has the ID.
 var ErrNone = errdefs.ErrNotFound
 
-// Get reads one template.
+// Get reads one template (or snapshot: the errors say template, which
+// the snapshot commands reword).
 func (d Dir) Get(id string) (Template, error) {
 	if err := names.Validate("template", id); err != nil {
 		return Template{}, err
@@ -160,6 +182,9 @@ func (d Dir) Get(id string) (Template, error) {
 	}
 	t.Dir = dir
 	t.Disk.Path = filepath.Join(dir, filepath.Base(t.Disk.Path))
+	for i := range t.Disks {
+		t.Disks[i].Path = filepath.Join(dir, filepath.Base(t.Disks[i].Path))
+	}
 	return t, nil
 }
 
@@ -201,6 +226,10 @@ func (d Dir) Build(id string) (string, error) {
 // replacing an older template of the same ID.
 func (d Dir) Publish(build string, t Template) error {
 	t.Disk.Path = filepath.Base(t.Disk.Path)
+	t.Disks = append([]vmm.Disk(nil), t.Disks...)
+	for i := range t.Disks {
+		t.Disks[i].Path = filepath.Base(t.Disks[i].Path)
+	}
 	b, err := json.MarshalIndent(t, "", "  ")
 	if err != nil {
 		return err

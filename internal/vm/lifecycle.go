@@ -21,6 +21,7 @@ import (
 	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/template"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -134,6 +135,20 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
 		return v, fmt.Errorf("vm %q already exists: %w", req.Name, errdefs.ErrConflict)
 	}
+	var snap *template.Template
+	if req.Snapshot != "" {
+		// A fork: what it is made of is the snapshot's.
+		t, err := s.getSnapshot(req.Snapshot)
+		if err != nil {
+			return v, err
+		}
+		if req.Seed != "" {
+			return v, fmt.Errorf("a fork of snapshot %s has its work disk: no seed: %w", t.ID, errdefs.ErrInvalid)
+		}
+		snap = &t
+		req.Image, req.Kernel = t.Key.Image, t.Key.Kernel
+		prm.cpus, prm.memoryMB, prm.disk = t.Key.CPUs, t.Key.MemoryMB, t.Key.DiskBytes
+	}
 	imageName := req.Image
 	if imageName == "" {
 		imageName = s.d.Defaults.Image
@@ -159,9 +174,11 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		size = max(s.d.Defaults.DiskBytes, st.Size())
 	}
 	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
-	base, err := s.baseFor(ctx, im, size, p)
-	if err != nil {
-		return v, err
+	base := ""
+	if snap == nil {
+		if base, err = s.baseFor(ctx, im, size, p); err != nil {
+			return v, err
+		}
 	}
 	dir := s.d.Layout.VM(req.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -179,11 +196,22 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 			os.RemoveAll(dir)
 		}
 	}()
-	p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
-	if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir); err != nil {
-		return v, err
-	}
 	var work *api.Work
+	if snap != nil {
+		p.Stage("disk", "making the disks of vm %s from snapshot %s", req.Name, snap.ID)
+		if err := s.forkDisks(ctx, *snap, dir); err != nil {
+			return v, err
+		}
+		if snap.Work != nil {
+			w := *snap.Work
+			work = &w
+		}
+	} else {
+		p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
+		if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir); err != nil {
+			return v, err
+		}
+	}
 	if req.Seed != "" {
 		if s.d.Work == nil {
 			return v, fmt.Errorf("this daemon takes no work seeds: %w", errdefs.ErrInvalid)
@@ -204,6 +232,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 			Name: req.Name, State: api.VMStopped, Image: im.Name, Kernel: kernelName,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
 			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
+			Snapshot: req.Snapshot,
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
@@ -326,6 +355,12 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	cfg.Forwards = forwards
 	cfg.Accel = acc
+	if v.Snapshot != "" && v.StartedAt.IsZero() {
+		if err := s.resumeSnapshot(ctx, &v, cfg, timeout, p); err != nil {
+			return api.VM{}, err
+		}
+		return s.view(v), nil
+	}
 	if s.templatable(v) {
 		err := s.startFromTemplate(ctx, &v, cfg, k, timeout, p)
 		if err == nil {
@@ -340,6 +375,8 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 			return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
 		}
 	}
+	// A template's placeholder disk is no part of a boot.
+	os.Remove(filepath.Join(dir, emptyWork))
 	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
@@ -367,6 +404,9 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	v.State, v.HostKey = api.VMRunning, key
 	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
 		return api.VM{}, err
+	}
+	if err := writeBoot(dir, cfg); err != nil {
+		s.d.Log.Warn("record the vm's layout", "vm", name, "err", err)
 	}
 	p.Stage("ready", "vm %s is ready after %s", name, time.Since(began).Round(time.Millisecond))
 	s.d.Log.Info("started vm", "vm", name, "pid", proc.PID, "ready_after", time.Since(began))

@@ -87,6 +87,9 @@ func (d *fakeDriver) Version(context.Context) (string, error) { return "fake 1",
 func (d *fakeDriver) Save(context.Context, vmm.Config, string) error {
 	return errors.New("the fake driver saves no state")
 }
+func (d *fakeDriver) Snapshot(context.Context, vmm.Config, string, func() error) (time.Duration, error) {
+	return 0, errors.New("the fake driver takes no snapshots")
+}
 
 func (d *fakeDriver) Quit(ctx context.Context, cfg vmm.Config) error {
 	d.mu.Lock()

@@ -46,7 +46,7 @@ const templateHostname = "banger-template"
 // has a disk of its own that no template's memory matches).
 func (s *Service) templatable(v store.VM) bool {
 	f := s.d.Driver.Features()
-	return s.d.Templates != "" && f.Snapshots && f.Overlays && s.d.Key != nil && v.StartedAt.IsZero()
+	return s.d.Templates != "" && f.Snapshots && f.Overlays && s.d.Key != nil && v.StartedAt.IsZero() && v.Snapshot == ""
 }
 
 // templateKey is what the template for v must have been made with.
@@ -253,25 +253,38 @@ func (s *Service) resume(ctx context.Context, v *store.VM, t template.Template, 
 	cfg.Disks = []vmm.Disk{root, work}
 	cfg.Memory = &vmm.Memory{Path: t.Memory()}
 	cfg.Restore = t.State()
-	p.Stage("boot", "resuming vm %s from template %s: %s (%s), %d CPU, %d MiB, network %s", v.Name, t.ID, s.d.Driver.Name(), cold.Accel.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
+	v.Template = t.ID
+	if err := s.resumeFrom(ctx, v, cfg, "template "+t.ID, t.HostKey, v.Work != nil, timeout, p); err != nil {
+		v.Template = ""
+		return err
+	}
+	return nil
+}
+
+// resumeFrom starts v from a saved state (what names it), then, before
+// anyone else reaches it, gives it its identity, pinning the saved
+// guest's host key until it has its own; with mountWork the agent mounts
+// its work disk then.
+func (s *Service) resumeFrom(ctx context.Context, v *store.VM, cfg vmm.Config, what, savedKey string, mountWork bool, timeout time.Duration, p operation.Progress) error {
+	p.Stage("boot", "resuming vm %s from %s: %s (%s), %d CPU, %d MiB, network %s", v.Name, what, s.d.Driver.Name(), cfg.Accel.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
-	v.Accel, v.Template = cold.Accel.String(), t.ID
+	v.Accel = cfg.Accel.String()
 	fail := func(err error) error {
 		proc.Kill()
 		waitExit(context.WithoutCancel(ctx), proc, 3*time.Second)
-		v.State, v.PID, v.PIDStart, v.Template, v.StartedAt = api.VMStopped, 0, 0, "", time.Time{}
+		v.State, v.PID, v.PIDStart, v.StartedAt = api.VMStopped, 0, 0, time.Time{}
 		s.d.Store.UpdateVM(context.WithoutCancel(ctx), *v)
 		return err
 	}
 	if err := s.d.Store.UpdateVM(ctx, *v); err != nil {
 		return fail(err)
 	}
-	key, err := s.giveIdentity(ctx, *v, t.HostKey, timeout)
+	key, err := s.giveIdentity(ctx, *v, savedKey, mountWork, timeout)
 	if err != nil {
 		return fail(fmt.Errorf("give vm %s its identity: %w", v.Name, err))
 	}
@@ -279,8 +292,11 @@ func (s *Service) resume(ctx context.Context, v *store.VM, t template.Template, 
 	if err := s.d.Store.UpdateVM(ctx, *v); err != nil {
 		return err
 	}
-	p.Stage("ready", "vm %s is ready after %s (resumed from template %s)", v.Name, time.Since(began).Round(time.Millisecond), t.ID)
-	s.d.Log.Info("resumed vm from template", "vm", v.Name, "template", t.ID, "pid", proc.PID, "ready_after", time.Since(began))
+	if err := writeBoot(s.d.Layout.VM(v.Name), cfg); err != nil {
+		s.d.Log.Warn("record the vm's layout", "vm", v.Name, "err", err)
+	}
+	p.Stage("ready", "vm %s is ready after %s (resumed from %s)", v.Name, time.Since(began).Round(time.Millisecond), what)
+	s.d.Log.Info("resumed vm", "vm", v.Name, "from", what, "pid", proc.PID, "ready_after", time.Since(began))
 	return nil
 }
 
@@ -335,7 +351,7 @@ func (s *Service) pristineRoot(ctx context.Context, v store.VM, p operation.Prog
 // a host key of its own (whose fingerprint it answers, and which is
 // pinned from then on), machine ID, fresh entropy, the host's clock,
 // and its work disk.
-func (s *Service) giveIdentity(ctx context.Context, v store.VM, templateKey string, timeout time.Duration) (string, error) {
+func (s *Service) giveIdentity(ctx context.Context, v store.VM, templateKey string, mountWork bool, timeout time.Duration) (string, error) {
 	keys := append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, v.AuthorizedKeys...)
 	entropy := make([]byte, 64)
 	mid := make([]byte, 16)
@@ -346,7 +362,7 @@ func (s *Service) giveIdentity(ctx context.Context, v store.VM, templateKey stri
 		return "", err
 	}
 	id := guestproto.Identity{Hostname: v.Name, Keys: keys, Entropy: entropy, MachineID: hex.EncodeToString(mid)}
-	if v.Work != nil {
+	if mountWork {
 		id.Work = "/dev/vdb"
 	}
 	deadline := time.Now().Add(timeout)

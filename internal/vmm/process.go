@@ -48,13 +48,23 @@ func procStat(pid int) (start uint64, state byte, err error) {
 }
 
 // Alive says whether p is still the same running process. A zombie is
-// not alive: it has exited and only waits for its parent.
+// not alive: it has exited and only waits for its parent. But a killed
+// process's main thread turns zombie before its other threads are gone,
+// and until the last of them is, its files (and qemu's locks on its
+// disks) stay open: such a process is still alive.
 func (p Process) Alive() bool {
 	if p.PID <= 0 {
 		return false
 	}
 	start, state, err := procStat(p.PID)
-	return err == nil && start == p.StartTime && state != 'Z' && state != 'X'
+	if err != nil || start != p.StartTime || state == 'X' {
+		return false
+	}
+	if state == 'Z' {
+		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(p.PID) + "/task")
+		return err == nil && len(tasks) > 1
+	}
+	return true
 }
 
 // Kill sends SIGKILL to p if it is still the same process.

@@ -4,7 +4,10 @@
 // Features instead.
 package vmm
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Driver runs VMs with one VMM. Implementations: vmm/qemu (and, later,
 // vmm/firecracker). VMM processes are detached from the caller: they keep
@@ -38,6 +41,12 @@ type Driver interface {
 	// stays in that file. The VM is left paused: quit it, or keep it.
 	// Only drivers whose Features say Snapshots implement it.
 	Save(ctx context.Context, cfg Config, state string) error
+	// Snapshot writes a running VM's whole state, RAM included, to
+	// state, a new file, while the guest runs; for the last pass the
+	// guest is paused, its disks flushed and still, and copyDisks is
+	// called to copy them; then the guest runs on. It returns how long
+	// the guest was paused. A VM started from such a state is a fork.
+	Snapshot(ctx context.Context, cfg Config, state string, copyDisks func() error) (time.Duration, error)
 }
 
 // Accel is the accelerator a VM runs with.
@@ -128,8 +137,11 @@ type Config struct {
 	Restore string
 }
 
-// Memory backs a guest's RAM with a file.
+// Memory backs a guest's RAM with a file, or names its RAM as such a VM
+// does, for a state saved from one.
 type Memory struct {
+	// Path is the file; "" is anonymous memory under the same name (a
+	// fork of a VM that resumed from a template).
 	Path string
 	// Shared: the guest's writes land in the file (a VM being saved as a
 	// template). Otherwise the file is mapped privately: pages the guest

@@ -67,7 +67,9 @@ func Args(cfg vmm.Config, o Options) []string {
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + cfg.Control + ",server=on,wait=off",
 	}
-	if m := cfg.Memory; m != nil {
+	if m := cfg.Memory; m != nil && m.Path == "" {
+		args = append(args, "-object", fmt.Sprintf("memory-backend-ram,id=mem,size=%dM", cfg.MemoryMB))
+	} else if m != nil {
 		share := "off"
 		if m.Shared {
 			share = "on"
@@ -107,6 +109,14 @@ func Args(cfg vmm.Config, o Options) []string {
 			file = fmt.Sprintf("/dev/fdset/%d", set)
 		}
 		drive := fmt.Sprintf("id=%s,file=%s,format=%s,if=none,cache=%s,discard=unmap", d.ID, file, d.Format, cache)
+		if _, ok := o.DiskFDs[d.ID]; ok {
+			// qemu's own image locks are taken per open file, and a
+			// descriptor set keeps both of a disk's open: handing the disk
+			// back after a migration (cont after a snapshot) would find
+			// the read-only one's lock in its way. The daemon is what
+			// keeps two VMMs off one disk.
+			drive += ",file.locking=off"
+		}
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}

@@ -219,24 +219,25 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		extra = append(extra, state)
 		stateFD = 2 + len(extra)
 	}
-	if cfg.Memory != nil {
-		o.DiskFDs = map[string][2]int{}
-		for _, d := range cfg.Disks {
-			if d.ReadOnly {
-				continue
-			}
-			rw, err := os.OpenFile(d.Path, os.O_RDWR, 0)
-			if err != nil {
-				return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
-			}
-			extra = append(extra, rw)
-			ro, err := os.Open(d.Path)
-			if err != nil {
-				return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
-			}
-			extra = append(extra, ro)
-			o.DiskFDs[d.ID] = [2]int{len(extra) + 1, len(extra) + 2}
+	// Every writable disk as a descriptor set: a migration (a template
+	// saved, a resume, a snapshot of a running VM) hands disks over and
+	// qemu reopens them then, after it dropped root.
+	o.DiskFDs = map[string][2]int{}
+	for _, d := range cfg.Disks {
+		if d.ReadOnly {
+			continue
 		}
+		rw, err := os.OpenFile(d.Path, os.O_RDWR, 0)
+		if err != nil {
+			return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
+		}
+		extra = append(extra, rw)
+		ro, err := os.Open(d.Path)
+		if err != nil {
+			return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
+		}
+		extra = append(extra, ro)
+		o.DiskFDs[d.ID] = [2]int{len(extra) + 1, len(extra) + 2}
 	}
 	// Not exec.CommandContext: the VMM must outlive this request.
 	cmd := exec.Command(path, Args(cfg, o)...)
@@ -312,8 +313,12 @@ func resume(ctx context.Context, cfg vmm.Config, fd int, exited <-chan error) er
 		return err
 	}
 	defer m.Close()
-	if _, err := m.Exec("migrate-set-capabilities", ignoreShared); err != nil {
-		return err
+	// RAM left out of the stream is a template's memory file; a fork's
+	// stream holds all of it.
+	if mem := cfg.Memory; mem != nil && mem.Path != "" {
+		if _, err := m.Exec("migrate-set-capabilities", ignoreShared); err != nil {
+			return err
+		}
 	}
 	if _, err := m.Exec("migrate-incoming", map[string]any{"uri": fmt.Sprintf("fd:%d", fd)}); err != nil {
 		return err
@@ -422,6 +427,100 @@ func (d *Driver) Save(ctx context.Context, cfg vmm.Config, state string) error {
 		return fmt.Errorf("save vm %s: sync memory: %w", cfg.Name, err)
 	}
 	return nil
+}
+
+// Snapshot implements vmm.Driver with a live migration to a file: RAM is
+// copied while the guest runs; pause-before-switchover stops it before
+// the last pass and before qemu lets go of its disks, which are copied
+// then; then the migration ends and the guest runs on.
+func (d *Driver) Snapshot(ctx context.Context, cfg vmm.Config, state string, copyDisks func() error) (time.Duration, error) {
+	f, err := os.OpenFile(state, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot vm %s: %w", cfg.Name, err)
+	}
+	defer f.Close()
+	m, err := dialMonitor(ctx, cfg.Control)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot vm %s: %w", cfg.Name, err)
+	}
+	defer m.Close()
+	caps := func(on bool) map[string]any {
+		return map[string]any{"capabilities": []map[string]any{
+			{"capability": "pause-before-switchover", "state": on}, {"capability": "x-ignore-shared", "state": false}}}
+	}
+	var paused time.Time
+	finish := func(err error) (time.Duration, error) {
+		if err != nil {
+			m.Exec("migrate_cancel", nil)
+		}
+		// The guest runs on whatever happened: a finished migration
+		// leaves it paused (postmigrate), a failed one may.
+		if ret, qerr := m.Exec("query-status", nil); qerr == nil {
+			var st struct{ Running bool }
+			json.Unmarshal(ret, &st)
+			if !st.Running {
+				if _, cerr := m.Exec("cont", nil); cerr != nil && err == nil {
+					err = cerr
+				}
+			}
+		}
+		m.Exec("migrate-set-capabilities", caps(false))
+		if err != nil {
+			return 0, fmt.Errorf("snapshot vm %s: %w", cfg.Name, err)
+		}
+		return time.Since(paused), nil
+	}
+	for _, c := range []struct {
+		cmd  string
+		args any
+		fd   *os.File
+	}{
+		{"migrate-set-capabilities", caps(true), nil},
+		// qemu's default is 128 MiB/s, for a network; this is a file.
+		{"migrate-set-parameters", map[string]any{"max-bandwidth": int64(8) << 30}, nil},
+		{"getfd", map[string]any{"fdname": "snapshot"}, f},
+		{"migrate", map[string]any{"uri": "fd:snapshot"}, nil},
+	} {
+		if _, err := m.exec(c.cmd, c.args, c.fd); err != nil {
+			return finish(err)
+		}
+	}
+	copied := false
+	for {
+		ret, err := m.Exec("query-migrate", nil)
+		if err != nil {
+			return finish(err)
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		json.Unmarshal(ret, &st)
+		switch st.Status {
+		case "pre-switchover":
+			if !copied {
+				paused, copied = time.Now(), true
+				if err := copyDisks(); err != nil {
+					return finish(err)
+				}
+				if _, err := m.Exec("migrate-continue", map[string]any{"state": "pre-switchover"}); err != nil {
+					return finish(err)
+				}
+			}
+		case "completed":
+			if err := f.Sync(); err != nil {
+				return finish(err)
+			}
+			return finish(nil)
+		case "failed", "cancelled":
+			return finish(fmt.Errorf("migration %s: %s %s", st.Status, st.ErrorDesc, readLog(cfg.Log)))
+		}
+		select {
+		case <-ctx.Done():
+			return finish(ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
 // allocUID picks the lowest uid of the range that no process on this host
