@@ -68,7 +68,7 @@ func TestBootToReady(t *testing.T) {
 	cfg := vmm.Config{
 		Name: "boot-test", CPUs: 1, MemoryMB: 512,
 		Kernel: filepath.Join(k.Dir, "vmlinux"), Initrd: initrd,
-		Cmdline:  "console=ttyS0 root=/dev/vda rw panic=-1 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2 " + strings.Join(qemu.GuestParams(tcg), " "),
+		Cmdline:  "console=ttyS0 root=/dev/vda rw panic=-1 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2 " + strings.Join(qemu.GuestParams(tcg, qemu.HostTSCKHz()), " "),
 		Disks:    []vmm.Disk{{ID: "root", Path: disk, Format: "raw"}},
 		Forwards: []vmm.Forward{{HostPort: freePort(t), GuestPort: 22}},
 		Console:  filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),

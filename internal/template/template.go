@@ -44,9 +44,12 @@ type Key struct {
 	Agent string `json:"agent"`
 	// VMM is the VMM's build: a saved state loads only into the build
 	// that wrote it.
-	VMM       string `json:"vmm"`
-	Accel     string `json:"accel"`
-	Network   string `json:"network"`
+	VMM     string `json:"vmm"`
+	Accel   string `json:"accel"`
+	Network string `json:"network"`
+	// Params are the driver's kernel parameters the guest booted with
+	// (its clock's rate among them).
+	Params    string `json:"params"`
 	CPUs      int    `json:"cpus"`
 	MemoryMB  int    `json:"memory_mib"`
 	DiskBytes int64  `json:"disk_bytes"`
@@ -81,6 +84,7 @@ func (k Key) Diff(have Key) string {
 	add("VMM", k.VMM, have.VMM)
 	add("accelerator", k.Accel, have.Accel)
 	add("network", k.Network, have.Network)
+	add("kernel parameters", k.Params, have.Params)
 	add("size", fmt.Sprintf("%d CPU, %d MiB, disk %d", k.CPUs, k.MemoryMB, k.DiskBytes), fmt.Sprintf("%d CPU, %d MiB, disk %d", have.CPUs, have.MemoryMB, have.DiskBytes))
 	return strings.Join(d, "; ")
 }

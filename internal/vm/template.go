@@ -68,7 +68,8 @@ func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, acc
 	return template.Key{
 		Image: im.Name, ImageDigest: im.Digest, Kernel: k.Name, KernelDigest: k.Digest, Agent: agent,
 		VMM: s.d.Driver.Name() + " " + build, Accel: acc.Name + " " + acc.CPU, Network: s.d.Driver.Network(),
-		CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes,
+		Params: strings.Join(s.d.Driver.GuestParams(acc), " "),
+		CPUs:   v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes,
 	}, nil
 }
 
@@ -110,7 +111,7 @@ func (s *Service) template(ctx context.Context, key template.Key, cold vmm.Confi
 		if missing != "" {
 			why = "lost its " + missing
 		}
-		p.Stage("template", "template %s %s: removing it and booting cold to make a new one", id, why)
+		p.Stage("template", "template %s %s: removing it and making a new one", id, why)
 		s.d.Log.Warn("template out of date", "template", id, "why", why)
 		if err := s.d.Templates.Remove(id); err != nil {
 			return template.Template{}, err

@@ -134,13 +134,17 @@ func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // GuestParams are kernel command line words the guest needs under this
 // driver. Under TCG the guest's fast TSC calibration against the PIT fails
 // about half the time (measured: 4 boots of 6 wedged after "Marking TSC
-// unstable"); giving the early TSC frequency skips it (8 of 8 booted).
-// The value only sets the early clock's rate, which the kernel refines.
+// unstable"); giving the TSC frequency skips it (8 of 8 booted). It must
+// be the host's (tscKHz; 2 GHz when unknown): the guest's TSC is the
+// host's, and its timer is calibrated against it.
 //
 // microvm has no PCI bus: pci=off spares the guest probing for one.
-func GuestParams(a vmm.Accel) []string {
+func GuestParams(a vmm.Accel, tscKHz int) []string {
 	if a.KVM() {
 		return []string{"pci=off"}
 	}
-	return []string{"pci=off", "tsc_early_khz=2000000"}
+	if tscKHz <= 0 {
+		tscKHz = 2000000
+	}
+	return []string{"pci=off", fmt.Sprintf("tsc_early_khz=%d", tscKHz)}
 }

@@ -128,7 +128,7 @@ func TestGuestParams(t *testing.T) {
 		{vmm.Accel{Name: "kvm", CPU: "host"}, "pci=off"},
 		{vmm.Accel{Name: "kvm", CPU: "host,-arch-capabilities"}, "pci=off"},
 	} {
-		if got := strings.Join(GuestParams(tt.accel), " "); got != tt.want {
+		if got := strings.Join(GuestParams(tt.accel, 0), " "); got != tt.want {
 			t.Errorf("%v params = %q, want %q", tt.accel, got, tt.want)
 		}
 	}

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"strings"
@@ -44,12 +45,17 @@ func TestListening(t *testing.T) {
 // MTU only under passt.
 func TestDriverGuestParams(t *testing.T) {
 	tcg := vmm.Accel{Name: "tcg", CPU: "max"}
+	// Under TCG the guest's TSC is this host's: its rate, to the MHz.
+	tsc := fmt.Sprintf("tsc_early_khz=%d", HostTSCKHz())
+	if khz := HostTSCKHz(); khz < 100000 || khz%1000 != 0 {
+		t.Errorf("host TSC %d kHz", khz)
+	}
 	for _, tt := range []struct {
 		mode string
 		want string
 	}{
-		{NetSlirp, "pci=off tsc_early_khz=2000000 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
-		{NetIsolated, "pci=off tsc_early_khz=2000000 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
+		{NetSlirp, "pci=off " + tsc + " banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
+		{NetIsolated, "pci=off " + tsc + " banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
 	} {
 		d := &Driver{Options: Options{UserNet: tt.mode}}
 		if got := strings.Join(d.GuestParams(tcg), " "); got != tt.want {
