@@ -124,15 +124,19 @@ func (s *Service) template(ctx context.Context, key template.Key, cold vmm.Confi
 	if why, failed := s.failedTemplate(id); failed {
 		return template.Template{}, fmt.Errorf("template %s could not be made earlier (%s)", id, why)
 	}
-	t, err = s.makeTemplate(ctx, key, cold, timeout, p)
+	t, booted, err := s.makeTemplate(ctx, key, cold, timeout, p)
 	if err != nil {
-		s.tplMu.Lock()
-		if s.tplFailed == nil {
-			s.tplFailed = map[string]string{}
+		if booted && ctx.Err() == nil {
+			// The guest booted and could not be saved: this driver or
+			// host cannot, and each try costs a boot. Not tried again by
+			// this daemon. (A boot that failed fails the cold boot too.)
+			s.tplMu.Lock()
+			if s.tplFailed == nil {
+				s.tplFailed = map[string]string{}
+			}
+			s.tplFailed[id] = err.Error()
+			s.tplMu.Unlock()
 		}
-		// Not tried again by this daemon: each try costs a boot.
-		s.tplFailed[id] = err.Error()
-		s.tplMu.Unlock()
 		return template.Template{}, fmt.Errorf("make template %s: %w", id, err)
 	}
 	return t, nil
@@ -148,19 +152,19 @@ func (s *Service) failedTemplate(id string) (string, bool) {
 // makeTemplate boots a guest of key's kind with no identity of its own
 // (the template's hostname, only the daemon's key), saves it once its
 // agent is ready, and publishes it.
-func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.Config, timeout time.Duration, p operation.Progress) (t template.Template, err error) {
+func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.Config, timeout time.Duration, p operation.Progress) (t template.Template, booted bool, err error) {
 	id := key.ID()
 	im, err := s.d.Images.Get(ctx, key.Image)
 	if err != nil {
-		return t, err
+		return t, false, err
 	}
 	base, err := s.baseFor(ctx, im, key.DiskBytes, p)
 	if err != nil {
-		return t, err
+		return t, false, err
 	}
 	build, err := s.d.Templates.Build(id)
 	if err != nil {
-		return t, err
+		return t, false, err
 	}
 	defer func() {
 		if err != nil {
@@ -169,11 +173,11 @@ func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.C
 	}()
 	disk, err := makeRootDisk(ctx, s.d.Runner, true, base, build)
 	if err != nil {
-		return t, err
+		return t, false, err
 	}
 	work := filepath.Join(build, template.WorkFile)
 	if err := placeholder(work); err != nil {
-		return t, err
+		return t, false, err
 	}
 	cfg := vmm.Config{
 		Name: "template-" + id, CPUs: key.CPUs, MemoryMB: key.MemoryMB,
@@ -189,7 +193,7 @@ func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.C
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
 	if err != nil {
-		return t, err
+		return t, false, err
 	}
 	defer func() {
 		if err != nil {
@@ -198,27 +202,28 @@ func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.C
 	}()
 	hostKey, err := waitReady(ctx, cfg.Name, cfg.Console, 0, proc, timeout)
 	if err != nil {
-		return t, err
+		return t, false, err
 	}
-	booted := time.Since(began)
-	p.Stage("template", "saving template %s (booted in %s)", id, booted.Round(time.Millisecond))
+	bootTook := time.Since(began)
+	p.Stage("template", "saving template %s (booted in %s)", id, bootTook.Round(time.Millisecond))
 	if err := s.d.Driver.Save(ctx, cfg, filepath.Join(build, template.StateFile)); err != nil {
-		return t, err
+		return t, true, err
 	}
 	// The VMM flushes the root disk as it quits; only then is the disk
 	// what the saved memory believes it is.
 	if err := s.d.Driver.Quit(ctx, cfg); err != nil {
-		return t, err
+		return t, true, err
 	}
 	if !waitExit(ctx, proc, 10*time.Second) {
-		return t, fmt.Errorf("the template's VMM did not quit")
+		return t, true, fmt.Errorf("the template's VMM did not quit")
 	}
-	t = template.Template{ID: id, Key: key, Disk: disk, HostKey: hostKey, CreatedAt: time.Now().UTC(), BootTook: booted}
+	t = template.Template{ID: id, Key: key, Disk: disk, HostKey: hostKey, CreatedAt: time.Now().UTC(), BootTook: bootTook}
 	if err := s.d.Templates.Publish(build, t); err != nil {
-		return t, err
+		return t, true, err
 	}
-	s.d.Log.Info("made template", "template", id, "boot_took", booted, "took", time.Since(began))
-	return s.d.Templates.Get(id)
+	s.d.Log.Info("made template", "template", id, "boot_took", bootTook, "took", time.Since(began))
+	t, err = s.d.Templates.Get(id)
+	return t, true, err
 }
 
 // placeholder makes an empty, sparse raw disk.
