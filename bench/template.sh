@@ -4,6 +4,7 @@
 #   1. `vm run --rm -- true` resumed from a template (banger's default:
 #      templates = true) against a cold boot (templates = false), same
 #      image, kernel and size (target: at least 5x faster under TCG);
+#      1b. `vm start` of a created VM alone, to ready;
 #   2. the host memory (PSS, from /proc/PID/smaps_rollup) of five idle
 #      clones of one template against five idle cold-booted VMs (target:
 #      the clones at most half).
@@ -68,9 +69,23 @@ done
 w=$(median <"$WORK/warm-run"); c=$(median <"$WORK/cold-run")
 awk -v w="$w" -v c="$c" 'BEGIN {printf "   from a template %.2f s, cold %.2f s: cold/template %.1fx\n", w, c, c/w}'
 
+echo "== 1b. vm start of a created VM, to ready (no command, no removal), $RUNS runs of each, interleaved"
+for d in "${DAEMONS[@]}"; do : >"$WORK/$d-start"; done
+for _ in $(seq "$RUNS"); do
+	for d in "${DAEMONS[@]}"; do
+		bd "$d" vm create --no-workdir --name s --image small >/dev/null 2>&1
+		timed bd "$d" vm start s >>"$WORK/$d-start"
+		bd "$d" vm rm -f s >/dev/null 2>&1
+	done
+done
+w=$(median <"$WORK/warm-start"); c=$(median <"$WORK/cold-start")
+awk -v w="$w" -v c="$c" 'BEGIN {printf "   from a template %.2f s, cold %.2f s: cold/template %.1fx\n", w, c, c/w}'
+
 echo "== 2. PSS of five idle VMs each ($MEMORY MiB guests)"
 for i in 1 2 3 4 5; do
-	for d in "${DAEMONS[@]}"; do bd "$d" vm run --no-workdir --name "$d$i" --image small -- true >/dev/null 2>&1; done
+	for d in "${DAEMONS[@]}"; do
+		bd "$d" vm run --no-workdir --name "$d$i" --image small -- true >/dev/null 2>"$WORK/run.err" || { tail -3 "$WORK/run.err" >&2; exit 1; }
+	done
 done
 sleep 5 # idle
 pss() {

@@ -278,6 +278,7 @@ func (s *Service) resumeFrom(ctx context.Context, v *store.VM, cfg vmm.Config, w
 	if err != nil {
 		return err
 	}
+	vmmTook := time.Since(began)
 	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
 	v.Accel = cfg.Accel.String()
 	fail := func(err error) error {
@@ -302,7 +303,7 @@ func (s *Service) resumeFrom(ctx context.Context, v *store.VM, cfg vmm.Config, w
 		s.d.Log.Warn("record the vm's layout", "vm", v.Name, "err", err)
 	}
 	p.Stage("ready", "vm %s is ready after %s (resumed from %s)", v.Name, time.Since(began).Round(time.Millisecond), what)
-	s.d.Log.Info("resumed vm", "vm", v.Name, "from", what, "pid", proc.PID, "ready_after", time.Since(began))
+	s.d.Log.Info("resumed vm", "vm", v.Name, "from", what, "pid", proc.PID, "vmm_took", vmmTook, "ready_after", time.Since(began))
 	return nil
 }
 
