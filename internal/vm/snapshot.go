@@ -146,12 +146,8 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	paused, err := s.d.Driver.Snapshot(ctx, cfg, filepath.Join(build, template.StateFile), func() error {
 		for _, d := range b.Disks {
 			dst := filepath.Join(build, d.ID+"."+d.Format)
-			if ok, err := reflink(d.Path, dst); err != nil {
-				return err
-			} else if !ok {
-				if err := sparseCopy(d.Path, dst); err != nil {
-					return fmt.Errorf("copy disk %s: %w", d.ID, err)
-				}
+			if err := copyDisk(d.Path, dst); err != nil {
+				return fmt.Errorf("disk %s: %w", d.ID, err)
 			}
 			disks = append(disks, vmm.Disk{ID: d.ID, Path: dst, Format: d.Format})
 		}

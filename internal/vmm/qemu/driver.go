@@ -383,41 +383,16 @@ func (d *Driver) Save(ctx context.Context, cfg vmm.Config, state string) error {
 		return fmt.Errorf("save vm %s: %w", cfg.Name, err)
 	}
 	defer m.Close()
-	for _, c := range []struct {
-		cmd  string
-		args any
-		fd   *os.File
-	}{
+	if err := m.execAll([]qmpCommand{
 		{"stop", nil, nil},
 		{"migrate-set-capabilities", ignoreShared, nil},
 		{"getfd", map[string]any{"fdname": "state"}, f},
 		{"migrate", map[string]any{"uri": "fd:state"}, nil},
-	} {
-		if _, err := m.exec(c.cmd, c.args, c.fd); err != nil {
-			return fmt.Errorf("save vm %s: %w", cfg.Name, err)
-		}
+	}); err != nil {
+		return fmt.Errorf("save vm %s: %w", cfg.Name, err)
 	}
-	for {
-		ret, err := m.Exec("query-migrate", nil)
-		if err != nil {
-			return fmt.Errorf("save vm %s: %w", cfg.Name, err)
-		}
-		var st struct {
-			Status    string `json:"status"`
-			ErrorDesc string `json:"error-desc"`
-		}
-		json.Unmarshal(ret, &st)
-		if st.Status == "completed" {
-			break
-		}
-		if st.Status == "failed" || st.Status == "cancelled" {
-			return fmt.Errorf("save vm %s: migration %s: %s %s", cfg.Name, st.Status, st.ErrorDesc, readLog(cfg.Log))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
+	if _, err := waitMigration(ctx, m, cfg, nil); err != nil {
+		return fmt.Errorf("save vm %s: %w", cfg.Name, err)
 	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("save vm %s: sync state: %w", cfg.Name, err)
@@ -472,28 +447,42 @@ func (d *Driver) Snapshot(ctx context.Context, cfg vmm.Config, state string, cop
 		if err != nil {
 			return 0, fmt.Errorf("snapshot vm %s: %w", cfg.Name, err)
 		}
+		if paused.IsZero() {
+			return 0, nil
+		}
 		return time.Since(paused), nil
 	}
-	for _, c := range []struct {
-		cmd  string
-		args any
-		fd   *os.File
-	}{
+	if err := m.execAll([]qmpCommand{
 		{"migrate-set-capabilities", caps(true), nil},
 		// qemu's default is 128 MiB/s, for a network; this is a file.
 		{"migrate-set-parameters", map[string]any{"max-bandwidth": int64(8) << 30}, nil},
 		{"getfd", map[string]any{"fdname": "snapshot"}, f},
 		{"migrate", map[string]any{"uri": "fd:snapshot"}, nil},
-	} {
-		if _, err := m.exec(c.cmd, c.args, c.fd); err != nil {
-			return finish(err)
-		}
+	}); err != nil {
+		return finish(err)
 	}
-	copied := false
+	paused, err = waitMigration(ctx, m, cfg, func() error {
+		if err := copyDisks(); err != nil {
+			return err
+		}
+		_, err := m.Exec("migrate-continue", map[string]any{"state": "pre-switchover"})
+		return err
+	})
+	if err == nil {
+		err = f.Sync()
+	}
+	return finish(err)
+}
+
+// waitMigration polls an outgoing migration until it completes, calling
+// atSwitchover once if it stops before the switch-over (the guest then
+// paused, its disks still qemu's), and returns when that was.
+func waitMigration(ctx context.Context, m *monitor, cfg vmm.Config, atSwitchover func() error) (time.Time, error) {
+	var paused time.Time
 	for {
 		ret, err := m.Exec("query-migrate", nil)
 		if err != nil {
-			return finish(err)
+			return paused, err
 		}
 		var st struct {
 			Status    string `json:"status"`
@@ -502,26 +491,20 @@ func (d *Driver) Snapshot(ctx context.Context, cfg vmm.Config, state string, cop
 		json.Unmarshal(ret, &st)
 		switch st.Status {
 		case "pre-switchover":
-			if !copied {
-				paused, copied = time.Now(), true
-				if err := copyDisks(); err != nil {
-					return finish(err)
-				}
-				if _, err := m.Exec("migrate-continue", map[string]any{"state": "pre-switchover"}); err != nil {
-					return finish(err)
+			if atSwitchover != nil && paused.IsZero() {
+				paused = time.Now()
+				if err := atSwitchover(); err != nil {
+					return paused, err
 				}
 			}
 		case "completed":
-			if err := f.Sync(); err != nil {
-				return finish(err)
-			}
-			return finish(nil)
+			return paused, nil
 		case "failed", "cancelled":
-			return finish(fmt.Errorf("migration %s: %s %s", st.Status, st.ErrorDesc, readLog(cfg.Log)))
+			return paused, fmt.Errorf("migration %s: %s %s", st.Status, st.ErrorDesc, readLog(cfg.Log))
 		}
 		select {
 		case <-ctx.Done():
-			return finish(ctx.Err())
+			return paused, ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
 	}

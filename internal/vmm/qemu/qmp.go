@@ -93,10 +93,22 @@ func (m *monitor) Exec(command string, args any) (json.RawMessage, error) {
 	return m.exec(command, args, nil)
 }
 
-// ExecFD runs command with f passed alongside (SCM_RIGHTS), as getfd
-// and add-fd want.
-func (m *monitor) ExecFD(command string, args any, f *os.File) (json.RawMessage, error) {
-	return m.exec(command, args, f)
+// qmpCommand is one command of a sequence; fd, when set, is passed with
+// it (SCM_RIGHTS), as getfd wants.
+type qmpCommand struct {
+	cmd  string
+	args any
+	fd   *os.File
+}
+
+// execAll runs commands in order, stopping at the first error.
+func (m *monitor) execAll(cmds []qmpCommand) error {
+	for _, c := range cmds {
+		if _, err := m.exec(c.cmd, c.args, c.fd); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (m *monitor) exec(command string, args any, f *os.File) (json.RawMessage, error) {
