@@ -233,6 +233,10 @@ func TestForkAndSnapshot(t *testing.T) {
 		t.Errorf("snapshot of a stopped VM: exit %d, %s", code, errOut)
 	}
 	e.mustBanger("vm", "rm", "child")
+	// The snapshot needs its image's disk: image rm refuses.
+	if _, errOut, code := e.banger("image", "rm", child.Image); code == 0 || !strings.Contains(errOut, "snapshot snap1") {
+		t.Errorf("image rm under a snapshot: exit %d, %s", code, errOut)
+	}
 	e.mustBanger("vm", "snapshot", "rm", "snap1")
 	if left := dirEntries(t, filepath.Join(e.stateDir, "snapshots")); len(left) != 0 {
 		t.Errorf("snapshots left: %v", left)

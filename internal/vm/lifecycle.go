@@ -67,6 +67,11 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 			return params{}, err
 		}
 	}
+	if req.Snapshot != "" {
+		if _, err := s.getSnapshot(req.Snapshot); err != nil {
+			return params{}, err
+		}
+	}
 	prm, err := s.checkParams(req)
 	if err != nil {
 		return params{}, err

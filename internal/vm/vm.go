@@ -307,10 +307,20 @@ func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]string, 
 	return s.d.Store.VMsUsing(ctx, "kernel", kernel)
 }
 
-// VMsUsingImage names the VMs whose disks come from the given image, so
-// that image rm can refuse while any does.
+// VMsUsingImage names the VMs whose disks come from the given image, and
+// the snapshots of such VMs, so that image rm can refuse while any does.
 func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]string, error) {
-	return s.d.Store.VMsUsing(ctx, "image", image)
+	vms, err := s.d.Store.VMsUsing(ctx, "image", image)
+	if err != nil {
+		return nil, err
+	}
+	snaps, _ := s.snapshotsDir().List()
+	for _, t := range snaps {
+		if t.Key.Image == image {
+			vms = append(vms, "snapshot "+t.ID)
+		}
+	}
+	return vms, nil
 }
 
 // newID returns a VM's short random ID.
