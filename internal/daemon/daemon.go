@@ -129,6 +129,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	driver := qemu.New(cfg.VMMUser, qemu.UIDRange{From: cfg.VMMUIDBase, Count: cfg.VMMUIDCount}, mode, filepath.Join(lay.Cache(), "accel.json"))
 	driver.DiskCache = cfg.DiskCache
+	driver.Runner = o.Runner
 	driver.UserNet = cfg.UserNet
 	// The accelerator is proven in the background: the API answers at
 	// once, and the first VM start waits for the verdict. A VMM that

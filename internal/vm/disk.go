@@ -15,7 +15,6 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/operation"
-	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -34,21 +33,15 @@ const (
 //   - a qcow2 overlay, when the driver layers disks itself (qemu): about
 //     20 ms whatever the size;
 //   - a sparse copy: time grows with the image's data, the last resort.
-func makeRootDisk(ctx context.Context, r runner.Runner, overlays bool, base, dir string) (vmm.Disk, error) {
+func makeRootDisk(ctx context.Context, drv vmm.Driver, base, dir string) (vmm.Disk, error) {
 	raw := filepath.Join(dir, rootRaw)
 	if ok, err := reflink(base, raw); err != nil {
 		return vmm.Disk{}, err
 	} else if ok {
 		return vmm.Disk{ID: "root", Path: raw, Format: "raw"}, nil
 	}
-	if overlays {
-		q := filepath.Join(dir, rootQcow2)
-		_, err := r.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
-			"create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, q}})
-		if err != nil {
-			return vmm.Disk{}, fmt.Errorf("create root disk overlay: %w", err)
-		}
-		return vmm.Disk{ID: "root", Path: q, Format: "qcow2"}, nil
+	if drv.Features().Overlays {
+		return drv.Overlay(ctx, base, "raw", filepath.Join(dir, rootQcow2))
 	}
 	if err := sparseCopy(base, raw); err != nil {
 		return vmm.Disk{}, err

@@ -16,6 +16,8 @@ import (
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/qemu"
 )
 
 // sparseImage writes a file with data at both ends and a hole between.
@@ -75,7 +77,11 @@ func TestMakeRootDisk(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			rec := &runner.Recorder{}
-			d, err := makeRootDisk(ctx, rec, tt.overlays, src, dir)
+			var drv vmm.Driver = &fakeDriver{}
+			if tt.overlays {
+				drv = &qemu.Driver{Runner: rec}
+			}
+			d, err := makeRootDisk(ctx, drv, src, dir)
 			if err != nil {
 				t.Fatal(err)
 			}

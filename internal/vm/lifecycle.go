@@ -213,7 +213,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		}
 	} else {
 		p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
-		if _, err := makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir); err != nil {
+		if _, err := makeRootDisk(ctx, s.d.Driver, base, dir); err != nil {
 			return v, err
 		}
 	}

@@ -76,10 +76,8 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, p op
 	source := fmt.Sprintf("vm %s (image %s)", v.Name, v.Image)
 	im, err := s.d.Images.Adopt(ctx, req.Name, v.Kernel, source, func(ctx context.Context, dst string) error {
 		p.Stage("flatten", "flattening vm %s's root disk", v.Name)
-		// Sparse: convert skips zeroed blocks.
-		if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
-			"convert", "-q", "-f", disk.Format, "-O", "raw", disk.Path, dst}}); err != nil {
-			return fmt.Errorf("flatten vm %s's root disk: %w", v.Name, err)
+		if err := s.d.Driver.Flatten(ctx, disk, dst); err != nil {
+			return fmt.Errorf("vm %s's root disk: %w", v.Name, err)
 		}
 		p.Stage("identity", "removing vm %s's identity (host key, machine ID, random seed)", v.Name)
 		return removeIdentity(ctx, s.d.Runner, dst)

@@ -36,8 +36,10 @@ type fakeDriver struct {
 	console string // printed at start
 	exit    bool   // the "VMM" ends at once, as after a guest panic
 	started []vmm.Config
-	procs   []*exec.Cmd
-	byCtl   map[string]*exec.Cmd
+	// flattened are the disks Flatten was given.
+	flattened []string
+	procs     []*exec.Cmd
+	byCtl     map[string]*exec.Cmd
 	// accelErr is what Accel answers, as under accel = kvm where KVM is
 	// broken.
 	accelErr error
@@ -89,6 +91,19 @@ func (d *fakeDriver) Save(context.Context, vmm.Config, string) error {
 }
 func (d *fakeDriver) Snapshot(context.Context, vmm.Config, string, func() error) (time.Duration, error) {
 	return 0, errors.New("the fake driver takes no snapshots")
+}
+func (d *fakeDriver) Overlay(context.Context, string, string, string) (vmm.Disk, error) {
+	return vmm.Disk{}, errors.New("the fake driver makes no overlays")
+}
+func (d *fakeDriver) Backing(context.Context, string) (string, string, error) { return "", "", nil }
+func (d *fakeDriver) Rebase(context.Context, string, string, string) error    { return nil }
+
+// Flatten records what it was asked to flatten.
+func (d *fakeDriver) Flatten(_ context.Context, disk vmm.Disk, dst string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.flattened = append(d.flattened, disk.Path)
+	return nil
 }
 
 func (d *fakeDriver) Quit(ctx context.Context, cfg vmm.Config) error {

@@ -13,7 +13,6 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
-	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/template"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -161,7 +160,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	if root := disks[0]; root.Format == "qcow2" {
 		// The copied overlay names the VM's own backing file: the
 		// snapshot keeps a link of its own, so that it outlives the VM.
-		backing, format, err := s.backingOf(ctx, root.Path)
+		backing, format, err := s.d.Driver.Backing(ctx, root.Path)
 		if err != nil {
 			return t, err
 		}
@@ -169,9 +168,8 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 			if err := os.Link(backing, filepath.Join(build, "base")); err != nil {
 				return t, fmt.Errorf("link the root disk's backing file: %w", err)
 			}
-			if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
-				"rebase", "-u", "-F", format, "-b", filepath.Join(final, "base"), root.Path}}); err != nil {
-				return t, fmt.Errorf("point the snapshot's root disk at its own backing file: %w", err)
+			if err := s.d.Driver.Rebase(ctx, root.Path, filepath.Join(final, "base"), format); err != nil {
+				return t, err
 			}
 		}
 	}
@@ -191,26 +189,6 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	return s.snapshotsDir().Get(name)
 }
 
-// backingOf returns a qcow2 file's backing file and its format ("" when
-// it has none).
-func (s *Service) backingOf(ctx context.Context, path string) (string, string, error) {
-	out, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{"info", "--output=json", path}})
-	if err != nil {
-		return "", "", fmt.Errorf("read %s: %w", filepath.Base(path), err)
-	}
-	var info struct {
-		Backing string `json:"full-backing-filename"`
-		Format  string `json:"backing-filename-format"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil {
-		return "", "", fmt.Errorf("read %s: %w", filepath.Base(path), err)
-	}
-	if info.Format == "" {
-		info.Format = "raw"
-	}
-	return info.Backing, info.Format, nil
-}
-
 // forkDisks gives a new VM copies of snapshot t's disks (reflinks where
 // the file system shares blocks). The root disk is the VM's overlay as
 // it was, small, and its backing file is linked into the new VM's
@@ -224,7 +202,7 @@ func (s *Service) forkDisks(ctx context.Context, t template.Template, dir string
 		return err
 	}
 	if base := filepath.Join(t.Dir, "base"); t.Disk.Format == "qcow2" && fileExists(base) {
-		_, format, err := s.backingOf(ctx, t.Disk.Path)
+		_, format, err := s.d.Driver.Backing(ctx, t.Disk.Path)
 		if err != nil {
 			return err
 		}
@@ -232,9 +210,8 @@ func (s *Service) forkDisks(ctx context.Context, t template.Template, dir string
 		if err := os.Link(base, link); err != nil {
 			return fmt.Errorf("link snapshot %s's backing disk: %w", t.ID, err)
 		}
-		if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
-			"rebase", "-u", "-F", format, "-b", link, root}}); err != nil {
-			return fmt.Errorf("point vm's root disk at its own backing file: %w", err)
+		if err := s.d.Driver.Rebase(ctx, root, link, format); err != nil {
+			return err
 		}
 	}
 	for _, d := range t.Disks {

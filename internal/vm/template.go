@@ -18,7 +18,6 @@ import (
 	"github.com/banger-dev/banger/internal/guestproto"
 	"github.com/banger-dev/banger/internal/guestssh"
 	"github.com/banger-dev/banger/internal/operation"
-	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/template"
@@ -171,7 +170,7 @@ func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.C
 			os.RemoveAll(build)
 		}
 	}()
-	disk, err := makeRootDisk(ctx, s.d.Runner, true, base, build)
+	disk, err := makeRootDisk(ctx, s.d.Driver, base, build)
 	if err != nil {
 		return t, false, err
 	}
@@ -317,12 +316,7 @@ func (s *Service) templateRoot(ctx context.Context, dir string, t template.Templ
 	if err := os.Link(t.Disk.Path, base); err != nil {
 		return vmm.Disk{}, fmt.Errorf("link template %s's disk: %w", t.ID, err)
 	}
-	q := filepath.Join(dir, rootQcow2)
-	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "qemu-img", Args: []string{
-		"create", "-q", "-f", "qcow2", "-F", t.Disk.Format, "-b", base, q}}); err != nil {
-		return vmm.Disk{}, fmt.Errorf("create root disk overlay over template %s: %w", t.ID, err)
-	}
-	return vmm.Disk{ID: "root", Path: q, Format: "qcow2"}, nil
+	return s.d.Driver.Overlay(ctx, base, t.Disk.Format, filepath.Join(dir, rootQcow2))
 }
 
 // removeRoot removes a VM's root disk, whichever way it was made.
@@ -350,7 +344,7 @@ func (s *Service) pristineRoot(ctx context.Context, v store.VM, p operation.Prog
 	if err != nil {
 		return vmm.Disk{}, err
 	}
-	return makeRootDisk(ctx, s.d.Runner, s.d.Driver.Features().Overlays, base, dir)
+	return makeRootDisk(ctx, s.d.Driver, base, dir)
 }
 
 // giveIdentity reaches a resumed guest's agent, which still serves the

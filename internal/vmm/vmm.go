@@ -47,6 +47,20 @@ type Driver interface {
 	// called to copy them; then the guest runs on. It returns how long
 	// the guest was paused. A VM started from such a state is a fork.
 	Snapshot(ctx context.Context, cfg Config, state string, copyDisks func() error) (time.Duration, error)
+
+	// Disk files, for drivers whose Features say Overlays:
+	// Overlay makes a copy-on-write disk at path that reads through to
+	// base (a file of format baseFormat).
+	Overlay(ctx context.Context, base, baseFormat, path string) (Disk, error)
+	// Backing names the file an overlay reads through to, and its
+	// format ("" when it has none).
+	Backing(ctx context.Context, path string) (file, format string, err error)
+	// Rebase makes an overlay read through to backing, a file with the
+	// same content as its old one (a link to it).
+	Rebase(ctx context.Context, path, backing, format string) error
+	// Flatten writes d, and all it reads through to, as one sparse raw
+	// file at dst.
+	Flatten(ctx context.Context, d Disk, dst string) error
 }
 
 // Accel is the accelerator a VM runs with.

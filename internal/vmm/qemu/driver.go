@@ -20,6 +20,7 @@ import (
 	"github.com/banger-dev/banger/internal/accel"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/guestproto"
+	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 
@@ -33,6 +34,8 @@ type Driver struct {
 	Binary string
 	// Accelerator makes and holds the accelerator choice.
 	Accelerator *accel.Selector
+	// Runner runs qemu-img for disk files (nil: the real one).
+	Runner runner.Runner
 	// runAsErr refuses every start when the VMM cannot drop root.
 	runAsErr error
 	// perVM: each VMM gets a uid of its own from uids, so that one VMM
