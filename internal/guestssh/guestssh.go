@@ -5,12 +5,14 @@ package guestssh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -81,6 +83,28 @@ func Connect(ctx context.Context, port int, hostKey string, key ssh.Signer) (*ss
 		},
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	for attempt := 1; ; attempt++ {
+		c, err := handshake(ctx, addr, cfg)
+		// The user-mode network accepts on the host's side before the
+		// guest does, and resets when the guest refuses: seen twice in
+		// hundreds of starts, right after a guest said it was ready.
+		// Nothing was exchanged yet, so trying again is safe.
+		if err == nil || attempt == resetAttempts || !errors.Is(err, syscall.ECONNRESET) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
+		}
+	}
+}
+
+// resetAttempts bounds the handshakes Connect tries when the connection
+// is reset.
+const resetAttempts = 4
+
+func handshake(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*ssh.Client, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
