@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // Addresses of the namespaces the network test makes: "host" is where the
@@ -130,7 +131,7 @@ func (e *env) guestGet(vm, url string) (body string, ok bool) {
 // passtOf returns the pid of the passt process running as uid.
 func passtOf(uid int) int {
 	for _, pid := range pidsWith("--no-map-gw") {
-		if u, err := procUID(pid); err == nil && u == uid {
+		if u, err := vmm.UID(pid); err == nil && u == uid {
 			return pid
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 // vmEnv is a daemon with the Debian kernel from its .deb as the default
@@ -389,25 +390,11 @@ func procStatus(t *testing.T, pid int, field string) string {
 // vmmUID is the real uid a VMM process runs as.
 func vmmUID(t *testing.T, pid int) int {
 	t.Helper()
-	uid, err := procUID(pid)
+	uid, err := vmm.UID(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return uid
-}
-
-// procUID is the real uid process pid runs as.
-func procUID(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
-			return strconv.Atoi(f[1])
-		}
-	}
-	return -1, fmt.Errorf("no Uid line in /proc/%d/status", pid)
 }
 
 // TestMissingVMMUserStartsNothing: with vmm_user naming a user that does

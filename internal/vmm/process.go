@@ -77,3 +77,17 @@ func (p Process) Kill() error {
 	}
 	return nil
 }
+
+// UID is the real uid process pid runs as: a VMM's must not be root.
+func UID(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return -1, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return -1, fmt.Errorf("no Uid line in /proc/%d/status", pid)
+}

@@ -43,3 +43,12 @@ func TestProcessAliveAndKill(t *testing.T) {
 		t.Fatal("this process is not alive")
 	}
 }
+
+func TestUID(t *testing.T) {
+	if uid, err := UID(os.Getpid()); err != nil || uid != os.Getuid() {
+		t.Errorf("UID(self) = %d, %v; want %d", uid, err, os.Getuid())
+	}
+	if _, err := UID(-1); err == nil {
+		t.Error("UID of no process succeeded")
+	}
+}

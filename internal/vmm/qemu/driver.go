@@ -281,7 +281,7 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 				pids["passt"] = net.cmd.Process.Pid
 			}
 			for name, pid := range pids {
-				if uid, err := procUID(pid); want >= 0 && (err != nil || uid != want) {
+				if uid, err := vmm.UID(pid); want >= 0 && (err != nil || uid != want) {
 					cmd.Process.Kill()
 					return vmm.Process{}, fmt.Errorf("%s did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", name, want, uid, err, errdefs.ErrUnavailable)
 				}
@@ -549,25 +549,11 @@ func uidsInUse(r UIDRange) (map[int]bool, error) {
 		if err != nil {
 			continue
 		}
-		if uid, err := procUID(pid); err == nil && uid >= r.From && uid < r.From+r.Count {
+		if uid, err := vmm.UID(pid); err == nil && uid >= r.From && uid < r.From+r.Count {
 			used[uid] = true
 		}
 	}
 	return used, nil
-}
-
-// procUID is the real uid process pid runs as.
-func procUID(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 1 && f[0] == "Uid:" {
-			return strconv.Atoi(f[1])
-		}
-	}
-	return -1, fmt.Errorf("no Uid line in /proc/%d/status", pid)
 }
 
 // Quit implements vmm.Driver with QMP's quit.
