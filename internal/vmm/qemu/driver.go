@@ -205,26 +205,34 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 			defer net.vmEnd.Close()
 		}
 	}
-	// Descriptors qemu inherits, from 3 on.
-	var extra []*os.File
+	// Descriptors qemu inherits, from 3 on (passt's end first: the
+	// netdev names fd 3); inherit returns the number qemu sees.
+	var extra, opened []*os.File
 	defer func() {
-		for _, f := range extra {
-			if net == nil || f != net.vmEnd {
-				f.Close()
-			}
+		for _, f := range opened {
+			f.Close()
 		}
 	}()
+	inherit := func(f *os.File) int {
+		extra = append(extra, f)
+		return 2 + len(extra)
+	}
+	openFor := func(path string, flag int) (int, error) {
+		f, err := os.OpenFile(path, flag, 0)
+		if err != nil {
+			return -1, err
+		}
+		opened = append(opened, f)
+		return inherit(f), nil
+	}
 	if net != nil {
-		extra = append(extra, net.vmEnd)
+		inherit(net.vmEnd)
 	}
 	stateFD := -1
 	if cfg.Restore != "" {
-		state, err := os.Open(cfg.Restore)
-		if err != nil {
+		if stateFD, err = openFor(cfg.Restore, os.O_RDONLY); err != nil {
 			return vmm.Process{}, fmt.Errorf("saved state: %w", err)
 		}
-		extra = append(extra, state)
-		stateFD = 2 + len(extra)
 	}
 	// Every writable disk as a descriptor set: a migration (a template
 	// saved, a resume, a snapshot of a running VM) hands disks over and
@@ -234,17 +242,15 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		if d.ReadOnly {
 			continue
 		}
-		rw, err := os.OpenFile(d.Path, os.O_RDWR, 0)
+		rw, err := openFor(d.Path, os.O_RDWR)
 		if err != nil {
 			return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
 		}
-		extra = append(extra, rw)
-		ro, err := os.Open(d.Path)
+		ro, err := openFor(d.Path, os.O_RDONLY)
 		if err != nil {
 			return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
 		}
-		extra = append(extra, ro)
-		o.DiskFDs[d.ID] = [2]int{len(extra) + 1, len(extra) + 2}
+		o.DiskFDs[d.ID] = [2]int{rw, ro}
 	}
 	// Not exec.CommandContext: the VMM must outlive this request.
 	cmd := exec.Command(path, Args(cfg, o)...)
