@@ -68,10 +68,10 @@ func TestBootToReady(t *testing.T) {
 	cfg := vmm.Config{
 		Name: "boot-test", CPUs: 1, MemoryMB: 512,
 		Kernel: filepath.Join(k.Dir, "vmlinux"), Initrd: initrd,
-		Cmdline:  "console=ttyS0 root=/dev/vda rw panic=-1 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2 " + strings.Join(qemu.GuestParams(tcg, qemu.HostTSCKHz()), " "),
-		Disks:    []vmm.Disk{{ID: "root", Path: disk, Format: "raw"}},
-		Forwards: []vmm.Forward{{HostPort: freePort(t), GuestPort: 22}},
-		Console:  filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
+		Cmdline: "console=ttyS0 root=/dev/vda rw panic=-1 banger.ip=10.0.2.15/24 banger.gw=10.0.2.2 " + strings.Join(qemu.GuestParams(tcg, qemu.HostTSCKHz()), " "),
+		Disks:   []vmm.Disk{{ID: "root", Path: disk, Format: "raw"}},
+		Network: vmm.Network{Forwards: []vmm.Forward{{HostPort: freePort(t), GuestPort: 22}}},
+		Console: filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
 		Accel: tcg,
 	}
 	cmd := exec.Command("qemu-system-x86_64", qemu.Args(cfg, qemu.Options{})...)
@@ -93,7 +93,7 @@ func TestBootToReady(t *testing.T) {
 				t.Fatalf("ready line %q: want kernel %s and a writable root", line, k.Release)
 			}
 			t.Logf("ready after %s with %d modules: %s", time.Since(start).Round(time.Millisecond), len(mods), line)
-			checkSSH(t, string(b), cfg.Forwards[0].HostPort, user, k.Release)
+			checkSSH(t, string(b), cfg.Network.Forwards[0].HostPort, user, k.Release)
 			return
 		}
 		if ctx.Err() != nil {

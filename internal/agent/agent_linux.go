@@ -196,6 +196,9 @@ func RootStage() error {
 	if err == nil {
 		err = nw.Up()
 	}
+	if err == nil {
+		err = nw.WriteResolver("/etc/resolv.conf")
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: network: %v\n", err)
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -10,10 +11,14 @@ import (
 )
 
 // Network is the guest's address, from the kernel command line:
-// banger.ip=ADDR/PREFIX, banger.gw=ADDR and banger.mtu=BYTES.
+// banger.ip=ADDR/PREFIX, banger.gw=ADDR, banger.mtu=BYTES and
+// banger.dns=ADDR.
 type Network struct {
 	Addr    *netlink.Addr
 	Gateway net.IP
+	// DNS, when set, is the resolver /etc/resolv.conf must name: a
+	// bridge-mode guest's is banger's forwarder, whatever the image says.
+	DNS net.IP
 	// MTU is eth0's MTU; 0 leaves the kernel's.
 	MTU int
 }
@@ -33,6 +38,11 @@ func NetworkFromCmdline(c Cmdline) (*Network, error) {
 	if gw := c.Params["banger.gw"]; gw != "" {
 		if n.Gateway = net.ParseIP(gw); n.Gateway == nil {
 			return nil, fmt.Errorf("banger.gw=%s: not an address", gw)
+		}
+	}
+	if d := c.Params["banger.dns"]; d != "" {
+		if n.DNS = net.ParseIP(d); n.DNS == nil {
+			return nil, fmt.Errorf("banger.dns=%s: not an address", d)
 		}
 	}
 	if m := c.Params["banger.mtu"]; m != "" {
@@ -79,6 +89,24 @@ func (n *Network) Up() error {
 		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: n.Gateway}); err != nil {
 			return fmt.Errorf("default route: %w", err)
 		}
+	}
+	return nil
+}
+
+// WriteResolver points path (/etc/resolv.conf) at the configured DNS
+// server, replacing a symlink (systemd-resolved's) rather than writing
+// through it.
+func (n *Network) WriteResolver(path string) error {
+	if n == nil || n.DNS == nil {
+		return nil
+	}
+	tmp := path + ".banger"
+	if err := os.WriteFile(tmp, []byte("nameserver "+n.DNS.String()+"\n"), 0o644); err != nil {
+		return fmt.Errorf("resolver: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("resolver: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,8 @@ package api
 
 import (
 	"encoding/json"
+	"net"
+	"strconv"
 	"time"
 )
 
@@ -74,6 +76,10 @@ type Status struct {
 	// Network is the user-mode network guests get and what they reach:
 	// "passt: guests reach the outside network, not this host's loopback".
 	Network string `json:"network"`
+	// Bridge says whether bridge mode works here: "banger0, 10.213.0.0/24"
+	// or "unavailable: why"; DefaultNetwork is a VM's mode without --net.
+	Bridge         string `json:"bridge"`
+	DefaultNetwork string `json:"default_network"`
 	// MaxSeedBytes bounds a work seed (max_seed_bytes), so that a client
 	// can refuse an oversized one before sending it.
 	MaxSeedBytes int64 `json:"max_seed_bytes"`
@@ -289,13 +295,18 @@ const (
 	VMStopping = "stopping"
 )
 
-// PortForward publishes a guest TCP port on a host address: 127.0.0.1
-// unless HostIP says otherwise.
+// PortForward publishes a guest port on a host address: 127.0.0.1 unless
+// HostIP says otherwise.
 type PortForward struct {
 	HostIP    string `json:"host_ip,omitempty"`
 	HostPort  int    `json:"host_port"`
 	GuestPort int    `json:"guest_port"`
+	// Proto is "udp" for datagrams; "" is TCP.
+	Proto string `json:"proto,omitempty"`
 }
+
+// UDP says whether the forward carries datagrams.
+func (f PortForward) UDP() bool { return f.Proto == "udp" }
 
 // Addr is the host address the forward listens on.
 func (f PortForward) Addr() string {
@@ -320,8 +331,17 @@ type VM struct {
 	// Accel is the accelerator the VM last booted with, and why: "kvm",
 	// or "tcg (kvm present but broken: ...)".
 	Accel string `json:"accel,omitempty"`
-	// SSHPort is the 127.0.0.1 port forwarded to the guest's SSH server;
-	// HostKey its host key's SHA256 fingerprint, for clients to pin.
+	// Network is how the guest is connected: NetUser, NetBridge or
+	// NetNone ("" in records older than networks is NetUser).
+	Network string `json:"network"`
+	// IP is a bridge-mode guest's address on banger's bridge.
+	IP string `json:"ip,omitempty"`
+	// Egress is a bridge-mode guest's egress policy ("open", "deny",
+	// "allow=HOST,...", "learn").
+	Egress string `json:"egress,omitempty"`
+	// SSHPort is the 127.0.0.1 port forwarded to the guest's SSH server
+	// (0 for a bridge-mode guest, reached at IP); HostKey its host key's
+	// SHA256 fingerprint, for clients to pin.
 	SSHPort   int           `json:"ssh_port"`
 	HostKey   string        `json:"host_key,omitempty"`
 	Ports     []PortForward `json:"ports"`
@@ -343,6 +363,44 @@ type VM struct {
 	Template string `json:"template,omitempty"`
 	// Snapshot is the snapshot the VM was forked from.
 	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// Network modes.
+const (
+	// NetUser: the VMM's user-mode network; SSH and published ports
+	// through forwards on the host's addresses. No root needed.
+	NetUser = "user"
+	// NetBridge: a tap on banger's bridge, an address of its own, NAT
+	// out, published ports by DNAT, an egress policy.
+	NetBridge = "bridge"
+	// NetNone: the guest reaches nothing; only the daemon's SSH forward
+	// reaches it.
+	NetNone = "none"
+)
+
+// SSHAddr is where the guest's SSH server answers from the host.
+func (v VM) SSHAddr() string {
+	if v.IP != "" && v.Network == NetBridge {
+		return net.JoinHostPort(v.IP, "22")
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(v.SSHPort))
+}
+
+// Resolved is one name a bridge-mode VM looked up through banger's DNS
+// forwarder and one address it resolved to ("" when none).
+type Resolved struct {
+	Name  string    `json:"name"`
+	Addr  string    `json:"addr"`
+	Count int       `json:"count"`
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+}
+
+// Egress is what `vm egress` shows.
+type Egress struct {
+	VM       string     `json:"vm"`
+	Policy   string     `json:"policy"`
+	Resolved []Resolved `json:"resolved"`
 }
 
 // MadeBy records which tool made a VM and for which checkout: `banger mcp`
@@ -421,9 +479,16 @@ type VMCreateRequest struct {
 	// default_disk, or the image's size when that is larger. It must hold
 	// the image's files.
 	Disk string `json:"disk,omitempty"`
-	// Ports are "[HOSTIP:]HOST:GUEST" TCP forwards, on 127.0.0.1 unless
-	// HOSTIP says otherwise.
+	// Ports are "[HOSTIP:]HOST:GUEST[/udp]" forwards, on 127.0.0.1
+	// unless HOSTIP says otherwise; TCP unless /udp.
 	Ports []string `json:"ports,omitempty"`
+	// Network is NetUser, NetBridge or NetNone; "" is the daemon's
+	// default_network.
+	Network string `json:"network,omitempty"`
+	// Egress is a bridge-mode VM's egress policy: "open" (the default),
+	// "deny", "allow=HOST[,HOST...]", "learn", or "from=VM" (allow what
+	// VM's lookups resolved).
+	Egress string `json:"egress,omitempty"`
 	// AuthorizedKeys are authorized_keys lines accepted for root, on top
 	// of the ones baked into the image.
 	AuthorizedKeys []string `json:"authorized_keys,omitempty"`

@@ -15,6 +15,7 @@ import (
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/daemon"
 	"github.com/banger-dev/banger/internal/doctor"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/version"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 )
@@ -168,7 +169,7 @@ else right here with this user's rights.`,
 				return err
 			}
 			checks := doctor.Run(doctor.Real(), stateDir)
-			checks = append(checks, a.accelCheck(cmd.Context()), a.networkCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
+			checks = append(checks, a.accelCheck(cmd.Context()), a.networkCheck(cmd.Context()), a.bridgeCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
 			if output == "json" {
 				if err := printJSON(a.stdout, checks); err != nil {
 					return err
@@ -231,6 +232,21 @@ func (a *app) networkCheck(ctx context.Context) doctor.Check {
 		return doctor.Network(st.Network, "daemon")
 	}
 	return doctor.Network(qemu.New("", qemu.UIDRange{}, accel.Auto, "").Network(), "default configuration")
+}
+
+// bridgeCheck says whether bridge mode works: as the daemon has it, else
+// as a daemon with the default configuration would find it, run by this
+// user.
+func (a *app) bridgeCheck(ctx context.Context) doctor.Check {
+	if st, err := a.client().Status(ctx); err == nil && st.Bridge != "" {
+		return doctor.Bridge(st.Bridge, "daemon")
+	}
+	d := config.Defaults()
+	line := fmt.Sprintf("%s, %s", d.BridgeName, d.Subnet())
+	if err := hostnet.Check(hostnet.Config{Bridge: d.BridgeName, Subnet: d.Subnet()}); err != nil {
+		line = "unavailable: " + err.Error()
+	}
+	return doctor.Bridge(line, "checked here, default configuration")
 }
 
 func (a *app) daemonCheck(ctx context.Context) doctor.Check {

@@ -38,7 +38,7 @@ one command, its exit code passed through.`,
 	}
 	cmd.AddCommand(newVMRun(a), newVMCreate(a), newVMStart(a), newVMStop(a), newVMRestart(a), newVMRm(a),
 		newVMLs(a), newVMShow(a), newVMLogs(a), newVMSSH(a), newVMExec(a), newVMCp(a),
-		newVMDiff(a), newVMPull(a), newVMAuthSync(a), newVMSnapshot(a), newVMFork(a))
+		newVMDiff(a), newVMPull(a), newVMAuthSync(a), newVMSnapshot(a), newVMFork(a), newVMEgress(a))
 	return cmd
 }
 
@@ -62,7 +62,9 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.req.CPUs, "cpus", 0, "virtual CPUs (default: default_cpus, 2)")
 	fl.StringVar(&f.memory, "memory", "", "memory, in MiB or with a unit: 512, 2G (default: default_memory_mib, 1024)")
 	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
-	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest TCP port: [HOSTIP:]HOST:GUEST, on 127.0.0.1 unless HOSTIP says otherwise (0.0.0.0: every address); host ports below 1024 need root (repeatable)")
+	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOST:GUEST[/udp], TCP unless /udp, on 127.0.0.1 unless HOSTIP says otherwise (0.0.0.0: every address); host ports below 1024 need root (repeatable)")
+	fl.StringVar(&f.req.Network, "net", "", "network: user (the VMM's own, no root needed; SSH and -p through forwards), bridge (a tap on banger's bridge: an address of its own, VMs reach each other, egress policies) or none (reaches nothing) (default: default_network, user)")
+	fl.StringVar(&f.req.Egress, "egress", "", "bridge mode: where the guest may connect, enforced on the host: open, deny, allow=HOST[,HOST...] (only those names, and only the addresses they resolve to; *.example.com for subdomains), learn (anything, recording every name it looks up; see `banger vm egress`), or from=VM (allow what VM learned) (default: open)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 	fl.StringVar(&f.req.Snapshot, "from-snapshot", "", "fork a snapshot (banger vm snapshot): its image, size, disks and running processes, with an identity of its own")
 	f.seed.register(cmd)
@@ -376,7 +378,7 @@ func newVMLs(a *app) *cobra.Command {
 			for _, v := range vs {
 				ssh := "-"
 				if v.State == api.VMRunning {
-					ssh = fmt.Sprintf("127.0.0.1:%d", v.SSHPort)
+					ssh = v.SSHAddr()
 				}
 				t.row(v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), madeBy(v.MadeBy), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))
 			}
@@ -415,13 +417,31 @@ func madeBy(m *api.MadeBy) string {
 func ports(ps []api.PortForward) string {
 	var out []string
 	for _, p := range ps {
+		s := fmt.Sprintf("%d->%d", p.HostPort, p.GuestPort)
 		if p.HostIP != "" {
-			out = append(out, fmt.Sprintf("%s:%d->%d", p.HostIP, p.HostPort, p.GuestPort))
-		} else {
-			out = append(out, fmt.Sprintf("%d->%d", p.HostPort, p.GuestPort))
+			s = p.HostIP + ":" + s
 		}
+		if p.UDP() {
+			s += "/udp"
+		}
+		out = append(out, s)
 	}
 	return strings.Join(out, ",")
+}
+
+// network is a VM's network as vm show says it.
+func network(v api.VM) string {
+	switch v.Network {
+	case api.NetBridge:
+		ip := v.IP
+		if ip == "" {
+			ip = "no address yet"
+		}
+		return fmt.Sprintf("bridge, %s, egress %s", ip, v.Egress)
+	case api.NetNone:
+		return "none (reaches nothing)"
+	}
+	return "user"
 }
 
 func newVMShow(a *app) *cobra.Command {
@@ -461,6 +481,7 @@ func newVMShow(a *app) *cobra.Command {
 			fmt.Fprintf(w, "CPUs:     %d\n", v.CPUs)
 			fmt.Fprintf(w, "Memory:   %s\n", humanSize(int64(v.MemoryMB)<<20))
 			fmt.Fprintf(w, "Disk:     %s\n", humanSize(v.DiskBytes))
+			fmt.Fprintf(w, "Network:  %s\n", network(v))
 			fmt.Fprintf(w, "Ports:    %s\n", orDash(ports(v.Ports)))
 			if wk := v.Work; wk != nil {
 				fmt.Fprintf(w, "Work:     /work, %s disk, seeded %s from %s\n", humanSize(wk.DiskBytes), ago(wk.SeededAt), wk.Source)
@@ -490,7 +511,11 @@ func newVMShow(a *app) *cobra.Command {
 			if v.State == api.VMRunning {
 				fmt.Fprintf(w, "Host key: %s\n", v.HostKey)
 				keyPath, _ := guestssh.KeyPath()
-				fmt.Fprintf(w, "SSH:      ssh -p %d -i %s root@127.0.0.1\n", v.SSHPort, keyPath)
+				if v.Network == api.NetBridge {
+					fmt.Fprintf(w, "SSH:      ssh -i %s root@%s\n", keyPath, v.IP)
+				} else {
+					fmt.Fprintf(w, "SSH:      ssh -p %d -i %s root@127.0.0.1\n", v.SSHPort, keyPath)
+				}
 			}
 			return nil
 		},
@@ -629,4 +654,48 @@ func splitVMPath(s string) (vm, path string) {
 		return "", s
 	}
 	return s[:i], s[i+1:]
+}
+
+func newVMEgress(a *app) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "egress NAME",
+		Short: "Show the names a bridge-mode VM looked up, and the addresses they resolved to",
+		Long: `Show what a bridge-mode VM's DNS lookups resolved, through banger's DNS
+forwarder: each name, each address, how often and when. A VM under
+--egress learn records everything it looks up; one under --egress allow=...
+records its allowed names, whose addresses are what it may reach.
+
+A learned list becomes another VM's allow list:
+
+  banger vm run --net bridge --egress learn --name probe -- ./build.sh
+  banger vm egress probe
+  banger vm run --net bridge --egress from=probe -- ./build.sh`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeVMs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			e, err := a.client().Egress(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(a.stdout, e)
+			}
+			fmt.Fprintf(a.stderr, "vm %s, egress %s\n", e.VM, e.Policy)
+			t := newTable(a.stdout, "NAME", "ADDRESS", "LOOKUPS", "LAST")
+			for _, r := range e.Resolved {
+				t.row(r.Name, orDash(r.Addr), fmt.Sprint(r.Count), ago(r.Last))
+			}
+			t.flush()
+			if len(e.Resolved) == 0 {
+				fmt.Fprintln(a.stderr, "no lookups recorded (only --egress learn and allow= record them)")
+			}
+			return nil
+		},
+	}
+	outputFlag(cmd, &output)
+	return cmd
 }

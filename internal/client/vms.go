@@ -32,6 +32,16 @@ func (c *Client) VM(ctx context.Context, name string) (api.VM, error) {
 	return v, c.do(ctx, "GET", p, nil, &v)
 }
 
+// Egress returns what a bridge-mode VM's lookups resolved.
+func (c *Client) Egress(ctx context.Context, name string) (api.Egress, error) {
+	var e api.Egress
+	p, err := vmPath(name, "/egress")
+	if err != nil {
+		return e, err
+	}
+	return e, c.do(ctx, "GET", p, nil, &e)
+}
+
 // CreateVM creates (and with req.Start, boots) a VM.
 func (c *Client) CreateVM(ctx context.Context, req api.VMCreateRequest, onEvent func(api.Event)) (api.VM, error) {
 	var v api.VM

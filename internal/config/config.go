@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -99,6 +101,36 @@ type Config struct {
 	// (image, kernel, size), made by the first such start, instead of
 	// booting. Off, every VM boots.
 	Templates bool `toml:"templates"`
+	// DefaultNetwork is the network mode of a VM created without --net:
+	// "user" (the VMM's user-mode network, above), "bridge" (a tap on
+	// banger's bridge; the daemon must be root) or "none".
+	DefaultNetwork string `toml:"default_network"`
+	// BridgeName and BridgeSubnet shape bridge mode: the bridge takes the
+	// subnet's first address, guests lease the others. The subnet must
+	// not overlap a route of the host's.
+	BridgeName   string `toml:"bridge_name"`
+	BridgeSubnet string `toml:"bridge_subnet"`
+	// DNSUpstream is where banger's DNS forwarder for bridge-mode guests
+	// asks ("ADDR" or "ADDR:PORT"); the host's first nameserver when
+	// empty.
+	DNSUpstream string `toml:"dns_upstream"`
+}
+
+// Subnet is BridgeSubnet parsed (valid after Validate).
+func (c Config) Subnet() netip.Prefix {
+	p, _ := netip.ParsePrefix(c.BridgeSubnet)
+	return p.Masked()
+}
+
+// Upstream is DNSUpstream as ADDR:PORT ("" when empty).
+func (c Config) Upstream() string {
+	if c.DNSUpstream == "" {
+		return ""
+	}
+	if ap, err := netip.ParseAddrPort(c.DNSUpstream); err == nil {
+		return ap.String()
+	}
+	return net.JoinHostPort(c.DNSUpstream, "53")
 }
 
 // DefaultDiskBytes is DefaultDisk in bytes (valid after Validate).
@@ -141,6 +173,9 @@ func Defaults() Config {
 		DefaultDisk:       "10G",
 		MaxSeedBytes:      2 << 30,
 		Templates:         true,
+		DefaultNetwork:    "user",
+		BridgeName:        "banger0",
+		BridgeSubnet:      "10.213.0.0/24",
 	}
 }
 
@@ -198,6 +233,22 @@ func (c Config) Validate() error {
 	var errs []error
 	if !slices.Contains([]string{"auto", "passt", "isolated", "slirp"}, c.UserNet) {
 		errs = append(errs, fmt.Errorf("user_net %q: want auto, passt, isolated or slirp: %w", c.UserNet, errdefs.ErrInvalid))
+	}
+	if !slices.Contains([]string{"user", "bridge", "none"}, c.DefaultNetwork) {
+		errs = append(errs, fmt.Errorf("default_network %q: want user, bridge or none: %w", c.DefaultNetwork, errdefs.ErrInvalid))
+	}
+	if n := c.BridgeName; n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t\n:") || strings.HasPrefix(n, "bg-") {
+		errs = append(errs, fmt.Errorf("bridge_name %q: want an interface name of 1 to 15 characters, without '/', ':' or spaces, not under banger's tap prefix bg-: %w", n, errdefs.ErrInvalid))
+	}
+	if p, err := netip.ParsePrefix(c.BridgeSubnet); err != nil || !p.Addr().Is4() || p.Bits() < 16 || p.Bits() > 29 {
+		errs = append(errs, fmt.Errorf("bridge_subnet %q: want an IPv4 network from /16 to /29, such as 10.213.0.0/24: %w", c.BridgeSubnet, errdefs.ErrInvalid))
+	}
+	if u := c.DNSUpstream; u != "" {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			if _, err := netip.ParseAddr(u); err != nil {
+				errs = append(errs, fmt.Errorf("dns_upstream %q: want ADDR or ADDR:PORT: %w", u, errdefs.ErrInvalid))
+			}
+		}
 	}
 	if c.DiskCache != "writeback" && c.DiskCache != "unsafe" {
 		errs = append(errs, fmt.Errorf("disk_cache %q: want writeback or unsafe: %w", c.DiskCache, errdefs.ErrInvalid))

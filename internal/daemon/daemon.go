@@ -172,6 +172,19 @@ func Run(ctx context.Context, o Options) (err error) {
 	work.Recover()
 	uploads := &upload.Store{Dir: lay.Staging(), MaxBytes: cfg.MaxUnpackedBytes, Log: log.With("service", "upload")}
 	uploads.Recover()
+	var hostNet vm.HostNet
+	netWhy := ""
+	netCfg := hostnet.Config{Bridge: cfg.BridgeName, Subnet: cfg.Subnet(), Upstream: cfg.Upstream()}
+	if err := hostnet.Check(netCfg); err != nil {
+		netWhy = err.Error()
+		if cfg.DefaultNetwork == "bridge" {
+			log.Error("default_network is bridge, but bridge mode cannot run here", "err", err)
+		}
+	} else {
+		hn := hostnet.New(hostnet.Deps{Store: st, Log: log.With("service", "hostnet"), Config: netCfg})
+		defer hn.Close()
+		hostNet = hn
+	}
 	vms := vm.New(vm.Deps{
 		Work:      work,
 		Store:     st,
@@ -179,16 +192,17 @@ func Run(ctx context.Context, o Options) (err error) {
 		Runner:    o.Runner,
 		Driver:    driver,
 		Layout:    lay,
+		Net:       hostNet,
+		NetWhy:    netWhy,
 		Agent:     agentPath,
 		Key:       key,
 		Templates: templates,
 		Defaults: vm.Defaults{
-			Image: cfg.DefaultImageName, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
+			Image: cfg.DefaultImageName, Network: cfg.DefaultNetwork, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
 			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,
 		},
 		Log: log.With("service", "vm"),
 	})
-	_ = hostnet.New(hostnet.Deps{Runner: o.Runner})
 	kernels := kernel.New(kernel.Deps{
 		Store:  st,
 		Users:  vms,
@@ -270,6 +284,11 @@ func Run(ctx context.Context, o Options) (err error) {
 			s.Operations = len(ops.List())
 			s.Accel = driver.Accelerator.Status()
 			s.Network = driver.Network()
+			s.DefaultNetwork = cfg.DefaultNetwork
+			s.Bridge = fmt.Sprintf("%s, %s", netCfg.Bridge, netCfg.Subnet)
+			if netWhy != "" {
+				s.Bridge = "unavailable: " + netWhy
+			}
 			s.MaxSeedBytes = cfg.MaxSeedBytes
 			return s, nil
 		},

@@ -179,8 +179,6 @@ func Run(h Host, stateDir string) []Check {
 		tun.Fix = "sudo modprobe tun"
 	}
 	out = append(out, tun)
-	prog("nft", false, "bridge networking uses it for NAT and published ports")
-	prog("ip", false, "bridge networking uses it for bridges and taps")
 
 	apt := Check{Name: "apt-get", Required: false}
 	if p, err := h.LookPath("apt-get"); err == nil {
@@ -252,6 +250,21 @@ func Network(line, where string) Check {
 	c.OK = strings.HasPrefix(line, "passt:")
 	if !c.OK {
 		c.Fix = "install passt, and keep user_net = \"auto\" or \"passt\" in " + config.DefaultPath + ": guests then reach the outside network and never this host's loopback"
+	}
+	return c
+}
+
+// Bridge is the bridge network check: line is what the daemon (or a
+// check run here, as where says) found, "unavailable: why" when bridge
+// mode cannot run.
+func Bridge(line, where string) Check {
+	c := Check{Name: "bridge network", Required: false, Detail: line + " (" + where + ")"}
+	c.OK = !strings.HasPrefix(line, "unavailable")
+	if !c.OK {
+		c.Detail = line + " (" + where + "): --net user and none still work"
+		c.Fix = "run the daemon as root, on a kernel with nf_tables and tun, and give bridge_subnet in " + config.DefaultPath + " a range no route of this host's uses"
+	} else {
+		c.Detail = "--net bridge: " + c.Detail
 	}
 	return c
 }

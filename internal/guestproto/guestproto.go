@@ -30,6 +30,7 @@ const (
 	ParamKeys    = "banger.keys"     // authorized keys, see EncodeKeys
 	ParamWork    = "banger.work"     // block device mounted at /work
 	ParamName    = "banger.name"     // hostname
+	ParamDNS     = "banger.dns"      // the resolver /etc/resolv.conf names
 )
 
 // PowerOffRequest is the SSH global request asking the agent to power the

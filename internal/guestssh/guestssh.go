@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,7 +54,7 @@ func Dial(ctx context.Context, vm api.VM, key ssh.Signer) (*ssh.Client, error) {
 	if vm.State != api.VMRunning {
 		return nil, fmt.Errorf("vm %s is %s: start it with `banger vm start %s`: %w", vm.Name, vm.State, vm.Name, errdefs.ErrConflict)
 	}
-	c, err := Connect(ctx, vm.SSHPort, vm.HostKey, key)
+	c, err := Connect(ctx, vm.SSHAddr(), vm.HostKey, key)
 	if err != nil {
 		if strings.Contains(err.Error(), "unable to authenticate") {
 			return nil, fmt.Errorf("vm %s does not accept your banger key: it was created by another user, or with other keys: %w", vm.Name, err)
@@ -69,10 +68,10 @@ func Dial(ctx context.Context, vm api.VM, key ssh.Signer) (*ssh.Client, error) {
 // a connection even when nothing in the guest answers it.
 const handshakeTimeout = 15 * time.Second
 
-// Connect opens an SSH connection as root to a guest agent on a
-// 127.0.0.1 port, pinning hostKey (a SHA256 fingerprint; "" accepts the
+// Connect opens an SSH connection as root to a guest agent at addr (a
+// 127.0.0.1 forward, or a bridge-mode guest's own address), pinning hostKey (a SHA256 fingerprint; "" accepts the
 // first key, for a guest whose console has not printed one yet).
-func Connect(ctx context.Context, port int, hostKey string, key ssh.Signer) (*ssh.Client, error) {
+func Connect(ctx context.Context, addr string, hostKey string, key ssh.Signer) (*ssh.Client, error) {
 	cfg := &ssh.ClientConfig{
 		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
 		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
@@ -82,7 +81,6 @@ func Connect(ctx context.Context, port int, hostKey string, key ssh.Signer) (*ss
 			return nil
 		},
 	}
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	for attempt := 1; ; attempt++ {
 		c, err := handshake(ctx, addr, cfg)
 		// The user-mode network accepts on the host's side before the

@@ -48,7 +48,7 @@ func TestConnectRetriesAReset(t *testing.T) {
 			}
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		c, err := Connect(ctx, ln.Addr().(*net.TCPAddr).Port, ssh.FingerprintSHA256(host.PublicKey()), user)
+		c, err := Connect(ctx, ln.Addr().String(), ssh.FingerprintSHA256(host.PublicKey()), user)
 		cancel()
 		ln.Close()
 		if resets < resetAttempts {

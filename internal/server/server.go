@@ -68,6 +68,7 @@ type VMs interface {
 	Fork(ctx context.Context, name string, req api.ForkRequest, p operation.Progress) (api.VM, error)
 	Snapshots(ctx context.Context) ([]api.Snapshot, error)
 	RemoveSnapshot(ctx context.Context, name string) error
+	Egress(ctx context.Context, name string) (api.Egress, error)
 }
 
 // Seeds is what the API needs of the workspace service.
@@ -151,6 +152,7 @@ func (s *Server) Routes() []Route {
 		{"POST", p + "/vms/{name}/authsync", s.authSync},
 		{"POST", p + "/vms/{name}/snapshot", s.snapshotVM},
 		{"POST", p + "/vms/{name}/fork", s.forkVM},
+		{"GET", p + "/vms/{name}/egress", s.vmEgress},
 		{"GET", p + "/snapshots", s.listSnapshots},
 		{"DELETE", p + "/snapshots/{name}", s.removeSnapshot},
 		{"GET", p + "/templates", s.listTemplates},

@@ -27,6 +27,15 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
+func (s *Server) vmEgress(w http.ResponseWriter, r *http.Request) {
+	e, err := s.d.VMs.Egress(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, e)
+}
+
 func (s *Server) removeVM(w http.ResponseWriter, r *http.Request) {
 	force := r.URL.Query().Get("force")
 	if err := s.d.VMs.Remove(r.Context(), r.PathValue("name"), force == "1" || force == "true"); err != nil {

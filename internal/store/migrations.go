@@ -72,4 +72,23 @@ var migrations = []string{
 	`ALTER TABLE vms ADD COLUMN template TEXT NOT NULL DEFAULT ''`,
 	// 9: the snapshot the VM was forked from ("" for none).
 	`ALTER TABLE vms ADD COLUMN snapshot TEXT NOT NULL DEFAULT ''`,
+	// 10: networks. A VM's network mode and egress policy; each
+	// bridge-mode VM's address lease (kept while the VM exists, stopped or
+	// not); the names and addresses its DNS lookups resolved to.
+	`ALTER TABLE vms ADD COLUMN network TEXT NOT NULL DEFAULT '';
+	ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT '';
+	CREATE TABLE leases (
+		ip  TEXT PRIMARY KEY,
+		vm  TEXT NOT NULL UNIQUE,
+		mac TEXT NOT NULL
+	);
+	CREATE TABLE egress (
+		vm    TEXT NOT NULL,
+		name  TEXT NOT NULL,
+		addr  TEXT NOT NULL,
+		count INTEGER NOT NULL,
+		first TEXT NOT NULL,
+		last  TEXT NOT NULL,
+		PRIMARY KEY (vm, name, addr)
+	);`,
 }

@@ -12,7 +12,7 @@ import (
 // powerOff asks the guest agent, over SSH with the daemon's key, to power
 // the guest off cleanly. It does not wait for the guest to go.
 func (s *Service) powerOff(ctx context.Context, v store.VM) error {
-	if v.SSHPort == 0 {
+	if v.SSHPort == 0 && v.IP == "" {
 		return fmt.Errorf("no way to reach the guest agent")
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

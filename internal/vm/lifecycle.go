@@ -76,6 +76,9 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 	if err != nil {
 		return params{}, err
 	}
+	if prm.network, prm.egress, err = s.checkNetwork(ctx, req, prm.ports); err != nil {
+		return params{}, err
+	}
 	if !peer.Root(ctx) {
 		// The daemon binds published ports as root: a caller who is not
 		// gets only the ports it could bind itself.
@@ -228,16 +231,19 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		}
 		work = &w
 	}
-	sshPort, err := freePort()
-	if err != nil {
-		return v, err
+	// A bridge-mode guest is reached at its own address, not a forward.
+	sshPort := 0
+	if prm.network != api.NetBridge {
+		if sshPort, err = freePort(); err != nil {
+			return v, err
+		}
 	}
 	v = store.VM{
 		VM: api.VM{
 			Name: req.Name, State: api.VMStopped, Image: im.Name, Kernel: kernelName,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
 			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
-			Snapshot: req.Snapshot,
+			Snapshot: req.Snapshot, Network: prm.network, Egress: prm.egress,
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
@@ -292,7 +298,7 @@ func portFree(ip string, port int) bool {
 
 // Start boots a stopped VM and waits for its agent. A running VM is
 // returned as it is.
-func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error) {
+func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (_ api.VM, err error) {
 	timeout, err := s.timeout(req.ReadyTimeout)
 	if err != nil {
 		return api.VM{}, err
@@ -323,7 +329,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 			return api.VM{}, fmt.Errorf("vm %s publishes port %d on %s, which is in use there (by another program or VM) or is not an address of this host: free it, or recreate the VM with another -p: %w", name, f.HostPort, f.Addr(), errdefs.ErrConflict)
 		}
 	}
-	if !portFree("127.0.0.1", v.SSHPort) {
+	if v.Network != api.NetBridge && !portFree("127.0.0.1", v.SSHPort) {
 		if v.SSHPort, err = freePort(); err != nil {
 			return api.VM{}, err
 		}
@@ -337,10 +343,6 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	if s.d.Key != nil {
 		keys = append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, keys...)
 	}
-	forwards := []vmm.Forward{{HostPort: v.SSHPort, GuestPort: 22}}
-	for _, f := range v.Ports {
-		forwards = append(forwards, vmm.Forward{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort})
-	}
 	con := s.console(name)
 	if st, err := os.Stat(con); err == nil {
 		v.ConsoleOffset = st.Size()
@@ -350,7 +352,18 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	cfg := s.vmmConfig(v)
 	cfg.Kernel = k.Dir + "/vmlinux"
 	cfg.Initrd = initrd
-	cfg.Cmdline = Cmdline(name, initrd != "", keys, s.d.Driver.GuestParams(acc))
+	network, netParams, undoNet, err := s.network(ctx, &v)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer func() {
+		// A start that fails leaves no tap, rule or new lease.
+		if err != nil {
+			undoNet()
+		}
+	}()
+	cfg.Network = network
+	cfg.Cmdline = Cmdline(name, initrd != "", keys, append(s.d.Driver.GuestParams(acc), netParams...))
 	cfg.Disks = []vmm.Disk{disk}
 	if v.Work != nil {
 		// The second virtio disk: /dev/vdb in the guest, mounted at /work
@@ -358,7 +371,6 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 		cfg.Disks = append(cfg.Disks, vmm.Disk{ID: "work", Path: workDisk(dir), Format: "raw"})
 		cfg.Cmdline += " " + guestproto.ParamWork + "=/dev/vdb"
 	}
-	cfg.Forwards = forwards
 	cfg.Accel = acc
 	if v.Snapshot != "" && v.StartedAt.IsZero() {
 		if err := s.resumeSnapshot(ctx, &v, cfg, timeout, p); err != nil {
@@ -382,7 +394,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	// A template's placeholder disk is no part of a boot.
 	os.Remove(filepath.Join(dir, emptyWork))
-	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
+	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.networkLine(v))
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
 	if err != nil {
@@ -478,6 +490,7 @@ func (s *Service) stop(ctx context.Context, v *store.VM, timeout time.Duration, 
 func (s *Service) markStopped(ctx context.Context, v *store.VM) error {
 	v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
 	os.Remove(s.controlSocket(*v))
+	s.detach(context.WithoutCancel(ctx), *v)
 	return s.d.Store.UpdateVM(context.WithoutCancel(ctx), *v)
 }
 
@@ -522,6 +535,11 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 	}
 	if err := s.removeFiles(v); err != nil {
 		return err
+	}
+	if v.Network == api.NetBridge && s.d.Net != nil {
+		if err := s.d.Net.Release(context.WithoutCancel(ctx), v.Name, v.ID); err != nil {
+			return err
+		}
 	}
 	s.d.Log.Info("removed vm", "vm", name)
 	return s.d.Store.DeleteVM(context.WithoutCancel(ctx), name)

@@ -33,6 +33,8 @@ type params struct {
 	ports        []api.PortForward
 	keys         []string
 	readyTimeout time.Duration
+	network      string
+	egress       string
 }
 
 // checkParams validates everything in a create request that needs no
@@ -61,16 +63,16 @@ func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
 		}
 		p.disk = n
 	}
-	seen := map[int]bool{}
+	seen := map[string]bool{}
 	for _, spec := range req.Ports {
 		f, err := ParsePort(spec)
 		if err != nil {
 			return p, err
 		}
-		if seen[f.HostPort] {
+		if seen[f.Proto+strconv.Itoa(f.HostPort)] {
 			return p, fmt.Errorf("-p %s: host port %d is published twice: %w", spec, f.HostPort, errdefs.ErrInvalid)
 		}
-		seen[f.HostPort] = true
+		seen[f.Proto+strconv.Itoa(f.HostPort)] = true
 		p.ports = append(p.ports, f)
 	}
 	size := 0
@@ -122,13 +124,21 @@ func parseDisk(s string) (int64, error) {
 	return n, nil
 }
 
-// ParsePort parses "[HOSTIP:]HOST:GUEST" (or "PORT" for the same on both
-// sides); without HOSTIP the port is published on 127.0.0.1 only.
+// ParsePort parses "[HOSTIP:]HOST:GUEST[/udp]" (or "PORT" for the same on
+// both sides); without HOSTIP the port is published on 127.0.0.1 only.
 func ParsePort(spec string) (api.PortForward, error) {
 	bad := func(why string) (api.PortForward, error) {
 		return api.PortForward{}, fmt.Errorf("-p %q: %s: %w", spec, why, errdefs.ErrInvalid)
 	}
-	parts := strings.Split(spec, ":")
+	addrs, proto, hasProto := strings.Cut(spec, "/")
+	switch {
+	case !hasProto, proto == "tcp":
+		proto = ""
+	case proto == "udp":
+	default:
+		return bad("the protocol after / is tcp or udp")
+	}
+	parts := strings.Split(addrs, ":")
 	var ip string
 	switch len(parts) {
 	case 1:
@@ -152,7 +162,7 @@ func ParsePort(spec string) (api.PortForward, error) {
 	if err1 != nil || err2 != nil || hp < 1 || hp > 65535 || gp < 1 || gp > 65535 {
 		return bad("want [HOSTIP:]HOST:GUEST, two TCP ports between 1 and 65535 (like 8080:80)")
 	}
-	return api.PortForward{HostIP: ip, HostPort: hp, GuestPort: gp}, nil
+	return api.PortForward{HostIP: ip, HostPort: hp, GuestPort: gp, Proto: proto}, nil
 }
 
 // unprivilegedPortStart is the lowest port a process without root may

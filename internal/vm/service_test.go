@@ -57,6 +57,12 @@ func (d *fakeDriver) Accel(context.Context) (vmm.Accel, error) {
 }
 func (d *fakeDriver) Network() string                  { return "fake: guests reach nothing" }
 func (d *fakeDriver) GuestParams(a vmm.Accel) []string { return []string{"fake=" + a.Name} }
+func (d *fakeDriver) NetParams(n vmm.Network) []string {
+	if n.Tap != "" {
+		return nil
+	}
+	return []string{"fakenet=user"}
+}
 
 func (d *fakeDriver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error) {
 	d.mu.Lock()
@@ -217,8 +223,11 @@ func TestCreateAndStart(t *testing.T) {
 		}
 	}
 	want := []vmm.Forward{{HostPort: v.SSHPort, GuestPort: 22}, {HostPort: hostPort, GuestPort: 80}}
-	if !slices.Equal(cfg.Forwards, want) {
-		t.Errorf("forwards %+v, want SSH and the published port: %+v", cfg.Forwards, want)
+	if !slices.Equal(cfg.Network.Forwards, want) {
+		t.Errorf("forwards %+v, want SSH and the published port: %+v", cfg.Network.Forwards, want)
+	}
+	if !strings.Contains(cfg.Cmdline, "fakenet=user") {
+		t.Errorf("cmdline %q lacks the driver's network words", cfg.Cmdline)
 	}
 	if _, err := os.Stat(filepath.Join(lay.VM("web"), rootRaw)); err != nil {
 		t.Errorf("root disk: %v", err)
@@ -534,7 +543,7 @@ func TestPrivilegedPortNeedsRoot(t *testing.T) {
 	if _, err := s.Create(root, api.VMCreateRequest{Name: "wide", Start: true, Ports: []string{fmt.Sprintf("0.0.0.0:%d:80", free)}}, operation.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if len(d.started) != 1 || !slices.Contains(d.started[0].Forwards, vmm.Forward{HostIP: "0.0.0.0", HostPort: free, GuestPort: 80}) {
+	if len(d.started) != 1 || !slices.Contains(d.started[0].Network.Forwards, vmm.Forward{HostIP: "0.0.0.0", HostPort: free, GuestPort: 80}) {
 		t.Errorf("the driver got %+v", d.started)
 	}
 }

@@ -74,6 +74,10 @@ func (s *Service) CheckSnapshot(ctx context.Context, vmName string, req api.Snap
 	if err != nil {
 		return err
 	}
+	if v.Network == api.NetBridge {
+		// Its fork would wake with the same address and MAC on the bridge.
+		return fmt.Errorf("vm %s is in bridge mode, whose guests cannot be snapshot or forked yet: %w", v.Name, errdefs.ErrInvalid)
+	}
 	if !s.d.Driver.Features().Snapshots {
 		return fmt.Errorf("the %s driver takes no snapshots: %w", s.d.Driver.Name(), errdefs.ErrInvalid)
 	}

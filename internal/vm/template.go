@@ -45,7 +45,10 @@ const templateHostname = "banger-template"
 // has a disk of its own that no template's memory matches).
 func (s *Service) templatable(v store.VM) bool {
 	f := s.d.Driver.Features()
-	return s.d.Templates != "" && f.Snapshots && f.Overlays && s.d.Key != nil && v.StartedAt.IsZero() && v.Snapshot == ""
+	// Only the user-mode network's guests: a template's guest has the
+	// user-mode address, which every clone shares behind its own VMM.
+	user := v.Network == "" || v.Network == api.NetUser
+	return s.d.Templates != "" && f.Snapshots && f.Overlays && s.d.Key != nil && v.StartedAt.IsZero() && v.Snapshot == "" && user
 }
 
 // templateKey is what the template for v must have been made with.
@@ -67,7 +70,7 @@ func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, acc
 	return template.Key{
 		Image: im.Name, ImageDigest: im.Digest, Kernel: k.Name, KernelDigest: k.Digest, Agent: agent,
 		VMM: s.d.Driver.Name() + " " + build, Accel: acc.Name + " " + acc.CPU, Network: s.d.Driver.Network(),
-		Params: strings.Join(s.d.Driver.GuestParams(acc), " "),
+		Params: strings.Join(append(s.d.Driver.GuestParams(acc), s.d.Driver.NetParams(vmm.Network{})...), " "),
 		CPUs:   v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes,
 	}, nil
 }
@@ -181,7 +184,7 @@ func (s *Service) makeTemplate(ctx context.Context, key template.Key, cold vmm.C
 	cfg := vmm.Config{
 		Name: "template-" + id, CPUs: key.CPUs, MemoryMB: key.MemoryMB,
 		Kernel: cold.Kernel, Initrd: cold.Initrd,
-		Cmdline: Cmdline(templateHostname, cold.Initrd != "", []string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, s.d.Driver.GuestParams(cold.Accel)),
+		Cmdline: Cmdline(templateHostname, cold.Initrd != "", []string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, append(s.d.Driver.GuestParams(cold.Accel), s.d.Driver.NetParams(vmm.Network{})...)),
 		Disks:   []vmm.Disk{disk, {ID: "work", Path: work, Format: "raw"}},
 		Console: filepath.Join(build, "console.log"), Control: filepath.Join(s.d.Layout.Run(), "t-"+newID()+".sock"),
 		Log: filepath.Join(build, "vmm.log"), Accel: cold.Accel,
@@ -371,7 +374,7 @@ func (s *Service) giveIdentity(ctx context.Context, v store.VM, templateKey stri
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		var err error
-		c, err = guestssh.Connect(cctx, v.SSHPort, templateKey, s.d.Key)
+		c, err = guestssh.Connect(cctx, v.SSHAddr(), templateKey, s.d.Key)
 		cancel()
 		if err == nil {
 			break

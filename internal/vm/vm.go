@@ -23,6 +23,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/keyedlock"
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/names"
@@ -67,9 +68,24 @@ type WorkDisks interface {
 	ExportDisk(ctx context.Context, disk string, w io.Writer) error
 }
 
+// HostNet is what VMs need of the host network service, for bridge mode.
+type HostNet interface {
+	// Attach gives a starting VM its lease, tap and rules; undo reverses
+	// all of it (the lease too when it was made then).
+	Attach(ctx context.Context, spec hostnet.Spec) (l hostnet.Link, undo func(), err error)
+	// Detach removes a stopped VM's tap and rules; Release its lease too.
+	Detach(ctx context.Context, vm, id string)
+	Release(ctx context.Context, vm, id string) error
+	// Reconcile makes the host match the running VMs at daemon start.
+	Reconcile(ctx context.Context, running []hostnet.Spec, known []string) error
+	Resolved(ctx context.Context, vm string) ([]api.Resolved, error)
+}
+
 // Defaults are the config's VM defaults.
 type Defaults struct {
-	Image    string
+	Image string
+	// Network is the network mode of a VM created without one.
+	Network  string
 	CPUs     int
 	MemoryMB int
 	// DiskBytes is the root disk size without --disk (default_disk).
@@ -87,6 +103,11 @@ type Deps struct {
 	Driver  vmm.Driver
 	Runner  runner.Runner
 	Layout  layout.Layout
+	// Net is the host network service; nil where bridge mode cannot run
+	// (then bridge-mode VMs are refused with why).
+	Net HostNet
+	// NetWhy says why Net is nil.
+	NetWhy string
 	// Agent is the guest agent binary, built into each kernel's
 	// initramfs; "" when none was found (then only images that carry the
 	// agent boot, with kernels that need no initramfs).
@@ -152,6 +173,7 @@ func (s *Service) refresh(ctx context.Context, v *store.VM) error {
 	old := v.State
 	if !process(*v).Alive() {
 		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+		s.detach(ctx, *v)
 	} else if v.State == api.VMStarting {
 		if con, err := readFrom(s.console(v.Name), v.ConsoleOffset); err == nil {
 			if key, ok := readyIn(con); ok {
@@ -227,16 +249,33 @@ func (s *Service) Recover(ctx context.Context) error {
 	}
 	s.sweep(vs)
 	running := 0
+	var bridged []hostnet.Spec
+	var known []string
 	for i := range vs {
 		if err := s.refresh(ctx, &vs[i]); err != nil {
 			return err
 		}
+		known = append(known, vs[i].Name)
 		if vs[i].State != api.VMStopped {
 			running++
+			if vs[i].Network == api.NetBridge {
+				spec, err := s.netSpec(vs[i])
+				if err != nil {
+					return err
+				}
+				bridged = append(bridged, spec)
+			}
 		}
 	}
 	if running > 0 {
 		s.d.Log.Info("re-attached to running VMs", "count", running)
+	}
+	if s.d.Net != nil {
+		if err := s.d.Net.Reconcile(ctx, bridged, known); err != nil {
+			// The VMs run; what is not restored is logged, and a restart of
+			// a VM makes it whole.
+			s.d.Log.Error("reconcile the host network", "err", err)
+		}
 	}
 	return nil
 }

@@ -204,7 +204,7 @@ func (s *Service) dialGuest(ctx context.Context, v store.VM) (*ssh.Client, error
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := guestssh.Connect(cctx, v.SSHPort, v.HostKey, s.d.Key)
+	c, err := guestssh.Connect(cctx, v.SSHAddr(), v.HostKey, s.d.Key)
 	if err != nil {
 		return nil, fmt.Errorf("reach the guest agent of vm %s: %w", v.Name, err)
 	}

@@ -27,6 +27,11 @@ type Driver interface {
 	// GuestParams are kernel command line words the guest needs under
 	// this driver and accelerator.
 	GuestParams(a Accel) []string
+	// NetParams are the kernel command line words that configure the
+	// guest's side of n when the driver owns it (a user-mode network's
+	// fixed addresses); none for a tap, whose addresses are the host
+	// network's lease.
+	NetParams(n Network) []string
 	// Start launches the VMM and returns once it runs the guest, or with
 	// an error that carries what the VMM said.
 	Start(ctx context.Context, cfg Config) (Process, error)
@@ -105,12 +110,14 @@ type Disk struct {
 	ReadOnly bool
 }
 
-// Forward publishes a guest TCP port on a host address.
+// Forward publishes a guest port on a host address.
 type Forward struct {
 	// HostIP is the address it listens on; "" is 127.0.0.1.
 	HostIP    string
 	HostPort  int
 	GuestPort int
+	// UDP forwards datagrams; otherwise TCP.
+	UDP bool
 }
 
 // Addr is the host address the forward listens on.
@@ -130,7 +137,7 @@ type Config struct {
 	Initrd   string
 	Cmdline  string
 	Disks    []Disk
-	Forwards []Forward
+	Network  Network
 	// Console is the file the serial console is written to.
 	Console string
 	// Control is the VMM's control socket (QMP, or Firecracker's API).
@@ -139,8 +146,6 @@ type Config struct {
 	Log string
 	// Accel is what Driver.Accel chose.
 	Accel Accel
-	// NoNetwork leaves the guest without a network device.
-	NoNetwork bool
 	// Memory, when set, is a file that holds the guest's RAM.
 	Memory *Memory
 	// Restore, when set, is a device state written by Save: the VM
@@ -149,6 +154,25 @@ type Config struct {
 	// (same IDs, formats and order; a raw disk may have grown, and the
 	// guest is told its new size).
 	Restore string
+}
+
+// Network is how a guest's one NIC is connected: data the VM service
+// hands every driver alike, so that no caller builds a VMM's network
+// options.
+type Network struct {
+	// Tap is a host tap device (made by the host network service, on its
+	// bridge) the NIC is attached to; MAC is the NIC's address. Without a
+	// tap the VMM's own user-mode network carries the guest's traffic.
+	Tap string
+	MAC string
+	// Forwards publish guest ports on host addresses through the
+	// user-mode network (the first is the guest agent's SSH).
+	Forwards []Forward
+	// Isolated: under the user-mode network the guest reaches nothing;
+	// only Forwards answer.
+	Isolated bool
+	// None: no NIC at all.
+	None bool
 }
 
 // Memory backs a guest's RAM with a file, or names its RAM as such a VM

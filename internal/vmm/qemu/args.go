@@ -27,6 +27,9 @@ type Options struct {
 	// Args takes it resolved, and anything but NetPasst and NetSlirp
 	// means NetIsolated, so that a guest's network fails closed.
 	UserNet string
+	// TapFD is the descriptor of the tap qemu inherits for a VM whose
+	// Network names one.
+	TapFD int
 }
 
 // Args builds qemu-system-x86_64's command line for cfg. It is a pure
@@ -122,10 +125,10 @@ func Args(cfg vmm.Config, o Options) []string {
 		}
 		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+d.ID)
 	}
-	if cfg.NoNetwork {
+	if cfg.Network.None {
 		return args
 	}
-	return append(args, netdevArgs(cfg, o.UserNet)...)
+	return append(args, netdevArgs(cfg.Network, o)...)
 }
 
 // escape doubles commas, qemu's option separator, in a path.

@@ -11,11 +11,11 @@ func TestArgs(t *testing.T) {
 	base := vmm.Config{
 		Name: "vm1", CPUs: 2, MemoryMB: 512, Kernel: "/k/vmlinux", Initrd: "/k/initrd.img",
 		Cmdline: "console=ttyS0 root=/dev/vda rw", Console: "/v/console.log", Control: "/v/qmp.sock",
-		Disks:    []vmm.Disk{{ID: "root", Path: "/v/root,1.qcow2", Format: "qcow2"}, {ID: "work", Path: "/v/work.ext4", Format: "raw", ReadOnly: true}},
-		Forwards: []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 8080, GuestPort: 80}},
+		Disks:   []vmm.Disk{{ID: "root", Path: "/v/root,1.qcow2", Format: "qcow2"}, {ID: "work", Path: "/v/work.ext4", Format: "raw", ReadOnly: true}},
+		Network: vmm.Network{Forwards: []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 8080, GuestPort: 80}}},
 	}
 	wide := base
-	wide.Forwards = []vmm.Forward{{HostIP: "0.0.0.0", HostPort: 9090, GuestPort: 90}}
+	wide.Network = vmm.Network{Forwards: []vmm.Forward{{HostIP: "0.0.0.0", HostPort: 9090, GuestPort: 90}, {HostPort: 5353, GuestPort: 53, UDP: true}}}
 	tcg := vmm.Accel{Name: "tcg", CPU: "max", Reason: "no /dev/kvm"}
 	kvm := vmm.Accel{Name: "kvm", CPU: "host"}
 	tests := []struct {
@@ -55,8 +55,8 @@ func TestArgs(t *testing.T) {
 	}
 	wide.Accel = tcg
 	for _, mode := range []string{NetSlirp, NetIsolated} {
-		if got := strings.Join(Args(wide, Options{UserNet: mode}), " "); !strings.Contains(got, "hostfwd=tcp:0.0.0.0:9090-:90 ") {
-			t.Errorf("%s forward on 0.0.0.0: %s", mode, got)
+		if got := strings.Join(Args(wide, Options{UserNet: mode}), " "); !strings.Contains(got, "hostfwd=tcp:0.0.0.0:9090-:90,hostfwd=udp:127.0.0.1:5353-:53 ") {
+			t.Errorf("%s forward on 0.0.0.0 and a UDP one: %s", mode, got)
 		}
 	}
 }
@@ -88,9 +88,23 @@ func TestArgsMemoryFile(t *testing.T) {
 	}
 }
 
+// A tap the driver inherited is the NIC's backend, with the MAC the host
+// network gave it; no user-mode forward is made for it.
+func TestArgsTap(t *testing.T) {
+	cfg := vmm.Config{Name: "b", CPUs: 1, MemoryMB: 128, Kernel: "/k", Console: "/c", Control: "/q",
+		Network: vmm.Network{Tap: "bg-abc", MAC: "02:b4:0a:d5:00:02", Forwards: []vmm.Forward{{HostPort: 2222, GuestPort: 22}}}}
+	got := strings.Join(Args(cfg, Options{TapFD: 5, UserNet: NetPasst}), " ")
+	if want := "-netdev tap,id=net0,fd=5,vhost=off -device virtio-net-device,netdev=net0,mac=02:b4:0a:d5:00:02"; !strings.HasSuffix(got, want) {
+		t.Errorf("got %s\nwant the suffix %s", got, want)
+	}
+	if strings.Contains(got, "hostfwd") || strings.Contains(got, "stream") {
+		t.Errorf("a tap VM got a user-mode network: %s", got)
+	}
+}
+
 // The probe guest gets no network and no command line.
 func TestArgsNoNetwork(t *testing.T) {
-	got := strings.Join(Args(vmm.Config{Name: "p", CPUs: 1, MemoryMB: 128, Kernel: "/p.elf", Console: "/c", Control: "/q", NoNetwork: true}, Options{}), " ")
+	got := strings.Join(Args(vmm.Config{Name: "p", CPUs: 1, MemoryMB: 128, Kernel: "/p.elf", Console: "/c", Control: "/q", Network: vmm.Network{None: true}}, Options{}), " ")
 	for _, bad := range []string{"-netdev", "-append", "-device"} {
 		if strings.Contains(got, bad) {
 			t.Errorf("%s in %s", bad, got)
@@ -100,18 +114,19 @@ func TestArgsNoNetwork(t *testing.T) {
 
 func TestPasstArgs(t *testing.T) {
 	fw := []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 8080, GuestPort: 80}}
-	base := "--fd 3 --foreground --quiet --no-map-gw --ipv4-only --address 10.0.2.15 --netmask 24 --gateway 10.0.2.2 --dns-forward 10.0.2.3 --udp-ports none"
+	base := "--fd 3 --foreground --quiet --no-map-gw --ipv4-only --address 10.0.2.15 --netmask 24 --gateway 10.0.2.2 --dns-forward 10.0.2.3"
 	for _, tt := range []struct {
 		name  string
 		fw    []vmm.Forward
 		runAs string
 		want  string
 	}{
-		{"forwards on 127.0.0.1 only", fw, "1900000003:1900000003", base + " --runas 1900000003:1900000003 --tcp-ports 127.0.0.1/2222:22 --tcp-ports 127.0.0.1/8080:80"},
-		{"no forwards", nil, "", base + " --tcp-ports none"},
-		{"a forward on every address", []vmm.Forward{{HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 80}}, "", base + " --tcp-ports 0.0.0.0/8080:80"},
+		{"forwards on 127.0.0.1 only", fw, "1900000003:1900000003", base + " --runas 1900000003:1900000003 --tcp-ports 127.0.0.1/2222:22 --tcp-ports 127.0.0.1/8080:80 --udp-ports none"},
+		{"no forwards", nil, "", base + " --tcp-ports none --udp-ports none"},
+		{"a forward on every address", []vmm.Forward{{HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 80}}, "", base + " --tcp-ports 0.0.0.0/8080:80 --udp-ports none"},
+		{"UDP", []vmm.Forward{{HostPort: 2222, GuestPort: 22}, {HostPort: 5353, GuestPort: 53, UDP: true}}, "", base + " --tcp-ports 127.0.0.1/2222:22 --udp-ports 127.0.0.1/5353:53"},
 	} {
-		if got := strings.Join(PasstArgs(vmm.Config{Forwards: tt.fw}, tt.runAs), " "); got != tt.want {
+		if got := strings.Join(PasstArgs(vmm.Config{Network: vmm.Network{Forwards: tt.fw}}, tt.runAs), " "); got != tt.want {
 			t.Errorf("%s:\n got %s\nwant %s", tt.name, got, tt.want)
 		}
 	}

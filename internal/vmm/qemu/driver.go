@@ -146,17 +146,24 @@ func (d *Driver) Accel(ctx context.Context) (vmm.Accel, error) {
 	return c.Accel, err
 }
 
-// GuestParams implements vmm.Driver: the accelerator's words, and the
-// guest's user-mode network address. Under passt eth0 takes frames as
-// large as passt sends (65520 bytes): a guest's download ran at 46.5
-// MiB/s against 18.6 at 1500 (bench/net.sh).
+// GuestParams implements vmm.Driver: the accelerator's words.
 func (d *Driver) GuestParams(a vmm.Accel) []string {
 	tsc := 0
 	if !a.KVM() {
 		tsc = HostTSCKHz()
 	}
-	p := append(GuestParams(a, tsc), guestproto.ParamIP+"="+GuestAddr, guestproto.ParamGateway+"="+GuestGateway)
-	if mode, _, err := d.NetMode(); err == nil && mode == NetPasst {
+	return GuestParams(a, tsc)
+}
+
+// NetParams implements vmm.Driver: the guest's user-mode network address.
+// Under passt eth0 takes frames as large as passt sends (65520 bytes): a
+// guest's download ran at 46.5 MiB/s against 18.6 at 1500 (bench/net.sh).
+func (d *Driver) NetParams(n vmm.Network) []string {
+	if n.None || n.Tap != "" {
+		return nil
+	}
+	p := []string{guestproto.ParamIP + "=" + GuestAddr, guestproto.ParamGateway + "=" + GuestGateway}
+	if mode, _, err := d.NetMode(); err == nil && mode == NetPasst && !n.Isolated {
 		p = append(p, fmt.Sprintf("%s=%d", guestproto.ParamMTU, PasstMTU))
 	}
 	return p
@@ -192,7 +199,19 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 		o.RunAs, want = fmt.Sprintf("%d:%d", uid, uid), uid
 	}
 	var net *passt
-	if !cfg.NoNetwork {
+	var tap *os.File
+	switch n := cfg.Network; {
+	case n.None:
+	case n.Tap != "":
+		// Opened here, as root, and inherited: qemu needs no privilege
+		// over the tap, and drops root before it would open one.
+		if tap, err = openTap(n.Tap); err != nil {
+			return vmm.Process{}, err
+		}
+		defer tap.Close()
+	case n.Isolated:
+		o.UserNet = NetIsolated
+	default:
 		if o.UserNet, _, err = d.NetMode(); err != nil {
 			return vmm.Process{}, err
 		}
@@ -227,6 +246,9 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 	}
 	if net != nil {
 		inherit(net.vmEnd)
+	}
+	if tap != nil {
+		o.TapFD = inherit(tap)
 	}
 	stateFD := -1
 	if cfg.Restore != "" {

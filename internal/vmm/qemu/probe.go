@@ -41,7 +41,7 @@ func Probe(ctx context.Context, bin string, a vmm.Accel, deadline time.Duration,
 		Name: "banger-probe", CPUs: 1, MemoryMB: ProbeMemoryMB,
 		Kernel:  filepath.Join(dir, "probe.elf"),
 		Console: filepath.Join(dir, "console.log"), Control: filepath.Join(dir, "qmp.sock"),
-		Accel: a, NoNetwork: true,
+		Accel: a, Network: vmm.Network{None: true},
 	}
 	if err := os.WriteFile(cfg.Kernel, probeguest.ELF, 0o600); err != nil {
 		return accel.Outcome{Reason: "probe: " + err.Error()}

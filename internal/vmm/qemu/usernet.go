@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,8 +134,8 @@ func hasDefaultRoute() bool {
 
 // PasstArgs is passt's command line for cfg: the guest's addresses fixed
 // (not copied from the host), no mapping of the gateway to the host's
-// loopback, IPv4 only, each forward bound to 127.0.0.1, no UDP
-// forwarded, and root dropped to runAs ("" leaves passt's own default).
+// loopback, IPv4 only, each forward bound to its address, and root
+// dropped to runAs ("" leaves passt's own default).
 func PasstArgs(cfg vmm.Config, runAs string) []string {
 	gw := GuestGateway
 	addr, bits, _ := strings.Cut(GuestAddr, "/")
@@ -143,36 +144,57 @@ func PasstArgs(cfg vmm.Config, runAs string) []string {
 		"--no-map-gw", "--ipv4-only",
 		"--address", addr, "--netmask", bits, "--gateway", gw,
 		"--dns-forward", GuestDNS,
-		"--udp-ports", "none",
 	}
 	if runAs != "" {
 		args = append(args, "--runas", runAs)
 	}
-	if len(cfg.Forwards) == 0 {
-		return append(args, "--tcp-ports", "none")
+	ports := map[string][]string{"--tcp-ports": nil, "--udp-ports": nil}
+	for _, f := range cfg.Network.Forwards {
+		flag := "--tcp-ports"
+		if f.UDP {
+			flag = "--udp-ports"
+		}
+		ports[flag] = append(ports[flag], fmt.Sprintf("%s/%d:%d", f.Addr(), f.HostPort, f.GuestPort))
 	}
-	for _, f := range cfg.Forwards {
-		args = append(args, "--tcp-ports", fmt.Sprintf("%s/%d:%d", f.Addr(), f.HostPort, f.GuestPort))
+	for _, flag := range []string{"--tcp-ports", "--udp-ports"} {
+		if len(ports[flag]) == 0 {
+			ports[flag] = []string{"none"}
+		}
+		for _, spec := range ports[flag] {
+			args = append(args, flag, spec)
+		}
 	}
 	return args
 }
 
-// netdevArgs is qemu's network device for the resolved mode.
-func netdevArgs(cfg vmm.Config, mode string) []string {
+// netdevArgs is qemu's network device for n: a tap it inherited, or the
+// resolved user-mode backend.
+func netdevArgs(n vmm.Network, o Options) []string {
 	var netdev string
-	switch mode {
-	case NetPasst:
+	switch {
+	case n.Tap != "":
+		// vhost needs /dev/vhost-net, which a dropped qemu cannot open.
+		netdev = fmt.Sprintf("tap,id=net0,fd=%d,vhost=off", o.TapFD)
+	case o.UserNet == NetPasst:
 		netdev = fmt.Sprintf("stream,id=net0,server=off,addr.type=fd,addr.str=%d", netFD)
 	default:
 		netdev = "user,id=net0"
-		if mode != NetSlirp {
+		if o.UserNet != NetSlirp {
 			netdev += ",restrict=on"
 		}
-		for _, f := range cfg.Forwards {
-			netdev += fmt.Sprintf(",hostfwd=tcp:%s:%d-:%d", f.Addr(), f.HostPort, f.GuestPort)
+		for _, f := range n.Forwards {
+			proto := "tcp"
+			if f.UDP {
+				proto = "udp"
+			}
+			netdev += fmt.Sprintf(",hostfwd=%s:%s:%d-:%d", proto, f.Addr(), f.HostPort, f.GuestPort)
 		}
 	}
-	return []string{"-netdev", netdev, "-device", "virtio-net-device,netdev=net0"}
+	dev := "virtio-net-device,netdev=net0"
+	if n.MAC != "" {
+		dev += ",mac=" + n.MAC
+	}
+	return []string{"-netdev", netdev, "-device", dev}
 }
 
 // passt is a running passt process serving one VM.
@@ -214,7 +236,7 @@ func startPasst(ctx context.Context, cfg vmm.Config, runAs string, log *os.File)
 	}
 	p := &passt{cmd: cmd, exited: make(chan error, 1), vmEnd: vmEnd}
 	go func() { p.exited <- cmd.Wait() }()
-	want := cfg.Forwards
+	want := cfg.Network.Forwards
 	for {
 		if listening(want) {
 			return p, nil
@@ -254,20 +276,23 @@ func (p *passt) kill() {
 }
 
 // listening says whether every forward's port is a listening TCP socket
-// on its address in this network namespace.
+// (a bound UDP one) on its address in this network namespace.
 func listening(fws []vmm.Forward) bool {
 	if len(fws) == 0 {
 		return true
 	}
-	b, err := os.ReadFile("/proc/net/tcp")
-	if err != nil {
-		return false
-	}
 	have := map[string]bool{}
-	for _, l := range strings.Split(string(b), "\n") {
-		// sl local_address rem_address st ...; 0A is LISTEN.
-		if f := strings.Fields(l); len(f) > 3 && f[3] == "0A" {
-			have[f[1]] = true
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/udp"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return false
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			// sl local_address rem_address st ...; 0A is TCP's LISTEN, 07
+			// UDP's unconnected (CLOSE).
+			if f := strings.Fields(l); len(f) > 3 && (f[3] == "0A" && file == "/proc/net/tcp" || f[3] == "07" && file == "/proc/net/udp") {
+				have[path.Base(file)+f[1]] = true
+			}
 		}
 	}
 	for _, f := range fws {
@@ -277,7 +302,11 @@ func listening(fws []vmm.Forward) bool {
 		}
 		// /proc/net/tcp writes the address as the host-order word.
 		a := ip.As4()
-		if !have[fmt.Sprintf("%02X%02X%02X%02X:%04X", a[3], a[2], a[1], a[0], f.HostPort)] {
+		proto := "tcp"
+		if f.UDP {
+			proto = "udp"
+		}
+		if !have[fmt.Sprintf("%s%02X%02X%02X%02X:%04X", proto, a[3], a[2], a[1], a[0], f.HostPort)] {
 			return false
 		}
 	}

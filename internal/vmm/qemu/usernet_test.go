@@ -21,7 +21,12 @@ func TestListening(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer wide.Close()
-	loPort, anyPort := lo.Addr().(*net.TCPAddr).Port, wide.Addr().(*net.TCPAddr).Port
+	udp, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	loPort, anyPort, udpPort := lo.Addr().(*net.TCPAddr).Port, wide.Addr().(*net.TCPAddr).Port, udp.LocalAddr().(*net.UDPAddr).Port
 	for _, tt := range []struct {
 		name string
 		fws  []vmm.Forward
@@ -34,6 +39,8 @@ func TestListening(t *testing.T) {
 		// A port listened on another address is not the forward's.
 		{"127.0.0.1 port on 0.0.0.0", []vmm.Forward{{HostPort: anyPort}}, false},
 		{"one missing", []vmm.Forward{{HostPort: loPort}, {HostPort: 1}}, false},
+		{"a UDP port is not a TCP one", []vmm.Forward{{HostPort: loPort, UDP: true}}, false},
+		{"UDP", []vmm.Forward{{HostPort: udpPort, UDP: true}}, true},
 	} {
 		if got := listening(tt.fws); got != tt.want {
 			t.Errorf("%s: listening = %v, want %v", tt.name, got, tt.want)
@@ -50,21 +57,30 @@ func TestDriverGuestParams(t *testing.T) {
 	if khz := HostTSCKHz(); khz < 100000 || khz%1000 != 0 {
 		t.Errorf("host TSC %d kHz", khz)
 	}
+	if got := strings.Join((&Driver{}).GuestParams(tcg), " "); got != "pci=off "+tsc {
+		t.Errorf("guest params %q, want the accelerator's only", got)
+	}
+	user := "banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"
 	for _, tt := range []struct {
 		mode string
+		n    vmm.Network
 		want string
 	}{
-		{NetSlirp, "pci=off " + tsc + " banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
-		{NetIsolated, "pci=off " + tsc + " banger.ip=10.0.2.15/24 banger.gw=10.0.2.2"},
+		{NetSlirp, vmm.Network{}, user},
+		{NetIsolated, vmm.Network{}, user},
+		{NetPasst, vmm.Network{Isolated: true}, user},
+		// A tap's addresses are the host network's lease, not the driver's.
+		{NetPasst, vmm.Network{Tap: "bg-x"}, ""},
+		{NetPasst, vmm.Network{None: true}, ""},
 	} {
 		d := &Driver{Options: Options{UserNet: tt.mode}}
-		if got := strings.Join(d.GuestParams(tcg), " "); got != tt.want {
-			t.Errorf("%s: %q, want %q", tt.mode, got, tt.want)
+		if got := strings.Join(d.NetParams(tt.n), " "); got != tt.want {
+			t.Errorf("%s %+v: %q, want %q", tt.mode, tt.n, got, tt.want)
 		}
 	}
 	if _, err := exec.LookPath(PasstBinary); err == nil && hasDefaultRoute() {
 		d := &Driver{Options: Options{UserNet: NetPasst}}
-		if got := strings.Join(d.GuestParams(tcg), " "); !strings.HasSuffix(got, " banger.mtu=65520") {
+		if got := strings.Join(d.NetParams(vmm.Network{}), " "); got != user+" banger.mtu=65520" {
 			t.Errorf("passt: %q lacks banger.mtu=65520", got)
 		}
 	}

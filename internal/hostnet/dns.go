@@ -1,0 +1,150 @@
+package hostnet
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// forwarder is banger's DNS server on the bridge's address: every guest
+// lookup goes through it, answered only as the guest's egress policy
+// allows, and under an allow list its answers open the guest's set.
+type forwarder struct {
+	udp, tcp *dns.Server
+}
+
+func (f *forwarder) close() {
+	f.udp.Shutdown()
+	f.tcp.Shutdown()
+}
+
+// startDNS serves on the gateway's port 53, UDP and TCP.
+func (s *Service) startDNS(ctx context.Context) (*forwarder, error) {
+	addr := net.JoinHostPort(s.d.Config.Gateway().String(), "53")
+	pc, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("DNS forwarder on %s: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("DNS forwarder on %s: %w", addr, err)
+	}
+	h := &resolver{guest: s.guestAt, allow: s.allow, record: s.d.Store.RecordResolved, log: s.d.Log, upstream: s.d.Config.Upstream}
+	if h.upstream == "" {
+		h.upstream = systemResolver()
+	}
+	f := &forwarder{udp: &dns.Server{PacketConn: pc, Handler: h}, tcp: &dns.Server{Listener: ln, Handler: h}}
+	go f.udp.ActivateAndServe()
+	go f.tcp.ActivateAndServe()
+	s.d.Log.Info("DNS forwarder up", "addr", addr, "upstream", h.upstream)
+	return f, nil
+}
+
+// systemResolver is the first nameserver of /etc/resolv.conf ("" when
+// none).
+func systemResolver() string {
+	f, err := os.Open("/etc/resolv.conf")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if w := strings.Fields(sc.Text()); len(w) >= 2 && w[0] == "nameserver" {
+			if a, err := netip.ParseAddr(w[1]); err == nil {
+				return net.JoinHostPort(a.String(), "53")
+			}
+		}
+	}
+	return ""
+}
+
+// resolver answers the guests' lookups, each by its guest's policy.
+type resolver struct {
+	// guest is the attached guest at an address.
+	guest func(netip.Addr) (Spec, bool)
+	// allow opens a guest's set to addresses; record counts a lookup.
+	allow    func(vm string, addrs []netip.Addr) error
+	record   func(ctx context.Context, vm, name string, addrs []netip.Addr) error
+	log      *slog.Logger
+	upstream string
+}
+
+// upstreamTimeout bounds one question to the upstream resolver.
+const upstreamTimeout = 5 * time.Second
+
+func (h *resolver) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	reply := func(rcode int) {
+		m := new(dns.Msg)
+		m.SetRcode(r, rcode)
+		w.WriteMsg(m)
+	}
+	src, err := netip.ParseAddrPort(w.RemoteAddr().String())
+	if err != nil {
+		reply(dns.RcodeRefused)
+		return
+	}
+	spec, ok := h.guest(src.Addr().Unmap())
+	if !ok || len(r.Question) != 1 || r.Opcode != dns.OpcodeQuery {
+		// Only attached guests are served, one plain question at a time.
+		reply(dns.RcodeRefused)
+		return
+	}
+	q := r.Question[0]
+	name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
+	if !spec.Egress.Allows(name) {
+		// NXDOMAIN, not a silent drop: a denied name answers at once, and
+		// carries nothing out (no upstream ever sees it).
+		reply(dns.RcodeNameError)
+		return
+	}
+	if h.upstream == "" {
+		reply(dns.RcodeServerFailure)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), upstreamTimeout)
+	defer cancel()
+	c := &dns.Client{Net: "udp"}
+	resp, _, err := c.ExchangeContext(ctx, r, h.upstream)
+	if err == nil && resp.Truncated {
+		c.Net = "tcp"
+		resp, _, err = c.ExchangeContext(ctx, r, h.upstream)
+	}
+	if err != nil {
+		h.log.Warn("DNS upstream", "upstream", h.upstream, "name", name, "err", err)
+		reply(dns.RcodeServerFailure)
+		return
+	}
+	var addrs []netip.Addr
+	for _, rr := range resp.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				addrs = append(addrs, ip)
+			}
+		}
+	}
+	if spec.Egress.Mode == EgressAllow {
+		// Before the answer: the guest connects as soon as it has it.
+		if err := h.allow(spec.VM, addrs); err != nil {
+			h.log.Warn("open the egress set", "vm", spec.VM, "name", name, "err", err)
+			reply(dns.RcodeServerFailure)
+			return
+		}
+	}
+	if spec.Egress.Records() && (q.Qtype == dns.TypeA || len(addrs) > 0) {
+		if err := h.record(ctx, spec.VM, name, addrs); err != nil {
+			h.log.Warn("record a lookup", "vm", spec.VM, "name", name, "err", err)
+		}
+	}
+	resp.Id = r.Id
+	w.WriteMsg(resp)
+}

@@ -1,0 +1,263 @@
+package hostnet
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// TableName names banger's tables, one in the ip family (NAT, published
+// ports, egress) and one in the bridge family (each tap may only speak as
+// its own guest). Nothing of banger's is anywhere else, so dropping them
+// undoes it all.
+const TableName = "banger"
+
+// ruleset is what the tables hold: the bridge and every attached guest.
+type ruleset struct {
+	bridge  string
+	gateway netip.Addr
+	subnet  netip.Prefix
+	guests  []*attached
+}
+
+// setName is the set of addresses guest id may reach under an allow list.
+func setName(id string) string { return "allow-" + id }
+
+// write queues, on c, the replacement of banger's tables by r: the
+// table is added (a no-op when it exists), deleted and made anew in one
+// netlink batch, so the kernel switches from the old rules to the new at
+// once and a rule made by hand in banger's table goes with it.
+func (r ruleset) write(c *nftables.Conn) error {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+	c.AddTable(t)
+	c.DelTable(t)
+	c.AddTable(t)
+	chain := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
+		accept := nftables.ChainPolicyAccept
+		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
+	}
+	pre := chain("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+	out := chain("output", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest)
+	post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+	fwd := chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
+	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
+	rule := func(ch *nftables.Chain, parts ...[]expr.Any) {
+		var e []expr.Any
+		for _, p := range parts {
+			e = append(e, p...)
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e})
+	}
+	br := r.bridge
+
+	// Out: the guests' traffic leaves with the host's address. Published
+	// ports reached on 127.0.0.1, and a guest reaching another's (or its
+	// own) published port through the host, come back through the host
+	// too.
+	rule(post, inPrefix(12, r.subnet), ifname(expr.MetaKeyOIFNAME, br, false), masq())
+	rule(post, ifname(expr.MetaKeyOIFNAME, br, true), inPrefix(12, netip.MustParsePrefix("127.0.0.0/8")), masq())
+	rule(post, ifname(expr.MetaKeyOIFNAME, br, true), inPrefix(12, r.subnet), ctStatusDNAT(), masq())
+
+	// The guests' way out, each by its policy; nothing else from or to
+	// the bridge is forwarded but replies and published ports.
+	rule(fwd, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
+	rule(fwd, ifname(expr.MetaKeyOIFNAME, br, true), ctStatusDNAT(), verdict(expr.VerdictAccept))
+	rule(fwd, ifname(expr.MetaKeyIIFNAME, br, true), ifname(expr.MetaKeyOIFNAME, br, true), verdict(expr.VerdictAccept))
+	for _, g := range r.guests {
+		from := append(ifname(expr.MetaKeyIIFNAME, br, true), addr(12, g.lease.IP)...)
+		for _, f := range g.spec.Ports {
+			dnat := append(l4(f.UDP()), dport(f.HostPort)...)
+			dnat = append(dnat, natTo(g.lease.IP, f.GuestPort)...)
+			switch f.HostIP {
+			case "":
+				rule(out, addr(16, netip.MustParseAddr("127.0.0.1")), dnat)
+			case "0.0.0.0":
+				rule(pre, fibLocal(), dnat)
+				rule(out, fibLocal(), dnat)
+			default:
+				a := netip.MustParseAddr(f.HostIP)
+				rule(pre, addr(16, a), dnat)
+				rule(out, addr(16, a), dnat)
+			}
+		}
+		switch g.spec.Egress.Mode {
+		case EgressDeny:
+			refuse(rule, fwd, from)
+		case EgressAllow:
+			set := &nftables.Set{Table: t, Name: setName(g.spec.ID), KeyType: nftables.TypeIPAddr}
+			var elems []nftables.SetElement
+			for a := range g.allowed {
+				b := a.As4()
+				elems = append(elems, nftables.SetElement{Key: b[:]})
+			}
+			if err := c.AddSet(set, elems); err != nil {
+				return fmt.Errorf("allow set of vm %s: %w", g.spec.VM, err)
+			}
+			rule(fwd, from, payload(expr.PayloadBaseNetworkHeader, 16, 4), []expr.Any{
+				&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}, &expr.Verdict{Kind: expr.VerdictAccept}})
+			refuse(rule, fwd, from)
+		default:
+			rule(fwd, from, verdict(expr.VerdictAccept))
+		}
+	}
+	refuse(rule, fwd, ifname(expr.MetaKeyIIFNAME, br, true))
+	rule(fwd, ifname(expr.MetaKeyOIFNAME, br, true), verdict(expr.VerdictDrop))
+
+	// Of the host, a guest reaches banger's DNS forwarder and a ping of
+	// the bridge's address; replies to what the host opened pass.
+	fromBr := ifname(expr.MetaKeyIIFNAME, br, true)
+	rule(in, fromBr, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
+	for _, udp := range []bool{true, false} {
+		rule(in, fromBr, addr(16, r.gateway), l4(udp), dport(53), verdict(expr.VerdictAccept))
+	}
+	rule(in, fromBr, addr(16, r.gateway), l4proto(unix.IPPROTO_ICMP), payload(expr.PayloadBaseTransportHeader, 0, 1), cmp(expr.CmpOpEq, []byte{8}), verdict(expr.VerdictAccept))
+	refuse(rule, in, fromBr)
+
+	// Each tap speaks only as its guest: its MAC, its address, IPv4 and
+	// ARP; a guest cannot pose as another, nor as the host.
+	bt := &nftables.Table{Family: nftables.TableFamilyBridge, Name: TableName}
+	c.AddTable(bt)
+	c.DelTable(bt)
+	c.AddTable(bt)
+	accept := nftables.ChainPolicyAccept
+	bpre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: bt, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+	brule := func(parts ...[]expr.Any) {
+		var e []expr.Any
+		for _, p := range parts {
+			e = append(e, p...)
+		}
+		c.AddRule(&nftables.Rule{Table: bt, Chain: bpre, Exprs: e})
+	}
+	for _, g := range r.guests {
+		tap := ifname(expr.MetaKeyIIFNAME, g.tap, true)
+		mac, _ := net.ParseMAC(g.lease.MAC)
+		ip := g.lease.IP.As4()
+		brule(tap, payload(expr.PayloadBaseLLHeader, 6, 6), cmp(expr.CmpOpNeq, mac), verdict(expr.VerdictDrop))
+		brule(tap, etherType(unix.ETH_P_IP), payload(expr.PayloadBaseNetworkHeader, 12, 4), cmp(expr.CmpOpNeq, ip[:]), verdict(expr.VerdictDrop))
+		brule(tap, etherType(unix.ETH_P_ARP), payload(expr.PayloadBaseNetworkHeader, 14, 4), cmp(expr.CmpOpNeq, ip[:]), verdict(expr.VerdictDrop))
+		brule(tap, etherType(unix.ETH_P_IP), verdict(expr.VerdictAccept))
+		brule(tap, etherType(unix.ETH_P_ARP), verdict(expr.VerdictAccept))
+		brule(tap, verdict(expr.VerdictDrop))
+	}
+	return nil
+}
+
+// dropTables queues the removal of banger's tables, if there are any.
+func dropTables(c *nftables.Conn) {
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyIPv4, nftables.TableFamilyBridge} {
+		t := &nftables.Table{Family: fam, Name: TableName}
+		c.AddTable(t)
+		c.DelTable(t)
+	}
+}
+
+// refuse adds rules that refuse what match matches from a guest: TCP
+// with a reset, the rest with an ICMP "administratively prohibited", so
+// that a program in the guest fails at once and says why, rather than
+// hanging until it times out.
+func refuse(rule func(*nftables.Chain, ...[]expr.Any), ch *nftables.Chain, match []expr.Any) {
+	rule(ch, match, l4proto(unix.IPPROTO_TCP), []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}})
+	rule(ch, match, []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 13}})
+}
+
+func payload(base expr.PayloadBase, off, n uint32) []expr.Any {
+	return []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n}}
+}
+
+func cmp(op expr.CmpOp, data []byte) []expr.Any {
+	return []expr.Any{&expr.Cmp{Op: op, Register: 1, Data: data}}
+}
+
+func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+func masq() []expr.Any { return []expr.Any{&expr.Masq{}} }
+
+// ifname matches the input or output interface's name (or, with
+// is false, any other).
+func ifname(key expr.MetaKey, name string, is bool) []expr.Any {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, name)
+	op := expr.CmpOpEq
+	if !is {
+		op = expr.CmpOpNeq
+	}
+	return append([]expr.Any{&expr.Meta{Key: key, Register: 1}}, cmp(op, b)...)
+}
+
+// addr matches the IPv4 source (off 12) or destination (off 16) address.
+func addr(off uint32, a netip.Addr) []expr.Any {
+	b := a.As4()
+	return append(payload(expr.PayloadBaseNetworkHeader, off, 4), cmp(expr.CmpOpEq, b[:])...)
+}
+
+// inPrefix matches an IPv4 source (off 12) or destination (off 16) in p.
+func inPrefix(off uint32, p netip.Prefix) []expr.Any {
+	mask := net.CIDRMask(p.Bits(), 32)
+	b := p.Masked().Addr().As4()
+	return append(payload(expr.PayloadBaseNetworkHeader, off, 4),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b[:]})
+}
+
+func l4proto(p byte) []expr.Any {
+	return append([]expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}}, cmp(expr.CmpOpEq, []byte{p})...)
+}
+
+func l4(udp bool) []expr.Any {
+	if udp {
+		return l4proto(unix.IPPROTO_UDP)
+	}
+	return l4proto(unix.IPPROTO_TCP)
+}
+
+func dport(p int) []expr.Any {
+	return append(payload(expr.PayloadBaseTransportHeader, 2, 2), cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(uint16(p)))...)
+}
+
+func etherType(t uint16) []expr.Any {
+	return append([]expr.Any{&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1}}, cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(t))...)
+}
+
+// ctState matches a connection in any of the states.
+func ctState(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// ctStatusDNAT matches a connection whose destination was translated: a
+// published port's.
+func ctStatusDNAT() []expr.Any {
+	const ipsDstNAT = 0x20
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+// fibLocal matches a destination that is one of the host's addresses.
+func fibLocal() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
+}
+
+// natTo translates the destination to a guest's address and port.
+func natTo(a netip.Addr, port int) []expr.Any {
+	b := a.As4()
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: b[:]},
+		&expr.Immediate{Register: 2, Data: binaryutil.BigEndian.PutUint16(uint16(port))},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+	}
+}

@@ -1,0 +1,178 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/hostnet"
+	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+)
+
+// checkNetwork resolves a create request's network mode and egress
+// policy: the mode defaults to the config's; a policy other than open
+// needs bridge mode, where the host enforces it; from=VM becomes the
+// allow list of the names VM's lookups resolved.
+func (s *Service) checkNetwork(ctx context.Context, req api.VMCreateRequest, ports []api.PortForward) (mode, egress string, err error) {
+	mode = req.Network
+	if mode == "" && req.Snapshot != "" {
+		// A fork wakes with its snapshot's network.
+		mode = api.NetUser
+	}
+	if mode == "" {
+		mode = s.d.Defaults.Network
+	}
+	if mode == "" {
+		mode = api.NetUser
+	}
+	switch mode {
+	case api.NetUser, api.NetNone:
+	case api.NetBridge:
+		if s.d.Net == nil {
+			return "", "", fmt.Errorf("--net bridge: %s: %w", s.d.NetWhy, errdefs.ErrUnavailable)
+		}
+	default:
+		return "", "", fmt.Errorf("--net %q: want user, bridge or none: %w", mode, errdefs.ErrInvalid)
+	}
+	if mode == api.NetNone && len(ports) > 0 {
+		return "", "", fmt.Errorf("--net none publishes no ports: drop -p, or use --net user: %w", errdefs.ErrInvalid)
+	}
+	if req.Snapshot != "" && mode == api.NetBridge {
+		return "", "", fmt.Errorf("a fork resumes with its snapshot's user-mode network: bridge mode is not for forks yet: %w", errdefs.ErrInvalid)
+	}
+	pol := req.Egress
+	if from, ok := strings.CutPrefix(pol, "from="); ok {
+		if pol, err = s.learned(ctx, from); err != nil {
+			return "", "", err
+		}
+	}
+	e, err := hostnet.ParseEgress(pol)
+	if err != nil {
+		return "", "", err
+	}
+	if e.Mode != hostnet.EgressOpen && mode != api.NetBridge {
+		return "", "", fmt.Errorf("--egress %s is enforced on the host in bridge mode only: add --net bridge: %w", req.Egress, errdefs.ErrInvalid)
+	}
+	if mode != api.NetBridge {
+		return mode, "", nil
+	}
+	return mode, e.String(), nil
+}
+
+// learned is the allow list of what vm's lookups resolved to an address.
+func (s *Service) learned(ctx context.Context, vm string) (string, error) {
+	if err := names.Validate("vm", vm); err != nil {
+		return "", err
+	}
+	if s.d.Net == nil {
+		return "", fmt.Errorf("--egress from=%s: %s: %w", vm, s.d.NetWhy, errdefs.ErrUnavailable)
+	}
+	if _, err := s.get(ctx, vm); err != nil {
+		return "", fmt.Errorf("--egress from=%s: %w", vm, err)
+	}
+	rs, err := s.d.Net.Resolved(ctx, vm)
+	if err != nil {
+		return "", err
+	}
+	var hosts []string
+	for _, r := range rs {
+		if r.Addr != "" && !slices.Contains(hosts, r.Name) {
+			hosts = append(hosts, r.Name)
+		}
+	}
+	if len(hosts) == 0 {
+		return "", fmt.Errorf("--egress from=%s: vm %s has resolved no name yet (run it with --egress learn, use what it needs, then see `banger vm egress %s`): %w", vm, vm, vm, errdefs.ErrInvalid)
+	}
+	return "allow=" + strings.Join(hosts, ","), nil
+}
+
+// netSpec is what a bridge-mode VM asks of the host network.
+func (s *Service) netSpec(v store.VM) (hostnet.Spec, error) {
+	e, err := hostnet.ParseEgress(v.Egress)
+	if err != nil {
+		return hostnet.Spec{}, fmt.Errorf("vm %s: %w", v.Name, err)
+	}
+	return hostnet.Spec{VM: v.Name, ID: v.ID, Ports: v.Ports, Egress: e}, nil
+}
+
+// network connects a starting VM: its user-mode forwards (SSH first), or
+// its tap on the bridge (then undo reverses that when the start fails),
+// and the kernel command line words that configure the guest's side.
+func (s *Service) network(ctx context.Context, v *store.VM) (n vmm.Network, params []string, undo func(), err error) {
+	undo = func() {}
+	ssh := vmm.Forward{HostPort: v.SSHPort, GuestPort: 22}
+	switch v.Network {
+	case api.NetBridge:
+		if s.d.Net == nil {
+			return n, nil, undo, fmt.Errorf("vm %s is in bridge mode: %s: %w", v.Name, s.d.NetWhy, errdefs.ErrUnavailable)
+		}
+		spec, err := s.netSpec(*v)
+		if err != nil {
+			return n, nil, undo, err
+		}
+		l, u, err := s.d.Net.Attach(ctx, spec)
+		if err != nil {
+			return n, nil, undo, err
+		}
+		n, v.IP = vmm.Network{Tap: l.Tap, MAC: l.MAC}, l.IP.String()
+		return n, l.GuestParams(), u, nil
+	case api.NetNone:
+		n = vmm.Network{Isolated: true, Forwards: []vmm.Forward{ssh}}
+	default:
+		n.Forwards = []vmm.Forward{ssh}
+		for _, f := range v.Ports {
+			n.Forwards = append(n.Forwards, vmm.Forward{HostIP: f.HostIP, HostPort: f.HostPort, GuestPort: f.GuestPort, UDP: f.UDP()})
+		}
+	}
+	return n, s.d.Driver.NetParams(n), undo, nil
+}
+
+// networkLine says, for progress, what a VM's network is.
+func (s *Service) networkLine(v store.VM) string {
+	switch v.Network {
+	case api.NetBridge:
+		return fmt.Sprintf("bridge (%s, egress %s)", v.IP, v.Egress)
+	case api.NetNone:
+		return "none: the guest reaches nothing"
+	}
+	return s.d.Driver.Network()
+}
+
+// detach takes a stopped VM off the bridge (its lease stays).
+func (s *Service) detach(ctx context.Context, v store.VM) {
+	if v.Network == api.NetBridge && s.d.Net != nil {
+		s.d.Net.Detach(ctx, v.Name, v.ID)
+	}
+}
+
+// Egress is what a VM's lookups resolved, and its policy.
+func (s *Service) Egress(ctx context.Context, name string) (api.Egress, error) {
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return api.Egress{}, err
+	}
+	if v.Network != api.NetBridge {
+		return api.Egress{}, fmt.Errorf("vm %s is in %s mode: egress is watched in bridge mode only (--net bridge --egress learn): %w", name, netMode(v), errdefs.ErrInvalid)
+	}
+	if s.d.Net == nil {
+		return api.Egress{}, fmt.Errorf("%s: %w", s.d.NetWhy, errdefs.ErrUnavailable)
+	}
+	rs, err := s.d.Net.Resolved(ctx, name)
+	if err != nil {
+		return api.Egress{}, err
+	}
+	return api.Egress{VM: name, Policy: v.Egress, Resolved: rs}, nil
+}
+
+// netMode is a VM's network mode, NetUser for records from before modes.
+func netMode(v store.VM) string {
+	if v.Network == "" {
+		return api.NetUser
+	}
+	return v.Network
+}
