@@ -30,10 +30,9 @@ import (
 var zone = map[string]string{"a.test.": "203.0.113.10", "b.test.": "203.0.113.20", "c.test.": "203.0.113.30"}
 
 const (
-	bridgeGW  = "10.213.0.1"
-	webPort   = 8080
-	udpecho   = "udpecho"
-	outsideNS = "198.18.0.2"
+	bridgeGW = "10.213.0.1"
+	webPort  = 8080
+	udpecho  = "udpecho"
 )
 
 // hostNetState is what the suite must leave as it found on the host
@@ -195,31 +194,15 @@ func TestBridgeNetwork(t *testing.T) {
 			t.Errorf("the host's own network changed:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
 	})
-	e, ref := vmEnv(t)
-	e.mustBanger("kernel", "pull", "test-deb")
-	e.mustBanger("image", "pull", ref)
-	base, err := os.ReadFile(e.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.term(); err != nil {
-		t.Fatal(err)
-	}
+	e, base := netEnv(t)
 	echo := buildUDPEcho(t)
-
-	host, outside := newNetns(t, "bgb"), newNetns(t, "bgi")
-	ipCmd(t, "-n", host, "link", "add", "bgv0", "type", "veth", "peer", "name", "bgv1", "netns", outside)
-	ipCmd(t, "-n", host, "addr", "add", hostAddr+"/24", "dev", "bgv0")
-	ipCmd(t, "-n", host, "link", "set", "bgv0", "up")
-	ipCmd(t, "-n", outside, "addr", "add", outsideNS+"/24", "dev", "bgv1")
-	ipCmd(t, "-n", outside, "link", "set", "bgv1", "up")
-	ipCmd(t, "-n", host, "route", "add", "default", "via", outsideNS)
+	host, outside := hostAndOutside(t, "bgb", "bgi")
 	for name, ip := range zone {
 		ipCmd(t, "-n", outside, "addr", "add", ip+"/32", "dev", "lo")
 		serveIn(t, outside, fmt.Sprintf("%s:%d", ip, webPort), strings.TrimSuffix(name, "."))
 	}
-	asked := serveDNS(t, outside, outsideNS+":53")
-	if err := os.WriteFile(e.config, append(base, []byte("dns_upstream = \""+outsideNS+"\"\n")...), 0o644); err != nil {
+	asked := serveDNS(t, outside, outsideAddr+":53")
+	if err := os.WriteFile(e.config, []byte(base+"dns_upstream = \""+outsideAddr+"\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.netns = host
@@ -393,7 +376,7 @@ func TestBridgeNetwork(t *testing.T) {
 		// address (which may go anywhere), straight to the outside's DNS
 		// server, gets nothing there.
 		spoof := fmt.Sprintf("busybox ip addr add %[1]s/32 dev eth0 && busybox ip route add %[2]s/32 via %[3]s src %[1]s && "+
-			"busybox timeout 5 busybox nslookup spoof.test %[2]s; busybox ip route del %[2]s/32; busybox ip addr del %[1]s/32 dev eth0; true", learner.IP, outsideNS, bridgeGW)
+			"busybox timeout 5 busybox nslookup spoof.test %[2]s; busybox ip route del %[2]s/32; busybox ip addr del %[1]s/32 dev eth0; true", learner.IP, outsideAddr, bridgeGW)
 		e.mustBanger("vm", "exec", "deny", "--", "sh", "-c", spoof)
 		if n := asked("spoof.test."); n != 0 {
 			t.Errorf("a guest reached the outside from another guest's address (%d questions)", n)

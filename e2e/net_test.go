@@ -71,6 +71,39 @@ func inNetns(t *testing.T, ns string, f func()) {
 	<-done
 }
 
+// netEnv is a stopped daemon with the test kernel and the busybox image
+// (busybox-1), pulled while the registry on this host's 127.0.0.1 is in
+// reach, and its config, for a restart inside a namespace.
+func netEnv(t *testing.T) (*env, string) {
+	t.Helper()
+	e, ref := vmEnv(t)
+	e.mustBanger("kernel", "pull", "test-deb")
+	e.mustBanger("image", "pull", ref)
+	base, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.term(); err != nil {
+		t.Fatal(err)
+	}
+	return e, string(base)
+}
+
+// hostAndOutside makes two namespaces joined by a veth pair: host
+// (hostAddr, its default route through outside) and outside
+// (outsideAddr), which plays the internet.
+func hostAndOutside(t *testing.T, hostPrefix, outsidePrefix string) (host, outside string) {
+	t.Helper()
+	host, outside = newNetns(t, hostPrefix), newNetns(t, outsidePrefix)
+	ipCmd(t, "-n", host, "link", "add", "bgv0", "type", "veth", "peer", "name", "bgv1", "netns", outside)
+	ipCmd(t, "-n", host, "addr", "add", hostAddr+"/24", "dev", "bgv0")
+	ipCmd(t, "-n", host, "link", "set", "bgv0", "up")
+	ipCmd(t, "-n", outside, "addr", "add", outsideAddr+"/24", "dev", "bgv1")
+	ipCmd(t, "-n", outside, "link", "set", "bgv1", "up")
+	ipCmd(t, "-n", host, "route", "add", "default", "via", outsideAddr)
+	return host, outside
+}
+
 // serveIn serves "reached NAME" over HTTP on addr in namespace ns and
 // returns the port.
 func serveIn(t *testing.T, ns, addr, name string) int {
@@ -152,27 +185,9 @@ func TestGuestNetworkBoundary(t *testing.T) {
 	}
 	testkit.NeedTools(t, "iproute2", "ip")
 	testkit.NeedTools(t, "passt", "passt")
-	e, ref := vmEnv(t)
-	// Pulled while the registry on this host's 127.0.0.1 is in reach.
-	e.mustBanger("kernel", "pull", "test-deb")
-	e.mustBanger("image", "pull", ref)
-	base, err := os.ReadFile(e.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.term(); err != nil {
-		t.Fatal(err)
-	}
-
-	host, outside := newNetns(t, "bgh"), newNetns(t, "bgo")
-	ipCmd(t, "-n", host, "link", "add", "bgv0", "type", "veth", "peer", "name", "bgv1", "netns", outside)
-	ipCmd(t, "-n", host, "addr", "add", hostAddr+"/24", "dev", "bgv0")
-	ipCmd(t, "-n", host, "link", "set", "bgv0", "up")
-	ipCmd(t, "-n", outside, "addr", "add", outsideAddr+"/24", "dev", "bgv1")
-	ipCmd(t, "-n", outside, "link", "set", "bgv1", "up")
+	e, base := netEnv(t)
+	host, outside := hostAndOutside(t, "bgh", "bgo")
 	ipCmd(t, "-n", outside, "addr", "add", internetAddr+"/32", "dev", "lo")
-	ipCmd(t, "-n", outside, "route", "add", hostAddr+"/32", "dev", "bgv1")
-	ipCmd(t, "-n", host, "route", "add", "default", "via", outsideAddr)
 	loop := serveIn(t, host, "127.0.0.1:0", "host-loopback")
 	web := serveIn(t, outside, internetAddr+":0", "internet")
 	internet := fmt.Sprintf("http://%s:%d/", internetAddr, web)
@@ -250,9 +265,28 @@ func TestGuestNetworkBoundary(t *testing.T) {
 		}
 	})
 
+	t.Run("--net none: nothing reached, under passt too; the daemon still reaches the agent", func(t *testing.T) {
+		defer e.use(t)()
+		if _, errOut, code := e.banger("vm", "create", "--name", "none-p", "--image", "busybox-1", "--net", "none", "-p", "18005:80"); code == 0 || !strings.Contains(errOut, "publishes no ports") {
+			t.Errorf("--net none -p: exit %d, %s", code, errOut)
+		}
+		_, errOut, _ := e.banger("vm", "run", "--name", "n0", "--image", "busybox-1", "--net", "none", "--", "true")
+		if !strings.Contains(errOut, "network none") {
+			t.Errorf("progress does not say the network is none: %s", errOut)
+		}
+		if v := e.vm("n0"); v.Network != "none" || v.State != "running" {
+			t.Fatalf("vm n0: %s, network %q", v.State, v.Network)
+		}
+		if body, ok := e.guestGet("n0", internet); ok {
+			t.Errorf("--net none reached %s: %q", internet, body)
+		}
+		noLoopback("n0")
+		e.mustBanger("vm", "rm", "-f", "n0")
+	})
+
 	t.Run("isolated: nothing reached, published ports answer", func(t *testing.T) {
 		defer e.use(t)()
-		e.restartWith(string(base), "user_net = \"isolated\"\n")
+		e.restartWith(base, "user_net = \"isolated\"\n")
 		e.mustBanger("vm", "run", "--name", "n2", "--image", "busybox-1", "-p", "18001:8000", "--", "true")
 		if mtu := strings.TrimSpace(e.mustBanger("vm", "exec", "n2", "--", "cat", "/sys/class/net/eth0/mtu")); mtu != "1500" {
 			t.Errorf("guest eth0 MTU %s under slirp, want the kernel's 1500", mtu)
@@ -266,7 +300,7 @@ func TestGuestNetworkBoundary(t *testing.T) {
 
 	t.Run("slirp, asked for, opens the host's loopback: the probe sees it", func(t *testing.T) {
 		defer e.use(t)()
-		e.restartWith(string(base), "user_net = \"slirp\"\n")
+		e.restartWith(base, "user_net = \"slirp\"\n")
 		if st := e.status(); !strings.HasPrefix(st.Network, "slirp:") || !strings.Contains(st.Network, "loopback") {
 			t.Errorf("status network %q does not warn of the host's loopback", st.Network)
 		}
