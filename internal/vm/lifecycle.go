@@ -352,7 +352,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	cfg := s.vmmConfig(v)
 	cfg.Kernel = k.Dir + "/vmlinux"
 	cfg.Initrd = initrd
-	network, netParams, undoNet, err := s.network(ctx, &v)
+	network, netParams, undoNet, err := s.network(ctx, &v, p)
 	if err != nil {
 		return api.VM{}, err
 	}

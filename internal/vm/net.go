@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/names"
+	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -103,7 +105,7 @@ func (s *Service) netSpec(v store.VM) (hostnet.Spec, error) {
 // network connects a starting VM: its user-mode forwards (SSH first), or
 // its tap on the bridge (then undo reverses that when the start fails),
 // and the kernel command line words that configure the guest's side.
-func (s *Service) network(ctx context.Context, v *store.VM) (n vmm.Network, params []string, undo func(), err error) {
+func (s *Service) network(ctx context.Context, v *store.VM, p operation.Progress) (n vmm.Network, params []string, undo func(), err error) {
 	undo = func() {}
 	ssh := vmm.Forward{HostPort: v.SSHPort, GuestPort: 22}
 	switch v.Network {
@@ -115,10 +117,12 @@ func (s *Service) network(ctx context.Context, v *store.VM) (n vmm.Network, para
 		if err != nil {
 			return n, nil, undo, err
 		}
+		began := time.Now()
 		l, u, err := s.d.Net.Attach(ctx, spec)
 		if err != nil {
 			return n, nil, undo, err
 		}
+		p.Stage("network", "vm %s is on the bridge at %s (tap %s; tap, lease and rules took %s)", v.Name, l.IP, l.Tap, time.Since(began).Round(time.Microsecond))
 		n, v.IP = vmm.Network{Tap: l.Tap, MAC: l.MAC}, l.IP.String()
 		return n, l.GuestParams(), u, nil
 	case api.NetNone:

@@ -155,12 +155,12 @@ func ParsePort(spec string) (api.PortForward, error) {
 			ip = ""
 		}
 	default:
-		return bad("want [HOSTIP:]HOST:GUEST, like 8080:80 or 0.0.0.0:8080:80 (IPv4 only)")
+		return bad("want [HOSTIP:]HOST:GUEST[/udp], like 8080:80 or 0.0.0.0:8080:80 (IPv4 only)")
 	}
 	hp, err1 := strconv.Atoi(parts[0])
 	gp, err2 := strconv.Atoi(parts[1])
 	if err1 != nil || err2 != nil || hp < 1 || hp > 65535 || gp < 1 || gp > 65535 {
-		return bad("want [HOSTIP:]HOST:GUEST, two TCP ports between 1 and 65535 (like 8080:80)")
+		return bad("want [HOSTIP:]HOST:GUEST, two ports between 1 and 65535 (like 8080:80, or 5353:53/udp)")
 	}
 	return api.PortForward{HostIP: ip, HostPort: hp, GuestPort: gp, Proto: proto}, nil
 }
