@@ -7,7 +7,8 @@
 #   user: passt, banger's default): a 64 MiB download by the guest from a
 #   server across the host (MiB/s), 100 short HTTP requests one after
 #   another (connections/s), and the time `vm run --rm -- true` takes in
-#   each mode (what a bridge-mode start adds: its lease, tap and rules).
+#   each mode, and the part of a bridge-mode start that is the bridge's
+#   (the lease, tap and rules, as its progress reports it).
 #
 # The server is in a second network namespace, "outside", reached through
 # the host's default route: a bridge-mode guest may not reach the host's
@@ -87,16 +88,30 @@ requests="i=0; while [ \$i -lt 100 ]; do busybox wget -q -O /dev/null http://$SE
 
 echo "== $RUNS runs of each, interleaved"
 for m in bridge user; do : >"$WORK/$m-boot"; : >"$WORK/$m-dl"; : >"$WORK/$m-req"; done
+: >"$WORK/attach"
+# run_timed MODE: a vm run's seconds into MODE-boot; for bridge, what its
+# progress says the bridge took (ms) into attach.
+run_timed() {
+	local s progress
+	s=$(now)
+	progress=$($B vm run --rm --no-workdir --net "$1" --image small -- true 2>&1 >/dev/null)
+	awk -v a="$s" -v b="$(now)" 'BEGIN {print b-a}' >>"$WORK/$1-boot"
+	if [ "$1" = bridge ]; then
+		echo "$progress" | grep -oE 'rules took [0-9.]+(µs|ms|s)' | awk '{v=$3; u=v; sub(/[0-9.]+/, "", u); sub(/(µs|ms|s)$/, "", v); print (u=="s" ? v*1000 : u=="µs" ? v/1000 : v)}' >>"$WORK/attach"
+	fi
+}
 for m in bridge user; do $B vm exec "$(vm_of $m)" -- sh -c "$download" >/dev/null; done # warm
 for _ in $(seq "$RUNS"); do
 	for m in bridge user; do
-		timed $B vm run --rm --no-workdir --net $m --image small -- true >>"$WORK/$m-boot"
+		run_timed $m
 		timed $B vm exec "$(vm_of $m)" -- sh -c "$download" >>"$WORK/$m-dl"
 		timed $B vm exec "$(vm_of $m)" -- sh -c "$requests" >>"$WORK/$m-req"
 	done
 done
 b=$(median <"$WORK/bridge-boot"); u=$(median <"$WORK/user-boot")
 awk -v b="$b" -v u="$u" 'BEGIN {printf "   %-34s bridge %.2f s, user %.2f s: bridge/user %.2fx (%+.0f ms)\n", "vm run --rm -- true", b, u, b/u, (b-u)*1000}'
+a=$(median <"$WORK/attach")
+awk -v a="$a" -v b="$b" 'BEGIN {printf "   %-34s %.1f ms, %.2f%% of a bridge-mode vm run\n", "of which lease, tap and rules", a, a/(b*1000)*100}'
 b=$(median <"$WORK/bridge-dl"); u=$(median <"$WORK/user-dl")
 awk -v b="$b" -v u="$u" 'BEGIN {printf "   %-34s bridge %.1f MiB/s, user %.1f MiB/s: bridge/user %.2fx\n", "64 MiB download by the guest", 64/b, 64/u, u/b}'
 b=$(median <"$WORK/bridge-req"); u=$(median <"$WORK/user-req")
