@@ -86,6 +86,9 @@ func newStatusCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "State dir:  %s\n", st.StateDir)
 			fmt.Fprintf(w, "Accel:      %s\n", accelLine(st.Accel))
 			fmt.Fprintf(w, "Network:    %s\n", st.Network)
+			if st.Bridge != "" {
+				fmt.Fprintf(w, "Bridge:     %s (--net bridge; VMs without --net get %s)\n", st.Bridge, st.DefaultNetwork)
+			}
 			fmt.Fprintf(w, "Kernels:    %d\n", st.Kernels)
 			fmt.Fprintf(w, "Images:     %d\n", st.Images)
 			fmt.Fprintf(w, "VMs:        %d\n", st.VMs)
