@@ -21,7 +21,7 @@ import (
 
 func newMCPCmd(a *app) *cobra.Command {
 	var all bool
-	var dir string
+	var dir, network, egress string
 	cmd := &cobra.Command{
 		Use:   "mcp",
 		Short: "Serve coding agents over the Model Context Protocol (stdio)",
@@ -42,7 +42,13 @@ agent, not a permission: the server runs as you, with your access to the
 daemon.
 
 Your side stays the CLI: 'banger vm ls' shows what the agent made, 'banger
-vm diff' and 'banger vm pull' review and take its work.`,
+vm diff' and 'banger vm pull' review and take its work.
+
+--net and --egress set every sandbox's network, as for 'banger vm run';
+the agent is told what it may reach and cannot change it. Use bridge mode
+with an allow list to keep an agent to the hosts its work needs:
+
+  banger mcp --net bridge --egress allow=github.com,*.githubusercontent.com,pypi.org,files.pythonhosted.org`,
 		Example: `  claude mcp add banger -- banger mcp          # Claude Code, in your checkout
   codex mcp add banger -- banger mcp           # Codex
   # Cursor, .cursor/mcp.json: {"mcpServers": {"banger": {"command": "banger", "args": ["mcp"]}}}
@@ -55,7 +61,7 @@ vm diff' and 'banger vm pull' review and take its work.`,
 			if err != nil {
 				return err
 			}
-			o.All = all
+			o.All, o.Network, o.Egress = all, network, egress
 			if o.Key, _, err = userKey(); err != nil {
 				return err
 			}
@@ -65,6 +71,9 @@ vm diff' and 'banger vm pull' review and take its work.`,
 			}
 			// Clients keep a server's stderr in their logs: say what it
 			// serves, for whoever reads them.
+			if network != "" || egress != "" {
+				scope += fmt.Sprintf("; sandboxes get --net %s --egress %s", orDash(network), orDash(egress))
+			}
 			fmt.Fprintf(a.stderr, "banger mcp: serving %s; it reaches %s\n", o.Checkout, scope)
 			d := &mcpDaemon{a: a, checkout: o.Checkout}
 			// Standard output is the protocol's: nothing else may write
@@ -74,6 +83,8 @@ vm diff' and 'banger vm pull' review and take its work.`,
 	}
 	cmd.Flags().BoolVar(&all, "all", false, "reach every VM, not only those banger mcp made for this checkout")
 	cmd.Flags().StringVarP(&dir, "dir", "C", "", "act for this checkout (default: the one the server is started in)")
+	cmd.Flags().StringVar(&network, "net", "", "every sandbox's network: user, bridge or none (default: the daemon's default_network)")
+	cmd.Flags().StringVar(&egress, "egress", "", "every sandbox's egress policy (bridge mode): deny, allow=HOST[,HOST...], learn, from=VM (default: open)")
 	return cmd
 }
 

@@ -71,6 +71,11 @@ type Options struct {
 	All bool
 	// Key is the user's banger SSH key, which guests authorize.
 	Key ssh.Signer
+	// Network and Egress are every sandbox's network mode and egress
+	// policy (api.VMCreateRequest's): the person who starts the server
+	// chooses them, and the agent cannot widen them ("": the daemon's
+	// defaults).
+	Network, Egress string
 	// Version is banger's, reported to clients.
 	Version string
 	// KillAfter is how long a canceled or timed-out command has to end

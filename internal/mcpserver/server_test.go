@@ -720,3 +720,26 @@ func TestWorkToolsAndLifecycle(t *testing.T) {
 		t.Errorf("remove --force: %q, removed %v", text, f.removed)
 	}
 }
+
+// The person starting the server picks the sandboxes' network; the agent
+// gets it on every create, and is told what it may reach.
+func TestCreateUsesTheServersNetwork(t *testing.T) {
+	f := newFakeDaemon(t)
+	s := newServer(t, f, Options{Network: "bridge", Egress: "allow=github.com"})
+	cs := connect(t, s, nil)
+	tools, err := cs.ListTools(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools.Tools {
+		if tool.Name == "sandbox_create" && !strings.Contains(tool.Description, "reach only these hosts (egress allow=github.com)") {
+			t.Errorf("sandbox_create does not tell the agent its egress: %s", tool.Description)
+		}
+	}
+	if res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "sandbox_create", Arguments: map[string]any{"name": "net-1"}}); err != nil || res.IsError {
+		t.Fatalf("create: %v %+v", err, res)
+	}
+	if got := f.created[0]; got.Network != "bridge" || got.Egress != "allow=github.com" {
+		t.Errorf("create request network %q egress %q", got.Network, got.Egress)
+	}
+}

@@ -96,7 +96,24 @@ func (s *Server) createDoc() string {
 	if !s.o.Git {
 		seed = s.o.Checkout + ` is not a git checkout: the sandbox gets no /work.`
 	}
-	return `Create and boot a sandbox: a disposable Linux microVM with its own kernel, where you are root and nothing you do reaches this host. ` + seed + ` The image (default debian-bookworm; others such as alpine-3.20) is pulled on first use, which can take minutes; progress is reported. Returns the sandbox's name for the other tools. Sandboxes outlive this session: see sandbox_list before making another.`
+	return `Create and boot a sandbox: a disposable Linux microVM with its own kernel, where you are root and nothing you do reaches this host. ` + seed + s.networkDoc() + ` The image (default debian-bookworm; others such as alpine-3.20) is pulled on first use, which can take minutes; progress is reported. Returns the sandbox's name for the other tools. Sandboxes outlive this session: see sandbox_list before making another.`
+}
+
+// networkDoc tells the agent what its sandboxes may reach, as the person
+// who started the server chose.
+func (s *Server) networkDoc() string {
+	e := s.o.Egress
+	switch {
+	case s.o.Network == api.NetNone:
+		return ` Sandboxes have no network: nothing outside is reachable.`
+	case e == "deny":
+		return ` Sandboxes reach no host outside (egress deny): package installs from the internet fail; work with what the image and /work hold.`
+	case strings.HasPrefix(e, "allow="):
+		return ` Sandboxes reach only these hosts (egress ` + e + `): other names do not resolve and their addresses are refused; ask the user if you need another.`
+	case strings.HasPrefix(e, "from="):
+		return ` Sandboxes reach only the hosts that VM ` + strings.TrimPrefix(e, "from=") + ` looked up (egress ` + e + `); other names do not resolve.`
+	}
+	return ""
 }
 
 func (s *Server) listDoc() string {
@@ -154,7 +171,7 @@ type Created struct {
 
 func (s *Server) create(ctx context.Context, req *mcp.CallToolRequest, in CreateArgs) (*mcp.CallToolResult, Created, error) {
 	cr := api.VMCreateRequest{Name: in.Name, Image: in.Image, CPUs: in.CPUs, Disk: in.Disk, Start: true,
-		MadeBy: &api.MadeBy{Tool: Tool, Checkout: s.o.Checkout}}
+		Network: s.o.Network, Egress: s.o.Egress, MadeBy: &api.MadeBy{Tool: Tool, Checkout: s.o.Checkout}}
 	if in.CPUs < 0 {
 		return fail[Created](fmt.Errorf("cpus %d: a sandbox needs at least 1 CPU: %w", in.CPUs, errdefs.ErrInvalid))
 	}
