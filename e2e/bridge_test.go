@@ -313,11 +313,12 @@ func TestBridgeNetwork(t *testing.T) {
 		}
 		e.kill()
 		// Made by hand under banger's names while the daemon was away:
-		// an orphan tap, a rule in banger's table; and banger's bridge
-		// table lost.
+		// an orphan tap, a rule in banger's table; and lost: banger's
+		// bridge table, and the bridge itself (its taps fall off it).
 		inNS(t, host, "ip", "tuntap", "add", "bg-0rphan", "mode", "tap")
 		inNS(t, host, "nft", "add", "rule", "ip", "banger", "forward", "ip", "daddr", "192.0.2.99", "accept")
 		inNS(t, host, "nft", "delete", "table", "bridge", "banger")
+		inNS(t, host, "ip", "link", "del", "banger0")
 		e.start()
 		if got := taps(t, host); !slices.Equal(got, tapsBefore) {
 			t.Errorf("taps after the restart %v, want %v", got, tapsBefore)

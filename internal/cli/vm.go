@@ -160,7 +160,9 @@ the last lines of its console are shown. With --rm the VM is removed when
 the shell or command ends.`,
 		Example: `  banger vm run -- cat /etc/os-release
   banger vm run --rm --image alpine-3.20 -- sh -c 'apk --version'
-  banger vm run --name dev --cpus 4 --memory 4G --disk 20G -p 8080:80`,
+  banger vm run --name dev --cpus 4 --memory 4G --disk 20G -p 8080:80
+  banger vm run --net bridge --egress allow=github.com,*.github.com -- git ls-remote https://github.com/golang/go
+  banger vm run --net bridge --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !isTerminal(os.Stdin) {
 				return fmt.Errorf("without a command, vm run opens a shell, which needs a terminal: pass -- COMMAND: %w", errInvalidUsage)

@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -293,6 +294,9 @@ func (s *Service) Reconcile(ctx context.Context, running []Spec, known []string)
 		}
 		if !linkExists(a.tap) {
 			s.d.Log.Warn("a running vm lost its tap: restart it to reconnect it", "vm", spec.VM, "tap", a.tap)
+		} else if br, err := netlink.LinkByName(s.d.Config.Bridge); err == nil {
+			// On the bridge again, should it have been made anew.
+			errs = append(errs, plugTap(a.tap, br))
 		}
 		s.guests[spec.VM] = a
 	}

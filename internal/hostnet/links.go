@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/store"
 )
 
 // ensureUp makes the bridge (once its subnet is checked against the
@@ -66,7 +67,11 @@ func ensureBridge(cfg Config) error {
 		if err := CheckSubnet(cfg.Subnet, cfg.Bridge); err != nil {
 			return err
 		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Bridge}}
+		// Its MAC is the gateway's own, not the lowest of its ports': a
+		// bridge made anew (by a reconcile) answers guests at the address
+		// they already know.
+		mac, _ := net.ParseMAC(store.MACFor(cfg.Gateway()))
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: cfg.Bridge, HardwareAddr: mac}}
 		if err := netlink.LinkAdd(br); err != nil {
 			return fmt.Errorf("make bridge %s: %w", cfg.Bridge, err)
 		}
@@ -141,6 +146,16 @@ func makeTap(name, bridge string) error {
 	for _, f := range tap.Fds {
 		f.Close()
 	}
+	if err := plugTap(name, br); err != nil {
+		deleteLink(name)
+		return err
+	}
+	return nil
+}
+
+// plugTap puts a tap on the bridge, up (again, for one a bridge made
+// anew lost).
+func plugTap(name string, br netlink.Link) error {
 	l, err := netlink.LinkByName(name)
 	if err == nil {
 		err = netlink.LinkSetMaster(l, br)
@@ -149,8 +164,7 @@ func makeTap(name, bridge string) error {
 		err = netlink.LinkSetUp(l)
 	}
 	if err != nil {
-		deleteLink(name)
-		return fmt.Errorf("put tap %s on bridge %s: %w", name, bridge, err)
+		return fmt.Errorf("put tap %s on bridge %s: %w", name, br.Attrs().Name, err)
 	}
 	return nil
 }
