@@ -153,6 +153,11 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		if req.Seed != "" {
 			return v, fmt.Errorf("a fork of snapshot %s has its work disk: no seed: %w", t.ID, errdefs.ErrInvalid)
 		}
+		// A saved state loads only into the VMM build that saved it: say
+		// so now, not with the VMM's own words after a failed start.
+		if build, err := s.d.Driver.Version(ctx); err == nil && t.Key.VMM != "" && t.Key.VMM != s.d.Driver.Name()+" "+build {
+			return v, fmt.Errorf("snapshot %s was taken with %s, and this host runs %s %s, which cannot load it: remove it with `banger vm snapshot rm %s`: %w", t.ID, t.Key.VMM, s.d.Driver.Name(), build, t.ID, errdefs.ErrConflict)
+		}
 		snap = &t
 		req.Image, req.Kernel = t.Key.Image, t.Key.Kernel
 		prm.cpus, prm.memoryMB, prm.disk = t.Key.CPUs, t.Key.MemoryMB, t.Key.DiskBytes
