@@ -3,6 +3,7 @@ package hostnet
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/banger-dev/banger/internal/store"
 )
 
 // forwarder is banger's DNS server on the bridge's address: every guest
@@ -141,7 +144,9 @@ func (h *resolver) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		}
 	}
 	if spec.Egress.Records() && (q.Qtype == dns.TypeA || len(addrs) > 0) {
-		if err := h.record(ctx, spec.VM, name, addrs); err != nil {
+		// Past the store's bound lookups go unrecorded, quietly: a guest
+		// that makes names up must not fill the log either.
+		if err := h.record(ctx, spec.VM, name, addrs); err != nil && !errors.Is(err, store.ErrTooManyResolved) {
 			h.log.Warn("record a lookup", "vm", spec.VM, "name", name, "err", err)
 		}
 	}

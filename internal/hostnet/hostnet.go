@@ -334,6 +334,9 @@ func (s *Service) allow(vm string, addrs []netip.Addr) error {
 	}
 	var elems []nftables.SetElement
 	for _, a := range addrs {
+		if !g.allowed[a] && len(g.allowed) >= store.MaxResolved {
+			return fmt.Errorf("vm %s may reach %d addresses already, the most an allow list opens", vm, len(g.allowed))
+		}
 		if !g.allowed[a] {
 			g.allowed[a] = true
 			b := a.As4()

@@ -112,8 +112,17 @@ func (s *Store) DeleteLease(ctx context.Context, vm string) error {
 	})
 }
 
+// MaxResolved bounds the names and addresses kept per VM: a guest
+// looking up endless made-up names must not grow the store without end.
+const MaxResolved = 4096
+
+// ErrTooManyResolved is RecordResolved's answer past MaxResolved.
+var ErrTooManyResolved = fmt.Errorf("over %d names and addresses recorded: %w", MaxResolved, errdefs.ErrConflict)
+
 // RecordResolved counts one lookup of name by vm that answered addrs
-// (none: the name is recorded with an empty address).
+// (none: the name is recorded with an empty address). Past MaxResolved
+// rows for vm, new ones are refused (ErrTooManyResolved); known ones
+// still count.
 func (s *Store) RecordResolved(ctx context.Context, vm, name string, addrs []netip.Addr) error {
 	now := timeText(time.Now())
 	keys := []string{}
@@ -124,11 +133,25 @@ func (s *Store) RecordResolved(ctx context.Context, vm, name string, addrs []net
 		keys = []string{""}
 	}
 	return s.Tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM egress WHERE vm = ?`, vm).Scan(&n); err != nil {
+			return fmt.Errorf("record egress of vm %s: %w", vm, err)
+		}
 		for _, a := range keys {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO egress (vm, name, addr, count, first, last) VALUES (?, ?, ?, 1, ?, ?)
-				ON CONFLICT (vm, name, addr) DO UPDATE SET count = count + 1, last = excluded.last`, vm, name, a, now, now); err != nil {
+			res, err := tx.ExecContext(ctx, `UPDATE egress SET count = count + 1, last = ? WHERE vm = ? AND name = ? AND addr = ?`, now, vm, name, a)
+			if err != nil {
 				return fmt.Errorf("record egress of vm %s: %w", vm, err)
 			}
+			if k, _ := res.RowsAffected(); k > 0 {
+				continue
+			}
+			if n >= MaxResolved {
+				return fmt.Errorf("vm %s: %w", vm, ErrTooManyResolved)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO egress (vm, name, addr, count, first, last) VALUES (?, ?, ?, 1, ?, ?)`, vm, name, a, now, now); err != nil {
+				return fmt.Errorf("record egress of vm %s: %w", vm, err)
+			}
+			n++
 		}
 		return nil
 	})

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -71,5 +72,35 @@ func TestRecordResolved(t *testing.T) {
 	}
 	if r := rs[1]; r.Name != "nothing.test" || r.Addr != "" || r.Count != 1 {
 		t.Errorf("a name without an address: %+v", r)
+	}
+}
+
+// A guest looking up endless made-up names fills its record up to a
+// bound, no further; names it knows still count.
+func TestRecordResolvedIsBounded(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	for i := 0; i < MaxResolved; i++ {
+		if err := s.RecordResolved(ctx, "vm", fmt.Sprintf("n%d.test", i), nil); err != nil {
+			t.Fatalf("lookup %d: %v", i, err)
+		}
+	}
+	if err := s.RecordResolved(ctx, "vm", "one-more.test", nil); !errors.Is(err, ErrTooManyResolved) {
+		t.Fatalf("past the bound: %v", err)
+	}
+	if err := s.RecordResolved(ctx, "vm", "n7.test", nil); err != nil {
+		t.Fatalf("a known name past the bound: %v", err)
+	}
+	if err := s.RecordResolved(ctx, "other", "n7.test", nil); err != nil {
+		t.Fatalf("another VM: %v", err)
+	}
+	rs, _ := s.ResolvedBy(ctx, "vm")
+	if len(rs) != MaxResolved {
+		t.Errorf("%d rows, want %d", len(rs), MaxResolved)
+	}
+	for _, r := range rs {
+		if r.Name == "n7.test" && r.Count != 2 {
+			t.Errorf("n7.test counted %d", r.Count)
+		}
 	}
 }
