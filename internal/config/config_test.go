@@ -67,6 +67,13 @@ func TestLoadErrors(t *testing.T) {
 		{`kernel_catalogs = ["http://example.org/k.json"]`, "only https://"},
 		{`max_download_bytes = -1`, "max_download_bytes"},
 		{`this is not toml`, "config"},
+		{`default_network = "wifi"`, "default_network"},
+		{`bridge_name = "bg-mine"`, "bridge_name"},
+		{`bridge_name = "a-name-too-long-for-linux"`, "bridge_name"},
+		{`bridge_subnet = "10.0.0.0/8"`, "bridge_subnet"},
+		{`bridge_subnet = "fd00::/64"`, "bridge_subnet"},
+		{`bridge_subnet = "10.1.2.0/30"`, "bridge_subnet"},
+		{`dns_upstream = "resolver.example"`, "dns_upstream"},
 	}
 	for _, tt := range tests {
 		_, err := Load(write(t, tt.body))
@@ -76,5 +83,19 @@ func TestLoadErrors(t *testing.T) {
 		if err != nil && !errors.Is(err, errdefs.ErrInvalid) {
 			t.Errorf("Load(%q) error is not ErrInvalid: %v", tt.body, err)
 		}
+	}
+}
+
+func TestNetworkSettings(t *testing.T) {
+	c, err := Load(write(t, "default_network = \"bridge\"\nbridge_subnet = \"10.99.7.9/24\"\ndns_upstream = \"192.0.2.53\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultNetwork != "bridge" || c.Subnet().String() != "10.99.7.0/24" || c.Upstream() != "192.0.2.53:53" {
+		t.Errorf("network %q, subnet %s, upstream %q", c.DefaultNetwork, c.Subnet(), c.Upstream())
+	}
+	c, _ = Load(write(t, "dns_upstream = \"192.0.2.53:5353\"\n"))
+	if c.Upstream() != "192.0.2.53:5353" || c.DefaultNetwork != "user" || c.BridgeName != "banger0" {
+		t.Errorf("upstream %q, network %q, bridge %q", c.Upstream(), c.DefaultNetwork, c.BridgeName)
 	}
 }
