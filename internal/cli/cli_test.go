@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/banger-dev/banger/internal/api"
 )
 
@@ -100,4 +103,21 @@ func TestHelpTeaches(t *testing.T) {
 			t.Errorf("kernel pull --help lacks %q", want)
 		}
 	}
+}
+
+// A flag's help may not put text in backquotes: pflag takes it for the
+// value's name, and --help then shows "--egress banger vm egress".
+func TestFlagValueNames(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); strings.ContainsAny(name, " ") {
+				t.Errorf("%s --%s shows its value as %q: its help has text in backquotes", c.CommandPath(), f.Name, name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(NewRoot(&bytes.Buffer{}, &bytes.Buffer{}))
 }

@@ -64,7 +64,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
 	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOST:GUEST[/udp], TCP unless /udp, on 127.0.0.1 unless HOSTIP says otherwise (0.0.0.0: every address); host ports below 1024 need root (repeatable)")
 	fl.StringVar(&f.req.Network, "net", "", "network: user (the VMM's own, no root needed; SSH and -p through forwards), bridge (a tap on banger's bridge: an address of its own, VMs reach each other, egress policies) or none (reaches nothing) (default: default_network, user)")
-	fl.StringVar(&f.req.Egress, "egress", "", "bridge mode: where the guest may connect, enforced on the host: open, deny, allow=HOST[,HOST...] (only those names, and only the addresses they resolve to; *.example.com for subdomains), learn (anything, recording every name it looks up; see `banger vm egress`), or from=VM (allow what VM learned) (default: open)")
+	fl.StringVar(&f.req.Egress, "egress", "", "bridge mode: where the guest may connect, enforced on the host: open, deny, allow=HOST[,HOST...] (only those names, and only the addresses they resolve to; *.example.com for subdomains), learn (anything, recording every name it looks up; see 'banger vm egress'), or from=VM (allow what VM learned) (default: open)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 	fl.StringVar(&f.req.Snapshot, "from-snapshot", "", "fork a snapshot (banger vm snapshot): its image, size, disks and running processes, with an identity of its own")
 	f.seed.register(cmd)
