@@ -120,12 +120,10 @@ func (s *Service) Attach(ctx context.Context, spec Spec) (l Link, undo func(), e
 	if err := s.portsFree(spec); err != nil {
 		return Link{}, nil, err
 	}
-	cfg := s.d.Config
-	lease, fresh, err := s.d.Store.Lease(ctx, spec.VM, cfg.Subnet, cfg.Gateway())
+	a, fresh, err := s.attached(ctx, spec)
 	if err != nil {
 		return Link{}, nil, err
 	}
-	a := &attached{spec: spec, lease: lease, tap: TapName(spec.ID), allowed: map[netip.Addr]bool{}}
 	// undoLocked runs with s.mu held.
 	undoLocked := func() {
 		s.detach(context.WithoutCancel(ctx), spec.VM, a.tap)
@@ -140,17 +138,14 @@ func (s *Service) Attach(ctx context.Context, spec Spec) (l Link, undo func(), e
 			undoLocked()
 		}
 	}()
-	if err := s.loadAllowed(ctx, a); err != nil {
-		return Link{}, nil, err
-	}
-	if err := makeTap(a.tap, cfg.Bridge); err != nil {
+	if err := makeTap(a.tap, s.d.Config.Bridge); err != nil {
 		return Link{}, nil, fmt.Errorf("vm %s: %w", spec.VM, err)
 	}
 	s.guests[spec.VM] = a
 	if err := s.apply(); err != nil {
 		return Link{}, nil, fmt.Errorf("vm %s: %w", spec.VM, err)
 	}
-	s.d.Log.Info("attached vm to the bridge", "vm", spec.VM, "tap", a.tap, "ip", lease.IP, "egress", spec.Egress.String())
+	s.d.Log.Info("attached vm to the bridge", "vm", spec.VM, "tap", a.tap, "ip", a.lease.IP, "egress", spec.Egress.String())
 	return s.link(a), func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -180,22 +175,28 @@ func (s *Service) portsFree(spec Spec) error {
 	return nil
 }
 
-// loadAllowed fills an allow list's set with what its names resolved to
-// before (a VM attached again after a daemon restart).
-func (s *Service) loadAllowed(ctx context.Context, a *attached) error {
-	if a.spec.Egress.Mode != EgressAllow {
-		return nil
-	}
-	rs, err := s.d.Store.ResolvedBy(ctx, a.spec.VM)
+// attached is spec's place on the bridge: its lease (made now when fresh)
+// and, for an allow list, the addresses its names resolved to before (a
+// VM attached again after a daemon restart).
+func (s *Service) attached(ctx context.Context, spec Spec) (a *attached, fresh bool, err error) {
+	lease, fresh, err := s.d.Store.Lease(ctx, spec.VM, s.d.Config.Subnet, s.d.Config.Gateway())
 	if err != nil {
-		return err
+		return nil, false, err
+	}
+	a = &attached{spec: spec, lease: lease, tap: TapName(spec.ID), allowed: map[netip.Addr]bool{}}
+	if spec.Egress.Mode != EgressAllow {
+		return a, fresh, nil
+	}
+	rs, err := s.d.Store.ResolvedBy(ctx, spec.VM)
+	if err != nil {
+		return a, fresh, err
 	}
 	for _, r := range rs {
-		if ip, err := netip.ParseAddr(r.Addr); err == nil && a.spec.Egress.Allows(r.Name) {
+		if ip, err := netip.ParseAddr(r.Addr); err == nil && spec.Egress.Allows(r.Name) {
 			a.allowed[ip] = true
 		}
 	}
-	return nil
+	return a, fresh, nil
 }
 
 // Detach removes a VM's tap and rules; its lease stays. A VM that is not
@@ -283,15 +284,12 @@ func (s *Service) Reconcile(ctx context.Context, running []Spec, known []string)
 		return errors.Join(append(errs, err)...)
 	}
 	for _, spec := range running {
-		lease, _, err := s.d.Store.Lease(ctx, spec.VM, s.d.Config.Subnet, s.d.Config.Gateway())
-		if err != nil {
+		a, _, err := s.attached(ctx, spec)
+		if a == nil {
 			errs = append(errs, err)
 			continue
 		}
-		a := &attached{spec: spec, lease: lease, tap: TapName(spec.ID), allowed: map[netip.Addr]bool{}}
-		if err := s.loadAllowed(ctx, a); err != nil {
-			errs = append(errs, err)
-		}
+		errs = append(errs, err)
 		if !linkExists(a.tap) {
 			s.d.Log.Warn("a running vm lost its tap: restart it to reconnect it", "vm", spec.VM, "tap", a.tap)
 		} else if br, err := netlink.LinkByName(s.d.Config.Bridge); err == nil {
@@ -339,8 +337,7 @@ func (s *Service) allow(vm string, addrs []netip.Addr) error {
 		}
 		if !g.allowed[a] {
 			g.allowed[a] = true
-			b := a.As4()
-			elems = append(elems, nftables.SetElement{Key: b[:]})
+			elems = append(elems, element(a))
 		}
 	}
 	if len(elems) == 0 {
@@ -350,8 +347,7 @@ func (s *Service) allow(vm string, addrs []netip.Addr) error {
 	if err != nil {
 		return err
 	}
-	set := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}, Name: setName(g.spec.ID), KeyType: nftables.TypeIPAddr}
-	if err := c.SetAddElements(set, elems); err != nil {
+	if err := c.SetAddElements(allowSet(ipTable(), g.spec.ID), elems); err != nil {
 		return err
 	}
 	return c.Flush()

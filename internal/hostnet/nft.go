@@ -25,15 +25,38 @@ type ruleset struct {
 	guests  []*attached
 }
 
-// setName is the set of addresses guest id may reach under an allow list.
-func setName(id string) string { return "allow-" + id }
+// ipTable is banger's table in the ip family.
+func ipTable() *nftables.Table {
+	return &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+}
+
+// allowSet is the set of addresses guest id may reach under an allow
+// list, in t.
+func allowSet(t *nftables.Table, id string) *nftables.Set {
+	return &nftables.Set{Table: t, Name: "allow-" + id, KeyType: nftables.TypeIPAddr}
+}
+
+// element is an address as a set holds it.
+func element(a netip.Addr) nftables.SetElement {
+	b := a.As4()
+	return nftables.SetElement{Key: b[:]}
+}
+
+// addRule queues a rule of parts' expressions, in order.
+func addRule(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, parts ...[]expr.Any) {
+	var e []expr.Any
+	for _, p := range parts {
+		e = append(e, p...)
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e})
+}
 
 // write queues, on c, the replacement of banger's tables by r: the
 // table is added (a no-op when it exists), deleted and made anew in one
 // netlink batch, so the kernel switches from the old rules to the new at
 // once and a rule made by hand in banger's table goes with it.
 func (r ruleset) write(c *nftables.Conn) error {
-	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+	t := ipTable()
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
@@ -46,13 +69,7 @@ func (r ruleset) write(c *nftables.Conn) error {
 	post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	fwd := chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
 	in := chain("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
-	rule := func(ch *nftables.Chain, parts ...[]expr.Any) {
-		var e []expr.Any
-		for _, p := range parts {
-			e = append(e, p...)
-		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e})
-	}
+	rule := func(ch *nftables.Chain, parts ...[]expr.Any) { addRule(c, t, ch, parts...) }
 	br := r.bridge
 
 	// Out: the guests' traffic leaves with the host's address. Published
@@ -89,11 +106,10 @@ func (r ruleset) write(c *nftables.Conn) error {
 		case EgressDeny:
 			refuse(rule, fwd, from)
 		case EgressAllow:
-			set := &nftables.Set{Table: t, Name: setName(g.spec.ID), KeyType: nftables.TypeIPAddr}
+			set := allowSet(t, g.spec.ID)
 			var elems []nftables.SetElement
 			for a := range g.allowed {
-				b := a.As4()
-				elems = append(elems, nftables.SetElement{Key: b[:]})
+				elems = append(elems, element(a))
 			}
 			if err := c.AddSet(set, elems); err != nil {
 				return fmt.Errorf("allow set of vm %s: %w", g.spec.VM, err)
@@ -127,13 +143,7 @@ func (r ruleset) write(c *nftables.Conn) error {
 	accept := nftables.ChainPolicyAccept
 	bpre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: bt, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
-	brule := func(parts ...[]expr.Any) {
-		var e []expr.Any
-		for _, p := range parts {
-			e = append(e, p...)
-		}
-		c.AddRule(&nftables.Rule{Table: bt, Chain: bpre, Exprs: e})
-	}
+	brule := func(parts ...[]expr.Any) { addRule(c, bt, bpre, parts...) }
 	for _, g := range r.guests {
 		tap := ifname(expr.MetaKeyIIFNAME, g.tap, true)
 		mac, _ := net.ParseMAC(g.lease.MAC)
