@@ -73,14 +73,14 @@ func Read(r io.Reader, h Handler) error {
 		name := strings.TrimRight(strings.TrimSpace(string(hdr[0:16])), "/")
 		size, err := strconv.ParseInt(strings.TrimSpace(string(hdr[48:58])), 10, 64)
 		if err != nil || size < 0 {
-			return fmt.Errorf("ar member %q: bad size: %w", name, errdefs.ErrInvalid)
+			return fmt.Errorf("ar member %s: bad size: %w", errdefs.Quote(name), errdefs.ErrInvalid)
 		}
 		body := &countingReader{r: io.LimitReader(br, size)}
 		switch {
 		case name == "debian-binary":
 			b, _ := io.ReadAll(io.LimitReader(body, 64))
 			if !strings.HasPrefix(string(b), "2.") {
-				return fmt.Errorf("unsupported Debian package format %q: %w", strings.TrimSpace(string(b)), errdefs.ErrInvalid)
+				return fmt.Errorf("unsupported Debian package format %s: %w", errdefs.Quote(strings.TrimSpace(string(b))), errdefs.ErrInvalid)
 			}
 			sawBinary = true
 		case strings.HasPrefix(name, "control.tar"):
@@ -109,10 +109,10 @@ func Read(r io.Reader, h Handler) error {
 		}
 		// Skip what the handler left unread, then the even-padding byte.
 		if _, err := io.Copy(io.Discard, body); err != nil {
-			return fmt.Errorf("ar member %q: %w", name, err)
+			return fmt.Errorf("ar member %s: %w", errdefs.Quote(name), err)
 		}
 		if body.n != size {
-			return fmt.Errorf("ar member %q: archive is truncated (%d of %d bytes): %w", name, body.n, size, errdefs.ErrInvalid)
+			return fmt.Errorf("ar member %s: archive is truncated (%d of %d bytes): %w", errdefs.Quote(name), body.n, size, errdefs.ErrInvalid)
 		}
 		if size%2 == 1 {
 			if _, err := br.ReadByte(); err != nil && err != io.EOF {

@@ -2,13 +2,19 @@
 //
 // Services wrap them with the object's name (fmt.Errorf("kernel %q: %w",
 // name, errdefs.ErrNotFound)); the API layer maps them to HTTP status codes
-// and stable machine codes exactly once, at the edge.
+// and stable machine codes exactly once, at the edge. Untrusted text goes
+// into an error through Quote, never in full.
 package errdefs
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 var (
@@ -84,4 +90,47 @@ func Message(err error) string {
 		msg = strings.ReplaceAll(msg, ": "+s.Error(), "")
 	}
 	return msg
+}
+
+// quoteWidth bounds how much of an untrusted string Quote shows, counted
+// after escaping.
+const quoteWidth = 64
+
+// Quote renders untrusted text for an error message (a name from an
+// image layer, a guest's tar or SFTP server, a link's target): escaped
+// as %q does, and when longer than quoteWidth escaped bytes, cut there
+// and followed by its length. Hostile input then makes neither an error
+// of any size nor control characters in a terminal or a log.
+func Quote(s string) string {
+	cut, width := 0, 0
+	for cut < len(s) {
+		_, size := utf8.DecodeRuneInString(s[cut:])
+		// strconv.Quote escapes rune by rune (an invalid byte alone), so
+		// the quoted prefix is as wide as the sum of its runes.
+		w := len(strconv.Quote(s[cut:cut+size])) - 2
+		if width+w > quoteWidth {
+			break
+		}
+		width += w
+		cut += size
+	}
+	if cut == len(s) {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
+
+// WithoutPath returns the error under an *fs.PathError or *os.LinkError,
+// whose paths hold an untrusted name in full: the caller says which
+// entry failed, through Quote.
+func WithoutPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
 }

@@ -139,9 +139,11 @@ func (t *Tree) lookupDir(rel string, create bool) (*node, error) {
 			cur.children[part] = next
 			t.files++
 		case next.typ == tar.TypeSymlink:
-			return nil, fmt.Errorf("entry %q: %q is a symlink (to %q): a layer may not write through a symlink: %w", rel, part, next.linkname, errdefs.ErrInvalid)
+			// Not the link's target too: three quoted names would make a
+			// message of over 300 characters.
+			return nil, fmt.Errorf("entry %s: %s is a symlink: a layer may not write through a symlink: %w", errdefs.Quote(rel), errdefs.Quote(part), errdefs.ErrInvalid)
 		case !next.isDir():
-			return nil, fmt.Errorf("entry %q: %q is not a directory: %w", rel, part, errdefs.ErrInvalid)
+			return nil, fmt.Errorf("entry %s: %s is not a directory: an entry's parents must be directories: %w", errdefs.Quote(rel), errdefs.Quote(part), errdefs.ErrInvalid)
 		}
 		cur = next
 	}
@@ -214,16 +216,16 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 		n.off = t.offset
 		w, err := io.Copy(t.sw, io.LimitReader(r, h.Size))
 		if err != nil {
-			return fmt.Errorf("entry %q: %w", rel, err)
+			return fmt.Errorf("entry %s: %w", errdefs.Quote(rel), err)
 		}
 		if w != h.Size {
-			return fmt.Errorf("entry %q: tar ends mid-file: %w", rel, io.ErrUnexpectedEOF)
+			return fmt.Errorf("entry %s: tar ends mid-file: %w", errdefs.Quote(rel), io.ErrUnexpectedEOF)
 		}
 		n.size = w
 		t.offset += w
 	case tar.TypeSymlink:
-		if h.Linkname == "" {
-			return fmt.Errorf("entry %q: empty symlink target: %w", rel, errdefs.ErrInvalid)
+		if err := tarx.CheckSymlink(h.Linkname); err != nil {
+			return fmt.Errorf("entry %s: %w", errdefs.Quote(rel), err)
 		}
 		n.linkname = h.Linkname
 	case tar.TypeLink:
@@ -236,7 +238,7 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		// Sparse-file and other exotic entries have no place in a rootfs.
-		return fmt.Errorf("entry %q: unsupported tar entry type %q: %w", rel, h.Typeflag, errdefs.ErrInvalid)
+		return fmt.Errorf("entry %s: unsupported tar entry type %q: a layer holds files, directories, links, devices and fifos: %w", errdefs.Quote(rel), h.Typeflag, errdefs.ErrInvalid)
 	}
 	if _, ok := parent.children[base]; !ok {
 		t.files++
@@ -248,13 +250,13 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 // linkTarget resolves a hard link's target: a regular file already in the
 // tree, reached without passing through a symlink.
 func (t *Tree) linkTarget(rel, linkname string) (*node, error) {
-	target, err := tarx.Clean(linkname)
+	target, err := tarx.CleanTarget(linkname)
 	if err != nil {
-		return nil, fmt.Errorf("hard link %q: %w", rel, err)
+		return nil, fmt.Errorf("hard link %s: %w", errdefs.Quote(rel), err)
 	}
 	tdir, err := t.lookupDir(target, false)
 	if err != nil {
-		return nil, fmt.Errorf("hard link %q: %w", rel, err)
+		return nil, fmt.Errorf("hard link %s: %w", errdefs.Quote(rel), err)
 	}
 	var tn *node
 	if tdir != nil {
@@ -264,7 +266,7 @@ func (t *Tree) linkTarget(rel, linkname string) (*node, error) {
 		tn = tn.link
 	}
 	if tn == nil || tn.typ != tar.TypeReg {
-		return nil, fmt.Errorf("hard link %q: target %q is not a regular file in the image: %w", rel, linkname, errdefs.ErrInvalid)
+		return nil, fmt.Errorf("hard link %s: target %s is not a regular file in the image: a hard link must name one: %w", errdefs.Quote(rel), errdefs.Quote(linkname), errdefs.ErrInvalid)
 	}
 	return tn, nil
 }

@@ -310,3 +310,50 @@ func TestStream(t *testing.T) {
 		t.Fatalf("stream wrote %v", names)
 	}
 }
+
+// A layer's hostile names are refused in messages that quote a bounded
+// part of them and say the rule (a 5,000-byte name once reached the ext4
+// writer, whose refusal quoted it whole and said only "invalid name").
+func TestRefusalsAreBoundedAndSayTheRule(t *testing.T) {
+	long := strings.Repeat("a", 5000)
+	for _, tt := range []struct {
+		name string
+		ents []e
+		rule string
+	}{
+		{"5000-byte name", []e{{name: long, body: "x"}}, "names are at most 4096 bytes"},
+		{"300-byte part", []e{{name: "etc/" + strings.Repeat("p", 300), body: "x"}}, "each part of a name is at most 255 bytes"},
+		{"dotdot", []e{{name: "../" + long[:4000], body: "x"}}, "leaves the archive root"},
+		{"hard link to an absolute target", []e{{name: "l", link: "/etc/" + long[:4000], typ: tar.TypeLink}}, "names are relative to the archive root"},
+		{"hard link leaving the root", []e{{name: "l", link: "../../" + long[:4000], typ: tar.TypeLink}}, "leaves the archive root"},
+		{"hard link to nothing", []e{{name: "l", link: strings.Repeat("d/", 2000) + "f", typ: tar.TypeLink}}, "a hard link must name one"},
+		{"long symlink target", []e{{name: "s", link: long, typ: tar.TypeSymlink}}, "link targets are at most 4095 bytes"},
+		{"through a symlink", []e{{name: long[:200], link: "/" + long[:4000], typ: tar.TypeSymlink}, {name: long[:200] + "/x", body: "x"}}, "may not write through a symlink"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := layer(t, tt.ents...)
+			_, _, err := flattenAll(t, l)
+			checkRefusal(t, "Apply", err, tt.rule)
+			tr, _ := New(t.TempDir(), 1<<20)
+			defer tr.Close()
+			_, err = tr.Stream(bytes.NewReader(l), io.Discard, nil)
+			checkRefusal(t, "Stream", err, tt.rule)
+		})
+	}
+}
+
+func checkRefusal(t *testing.T, by string, err error, rule string) {
+	t.Helper()
+	switch {
+	case err == nil:
+		t.Errorf("%s accepted the layer; want refused: %s", by, rule)
+	case !errors.Is(err, errdefs.ErrInvalid):
+		t.Errorf("%s: %v: not ErrInvalid", by, err)
+	case len(err.Error()) >= 300:
+		t.Errorf("%s: a %d-character message: %.400s", by, len(err.Error()), err)
+	case !strings.Contains(err.Error(), rule):
+		t.Errorf("%s: %v: does not say %q", by, err, rule)
+	default:
+		t.Logf("%s: %v", by, err)
+	}
+}

@@ -65,10 +65,10 @@ func (t *Tree) Stream(r io.Reader, w io.Writer, extras []Extra) (int, error) {
 			out.Name += "/"
 		}
 		if h.Typeflag == tar.TypeLink {
-			out.Linkname, _ = tarx.Clean(h.Linkname)
+			out.Linkname, _ = tarx.CleanTarget(h.Linkname)
 		}
 		if err := tw.WriteHeader(&out); err != nil {
-			return 0, fmt.Errorf("layer %d: entry %q: %w", t.layer, rel, err)
+			return 0, fmt.Errorf("layer %d: entry %s: %w", t.layer, errdefs.Quote(rel), err)
 		}
 		if h.Typeflag == tar.TypeReg {
 			n, err := io.Copy(tw, tr)
@@ -121,7 +121,7 @@ func (t *Tree) check(rel string, h *tar.Header) error {
 	switch h.Typeflag {
 	case tar.TypeDir:
 		if old != nil && !old.isDir() {
-			return fmt.Errorf("entry %q: a directory replaces a file within one layer: %w", rel, errdefs.ErrInvalid)
+			return fmt.Errorf("entry %s: a directory replaces a file: a path keeps its type within one layer: %w", errdefs.Quote(rel), errdefs.ErrInvalid)
 		}
 		if old != nil {
 			return nil
@@ -129,10 +129,12 @@ func (t *Tree) check(rel string, h *tar.Header) error {
 		n.children = map[string]*node{}
 	case tar.TypeReg, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		if old != nil && old.isDir() {
-			return fmt.Errorf("entry %q: a file replaces a directory within one layer: %w", rel, errdefs.ErrInvalid)
+			return fmt.Errorf("entry %s: a file replaces a directory: a path keeps its type within one layer: %w", errdefs.Quote(rel), errdefs.ErrInvalid)
 		}
-		if h.Typeflag == tar.TypeSymlink && h.Linkname == "" {
-			return fmt.Errorf("entry %q: empty symlink target: %w", rel, errdefs.ErrInvalid)
+		if h.Typeflag == tar.TypeSymlink {
+			if err := tarx.CheckSymlink(h.Linkname); err != nil {
+				return fmt.Errorf("entry %s: %w", errdefs.Quote(rel), err)
+			}
 		}
 		n.typ = h.Typeflag
 	case tar.TypeLink:
@@ -140,11 +142,11 @@ func (t *Tree) check(rel string, h *tar.Header) error {
 			return err
 		}
 		if old != nil && old.isDir() {
-			return fmt.Errorf("entry %q: a link replaces a directory within one layer: %w", rel, errdefs.ErrInvalid)
+			return fmt.Errorf("entry %s: a link replaces a directory: a path keeps its type within one layer: %w", errdefs.Quote(rel), errdefs.ErrInvalid)
 		}
 		n.typ = tar.TypeReg
 	default:
-		return fmt.Errorf("entry %q: unsupported tar entry type %q: %w", rel, h.Typeflag, errdefs.ErrInvalid)
+		return fmt.Errorf("entry %s: unsupported tar entry type %q: a layer holds files, directories, links, devices and fifos: %w", errdefs.Quote(rel), h.Typeflag, errdefs.ErrInvalid)
 	}
 	if old == nil {
 		t.files++

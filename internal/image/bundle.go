@@ -42,7 +42,7 @@ func ParseBundleManifest(b []byte) (BundleManifest, error) {
 		}
 	}
 	if m.Rootfs == "" || strings.ContainsAny(m.Rootfs, "/\\") || m.Rootfs == "." || m.Rootfs == ".." || m.Rootfs == "manifest.json" {
-		return m, fmt.Errorf("bundle manifest: rootfs %q must be a plain file name: %w", m.Rootfs, errdefs.ErrInvalid)
+		return m, fmt.Errorf("bundle manifest: rootfs %s must be a plain file name: %w", errdefs.Quote(m.Rootfs), errdefs.ErrInvalid)
 	}
 	if len(m.SHA256[m.Rootfs]) != 64 {
 		return m, fmt.Errorf("bundle manifest: no sha256 for %s: %w", m.Rootfs, errdefs.ErrInvalid)
@@ -101,7 +101,7 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 		}
 		name := strings.TrimPrefix(h.Name, "./")
 		if h.Typeflag != tar.TypeReg || strings.ContainsAny(name, "/\\") || name == "" || name == "." || name == ".." {
-			return m, fmt.Errorf("bundle: unexpected entry %q: a bundle holds manifest.json and plain files only: %w", h.Name, errdefs.ErrInvalid)
+			return m, fmt.Errorf("bundle: unexpected entry %s: a bundle holds manifest.json and plain files only: %w", errdefs.Quote(h.Name), errdefs.ErrInvalid)
 		}
 		if name == "manifest.json" {
 			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
@@ -119,7 +119,7 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 		}
 		out, err := os.OpenFile(filepath.Join(dir, "bundle-"+name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			return m, fmt.Errorf("bundle: entry %q: %w: %w", name, err, errdefs.ErrInvalid)
+			return m, fmt.Errorf("bundle: entry %s: %w: %w", errdefs.Quote(name), err, errdefs.ErrInvalid)
 		}
 		h256 := sha256.New()
 		n, err := io.Copy(io.MultiWriter(out, h256), tr)
@@ -135,7 +135,7 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 	}
 	for file, want := range m.SHA256 {
 		if got[file] != want {
-			return m, fmt.Errorf("bundle: %s has sha256 %q, the manifest says %s: %w", file, got[file], want, errdefs.ErrChecksum)
+			return m, fmt.Errorf("bundle: %s has sha256 %s, the manifest says %s: %w", errdefs.Quote(file), errdefs.Quote(got[file]), errdefs.Quote(want), errdefs.ErrChecksum)
 		}
 	}
 	rootfs := filepath.Join(dir, layout.ImageRootfs)

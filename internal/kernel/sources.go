@@ -255,7 +255,7 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 				return staged{}, &metaPackageError{pkg: ctl.Package(), dependsOn: d}
 			}
 		}
-		return staged{}, fmt.Errorf("package %q has no /boot/vmlinuz-*: not a kernel image package: %w", ctl.Package(), errdefs.ErrInvalid)
+		return staged{}, fmt.Errorf("package %s has no /boot/vmlinuz-*: not a kernel image package: %w", errdefs.Quote(ctl.Package()), errdefs.ErrInvalid)
 	}
 	if err := s.extractVMLinux(filepath.Join(dir, layout.KernelVMLinuz), dir, p); err != nil {
 		return staged{}, err

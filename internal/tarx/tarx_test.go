@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/banger-dev/banger/internal/errdefs"
@@ -133,5 +134,73 @@ func TestTruncatedFile(t *testing.T) {
 	err := x.Entry("f", h, bytes.NewReader(make([]byte, 40)))
 	if !errors.Is(err, errdefs.ErrInvalid) {
 		t.Fatalf("truncated entry: %v", err)
+	}
+}
+
+// A refusal quotes at most a bounded part of the hostile name, and says
+// which rule the name broke.
+func TestRefusalsAreBoundedAndSayTheRule(t *testing.T) {
+	long := strings.Repeat("a", 5000)
+	tests := []struct {
+		name string
+		ent  ent
+		rule string
+	}{
+		{"5000-byte name", ent{name: long, body: "x", typ: tar.TypeReg}, "names are at most 4096 bytes"},
+		{"5000-byte name with slashes", ent{name: strings.Repeat("a/", 2500), typ: tar.TypeDir}, "names are at most 4096 bytes"},
+		{"300-byte part", ent{name: "d/" + strings.Repeat("p", 300), body: "x", typ: tar.TypeReg}, "each part of a name is at most 255 bytes"},
+		{"dotdot", ent{name: "a/../../" + long[:3000], body: "x", typ: tar.TypeReg}, "leaves the archive root"},
+		{"absolute", ent{name: "/" + long[:3000], body: "x", typ: tar.TypeReg}, "names are relative to the archive root"},
+		{"hard link escaping by an absolute target", ent{name: "hl", link: "/etc/" + long[:3000], typ: tar.TypeLink}, "names are relative to the archive root"},
+		{"hard link escaping by dotdot", ent{name: "hl", link: "../../" + long[:3000], typ: tar.TypeLink}, "leaves the archive root"},
+		{"long symlink target", ent{name: "sl", link: long, typ: tar.TypeSymlink}, "link targets are at most 4095 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := extractAll(t, t.TempDir(), 0, []ent{tt.ent})
+			checkRefusal(t, err, tt.rule)
+		})
+	}
+	// No tar stream carries a NUL in a name (archive/tar refuses to
+	// write one), so Clean and CheckSymlink are asked directly.
+	_, err := Clean("a\x00b")
+	checkRefusal(t, err, "names may not hold a NUL byte")
+	_, err = CleanTarget("")
+	checkRefusal(t, err, "names may not be empty")
+	checkRefusal(t, CheckSymlink("/etc\x00"+long[:3000]), "link targets may not hold a NUL byte")
+	checkRefusal(t, CheckSymlink(""), "a symlink must point somewhere")
+}
+
+func checkRefusal(t *testing.T, err error, rule string) {
+	t.Helper()
+	switch {
+	case err == nil:
+		t.Errorf("accepted; want refused: %s", rule)
+	case !errors.Is(err, errdefs.ErrInvalid):
+		t.Errorf("%v: not ErrInvalid", err)
+	case len(err.Error()) >= 300:
+		t.Errorf("a %d-character message: %.400s", len(err.Error()), err)
+	case !strings.Contains(err.Error(), rule):
+		t.Errorf("%v: does not say %q", err, rule)
+	default:
+		t.Log(err)
+	}
+}
+
+// Names an honest archive may hold are kept: the longest part, a
+// whiteout of a file with the longest name, the longest path (a
+// directory's, sixteen of the longest parts).
+func TestLongestNamesPass(t *testing.T) {
+	part := strings.Repeat("p", MaxName)
+	for _, name := range []string{part, ".wh." + part, strings.Repeat(part+"/", 16)} {
+		if len(name) > MaxPath {
+			t.Fatalf("test name of %d bytes", len(name))
+		}
+		if _, err := Clean(name); err != nil {
+			t.Errorf("Clean(%d bytes): %v", len(name), err)
+		}
+	}
+	if err := CheckSymlink(strings.Repeat("t", MaxLinkTarget)); err != nil {
+		t.Errorf("the longest symlink target: %v", err)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/banger-dev/banger/internal/errdefs"
 )
 
 // Write archives the tree under root as tar: regular files,
@@ -21,7 +23,7 @@ func Write(ctx context.Context, root string, w io.Writer) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return err
+			return fileErr(root, path, err)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -35,14 +37,14 @@ func Write(ctx context.Context, root string, w io.Writer) error {
 		}
 		fi, err := d.Info()
 		if err != nil {
-			return err
+			return fileErr(root, path, err)
 		}
 		link := ""
 		switch {
 		case fi.Mode().IsRegular(), fi.IsDir():
 		case fi.Mode()&fs.ModeSymlink != 0:
 			if link, err = os.Readlink(path); err != nil {
-				return err
+				return fileErr(root, path, err)
 			}
 		default:
 			return nil // sockets, fifos, devices: not work
@@ -65,17 +67,31 @@ func Write(ctx context.Context, root string, w io.Writer) error {
 		}
 		f, err := os.Open(path)
 		if err != nil {
-			return err
+			return fileErr(root, path, err)
 		}
 		defer f.Close()
 		n, err := io.Copy(tw, io.LimitReader(f, fi.Size()))
-		if err == nil && n != fi.Size() {
-			err = fmt.Errorf("%s changed size while being read", rel)
+		if err != nil {
+			return fileErr(root, path, err)
 		}
-		return err
+		if n != fi.Size() {
+			return fmt.Errorf("%s changed size while being read", errdefs.Quote(rel))
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("archive work: %w", err)
 	}
 	return tw.Close()
+}
+
+// fileErr names the file an error is about by its path under root,
+// bounded: the daemon archives a guest's dumped disk, whose names (and
+// depth) are the guest's.
+func fileErr(root, path string, err error) error {
+	rel, rerr := filepath.Rel(root, path)
+	if rerr != nil {
+		rel = path
+	}
+	return fmt.Errorf("%s in %s: %w", errdefs.Quote(filepath.ToSlash(rel)), root, errdefs.WithoutPath(err))
 }
