@@ -603,7 +603,9 @@ func newVMCp(a *app) *cobra.Command {
 		Short: "Copy files or directories between the host and a running VM",
 		Long: `Copy a file or a directory tree to or from a running VM, over SFTP. One side
 is VM:PATH. When DST is an existing directory the copy goes inside it.
-Modes are kept; ownership in the guest is root's.`,
+Modes are kept; ownership in the guest is root's. From a VM, nothing the
+guest says lands outside DST: its links are copied as links, never
+followed, and no link already in DST is written through.`,
 		Example: `  banger vm cp ./notes.txt web:/root/
   banger vm cp web:/var/log ./guest-logs`,
 		Args: cobra.ExactArgs(2),

@@ -87,6 +87,27 @@ func TestRunAndCopyAgainstTheAgent(t *testing.T) {
 	if _, err := Download(c, guest+"/missing", back); err == nil {
 		t.Error("download of a missing path succeeded")
 	}
+	// Into an existing directory, the copy goes inside it: a tree, again
+	// (a link of its own there is made anew), and a file.
+	if _, err := Download(c, guest+"/new/tree", back); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := os.Readlink(filepath.Join(back, "tree", "link")); err != nil || l != "a.txt" {
+		t.Errorf("tree/link = %q, %v", l, err)
+	}
+	if n, err := Download(c, guest+"/new/tree/sub/run.sh", back+"/"); err != nil || n != int64(len("#!/bin/sh\n")) {
+		t.Fatalf("a file into a directory: %d bytes, %v", n, err)
+	}
+	if st, err := os.Stat(filepath.Join(back, "run.sh")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("run.sh copied alone: %v, %v", st, err)
+	}
+	// Over a file of the same name, the file is replaced.
+	if _, err := Download(c, guest+"/new/tree/a.txt", filepath.Join(back, "run.sh")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(back, "run.sh")); string(b) != "alpha" {
+		t.Errorf("run.sh overwritten = %q", b)
+	}
 }
 
 func TestDialRefusesAnotherHostKey(t *testing.T) {
