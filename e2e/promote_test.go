@@ -30,7 +30,7 @@ func TestImagePromote(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("image promote: exit %d\n%s", code, errOut)
 	}
-	for _, stage := range []string{"flattening vm base's root disk", "removing vm base's identity", "checking the root file system", "publishing image promoted"} {
+	for _, stage := range []string{"flattening vm base's root disk", "reading vm base's files in a sandbox, without its identity", "checking the root file system", "publishing image promoted"} {
 		if !strings.Contains(errOut, stage) {
 			t.Errorf("progress lacks %q:\n%s", stage, errOut)
 		}

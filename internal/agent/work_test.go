@@ -22,6 +22,8 @@ import (
 	"github.com/banger-dev/banger/internal/workspace"
 )
 
+var exporter = workspace.New(workspace.Deps{MaxPullBytes: 1 << 30, MaxPullEntries: 1000})
+
 // The work-tar subsystem streams the work tree as the daemon reads it.
 func TestWorkTarSubsystem(t *testing.T) {
 	work := t.TempDir()
@@ -30,7 +32,7 @@ func TestWorkTarSubsystem(t *testing.T) {
 	os.Symlink("/etc/shadow", filepath.Join(work, "link"))
 	c, _, _ := startServer(t, func(s *SSHServer) { s.WorkDir = work })
 	var buf bytes.Buffer
-	if err := workspace.ExportGuest(context.Background(), c, &buf); err != nil {
+	if err := exporter.ExportGuest(context.Background(), c, 1<<30, &buf); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]string{}
@@ -44,7 +46,7 @@ func TestWorkTarSubsystem(t *testing.T) {
 	// A missing work tree is an error the daemon can report, not an
 	// empty archive taken for work.
 	c2, _, _ := startServer(t, func(s *SSHServer) { s.WorkDir = filepath.Join(work, "missing") })
-	if err := workspace.ExportGuest(context.Background(), c2, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "agent failed") {
+	if err := exporter.ExportGuest(context.Background(), c2, 1<<30, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "agent failed") {
 		t.Errorf("missing /work: %v", err)
 	}
 }

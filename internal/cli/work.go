@@ -227,15 +227,18 @@ func (a *app) workVM(ctx context.Context, name string) (api.VM, error) {
 // host is the host repository, "" when unknown: the objects it has are
 // taken from it rather than written again.
 func (a *app) fetchWork(ctx context.Context, v api.VM, identity, host string) (w *gitwork.Work, tmp string, err error) {
-	tmp, err = os.MkdirTemp(scratch.Dir(v.Work.DiskBytes, os.TempDir()), "banger-work-") // memory when the whole disk fits
+	scratchDir, err := os.MkdirTemp(scratch.Dir(v.Work.DiskBytes, os.TempDir()), "banger-work-") // memory when the whole disk fits
 	if err != nil {
 		return nil, "", err
 	}
+	// Not tmp: a failed return sets the named result to "" before this
+	// runs, which left the directory behind.
 	defer func() {
 		if err != nil {
-			os.RemoveAll(tmp)
+			os.RemoveAll(scratchDir)
 		}
 	}()
+	tmp = scratchDir
 	rc, err := a.client().ExportWork(ctx, v.Name)
 	if err != nil {
 		return nil, "", err

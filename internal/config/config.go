@@ -97,6 +97,12 @@ type Config struct {
 	// MaxSeedBytes bounds the work seed a client may send (the files of
 	// the directory `vm run` seeds into /work).
 	MaxSeedBytes int64 `toml:"max_seed_bytes"`
+	// MaxPullBytes and MaxPullEntries bound what reading a VM's work back
+	// (vm diff, vm pull) may bring: the files' apparent sizes (a sparse
+	// file counts whole) and the entries. A work disk's own size bounds
+	// the bytes too.
+	MaxPullBytes   int64 `toml:"max_pull_bytes"`
+	MaxPullEntries int   `toml:"max_pull_entries"`
 	// Templates: a VM's first start resumes from a template of its kind
 	// (image, kernel, size), made by the first such start, instead of
 	// booting. Off, every VM boots.
@@ -172,6 +178,8 @@ func Defaults() Config {
 		Accel:             string(accel.Auto),
 		DefaultDisk:       "10G",
 		MaxSeedBytes:      2 << 30,
+		MaxPullBytes:      16 << 30,
+		MaxPullEntries:    1000000,
 		Templates:         true,
 		DefaultNetwork:    "user",
 		BridgeName:        "banger0",
@@ -293,6 +301,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxSeedBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_seed_bytes must be positive: %w", errdefs.ErrInvalid))
+	}
+	if c.MaxPullBytes <= 0 || c.MaxPullEntries <= 0 {
+		errs = append(errs, fmt.Errorf("max_pull_bytes and max_pull_entries must be positive: %w", errdefs.ErrInvalid))
 	}
 	if c.MaxUnpackedBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_unpacked_bytes must be positive: %w", errdefs.ErrInvalid))

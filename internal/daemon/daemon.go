@@ -23,6 +23,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
 	"github.com/banger-dev/banger/internal/download"
+	"github.com/banger-dev/banger/internal/guestdisk"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/imagecat"
@@ -33,6 +34,7 @@ import (
 	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/sandbox"
 	"github.com/banger-dev/banger/internal/server"
 	"github.com/banger-dev/banger/internal/sshkey"
 	"github.com/banger-dev/banger/internal/store"
@@ -165,9 +167,15 @@ func Run(ctx context.Context, o Options) (err error) {
 		log.Info("removed unfinished snapshots", "dirs", swept)
 	}
 	lazy := &lazyImages{}
+	disks := guestdisk.Reader{Sandbox: sandbox.Spec{
+		// The uid just below the VMMs' range: no account's, no VMM's.
+		UID: cfg.VMMUIDBase - 1, GID: cfg.VMMUIDBase - 1,
+		Memory: 2 << 30, Timeout: 30 * time.Minute,
+	}}
 	work := workspace.New(workspace.Deps{
 		Runner: o.Runner, Staging: lay.Staging(), MaxSeedBytes: cfg.MaxSeedBytes,
 		DiskBytes: cfg.DefaultDiskBytes(), Log: log.With("service", "workspace"),
+		Disks: disks, MaxPullBytes: cfg.MaxPullBytes, MaxPullEntries: cfg.MaxPullEntries,
 	})
 	work.Recover()
 	uploads := &upload.Store{Dir: lay.Staging(), MaxBytes: cfg.MaxUnpackedBytes, Log: log.With("service", "upload")}
@@ -186,17 +194,19 @@ func Run(ctx context.Context, o Options) (err error) {
 		hostNet = hn
 	}
 	vms := vm.New(vm.Deps{
-		Work:      work,
-		Store:     st,
-		Images:    lazy,
-		Runner:    o.Runner,
-		Driver:    driver,
-		Layout:    lay,
-		Net:       hostNet,
-		NetWhy:    netWhy,
-		Agent:     agentPath,
-		Key:       key,
-		Templates: templates,
+		Work:              work,
+		GuestDisks:        disks,
+		MaxPromoteEntries: cfg.MaxPullEntries,
+		Store:             st,
+		Images:            lazy,
+		Runner:            o.Runner,
+		Driver:            driver,
+		Layout:            lay,
+		Net:               hostNet,
+		NetWhy:            netWhy,
+		Agent:             agentPath,
+		Key:               key,
+		Templates:         templates,
 		Defaults: vm.Defaults{
 			Image: cfg.DefaultImageName, Network: cfg.DefaultNetwork, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
 			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,

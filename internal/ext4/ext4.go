@@ -204,37 +204,6 @@ func SpareEntries(bytes int64, entries int) int {
 	return max(0, int(groups)*8192-entries)
 }
 
-// UsedBytes is what the file system at path holds: its blocks in use.
-func UsedBytes(ctx context.Context, r runner.Runner, path string) (int64, error) {
-	out, err := r.Run(ctx, runner.Cmd{Name: "dumpe2fs", Args: []string{"-h", path}})
-	if err != nil {
-		return 0, err
-	}
-	var count, free, size int64
-	for _, l := range strings.Split(string(out), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			continue
-		}
-		switch k {
-		case "Block count":
-			count = n
-		case "Free blocks":
-			free = n
-		case "Block size":
-			size = n
-		}
-	}
-	if size == 0 || count == 0 {
-		return 0, fmt.Errorf("dumpe2fs -h %s: no block counts", path)
-	}
-	return (count - free) * size, nil
-}
-
 // Check runs a read-only e2fsck over the image.
 func (b Builder) Check(ctx context.Context, path string) error {
 	if _, err := b.Runner.Run(ctx, runner.Cmd{Name: "e2fsck", Args: []string{"-fn", path}}); err != nil {

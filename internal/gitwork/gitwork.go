@@ -50,6 +50,12 @@ func Unpack(r io.Reader, dir string, limit int64, known string) error {
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			// Past the archive's end marker to the stream's own end: the
+			// daemon reports an error that came after the stream began
+			// there, and an archive ended early must not pass for whole.
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return fmt.Errorf("read the work stream: %w", err)
+			}
 			return nil
 		}
 		if err != nil {

@@ -75,6 +75,12 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	// An empty write would send the response's header (200) while n
+	// says nothing was written: an error after it would then go out as
+	// a JSON body inside a 200 tar stream.
+	if len(p) == 0 {
+		return 0, nil
+	}
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err

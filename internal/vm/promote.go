@@ -2,30 +2,34 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/ext4read"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
-	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
-// identityFiles are what makes a guest this VM rather than any VM of its
-// image, removed from a promoted disk so that each VM of the new image
-// makes its own: the agent's SSH host key (made at first boot), the
-// machine ID and the random seed. Authorized keys given to the VM travel
-// on its kernel command line and lent credentials live on a tmpfs, so
-// neither is on the disk.
-var identityFiles = []string{
-	"/.banger/ssh_host_ed25519_key",
-	"/.banger/ssh_host_ed25519_key.pub",
-	"/etc/machine-id",
-	"/var/lib/dbus/machine-id",
-	"/var/lib/systemd/random-seed",
+// identity are what makes a guest this VM rather than any VM of its
+// image, left out of a promoted disk so that each VM of the new image
+// makes its own: the agent's SSH host key (made at first boot), an SSH
+// server's host keys, the machine ID and the random seed. Authorized keys
+// given to the VM travel on its kernel command line and lent credentials
+// live on a tmpfs, so neither is on the disk. Patterns of path.Match,
+// relative to the root.
+var identity = []string{
+	".banger/ssh_host_ed25519_key",
+	".banger/ssh_host_ed25519_key.pub",
+	"etc/ssh/ssh_host_*",
+	"etc/machine-id",
+	"var/lib/dbus/machine-id",
+	"var/lib/systemd/random-seed",
 }
 
 // CheckPromote answers quickly whether Promote can start.
@@ -75,12 +79,7 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, p op
 	}
 	source := fmt.Sprintf("vm %s (image %s)", v.Name, v.Image)
 	im, err := s.d.Images.Adopt(ctx, req.Name, v.Kernel, source, func(ctx context.Context, dst string) error {
-		p.Stage("flatten", "flattening vm %s's root disk", v.Name)
-		if err := s.d.Driver.Flatten(ctx, disk, dst); err != nil {
-			return fmt.Errorf("vm %s's root disk: %w", v.Name, err)
-		}
-		p.Stage("identity", "removing vm %s's identity (host key, machine ID, random seed)", v.Name)
-		return removeIdentity(ctx, s.d.Runner, dst)
+		return s.rebuild(ctx, v.Name, disk, dst, p)
 	}, p)
 	if err != nil {
 		return api.Image{}, fmt.Errorf("promote vm %s to image %s: %w", v.Name, req.Name, err)
@@ -89,58 +88,45 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, p op
 	return im, nil
 }
 
-// removeIdentity deletes identityFiles from the ext4 file system in disk,
-// offline, with debugfs; files that are not there are skipped. SSH
-// server host keys (an image with openssh-server) go too.
-func removeIdentity(ctx context.Context, r runner.Runner, disk string) error {
-	var present []string
-	for _, f := range identityFiles {
-		if exists(ctx, r, disk, f) {
-			present = append(present, f)
-		}
+// rebuild writes a new image disk at dst from the files of the VM's root
+// disk. The disk is the guest's writing: the daemon does not check it,
+// repair it or edit it in place (e2fsck and debugfs are parsers of a
+// hostile format, as root); a sandboxed reader streams its tree as tar,
+// without the VM's identity, every entry is checked on the way, and the
+// image is a new file system written from that stream, as a pulled
+// image's is. Extended attributes (file capabilities) do not cross.
+func (s *Service) rebuild(ctx context.Context, vm string, disk vmm.Disk, dst string, p operation.Progress) error {
+	raw := dst + ".guest"
+	defer os.Remove(raw)
+	p.Stage("flatten", "flattening vm %s's root disk", vm)
+	if err := s.d.Driver.Flatten(ctx, disk, raw); err != nil {
+		return fmt.Errorf("vm %s's root disk: %w", vm, err)
 	}
-	if out, err := r.Run(ctx, runner.Cmd{Name: "debugfs", Args: []string{"-R", "ls -p /etc/ssh", disk}}); err == nil {
-		// ls -p: /inode/mode/uid/gid/name/size/
-		for _, l := range strings.Split(string(out), "\n") {
-			if f := strings.Split(l, "/"); len(f) > 5 && strings.HasPrefix(f[5], "ssh_host_") {
-				present = append(present, "/etc/ssh/"+f[5])
-			}
-		}
-	}
-	if len(present) == 0 {
-		return nil
-	}
-	// Beside the disk, in the daemon's own staging directory.
-	cmds, err := os.CreateTemp(filepath.Dir(disk), "identity-*.debugfs")
+	fi, err := os.Stat(raw)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(cmds.Name())
-	for _, f := range present {
-		fmt.Fprintf(cmds, "rm %s\n", f)
+	p.Stage("read", "reading vm %s's files in a sandbox, without its identity (host keys, machine ID, random seed)", vm)
+	o := ext4read.Options{
+		Limits: ext4read.Limits{Entries: s.d.MaxPromoteEntries, Bytes: min(fi.Size(), ext4.MaxDiskSize)},
+		Root:   true,
+		Skip:   identity,
 	}
-	if err := cmds.Close(); err != nil {
-		return err
+	pr, pw := io.Pipe()
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.d.GuestDisks.Tar(ctx, raw, o, pw)
+		pw.CloseWithError(err)
+		read <- err
+	}()
+	p.Stage("write", "writing the new image's file system")
+	_, err = ext4.Builder{Runner: s.d.Runner, MinSize: s.d.Defaults.DiskBytes}.FromTar(ctx, pr, dst)
+	pr.CloseWithError(errors.New("the image writer stopped"))
+	if rerr := <-read; rerr != nil {
+		return fmt.Errorf("read vm %s's root disk: %w", vm, rerr)
 	}
-	out, err := r.Run(ctx, runner.Cmd{Name: "debugfs", Args: []string{"-w", "-f", cmds.Name(), disk}})
 	if err != nil {
-		return fmt.Errorf("remove identity files: %w", err)
-	}
-	// debugfs exits 0 whatever its commands did: check each is gone.
-	var left []string
-	for _, f := range present {
-		if exists(ctx, r, disk, f) {
-			left = append(left, f)
-		}
-	}
-	if len(left) > 0 {
-		return fmt.Errorf("remove identity files: %s still there: %s", strings.Join(left, ", "), strings.TrimSpace(string(out)))
+		return fmt.Errorf("write the image: %w", err)
 	}
 	return nil
-}
-
-// exists says whether path is in the ext4 file system in disk.
-func exists(ctx context.Context, r runner.Runner, disk, path string) bool {
-	out, err := r.Run(ctx, runner.Cmd{Name: "debugfs", Args: []string{"-R", "stat " + path, disk}})
-	return err == nil && strings.Contains(string(out), "Inode:")
 }

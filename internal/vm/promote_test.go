@@ -1,19 +1,26 @@
 package vm
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/ext4read"
+	"github.com/banger-dev/banger/internal/guestdisk"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/sandbox"
 	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/vmm"
 )
 
 func TestPromote(t *testing.T) {
@@ -23,6 +30,7 @@ func TestPromote(t *testing.T) {
 	rec := &runner.Recorder{}
 	s.d.Images = fakeImages{disk: s.d.Images.(fakeImages).disk, adopted: &adopted}
 	s.d.Runner = rec
+	s.d.GuestDisks = fakeGuestDisks{t}
 	ctx := context.Background()
 	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "base", Start: true}, operation.Discard); err != nil {
 		t.Fatal(err)
@@ -60,10 +68,29 @@ func TestPromote(t *testing.T) {
 	}
 }
 
-// removeIdentity against a real ext4 file system: identity files go,
-// everything else stays, and e2fsck finds it clean.
-func TestRemoveIdentity(t *testing.T) {
-	testkit.NeedTools(t, "e2fsprogs", "mkfs.ext4", "debugfs", "e2fsck")
+// fakeGuestDisks answers every read with one file.
+type fakeGuestDisks struct{ t testing.TB }
+
+func (f fakeGuestDisks) Tar(ctx context.Context, disk string, o ext4read.Options, w io.Writer) (ext4read.Skipped, error) {
+	_, err := w.Write(testkit.Tar(f.t, []testkit.TarSpec{{Name: "etc/hostname", Body: "base\n"}}))
+	return ext4read.Skipped{}, err
+}
+
+// TestMain makes the test binary the sandboxed disk reader, as the banger
+// binary is.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == sandbox.Arg && os.Args[2] == guestdisk.Entry {
+		os.Exit(guestdisk.Main(os.Args[3:]))
+	}
+	os.Exit(m.Run())
+}
+
+// rebuild against a real ext4 file system, the real sandboxed reader and
+// the real image writer: identity files are left out, everything else
+// (contents, modes, owners, links) crosses, and e2fsck finds the new file
+// system clean.
+func TestRebuild(t *testing.T) {
+	testkit.NeedTools(t, "e2fsprogs", "mkfs.ext4", "e2fsck", "resize2fs", "tune2fs")
 	tree := t.TempDir()
 	files := map[string]string{
 		".banger/ssh_host_ed25519_key":     "private",
@@ -78,30 +105,55 @@ func TestRemoveIdentity(t *testing.T) {
 		os.MkdirAll(filepath.Join(tree, filepath.Dir(p)), 0o755)
 		os.WriteFile(filepath.Join(tree, p), []byte(body), 0o600)
 	}
-	disk := filepath.Join(t.TempDir(), "root.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-d", tree, disk, "16M").CombinedOutput(); err != nil {
+	os.Chmod(filepath.Join(tree, "usr/local/bin/hello"), 0o755)
+	os.Symlink("hello", filepath.Join(tree, "usr/local/bin/hi"))
+	guest := filepath.Join(t.TempDir(), "root.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-E", "root_owner=0:0", "-d", tree, guest, "32M").CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
 	}
-	ctx := context.Background()
-	r := runner.Exec{}
-	if err := removeIdentity(ctx, r, disk); err != nil {
+	s := &Service{d: Deps{
+		Driver:            &fakeDriver{flattenFrom: guest},
+		Runner:            runner.Exec{},
+		GuestDisks:        guestdisk.Reader{Sandbox: sandbox.Spec{UID: 65534, GID: 65534, Memory: 2 << 30, Timeout: time.Minute}},
+		MaxPromoteEntries: 1000,
+		Defaults:          Defaults{DiskBytes: 64 << 20},
+	}}
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "rootfs.ext4")
+	if err := s.rebuild(context.Background(), "base", vmm.Disk{Path: guest}, dst, operation.Discard); err != nil {
 		t.Fatal(err)
 	}
-	gone := []string{"/.banger/ssh_host_ed25519_key", "/.banger/ssh_host_ed25519_key.pub", "/etc/machine-id", "/etc/ssh/ssh_host_rsa_key"}
-	for p := range files {
-		want := !slices.Contains(gone, "/"+p)
-		if got := exists(ctx, r, disk, "/"+p); got != want {
-			t.Errorf("%s there: %v, want %v", p, got, want)
+	if out, err := exec.Command("e2fsck", "-fn", dst).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn of the new image: %v\n%s", err, out)
+	}
+	f, _ := os.Open(dst)
+	defer f.Close()
+	fi, _ := f.Stat()
+	fs, err := ext4read.Open(f, fi.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := fs.WriteTar(&buf, ext4read.Options{Limits: ext4read.Limits{Entries: 1000, Bytes: 1 << 30}, Root: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := testkit.ReadTar(t, &buf)
+	gone := []string{".banger/ssh_host_ed25519_key", ".banger/ssh_host_ed25519_key.pub", "etc/machine-id", "etc/ssh/ssh_host_rsa_key"}
+	for p, body := range files {
+		e, there := got[p]
+		if want := !slices.Contains(gone, p); there != want {
+			t.Errorf("%s there: %v, want %v", p, there, want)
+		} else if there && e.Body != body {
+			t.Errorf("%s = %q, want %q", p, e.Body, body)
 		}
 	}
-	if out, err := exec.Command("e2fsck", "-fn", disk).CombinedOutput(); err != nil {
-		t.Errorf("e2fsck -fn after removing identity: %v\n%s", err, out)
+	if e := got["usr/local/bin/hello"]; e.Header == nil || e.Header.Mode != 0o755 {
+		t.Errorf("hello's mode lost: %+v", e.Header)
 	}
-	// Nothing left to remove: a second run is a no-op.
-	if err := removeIdentity(ctx, r, disk); err != nil {
-		t.Error(err)
+	if e := got["usr/local/bin/hi"]; e.Header == nil || e.Header.Linkname != "hello" {
+		t.Errorf("the link lost: %+v", e.Header)
 	}
-	if entries, _ := os.ReadDir(filepath.Dir(disk)); len(entries) != 1 {
-		t.Errorf("left beside the disk: %v", entries)
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("left beside the image: %v", entries)
 	}
 }

@@ -36,10 +36,12 @@ type fakeDriver struct {
 	console string // printed at start
 	exit    bool   // the "VMM" ends at once, as after a guest panic
 	started []vmm.Config
-	// flattened are the disks Flatten was given.
-	flattened []string
-	procs     []*exec.Cmd
-	byCtl     map[string]*exec.Cmd
+	// flattened are the disks Flatten was given; Flatten writes a copy
+	// of flattenFrom, when set, else an empty file.
+	flattened   []string
+	flattenFrom string
+	procs       []*exec.Cmd
+	byCtl       map[string]*exec.Cmd
 	// accelErr is what Accel answers, as under accel = kvm where KVM is
 	// broken.
 	accelErr error
@@ -109,7 +111,14 @@ func (d *fakeDriver) Flatten(_ context.Context, disk vmm.Disk, dst string) error
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.flattened = append(d.flattened, disk.Path)
-	return nil
+	var b []byte
+	if d.flattenFrom != "" {
+		var err error
+		if b, err = os.ReadFile(d.flattenFrom); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(dst, b, 0o600)
 }
 
 func (d *fakeDriver) Quit(ctx context.Context, cfg vmm.Config) error {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/ext4read"
 	"github.com/banger-dev/banger/internal/hostnet"
 	"github.com/banger-dev/banger/internal/keyedlock"
 	"github.com/banger-dev/banger/internal/layout"
@@ -66,6 +67,13 @@ type WorkDisks interface {
 	Discard(id string)
 	// ExportDisk writes a stopped VM's work disk to w as tar.
 	ExportDisk(ctx context.Context, disk string, w io.Writer) error
+	// ExportGuest writes a running guest's /work to w as tar, checked.
+	ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int64, w io.Writer) error
+}
+
+// GuestDisks reads disks guests wrote, in a sandbox, as checked tar.
+type GuestDisks interface {
+	Tar(ctx context.Context, disk string, o ext4read.Options, w io.Writer) (ext4read.Skipped, error)
 }
 
 // HostNet is what VMs need of the host network service, for bridge mode.
@@ -100,9 +108,13 @@ type Deps struct {
 	Images  Images
 	Kernels Kernels
 	Work    WorkDisks
-	Driver  vmm.Driver
-	Runner  runner.Runner
-	Layout  layout.Layout
+	// GuestDisks reads a promoted VM's root disk; MaxPromoteEntries
+	// bounds its entries.
+	GuestDisks        GuestDisks
+	MaxPromoteEntries int
+	Driver            vmm.Driver
+	Runner            runner.Runner
+	Layout            layout.Layout
 	// Net is the host network service; nil where bridge mode cannot run
 	// (then bridge-mode VMs are refused with why).
 	Net HostNet

@@ -61,7 +61,7 @@ func (s *Service) ExportWork(ctx context.Context, name string, w io.Writer) erro
 			return err
 		}
 		defer c.Close()
-		return workspace.ExportGuest(ctx, c, w)
+		return s.d.Work.ExportGuest(ctx, c, v.Work.DiskBytes, w)
 	default:
 		return fmt.Errorf("vm %s is %s: try again once it is running or stopped: %w", name, v.State, errdefs.ErrConflict)
 	}

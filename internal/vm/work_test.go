@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/guestproto"
@@ -57,6 +59,9 @@ func (f *fakeWork) Discard(id string) { f.discarded = append(f.discarded, id) }
 func (f *fakeWork) ExportDisk(ctx context.Context, disk string, w io.Writer) error {
 	_, err := w.Write([]byte("tar of " + filepath.Base(disk)))
 	return err
+}
+func (f *fakeWork) ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int64, w io.Writer) error {
+	return errors.New("no guest here")
 }
 
 // A VM with a seed gets the work disk as its second drive, mounted by the

@@ -1,54 +1,59 @@
 package workspace
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/ext4read"
 	"github.com/banger-dev/banger/internal/guestproto"
-	"github.com/banger-dev/banger/internal/runner"
-	"github.com/banger-dev/banger/internal/scratch"
 	"github.com/banger-dev/banger/internal/worktar"
 )
 
 // ExportDisk writes the content of a stopped VM's work disk to w as a tar
-// stream, without booting the VM and without changing the disk: debugfs
-// opens it read-only and dumps it into a private directory, which is then
-// archived (links as links, never followed) and removed.
+// stream, without booting the VM and without changing the disk. The disk
+// is the guest's writing, so it is parsed only in a sandboxed reader (see
+// internal/guestdisk), never by the daemon, and what the reader sends is
+// checked entry by entry on the way through: nothing is written on the
+// host.
 func (s *Service) ExportDisk(ctx context.Context, disk string, w io.Writer) error {
-	tmp, err := os.MkdirTemp(s.dumpDir(ctx, disk), "banger-work-export-")
+	fi, err := os.Stat(disk)
 	if err != nil {
 		return fmt.Errorf("export work disk: %w", err)
 	}
-	defer os.RemoveAll(tmp)
-	// rdump keeps modes and owners; the dump's root is the disk's root.
-	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "debugfs", Args: []string{"-R", "rdump / " + tmp, disk}}); err != nil {
+	l := s.pullLimits(fi.Size())
+	st, err := s.d.Disks.Tar(ctx, disk, ext4read.Options{Limits: ext4read.Limits{Entries: l.Entries, Bytes: l.Bytes}}, w)
+	if err != nil {
 		return fmt.Errorf("read work disk %s: %w", filepath.Base(disk), err)
 	}
-	return worktar.Write(ctx, tmp, w)
+	if st.Special > 0 {
+		s.d.Log.Warn("work disk holds device nodes, FIFOs or sockets: left out", "disk", disk, "count", st.Special)
+	}
+	return nil
 }
 
-// dumpDir is where a disk is dumped for export: memory when twice what
-// the disk holds fits there, else the state directory.
-func (s *Service) dumpDir(ctx context.Context, disk string) string {
-	used, err := ext4.UsedBytes(ctx, s.d.Runner, disk)
-	if err != nil {
-		return s.d.Staging
+// pullLimits bounds a read of a work disk of diskBytes: a tree cannot
+// honestly hold more than its disk, whatever its sparse files claim.
+func (s *Service) pullLimits(diskBytes int64) worktar.Rules {
+	b := s.d.MaxPullBytes
+	if diskBytes > 0 && diskBytes < b {
+		b = diskBytes
 	}
-	return scratch.Dir(2*used, s.d.Staging)
+	return worktar.Rules{Entries: s.d.MaxPullEntries, Bytes: b}
 }
 
 // ExportGuest writes /work of a running guest to w as a tar stream, from
-// the guest agent's work-tar subsystem. A raw session channel is used:
-// x/crypto/ssh's Session cannot wait for a subsystem's exit status.
-func ExportGuest(ctx context.Context, c *ssh.Client, w io.Writer) error {
+// the guest agent's work-tar subsystem, every entry checked as a stopped
+// VM's are (the agent is the guest's to replace). A raw session channel
+// is used: x/crypto/ssh's Session cannot wait for a subsystem's exit
+// status.
+func (s *Service) ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int64, w io.Writer) error {
 	ch, reqs, err := c.OpenChannel("session", nil)
 	if err != nil {
 		return fmt.Errorf("export work from the guest: %w", err)
@@ -70,11 +75,14 @@ func ExportGuest(ctx context.Context, c *ssh.Client, w io.Writer) error {
 	if err != nil || !ok {
 		return fmt.Errorf("the guest agent does not export /work (an older agent? restart the VM): %v", err)
 	}
-	var stderr limitedBuffer
+	var stderr worktar.Tail
 	go io.Copy(&stderr, ch.Stderr())
 	done := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(w, ch)
+		err := worktar.Check(ch, w, s.pullLimits(diskBytes))
+		if err != nil {
+			ch.Close()
+		}
 		done <- err
 	}()
 	select {
@@ -87,16 +95,7 @@ func ExportGuest(ctx context.Context, c *ssh.Client, w io.Writer) error {
 	}
 	code, got := <-status
 	if !got || code != 0 {
-		return fmt.Errorf("export work from the guest: the agent failed: %s", bytes.TrimSpace(stderr.b))
+		return fmt.Errorf("export work from the guest: the agent failed: %s", strings.TrimSpace(stderr.String()))
 	}
-	return nil
-}
-
-type limitedBuffer struct{ b []byte }
-
-func (l *limitedBuffer) Write(p []byte) (int, error) {
-	if len(l.b) < 4096 {
-		l.b = append(l.b, p[:min(len(p), 4096-len(l.b))]...)
-	}
-	return len(p), nil
+	return worktar.End(w)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/guestdisk"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/tarx"
 )
@@ -47,7 +48,12 @@ type Deps struct {
 	// DiskBytes is a work disk's size when the request names none; the
 	// room beyond the seed is holes in the file until written.
 	DiskBytes int64
-	Log       *slog.Logger
+	// Disks reads stopped VMs' work disks, sandboxed.
+	Disks guestdisk.Reader
+	// MaxPullBytes and MaxPullEntries bound a read of a VM's work.
+	MaxPullBytes   int64
+	MaxPullEntries int
+	Log            *slog.Logger
 }
 
 // Service stages seeds and exports work disks.

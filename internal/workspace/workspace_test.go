@@ -11,11 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
+	"github.com/banger-dev/banger/internal/guestdisk"
 	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/sandbox"
 	"github.com/banger-dev/banger/internal/testkit"
 )
 
@@ -31,7 +34,18 @@ func tarball(t *testing.T, ents []entry) []byte { return testkit.Tar(t, ents) }
 func newService(t *testing.T, limit int64) *Service {
 	staging := filepath.Join(t.TempDir(), "staging")
 	os.MkdirAll(staging, 0o700)
-	return New(Deps{Runner: runner.Exec{}, Staging: staging, MaxSeedBytes: limit, DiskBytes: 64 << 20})
+	return New(Deps{Runner: runner.Exec{}, Staging: staging, MaxSeedBytes: limit, DiskBytes: 64 << 20,
+		Disks:        guestdisk.Reader{Sandbox: sandbox.Spec{UID: 65534, GID: 65534, Memory: 2 << 30, Timeout: time.Minute}},
+		MaxPullBytes: 1 << 30, MaxPullEntries: 1000})
+}
+
+// TestMain makes the test binary the sandboxed disk reader, as the banger
+// binary is.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == sandbox.Arg && os.Args[2] == guestdisk.Entry {
+		os.Exit(guestdisk.Main(os.Args[3:]))
+	}
+	os.Exit(m.Run())
 }
 
 var goodSeed = []entry{

@@ -1,0 +1,109 @@
+package guestdisk
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/ext4read"
+	"github.com/banger-dev/banger/internal/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 2 && os.Args[1] == sandbox.Arg && os.Args[2] == Entry {
+		os.Exit(Main(os.Args[3:]))
+	}
+	os.Exit(m.Run())
+}
+
+func mkfs(t *testing.T, dir string) string {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("mkfs.ext4 not installed")
+		}
+		t.Skip("mkfs.ext4 not installed")
+	}
+	img := filepath.Join(t.TempDir(), "work.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "^metadata_csum", "-d", dir, img, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	return img
+}
+
+var reader = Reader{Sandbox: sandbox.Spec{UID: 65534, GID: 65534, Memory: 2 << 30, Timeout: time.Minute}}
+
+func TestReadsInTheSandbox(t *testing.T) {
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "a/b"), 0o755)
+	os.WriteFile(filepath.Join(src, "a/b/f"), []byte("hello"), 0o640)
+	os.Symlink("/etc/passwd", filepath.Join(src, "a/l"))
+	img := mkfs(t, src)
+	var buf bytes.Buffer
+	if _, err := reader.Tar(context.Background(), img, ext4read.Options{Limits: ext4read.Limits{Entries: 100, Bytes: 1 << 20}}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		got[h.Name] = string(b) + h.Linkname
+	}
+	want := map[string]string{"a/": "", "a/b/": "", "a/b/f": "hello", "a/l": "/etc/passwd"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s: %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+// A disk whose entry names a path out of the tree: the error is short,
+// says the rule, and nothing reaches w past the entries before it.
+func TestHostileNameRefused(t *testing.T) {
+	src := t.TempDir()
+	name := "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"
+	os.WriteFile(filepath.Join(src, name), []byte("x"), 0o644)
+	img := mkfs(t, src)
+	b, _ := os.ReadFile(img)
+	i := bytes.Index(b, []byte(name))
+	copy(b[i:], "../../../../../../../../tmp/X/")
+	os.WriteFile(img, b, 0o600)
+	var buf bytes.Buffer
+	_, err := reader.Tar(context.Background(), img, ext4read.Options{Limits: ext4read.Limits{Entries: 100, Bytes: 1 << 20}}, &buf)
+	if err == nil || !strings.Contains(err.Error(), "no / or NUL in a name") || len(err.Error()) > 300 {
+		t.Fatalf("err = %v, want a short refusal naming the rule", err)
+	}
+	if bytes.Contains(buf.Bytes(), []byte("tmp/X")) {
+		t.Error("the hostile name reached the output")
+	}
+}
+
+// A reader that runs past its time is ended and says so.
+func TestTimeoutEnds(t *testing.T) {
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), bytes.Repeat([]byte("y"), 1<<20), 0o644)
+	img := mkfs(t, src)
+	r := reader
+	r.Sandbox.Timeout = time.Nanosecond
+	_, err := r.Tar(context.Background(), img, ext4read.Options{Limits: ext4read.Limits{Entries: 100, Bytes: 1 << 30}}, io.Discard)
+	if err == nil {
+		t.Fatal("a reader past its timeout succeeded")
+	}
+}
