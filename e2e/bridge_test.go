@@ -27,6 +27,10 @@ import (
 
 // The "internet" of the bridge test: three web servers by name, in the
 // outside namespace, and the DNS server that knows them.
+// lanAddr is a second address of outside's on the link it shares with
+// host: a server on the host's LAN.
+const lanAddr = "198.18.0.3"
+
 var zone = map[string]string{"a.test.": "203.0.113.10", "b.test.": "203.0.113.20", "c.test.": "203.0.113.30"}
 
 const (
@@ -202,7 +206,14 @@ func TestBridgeNetwork(t *testing.T) {
 		serveIn(t, outside, fmt.Sprintf("%s:%d", ip, webPort), strings.TrimSuffix(name, "."))
 	}
 	asked := serveDNS(t, outside, outsideAddr+":53")
-	if err := os.WriteFile(e.config, []byte(base+"dns_upstream = \""+outsideAddr+"\"\n"), 0o644); err != nil {
+	// The outside's DNS server is on the host's LAN: guest_lan opens it
+	// (the spoofing check below sends to it), and nothing else there.
+	ipCmd(t, "-n", outside, "addr", "add", lanAddr+"/24", "dev", "bgv1")
+	lanWeb := serveIn(t, outside, lanAddr+":0", "lan")
+	ipCmd(t, "-n", outside, "addr", "add", metadataAddr+"/32", "dev", "lo")
+	ipCmd(t, "-n", host, "route", "add", metadataAddr+"/32", "dev", "bgv0")
+	metadataWeb := serveIn(t, outside, metadataAddr+":0", "metadata")
+	if err := os.WriteFile(e.config, []byte(base+"dns_upstream = \""+outsideAddr+"\"\nguest_lan = [\""+outsideAddr+"/32\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.netns = host
@@ -261,6 +272,12 @@ func TestBridgeNetwork(t *testing.T) {
 		for _, a := range []string{bridgeGW, hostAddr} {
 			if body, ok := e.guestGet("b2", fmt.Sprintf("http://%s:%d/", a, hostWeb)); ok {
 				t.Errorf("guest reached the host's own server at %s: %q", a, body)
+			}
+		}
+		// Nor the host's LAN, nor a metadata service on a link-local address.
+		for _, u := range []string{fmt.Sprintf("http://%s:%d/", lanAddr, lanWeb), fmt.Sprintf("http://%s:%d/", metadataAddr, metadataWeb)} {
+			if body, ok := e.guestGet("b2", u); ok {
+				t.Errorf("guest reached %s: %q", u, body)
 			}
 		}
 		e.mustBanger("vm", "rm", "-f", "b1")

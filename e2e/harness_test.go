@@ -214,11 +214,16 @@ type env struct {
 	netns string
 }
 
+// noGuard keeps a test daemon's guard off the host's own firewall.
+const noGuard = "guard_host = false\n"
+
 func newEnv(t *testing.T, config string) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, stateDir: filepath.Join(dir, "state"), socket: filepath.Join(dir, "banger.sock"), config: filepath.Join(dir, "config.toml")}
-	if err := os.WriteFile(e.config, []byte(config), 0o644); err != nil {
+	// The guard writes banger's nftables table: never on the host's own
+	// network, only in a namespace a test makes (netEnv turns it on).
+	if err := os.WriteFile(e.config, []byte(noGuard+config), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.stop)

@@ -27,6 +27,11 @@ const (
 	hostAddr     = "198.18.0.1"
 	outsideAddr  = "198.18.0.2"
 	internetAddr = "203.0.113.7"
+	// hostExtraAddr is one more of host's own addresses; metadataAddr a
+	// cloud's metadata service, on a link-local address of outside's
+	// that host reaches directly.
+	hostExtraAddr = "192.0.2.77"
+	metadataAddr  = "169.254.169.254"
 )
 
 func ipCmd(t *testing.T, args ...string) {
@@ -79,14 +84,20 @@ func netEnv(t *testing.T) (*env, string) {
 	e, ref := vmEnv(t)
 	e.mustBanger("kernel", "pull", "test-deb")
 	e.mustBanger("image", "pull", ref)
-	base, err := os.ReadFile(e.config)
+	b, err := os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := e.term(); err != nil {
 		t.Fatal(err)
 	}
-	return e, string(base)
+	// Restarted in a namespace, the daemon guards its guests as it would
+	// a real host.
+	base := strings.Replace(string(b), noGuard, "", 1)
+	if err := os.WriteFile(e.config, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e, base
 }
 
 // hostAndOutside makes two namespaces joined by a veth pair: host
@@ -198,8 +209,32 @@ func TestGuestNetworkBoundary(t *testing.T) {
 	for _, a := range []string{"10.0.2.2", "10.0.2.3", "10.0.2.15", "127.0.0.1", hostAddr} {
 		loopURLs = append(loopURLs, fmt.Sprintf("http://%s:%d/", a, loop))
 	}
+	// The rest of the host: a server on all its addresses, tried at each
+	// (one more on its loopback device, as a VPN's or a container
+	// bridge's would be), one on its LAN (the outside's address on the
+	// link they share) and a metadata service on a link-local address.
+	ipCmd(t, "-n", host, "addr", "add", hostExtraAddr+"/32", "dev", "lo")
+	ipCmd(t, "-n", outside, "addr", "add", metadataAddr+"/32", "dev", "lo")
+	ipCmd(t, "-n", host, "route", "add", metadataAddr+"/32", "dev", "bgv0")
+	anyPort := serveIn(t, host, "0.0.0.0:0", "host-any")
+	hostURLs := []string{}
+	for _, a := range []string{"127.0.0.1", hostAddr, hostExtraAddr, "10.0.2.2"} {
+		hostURLs = append(hostURLs, fmt.Sprintf("http://%s:%d/", a, anyPort))
+	}
+	hostURLs = append(hostURLs,
+		fmt.Sprintf("http://%s:%d/", outsideAddr, serveIn(t, outside, outsideAddr+":0", "lan")),
+		fmt.Sprintf("http://%s:%d/", metadataAddr, serveIn(t, outside, metadataAddr+":0", "metadata")))
 	e.netns = host
 	e.start()
+	// noHost fails the test if vm reaches any of the host's servers, its
+	// LAN's or the metadata service.
+	noHost := func(vm string) {
+		for _, u := range hostURLs {
+			if body, ok := e.guestGet(vm, u); ok {
+				e.t.Errorf("vm %s reached %s: %q", vm, u, body)
+			}
+		}
+	}
 	// noLoopback fails the test if vm reaches the loopback server.
 	noLoopback := func(vm string) {
 		for _, u := range loopURLs {
@@ -239,6 +274,10 @@ func TestGuestNetworkBoundary(t *testing.T) {
 			t.Errorf("guest GET %s: ok=%v %q; want the outside reached", internet, ok, body)
 		}
 		noLoopback("n1")
+		if st := e.status(); !strings.HasPrefix(st.Guard, "on:") {
+			t.Errorf("status guard %q, want on", st.Guard)
+		}
+		noHost("n1")
 		serve("n1", "published", "127.0.0.1:18000")
 		if _, err := getIn(t, host, hostAddr+":18000", "/index.html"); err == nil {
 			t.Errorf("published port answers on %s too: -p publishes on 127.0.0.1 only", hostAddr)

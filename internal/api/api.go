@@ -80,6 +80,9 @@ type Status struct {
 	// or "unavailable: why"; DefaultNetwork is a VM's mode without --net.
 	Bridge         string `json:"bridge"`
 	DefaultNetwork string `json:"default_network"`
+	// Guard says whether guests are kept off this host (its addresses,
+	// link-local, its LAN): "on: ..." or "off: why".
+	Guard string `json:"guard"`
 	// MaxSeedBytes bounds a work seed (max_seed_bytes), so that a client
 	// can refuse an oversized one before sending it.
 	MaxSeedBytes int64 `json:"max_seed_bytes"`

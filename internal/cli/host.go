@@ -86,6 +86,9 @@ func newStatusCmd(a *app) *cobra.Command {
 			fmt.Fprintf(w, "State dir:  %s\n", st.StateDir)
 			fmt.Fprintf(w, "Accel:      %s\n", accelLine(st.Accel))
 			fmt.Fprintf(w, "Network:    %s\n", st.Network)
+			if st.Guard != "" {
+				fmt.Fprintf(w, "Guard:      %s\n", st.Guard)
+			}
 			if st.Bridge != "" {
 				fmt.Fprintf(w, "Bridge:     %s (--net bridge; VMs without --net get %s)\n", st.Bridge, st.DefaultNetwork)
 			}

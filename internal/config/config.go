@@ -120,6 +120,27 @@ type Config struct {
 	// asks ("ADDR" or "ADDR:PORT"); the host's first nameserver when
 	// empty.
 	DNSUpstream string `toml:"dns_upstream"`
+	// GuardHost keeps guests off the host in every network mode: its own
+	// addresses, link-local and loopback ranges and the networks it is
+	// directly connected to (its LAN) are refused to them, with banger's
+	// own nftables table for user-mode VMs (banger-guard, matching the
+	// VMMs' uids) and its bridge table for bridge mode. Off only where
+	// nftables cannot run; user_net = "slirp" turns it off for user mode.
+	GuardHost bool `toml:"guard_host"`
+	// GuestLAN are networks of the host's LAN that guests may reach all
+	// the same ("192.168.1.10/32": a package mirror there).
+	GuestLAN []string `toml:"guest_lan"`
+}
+
+// LAN is GuestLAN parsed (valid after Validate).
+func (c Config) LAN() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.GuestLAN {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
 }
 
 // Subnet is BridgeSubnet parsed (valid after Validate).
@@ -184,6 +205,7 @@ func Defaults() Config {
 		DefaultNetwork:    "user",
 		BridgeName:        "banger0",
 		BridgeSubnet:      "10.213.0.0/24",
+		GuardHost:         true,
 	}
 }
 
@@ -247,6 +269,11 @@ func (c Config) Validate() error {
 	}
 	if n := c.BridgeName; n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t\n:") || strings.HasPrefix(n, "bg-") {
 		errs = append(errs, fmt.Errorf("bridge_name %q: want an interface name of 1 to 15 characters, without '/', ':' or spaces, not under banger's tap prefix bg-: %w", n, errdefs.ErrInvalid))
+	}
+	for _, l := range c.GuestLAN {
+		if p, err := netip.ParsePrefix(l); err != nil || !p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("guest_lan %q: want an IPv4 network, such as 192.168.1.10/32: %w", l, errdefs.ErrInvalid))
+		}
 	}
 	if p, err := netip.ParsePrefix(c.BridgeSubnet); err != nil || !p.Addr().Is4() || p.Bits() < 16 || p.Bits() > 29 {
 		errs = append(errs, fmt.Errorf("bridge_subnet %q: want an IPv4 network from /16 to /29, such as 10.213.0.0/24: %w", c.BridgeSubnet, errdefs.ErrInvalid))

@@ -182,7 +182,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	uploads.Recover()
 	var hostNet vm.HostNet
 	netWhy := ""
-	netCfg := hostnet.Config{Bridge: cfg.BridgeName, Subnet: cfg.Subnet(), Upstream: cfg.Upstream()}
+	netCfg := hostnet.Config{Bridge: cfg.BridgeName, Subnet: cfg.Subnet(), Upstream: cfg.Upstream(), Open: cfg.LAN()}
 	if err := hostnet.Check(netCfg); err != nil {
 		netWhy = err.Error()
 		if cfg.DefaultNetwork == "bridge" {
@@ -193,6 +193,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer hn.Close()
 		hostNet = hn
 	}
+	guardState := startGuard(ctx, cfg, netCfg, log.With("service", "guard"))
 	vms := vm.New(vm.Deps{
 		Work:              work,
 		GuestDisks:        disks,
@@ -295,6 +296,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			s.Accel = driver.Accelerator.Status()
 			s.Network = driver.Network()
 			s.DefaultNetwork = cfg.DefaultNetwork
+			s.Guard = guardState
 			s.Bridge = fmt.Sprintf("%s, %s", netCfg.Bridge, netCfg.Subnet)
 			if netWhy != "" {
 				s.Bridge = "unavailable: " + netWhy
@@ -413,4 +415,36 @@ func readKeys(paths []string) ([]string, error) {
 		}
 	}
 	return keys, nil
+}
+
+// startGuard keeps user-mode guests off the host (see hostnet.Guard) and
+// says how it stands, for status. The table outlives the daemon, as the
+// VMs it guards do.
+func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, log *slog.Logger) string {
+	off := !cfg.GuardHost || cfg.UserNet == "slirp" || os.Geteuid() != 0 || cfg.VMMUser != "auto"
+	if off && os.Geteuid() == 0 {
+		// A table an earlier daemon wrote would keep guarding what this
+		// configuration opens.
+		if err := hostnet.DropGuard(); err != nil {
+			log.Warn("remove the guard table", "err", err)
+		}
+	}
+	switch {
+	case !cfg.GuardHost:
+		return "off (guard_host = false): user-mode guests can reach this host's addresses and LAN"
+	case cfg.UserNet == "slirp":
+		return "off for user mode (user_net = \"slirp\" opens this host's loopback to guests); bridge mode guarded"
+	case os.Geteuid() != 0 || cfg.VMMUser != "auto":
+		return "off for user mode: VMMs need uids of their own (a root daemon, vmm_user = \"auto\"); bridge mode guarded"
+	}
+	g := &hostnet.Guard{
+		UIDFrom: uint32(cfg.VMMUIDBase), UIDCount: uint32(cfg.VMMUIDCount),
+		Open: net.Open, Exclude: net.Subnet, Resolv: "/etc/resolv.conf", Log: log,
+	}
+	if err := g.Apply(); err != nil {
+		log.Error("guests are not kept off the host", "err", err)
+		return "FAILED: " + err.Error()
+	}
+	go g.Watch(ctx)
+	return "on: guests reach neither this host's addresses, link-local, nor its LAN (guest_lan opens parts of it)"
 }

@@ -41,7 +41,8 @@ func (s *Service) startDNS(ctx context.Context) (*forwarder, error) {
 		pc.Close()
 		return nil, fmt.Errorf("DNS forwarder on %s: %w", addr, err)
 	}
-	h := &resolver{guest: s.guestAt, allow: s.allow, record: s.d.Store.RecordResolved, log: s.d.Log, upstream: s.d.Config.Upstream}
+	h := &resolver{guest: s.guestAt, allow: s.allow, record: s.d.Store.RecordResolved, log: s.d.Log, upstream: s.d.Config.Upstream,
+		public: s.publicFilter()}
 	if h.upstream == "" {
 		h.upstream = systemResolver()
 	}
@@ -80,6 +81,8 @@ type resolver struct {
 	record   func(ctx context.Context, vm, name string, addrs []netip.Addr) error
 	log      *slog.Logger
 	upstream string
+	// public judges which of an allow list's answers open the set.
+	public publicFilter
 }
 
 // upstreamTimeout bounds one question to the upstream resolver.
@@ -135,18 +138,37 @@ func (h *resolver) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			}
 		}
 	}
+	recorded := addrs
 	if spec.Egress.Mode == EgressAllow {
-		// Before the answer: the guest connects as soon as it has it.
-		if err := h.allow(spec.VM, addrs); err != nil {
+		// Only public addresses open the set. The answer still goes to
+		// the guest as it came: the set, not the answer, is what holds
+		// the guest (it may not reach an address the set lacks, however
+		// it learnt it), and an answer rewritten without some addresses
+		// would only make a refused connection look like a missing name.
+		open, refused, err := h.public.split(addrs)
+		if err != nil {
 			h.log.Warn("open the egress set", "vm", spec.VM, "name", name, "err", err)
 			reply(dns.RcodeServerFailure)
 			return
 		}
+		for a, why := range refused {
+			h.log.Info("an allowed name resolved to an address an allow list never opens", "vm", spec.VM, "name", name, "addr", a, "why", why)
+		}
+		// Before the answer: the guest connects as soon as it has it.
+		if err := h.allow(spec.VM, open); err != nil {
+			h.log.Warn("open the egress set", "vm", spec.VM, "name", name, "err", err)
+			reply(dns.RcodeServerFailure)
+			return
+		}
+		// An allow list's record is what it opened: it opens the set
+		// again after a daemon restart, and vm egress says it is what
+		// the guest may reach.
+		recorded = open
 	}
 	if spec.Egress.Records() && (q.Qtype == dns.TypeA || len(addrs) > 0) {
 		// Past the store's bound lookups go unrecorded, quietly: a guest
 		// that makes names up must not fill the log either.
-		if err := h.record(ctx, spec.VM, name, addrs); err != nil && !errors.Is(err, store.ErrTooManyResolved) {
+		if err := h.record(ctx, spec.VM, name, recorded); err != nil && !errors.Is(err, store.ErrTooManyResolved) {
 			h.log.Warn("record a lookup", "vm", spec.VM, "name", name, "err", err)
 		}
 	}

@@ -2,10 +2,12 @@ package hostnet
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -13,6 +15,7 @@ import (
 )
 
 // upstream serves a zone on 127.0.0.1 and counts the names it is asked.
+// A name's value is its addresses, comma-separated.
 func upstream(t *testing.T, zone map[string]string) (addr string, asked func() []string) {
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -26,9 +29,11 @@ func upstream(t *testing.T, zone map[string]string) (addr string, asked func() [
 		mu.Unlock()
 		m := new(dns.Msg)
 		m.SetReply(r)
-		if ip, ok := zone[r.Question[0].Name]; ok {
-			rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A " + ip)
-			m.Answer = append(m.Answer, rr)
+		if ips, ok := zone[r.Question[0].Name]; ok {
+			for _, ip := range strings.Split(ips, ",") {
+				rr, _ := dns.NewRR(r.Question[0].Name + " 60 IN A " + ip)
+				m.Answer = append(m.Answer, rr)
+			}
 		} else {
 			m.SetRcode(r, dns.RcodeNameError)
 		}
@@ -70,6 +75,7 @@ func TestResolver(t *testing.T) {
 			return nil
 		},
 		log: slog.New(slog.DiscardHandler), upstream: up,
+		public: publicFilter{subnet: netip.MustParsePrefix("10.213.0.0/24"), own: func() ([]netip.Addr, error) { return nil, nil }},
 	}
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -126,4 +132,132 @@ func TestResolver(t *testing.T) {
 	if rc, _ := ask("a.test."); rc != dns.RcodeRefused {
 		t.Errorf("a stranger: rcode %d, want refused", rc)
 	}
+}
+
+// An allow list opens only public addresses, however its names resolve:
+// a name whose DNS answers with the host's loopback, its network, a
+// link-local metadata service, the bridge or the host's own address
+// (DNS rebinding) opens none of them. The answer still reaches the
+// guest whole; the refusal is logged with the VM and the name; the
+// record holds what opened.
+func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
+	zone := map[string]string{
+		"lo.test.":     "127.0.0.1",
+		"lan.test.":    "10.1.2.3",
+		"meta.test.":   "169.254.169.254",
+		"cgnat.test.":  "100.64.0.1",
+		"zero.test.":   "0.0.0.1",
+		"bridge.test.": "10.213.0.1",
+		"mirror.test.": "192.168.1.10",
+		"self.test.":   "198.51.100.7",
+		"bench.test.":  "198.18.0.10",
+		"mixed.test.":  "203.0.113.10,192.168.1.1,127.0.0.53,203.0.113.11",
+	}
+	up, _ := upstream(t, zone)
+	var allowed []netip.Addr
+	var recorded []call
+	var logs strings.Builder
+	var logMu sync.Mutex
+	policy, _ := ParseEgress("allow=*.test")
+	h := &resolver{
+		guest: func(netip.Addr) (Spec, bool) { return Spec{VM: "g", Egress: policy}, true },
+		allow: func(_ string, addrs []netip.Addr) error {
+			allowed = append(allowed, addrs...)
+			return nil
+		},
+		record: func(_ context.Context, vm, name string, addrs []netip.Addr) error {
+			recorded = append(recorded, call{vm, name, addrs})
+			return nil
+		},
+		log:      slog.New(slog.NewTextHandler(lockedWriter{&logs, &logMu}, nil)),
+		upstream: up,
+		public: publicFilter{
+			subnet: netip.MustParsePrefix("10.213.0.0/24"),
+			// guest_lan opens a mirror on the LAN.
+			open: []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32")},
+			own: func() ([]netip.Addr, error) {
+				return []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("198.51.100.7")}, nil
+			},
+		},
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	go srv.ActivateAndServe()
+	defer srv.Shutdown()
+	for _, tt := range []struct {
+		name string
+		open []string
+		why  string
+	}{
+		{"lo.test", nil, "loopback"},
+		{"lan.test", nil, "private"},
+		{"meta.test", nil, "link-local"},
+		{"cgnat.test", nil, "carrier-grade NAT"},
+		{"zero.test", nil, "this network"},
+		{"bridge.test", nil, "banger's bridge subnet"},
+		{"mirror.test", []string{"192.168.1.10"}, ""},
+		{"self.test", nil, "one of the host's own addresses"},
+		// The e2e suite's outside internet: benchmarking addresses.
+		{"bench.test", []string{"198.18.0.10"}, ""},
+		{"mixed.test", []string{"203.0.113.10", "203.0.113.11"}, "private"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			allowed, recorded = nil, nil
+			logMu.Lock()
+			logs.Reset()
+			logMu.Unlock()
+			m := new(dns.Msg)
+			m.SetQuestion(tt.name+".", dns.TypeA)
+			r, _, err := new(dns.Client).Exchange(m, pc.LocalAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var answered []string
+			for _, rr := range r.Answer {
+				answered = append(answered, rr.(*dns.A).A.String())
+			}
+			if r.Rcode != dns.RcodeSuccess || strings.Join(answered, ",") != zone[tt.name+"."] {
+				t.Errorf("answer: rcode %d, %v; want the upstream's %s", r.Rcode, answered, zone[tt.name+"."])
+			}
+			var opened []string
+			for _, a := range allowed {
+				opened = append(opened, a.String())
+			}
+			if !slices.Equal(opened, tt.open) {
+				t.Errorf("the set opened to %v, want %v", opened, tt.open)
+			}
+			if len(recorded) != 1 || recorded[0].name != tt.name || len(recorded[0].addrs) != len(tt.open) {
+				t.Errorf("recorded %+v, want %s with %v", recorded, tt.name, tt.open)
+			}
+			logMu.Lock()
+			out := logs.String()
+			logMu.Unlock()
+			if tt.why != "" && (!strings.Contains(out, "level=INFO") || !strings.Contains(out, "vm=g") || !strings.Contains(out, "name="+tt.name) || !strings.Contains(out, tt.why)) {
+				t.Errorf("log: %s; want an INFO line with the vm, the name and %q", out, tt.why)
+			}
+		})
+	}
+
+	// When the host's addresses cannot be read, nothing opens.
+	h.public.own = func() ([]netip.Addr, error) { return nil, errors.New("no netlink") }
+	allowed = nil
+	m := new(dns.Msg)
+	m.SetQuestion("bench.test.", dns.TypeA)
+	if r, _, err := new(dns.Client).Exchange(m, pc.LocalAddr().String()); err != nil || r.Rcode != dns.RcodeServerFailure || len(allowed) != 0 {
+		t.Errorf("without the host's addresses: %v, %v, opened %v; want SERVFAIL, nothing opened", r, err, allowed)
+	}
+}
+
+type lockedWriter struct {
+	b  *strings.Builder
+	mu *sync.Mutex
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }

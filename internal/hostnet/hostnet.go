@@ -39,6 +39,9 @@ type Config struct {
 	// Upstream is where the DNS forwarder asks ("ADDR:PORT"); "" is the
 	// first nameserver of /etc/resolv.conf.
 	Upstream string
+	// Open are networks the host is connected to that guests may reach
+	// all the same (guest_lan).
+	Open []netip.Prefix
 }
 
 // Gateway is the bridge's own address: the guests' route and DNS server.
@@ -191,12 +194,33 @@ func (s *Service) attached(ctx context.Context, spec Spec) (a *attached, fresh b
 	if err != nil {
 		return a, fresh, err
 	}
+	var addrs []netip.Addr
+	names := map[netip.Addr]string{}
 	for _, r := range rs {
 		if ip, err := netip.ParseAddr(r.Addr); err == nil && spec.Egress.Allows(r.Name) {
-			a.allowed[ip] = true
+			addrs = append(addrs, ip)
+			names[ip] = r.Name
 		}
 	}
+	// What an older daemon recorded may hold addresses no allow list
+	// opens now; and the host's own addresses may have changed.
+	open, refused, err := s.publicFilter().split(addrs)
+	if err != nil {
+		return a, fresh, err
+	}
+	for ip, why := range refused {
+		s.d.Log.Info("a recorded lookup resolved to an address an allow list never opens", "vm", spec.VM, "name", names[ip], "addr", ip, "why", why)
+	}
+	for _, ip := range open {
+		a.allowed[ip] = true
+	}
 	return a, fresh, nil
+}
+
+// publicFilter judges which addresses an allow list's names resolve to
+// may open a guest's set.
+func (s *Service) publicFilter() publicFilter {
+	return publicFilter{subnet: s.d.Config.Subnet.Masked(), open: s.d.Config.Open, own: hostAddrs}
 }
 
 // Detach removes a VM's tap and rules; its lease stays. A VM that is not
@@ -308,7 +332,10 @@ func (s *Service) apply() error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	r := ruleset{bridge: s.d.Config.Bridge, gateway: s.d.Config.Gateway(), subnet: s.d.Config.Subnet.Masked()}
+	r := ruleset{bridge: s.d.Config.Bridge, gateway: s.d.Config.Gateway(), subnet: s.d.Config.Subnet.Masked(), open: s.d.Config.Open}
+	if r.connected, err = Connected(r.subnet); err != nil {
+		return err
+	}
 	for _, g := range s.guests {
 		r.guests = append(r.guests, g)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -23,6 +24,9 @@ type ruleset struct {
 	gateway netip.Addr
 	subnet  netip.Prefix
 	guests  []*attached
+	// connected are the host's directly connected networks (its LAN),
+	// refused to guests but for open.
+	connected, open []netip.Prefix
 }
 
 // ipTable is banger's table in the ip family.
@@ -85,6 +89,18 @@ func (r ruleset) write(c *nftables.Conn) error {
 	rule(fwd, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
 	rule(fwd, ifname(expr.MetaKeyOIFNAME, br, true), ctStatusDNAT(), verdict(expr.VerdictAccept))
 	rule(fwd, ifname(expr.MetaKeyIIFNAME, br, true), ifname(expr.MetaKeyOIFNAME, br, true), verdict(expr.VerdictAccept))
+	// Not the host's LAN, nor link-local (a cloud's metadata service),
+	// whatever a guest's policy, unless guest_lan opens it.
+	// An open network returns to the policy below rather than being
+	// accepted: guest_lan lifts the LAN's ban, not a VM's egress policy.
+	lan := c.AddChain(&nftables.Chain{Name: "lan", Table: t})
+	for _, p := range r.open {
+		rule(lan, inPrefix(16, p), verdict(expr.VerdictReturn))
+	}
+	for _, p := range append(slices.Clone(offLimits), r.connected...) {
+		refuse(rule, lan, inPrefix(16, p))
+	}
+	rule(fwd, ifname(expr.MetaKeyIIFNAME, br, true), []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: lan.Name}})
 	for _, g := range r.guests {
 		from := append(ifname(expr.MetaKeyIIFNAME, br, true), addr(12, g.lease.IP)...)
 		for _, f := range g.spec.Ports {
