@@ -140,6 +140,29 @@ func TestVMs(t *testing.T) {
 		}
 	})
 
+	t.Run("after each of 20 cold starts the first exec answers at once", func(t *testing.T) {
+		defer e.use(t)()
+		// A cold start is a boot (a restart after vm stop does not resume
+		// from a template); the first session goes through passt's
+		// forward, which once stalled 10 s until passt had seen a frame
+		// from the guest.
+		e.mustBanger("vm", "create", "--name", "cold", "--image", "busybox-1")
+		var slow []string
+		for i := range 20 {
+			e.mustBanger("vm", "start", "cold")
+			start := time.Now()
+			e.mustBanger("vm", "exec", "cold", "--", "true")
+			if d := time.Since(start); d > time.Second {
+				slow = append(slow, fmt.Sprintf("start %d: %s", i+1, d.Round(time.Millisecond)))
+			}
+			e.mustBanger("vm", "stop", "cold")
+		}
+		if len(slow) > 0 {
+			t.Errorf("first exec after a cold start took over 1 s: %v", slow)
+		}
+		e.mustBanger("vm", "rm", "cold")
+	})
+
 	t.Run("cp, stop and start keep the disk, ssh line works", func(t *testing.T) {
 		defer e.use(t)()
 		web := freePort(t)

@@ -82,6 +82,13 @@ func (n *Network) Up() error {
 	if err := netlink.AddrReplace(eth, n.Addr); err != nil {
 		return fmt.Errorf("address eth0: %w", err)
 	}
+	// The guest announces itself as eth0 comes up (a gratuitous ARP):
+	// passt learns the guest's MAC from the first frame it sees, and until
+	// then a connection forwarded to the guest (the first SSH session
+	// after a cold start) went nowhere until passt gave up on it, 10 s
+	// later. A guest whose address is static has no other reason to send
+	// a frame before someone talks to it.
+	os.WriteFile("/proc/sys/net/ipv4/conf/eth0/arp_notify", []byte("1"), 0o644)
 	if err := netlink.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("bring up eth0: %w", err)
 	}
