@@ -31,6 +31,10 @@ import (
 // host: a server on the host's LAN.
 const lanAddr = "198.18.0.3"
 
+// rebinding are names whose DNS answers the host's own, loopback and
+// link-local addresses: what a name under an allow list must not open.
+var rebinding = map[string]string{"loop.test.": "127.0.0.1", "meta.test.": metadataAddr, "host.test.": hostAddr}
+
 var zone = map[string]string{"a.test.": "203.0.113.10", "b.test.": "203.0.113.20", "c.test.": "203.0.113.30"}
 
 const (
@@ -83,6 +87,9 @@ func serveDNS(t *testing.T, ns, addr string) (asked func(name string) int) {
 		count[strings.ToLower(q.Name)]++
 		mu.Unlock()
 		ip, ok := zone[strings.ToLower(q.Name)]
+		if !ok {
+			ip, ok = rebinding[strings.ToLower(q.Name)]
+		}
 		switch {
 		case !ok:
 			m.SetRcode(r, dns.RcodeNameError)

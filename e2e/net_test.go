@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/testkit"
 	"github.com/banger-dev/banger/internal/vmm"
 )
@@ -304,6 +306,91 @@ func TestGuestNetworkBoundary(t *testing.T) {
 		}
 	})
 
+	t.Run("egress under the user-mode network: deny, allow by name and address, learn, from; rebinding opens nothing", func(t *testing.T) {
+		defer e.use(t)()
+		// The outside's DNS server names a.test, b.test, c.test (served
+		// there) and names that answer the host's own addresses.
+		for name, ip := range zone {
+			ipCmd(t, "-n", outside, "addr", "add", ip+"/32", "dev", "lo")
+			serveIn(t, outside, fmt.Sprintf("%s:%d", ip, webPort), strings.TrimSuffix(name, "."))
+		}
+		asked := serveDNS(t, outside, outsideAddr+":53")
+		e.restartWith(base, "dns_upstream = \""+outsideAddr+"\"\n")
+		url := func(host string) string { return fmt.Sprintf("http://%s:%d/", host, webPort) }
+		run := func(name, egress string) {
+			t.Helper()
+			_, errOut, code := e.banger("vm", "run", "--name", name, "--image", "busybox-1", "--egress", egress, "--", "true")
+			if code != 0 || !strings.Contains(errOut, "egress "+egress) {
+				t.Fatalf("vm run --egress %s: exit %d\n%s", egress, code, errOut)
+			}
+		}
+
+		run("udeny", "deny")
+		before := asked("a.test.")
+		for _, u := range []string{url("a.test"), url(zone["a.test."])} {
+			if body, ok := e.guestGet("udeny", u); ok {
+				t.Errorf("deny reached %s: %q", u, body)
+			}
+		}
+		if asked("a.test.") != before {
+			t.Error("deny's lookup reached the upstream DNS server")
+		}
+
+		run("uallow", "allow=a.test,loop.test,meta.test,host.test")
+		if body, ok := e.guestGet("uallow", url("a.test")); !ok || body != "reached a.test" {
+			t.Errorf("allow=a.test: GET a.test: ok=%v %q", ok, body)
+		}
+		if out, _, _ := e.banger("vm", "exec", "uallow", "--", "busybox", "nslookup", "b.test"); !strings.Contains(out, "NXDOMAIN") && !strings.Contains(out, "can't find") {
+			t.Errorf("allow=a.test: b.test resolved:\n%s", out)
+		}
+		for _, u := range []string{url(zone["b.test."]), url("loop.test"), url("meta.test"), url("host.test")} {
+			if body, ok := e.guestGet("uallow", u); ok {
+				t.Errorf("allow=a.test,... reached %s: %q", u, body)
+			}
+		}
+		var opened []string
+		for _, r := range e.egressOf("uallow").Resolved {
+			if r.Addr != "" {
+				opened = append(opened, r.Name+" "+r.Addr)
+			}
+		}
+		if len(opened) != 1 || opened[0] != "a.test "+zone["a.test."] {
+			t.Errorf("allow's record: only a.test's public address opens the set, got %v", opened)
+		}
+
+		run("ulearn", "learn")
+		for _, h := range []string{"a.test", "b.test"} {
+			if body, ok := e.guestGet("ulearn", url(h)); !ok || body != "reached "+h {
+				t.Errorf("learn: GET %s: ok=%v %q", h, ok, body)
+			}
+		}
+		learned := map[string]string{}
+		for _, r := range e.egressOf("ulearn").Resolved {
+			learned[r.Name] = r.Addr
+		}
+		if learned["a.test"] != zone["a.test."] || learned["b.test"] != zone["b.test."] {
+			t.Errorf("learn recorded %v", learned)
+		}
+		_, errOut, code := e.banger("vm", "run", "--name", "ufrom", "--image", "busybox-1", "--egress", "from=ulearn", "--", "true")
+		if code != 0 || !strings.Contains(errOut, "egress allow=a.test,b.test") {
+			t.Fatalf("--egress from=ulearn: exit %d\n%s", code, errOut)
+		}
+		if body, ok := e.guestGet("ufrom", url("b.test")); !ok || body != "reached b.test" {
+			t.Errorf("from=ulearn: GET b.test: ok=%v %q", ok, body)
+		}
+		if body, ok := e.guestGet("ufrom", url(zone["c.test."])); ok {
+			t.Errorf("from=ulearn reached c.test's address: %q", body)
+		}
+		// A stop takes a VM off its rules; a start puts it back under them.
+		e.mustBanger("vm", "stop", "udeny")
+		e.mustBanger("vm", "start", "udeny")
+		if body, ok := e.guestGet("udeny", url(zone["a.test."])); ok {
+			t.Errorf("deny after a restart reached a.test's address: %q", body)
+		}
+		e.mustBanger("vm", "rm", "-f", "udeny", "uallow", "ulearn", "ufrom")
+		e.restartWith(base, "")
+	})
+
 	t.Run("--net none: nothing reached, under passt too; the daemon still reaches the agent", func(t *testing.T) {
 		defer e.use(t)()
 		if _, errOut, code := e.banger("vm", "create", "--name", "none-p", "--image", "busybox-1", "--net", "none", "-p", "18005:80"); code == 0 || !strings.Contains(errOut, "publishes no ports") {
@@ -349,4 +436,14 @@ func TestGuestNetworkBoundary(t *testing.T) {
 			t.Errorf("under slirp the guest should reach the host's loopback at %s (else the probe above proves nothing): ok=%v %q", u, ok, body)
 		}
 	})
+}
+
+// egressOf is `vm egress VM -o json`.
+func (e *env) egressOf(vm string) api.Egress {
+	e.t.Helper()
+	var eg api.Egress
+	if err := json.Unmarshal([]byte(e.mustBanger("vm", "egress", vm, "-o", "json")), &eg); err != nil {
+		e.t.Fatal(err)
+	}
+	return eg
 }

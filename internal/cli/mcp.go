@@ -48,7 +48,7 @@ vm diff' and 'banger vm pull' review and take its work.
 the agent is told what it may reach and cannot change it. Use bridge mode
 with an allow list to keep an agent to the hosts its work needs:
 
-  banger mcp --net bridge --egress allow=github.com,*.githubusercontent.com,pypi.org,files.pythonhosted.org`,
+  banger mcp --egress allow=github.com,*.githubusercontent.com,pypi.org,files.pythonhosted.org`,
 		Example: `  claude mcp add banger -- banger mcp          # Claude Code, in your checkout
   codex mcp add banger -- banger mcp           # Codex
   # Cursor, .cursor/mcp.json: {"mcpServers": {"banger": {"command": "banger", "args": ["mcp"]}}}
@@ -84,7 +84,7 @@ with an allow list to keep an agent to the hosts its work needs:
 	cmd.Flags().BoolVar(&all, "all", false, "reach every VM, not only those banger mcp made for this checkout")
 	cmd.Flags().StringVarP(&dir, "dir", "C", "", "act for this checkout (default: the one the server is started in)")
 	cmd.Flags().StringVar(&network, "net", "", "every sandbox's network: user, bridge or none (default: the daemon's default_network)")
-	cmd.Flags().StringVar(&egress, "egress", "", "every sandbox's egress policy (bridge mode): deny, allow=HOST[,HOST...], learn, from=VM (default: open)")
+	cmd.Flags().StringVar(&egress, "egress", "", "every sandbox's egress policy, held on the host: deny, allow=HOST[,HOST...], learn, from=VM (default: open)")
 	return cmd
 }
 

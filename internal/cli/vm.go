@@ -64,7 +64,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.req.Disk, "disk", "", "root disk size, such as 20G (default: default_disk in the daemon's config, 10G); room beyond the image's files costs nothing until written")
 	fl.StringArrayVarP(&f.req.Ports, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOST:GUEST[/udp], TCP unless /udp, on 127.0.0.1 unless HOSTIP says otherwise (0.0.0.0: every address); host ports below 1024 need root (repeatable)")
 	fl.StringVar(&f.req.Network, "net", "", "network: user (the VMM's own, no root needed; SSH and -p through forwards), bridge (a tap on banger's bridge: an address of its own, VMs reach each other, egress policies) or none (reaches nothing) (default: default_network, user)")
-	fl.StringVar(&f.req.Egress, "egress", "", "bridge mode: where the guest may connect, enforced on the host: open, deny, allow=HOST[,HOST...] (only those names, and only the addresses they resolve to; *.example.com for subdomains), learn (anything, recording every name it looks up; see 'banger vm egress'), or from=VM (allow what VM learned) (default: open)")
+	fl.StringVar(&f.req.Egress, "egress", "", "where the guest may connect, enforced on the host (user and bridge modes): open, deny, allow=HOST[,HOST...] (only those names, and only the addresses they resolve to; *.example.com for subdomains), learn (anything, recording every name it looks up; see 'banger vm egress'), or from=VM (allow what VM learned) (default: open)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 	fl.StringVar(&f.req.Snapshot, "from-snapshot", "", "fork a snapshot (banger vm snapshot): its image, size, disks and running processes, with an identity of its own")
 	f.seed.register(cmd)
@@ -161,8 +161,8 @@ the shell or command ends.`,
 		Example: `  banger vm run -- cat /etc/os-release
   banger vm run --rm --image alpine-3.20 -- sh -c 'apk --version'
   banger vm run --name dev --cpus 4 --memory 4G --disk 20G -p 8080:80
-  banger vm run --net bridge --egress allow=github.com,*.github.com -- git ls-remote https://github.com/golang/go
-  banger vm run --net bridge --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe`,
+  banger vm run --egress allow=github.com,*.github.com -- git ls-remote https://github.com/golang/go
+  banger vm run --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !isTerminal(os.Stdin) {
 				return fmt.Errorf("without a command, vm run opens a shell, which needs a terminal: pass -- COMMAND: %w", errInvalidUsage)
@@ -443,6 +443,9 @@ func network(v api.VM) string {
 	case api.NetNone:
 		return "none (reaches nothing)"
 	}
+	if v.Egress != "" {
+		return "user, egress " + v.Egress
+	}
 	return "user"
 }
 
@@ -672,9 +675,9 @@ records its allowed names, whose addresses are what it may reach.
 
 A learned list becomes another VM's allow list:
 
-  banger vm run --net bridge --egress learn --name probe -- ./build.sh
+  banger vm run --egress learn --name probe -- ./build.sh
   banger vm egress probe
-  banger vm run --net bridge --egress from=probe -- ./build.sh`,
+  banger vm run --egress from=probe -- ./build.sh`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {

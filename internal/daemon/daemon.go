@@ -193,7 +193,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		defer hn.Close()
 		hostNet = hn
 	}
-	guardState := startGuard(ctx, cfg, netCfg, log.With("service", "guard"))
+	guard, guardState := startGuard(ctx, cfg, netCfg, st, log.With("service", "guard"))
+	var vmGuard vm.Guard
+	if guard != nil {
+		vmGuard = guard
+	}
 	vms := vm.New(vm.Deps{
 		Work:              work,
 		GuestDisks:        disks,
@@ -205,6 +209,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		Layout:            lay,
 		Net:               hostNet,
 		NetWhy:            netWhy,
+		Guard:             vmGuard,
+		GuardWhy:          guardState,
 		Agent:             agentPath,
 		Key:               key,
 		Templates:         templates,
@@ -418,9 +424,9 @@ func readKeys(paths []string) ([]string, error) {
 }
 
 // startGuard keeps user-mode guests off the host (see hostnet.Guard) and
-// says how it stands, for status. The table outlives the daemon, as the
-// VMs it guards do.
-func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, log *slog.Logger) string {
+// says how it stands, for status; the guard is nil where it is off. The
+// table outlives the daemon, as the VMs it guards do.
+func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, st *store.Store, log *slog.Logger) (*hostnet.Guard, string) {
 	off := !cfg.GuardHost || cfg.UserNet == "slirp" || os.Geteuid() != 0 || cfg.VMMUser != "auto"
 	if off && os.Geteuid() == 0 {
 		// A table an earlier daemon wrote would keep guarding what this
@@ -431,20 +437,21 @@ func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, log 
 	}
 	switch {
 	case !cfg.GuardHost:
-		return "off (guard_host = false): user-mode guests can reach this host's addresses and LAN"
+		return nil, "off (guard_host = false): user-mode guests can reach this host's addresses and LAN"
 	case cfg.UserNet == "slirp":
-		return "off for user mode (user_net = \"slirp\" opens this host's loopback to guests); bridge mode guarded"
+		return nil, "off for user mode (user_net = \"slirp\" opens this host's loopback to guests); bridge mode guarded"
 	case os.Geteuid() != 0 || cfg.VMMUser != "auto":
-		return "off for user mode: VMMs need uids of their own (a root daemon, vmm_user = \"auto\"); bridge mode guarded"
+		return nil, "off for user mode: VMMs need uids of their own (a root daemon, vmm_user = \"auto\"); bridge mode guarded"
 	}
 	g := &hostnet.Guard{
 		UIDFrom: uint32(cfg.VMMUIDBase), UIDCount: uint32(cfg.VMMUIDCount),
-		Open: net.Open, Exclude: net.Subnet, Resolv: "/etc/resolv.conf", Log: log,
+		Open: net.Open, Exclude: net.Subnet, Resolv: "/etc/resolv.conf",
+		Store: st, Upstream: net.Upstream, Log: log,
 	}
 	if err := g.Apply(); err != nil {
 		log.Error("guests are not kept off the host", "err", err)
-		return "FAILED: " + err.Error()
+		return nil, "FAILED: " + err.Error()
 	}
 	go g.Watch(ctx)
-	return "on: guests reach neither this host's addresses, link-local, nor its LAN (guest_lan opens parts of it)"
+	return g, "on: guests reach neither this host's addresses, link-local, nor its LAN (guest_lan opens parts of it); --egress holds user-mode VMs too"
 }

@@ -405,6 +405,10 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	if err != nil {
 		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
 	}
+	if err = s.police(ctx, v, proc.PID); err != nil {
+		proc.Kill()
+		return api.VM{}, err
+	}
 	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
 	v.Accel = acc.String()
 	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
@@ -543,6 +547,11 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 	}
 	if v.Network == api.NetBridge && s.d.Net != nil {
 		if err := s.d.Net.Release(context.WithoutCancel(ctx), v.Name, v.ID); err != nil {
+			return err
+		}
+	}
+	if v.Network == api.NetUser && s.d.Guard != nil {
+		if err := s.d.Guard.Forget(context.WithoutCancel(ctx), v.Name); err != nil {
 			return err
 		}
 	}

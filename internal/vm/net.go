@@ -57,10 +57,19 @@ func (s *Service) checkNetwork(ctx context.Context, req api.VMCreateRequest, por
 	if err != nil {
 		return "", "", err
 	}
-	if e.Mode != hostnet.EgressOpen && mode != api.NetBridge {
-		return "", "", fmt.Errorf("--egress %s is enforced on the host in bridge mode only: add --net bridge: %w", req.Egress, errdefs.ErrInvalid)
+	if e.Mode != hostnet.EgressOpen {
+		switch {
+		case mode == api.NetNone:
+			return "", "", fmt.Errorf("--net none reaches nothing: --egress %s has nothing to hold: %w", req.Egress, errdefs.ErrInvalid)
+		case mode == api.NetUser && s.d.Guard == nil:
+			return "", "", fmt.Errorf("--egress %s under the user-mode network needs the guard, which is off here (%s): use --net bridge, or turn guard_host on: %w", req.Egress, s.d.GuardWhy, errdefs.ErrUnavailable)
+		case mode == api.NetUser && req.Snapshot != "":
+			// A fork's processes run from its first instruction, before
+			// the daemon learns its VMM's uid and can hold it.
+			return "", "", fmt.Errorf("a fork resumes with open egress: --egress is not for forks yet: %w", errdefs.ErrInvalid)
+		}
 	}
-	if mode != api.NetBridge {
+	if mode == api.NetNone || mode == api.NetUser && e.Mode == hostnet.EgressOpen {
 		return mode, "", nil
 	}
 	return mode, e.String(), nil
@@ -71,15 +80,12 @@ func (s *Service) learned(ctx context.Context, vm string) (string, error) {
 	if err := names.Validate("vm", vm); err != nil {
 		return "", err
 	}
-	if s.d.Net == nil {
-		return "", fmt.Errorf("--egress from=%s: %s: %w", vm, s.d.NetWhy, errdefs.ErrUnavailable)
-	}
 	if _, err := s.get(ctx, vm); err != nil {
 		return "", fmt.Errorf("--egress from=%s: %w", vm, err)
 	}
-	rs, err := s.d.Net.Resolved(ctx, vm)
+	rs, err := s.resolved(ctx, vm)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("--egress from=%s: %w", vm, err)
 	}
 	var hosts []string
 	for _, r := range rs {
@@ -144,14 +150,59 @@ func (s *Service) networkLine(v store.VM) string {
 	case api.NetNone:
 		return "none: the guest reaches nothing"
 	}
+	if v.Egress != "" {
+		return s.d.Driver.Network() + ", egress " + v.Egress
+	}
 	return s.d.Driver.Network()
 }
 
-// detach takes a stopped VM off the bridge (its lease stays).
+// detach takes a stopped VM off the bridge (its lease stays), or off
+// its user-mode policy's rules.
 func (s *Service) detach(ctx context.Context, v store.VM) {
 	if v.Network == api.NetBridge && s.d.Net != nil {
 		s.d.Net.Detach(ctx, v.Name, v.ID)
 	}
+	if v.Network == api.NetUser && s.d.Guard != nil {
+		s.d.Guard.DetachUser(v.Name)
+	}
+}
+
+// police holds a started user-mode VM whose VMM runs as pid to its
+// egress policy; other VMs need nothing. It runs before the daemon says
+// the VM is ready, when no program of a user's has run in the guest (a
+// boot runs only the agent; a template was saved before anyone used it;
+// forks under a policy are refused).
+func (s *Service) police(ctx context.Context, v store.VM, pid int) error {
+	if v.Network != api.NetUser || v.Egress == "" || v.Egress == hostnet.EgressOpen {
+		return nil
+	}
+	e, err := hostnet.ParseEgress(v.Egress)
+	if err != nil || e.Mode == hostnet.EgressOpen {
+		return err
+	}
+	if s.d.Guard == nil {
+		return fmt.Errorf("vm %s: --egress %s: %s: %w", v.Name, v.Egress, s.d.GuardWhy, errdefs.ErrUnavailable)
+	}
+	uid, err := vmmUID(pid)
+	if err != nil || uid == 0 {
+		return fmt.Errorf("vm %s: the uid its VMM runs as (%d, %v): a policy holds a VMM of its own uid only: %w", v.Name, uid, err, errdefs.ErrUnavailable)
+	}
+	return s.d.Guard.AttachUser(ctx, hostnet.Spec{VM: v.Name, ID: v.ID, Egress: e}, uint32(uid))
+}
+
+// vmmUID is the uid a VMM runs as (a seam: a test's VMMs run as its own).
+var vmmUID = vmm.UID
+
+// resolved is what a VM's lookups resolved, wherever its network
+// recorded them.
+func (s *Service) resolved(ctx context.Context, vm string) ([]api.Resolved, error) {
+	switch {
+	case s.d.Net != nil:
+		return s.d.Net.Resolved(ctx, vm)
+	case s.d.Guard != nil:
+		return s.d.Guard.Resolved(ctx, vm)
+	}
+	return nil, fmt.Errorf("%s: %w", s.d.NetWhy, errdefs.ErrUnavailable)
 }
 
 // Egress is what a VM's lookups resolved, and its policy.
@@ -160,23 +211,16 @@ func (s *Service) Egress(ctx context.Context, name string) (api.Egress, error) {
 	if err != nil {
 		return api.Egress{}, err
 	}
-	if v.Network != api.NetBridge {
-		return api.Egress{}, fmt.Errorf("vm %s is in %s mode: egress is watched in bridge mode only (--net bridge --egress learn): %w", name, netMode(v), errdefs.ErrInvalid)
+	if v.Network == api.NetNone {
+		return api.Egress{}, fmt.Errorf("vm %s is in none mode: it reaches nothing, and looks nothing up: %w", name, errdefs.ErrInvalid)
 	}
-	if s.d.Net == nil {
-		return api.Egress{}, fmt.Errorf("%s: %w", s.d.NetWhy, errdefs.ErrUnavailable)
-	}
-	rs, err := s.d.Net.Resolved(ctx, name)
+	rs, err := s.resolved(ctx, name)
 	if err != nil {
 		return api.Egress{}, err
 	}
-	return api.Egress{VM: name, Policy: v.Egress, Resolved: rs}, nil
-}
-
-// netMode is a VM's network mode, NetUser for records from before modes.
-func netMode(v store.VM) string {
-	if v.Network == "" {
-		return api.NetUser
+	pol := v.Egress
+	if pol == "" {
+		pol = hostnet.EgressOpen
 	}
-	return v.Network
+	return api.Egress{VM: name, Policy: pol, Resolved: rs}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -51,6 +52,10 @@ func TestBridgeMode(t *testing.T) {
 	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "b", Network: "bridge"}, operation.Discard); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "root") {
 		t.Fatalf("bridge without the service: %v", err)
 	}
+	s.d.GuardWhy = "guard_host = false"
+	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "x", Egress: "deny"}, operation.Discard); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "guard_host = false") {
+		t.Errorf("--egress deny under user mode without the guard: %v", err)
+	}
 	n := &fakeNet{resolved: map[string][]api.Resolved{"learner": {{Name: "a.test", Addr: "203.0.113.10"}, {Name: "gone.test"}, {Name: "b.test", Addr: "203.0.113.20"}}}}
 	s.d.Net = n
 	for _, tt := range []struct {
@@ -58,7 +63,7 @@ func TestBridgeMode(t *testing.T) {
 		want string
 	}{
 		{api.VMCreateRequest{Name: "x", Network: "wifi"}, "want user, bridge or none"},
-		{api.VMCreateRequest{Name: "x", Egress: "deny"}, "bridge mode only"},
+		{api.VMCreateRequest{Name: "x", Network: "none", Egress: "deny"}, "reaches nothing"},
 		{api.VMCreateRequest{Name: "x", Network: "none", Ports: []string{"8080:80"}}, "publishes no ports"},
 		{api.VMCreateRequest{Name: "x", Network: "bridge", Egress: "allow="}, "names no host"},
 		{api.VMCreateRequest{Name: "x", Network: "bridge", Egress: "from=nobody"}, "does not exist"},
@@ -119,5 +124,79 @@ func TestBridgeMode(t *testing.T) {
 	}
 	if len(n.undone) != 1 || n.undone[0] != "bad" || n.attached["bad"].VM != "" {
 		t.Errorf("undone %v, attached %v", n.undone, n.attached)
+	}
+}
+
+// fakeGuard records what the VM service asks of the guard.
+type fakeGuard struct {
+	attached map[string]uint32
+	specs    map[string]hostnet.Spec
+	detached []string
+	forgot   []string
+}
+
+func (g *fakeGuard) AttachUser(_ context.Context, spec hostnet.Spec, uid uint32) error {
+	g.attached[spec.VM], g.specs[spec.VM] = uid, spec
+	return nil
+}
+func (g *fakeGuard) DetachUser(vm string) { g.detached = append(g.detached, vm) }
+func (g *fakeGuard) Resolved(context.Context, string) ([]api.Resolved, error) {
+	return []api.Resolved{{Name: "a.test", Addr: "203.0.113.10"}}, nil
+}
+func (g *fakeGuard) Forget(_ context.Context, vm string) error {
+	g.forgot = append(g.forgot, vm)
+	return nil
+}
+
+// Under the user-mode network a policy is held by the guard: the started
+// VMM's uid and the policy go to it before the VM is ready, a stop takes
+// the VM off it, rm forgets its lookups; forks and --net none refuse one.
+func TestUserModeEgress(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, _, _ := newTestService(t, d)
+	ctx := context.Background()
+	g := &fakeGuard{attached: map[string]uint32{}, specs: map[string]hostnet.Spec{}}
+	s.d.Guard = g
+	old := vmmUID
+	vmmUID = func(int) (int, error) { return 1900000007, nil }
+	defer func() { vmmUID = old }()
+
+	v, err := s.Create(ctx, api.VMCreateRequest{Name: "u", Egress: "allow=a.test", Start: true}, operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Network != api.NetUser || v.Egress != "allow=a.test" || g.attached["u"] != 1900000007 || g.specs["u"].Egress.String() != "allow=a.test" {
+		t.Fatalf("vm %+v; guard got %v %+v", v, g.attached, g.specs["u"])
+	}
+	if e, err := s.Egress(ctx, "u"); err != nil || e.Policy != "allow=a.test" || len(e.Resolved) != 1 {
+		t.Errorf("vm egress u: %+v, %v", e, err)
+	}
+	open, err := s.Create(ctx, api.VMCreateRequest{Name: "o", Start: true}, operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.attached["o"]; ok || open.Egress != "" {
+		t.Errorf("an open VM went to the guard: %v, egress %q", g.attached, open.Egress)
+	}
+	if _, err := s.Stop(ctx, "u", api.VMStopRequest{Timeout: "0s"}, operation.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(g.detached, "u") {
+		t.Errorf("a stopped VM stayed under the guard: %v", g.detached)
+	}
+	if err := s.Remove(ctx, "u", true); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(g.forgot, "u") {
+		t.Errorf("rm did not forget u's lookups: %v", g.forgot)
+	}
+	if _, _, err := s.checkNetwork(ctx, api.VMCreateRequest{Name: "f", Egress: "deny", Snapshot: "snap"}, nil); err == nil || !strings.Contains(err.Error(), "not for forks") {
+		t.Errorf("a fork under a policy: %v", err)
+	}
+	// A VMM still running as root cannot be told apart from the daemon:
+	// the start fails rather than run unheld.
+	vmmUID = func(int) (int, error) { return 0, nil }
+	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "r", Egress: "deny", Start: true}, operation.Discard); err == nil || !strings.Contains(err.Error(), "uid") {
+		t.Errorf("a policy over a root VMM: %v", err)
 	}
 }

@@ -274,10 +274,14 @@ func (s *Service) resume(ctx context.Context, v *store.VM, t template.Template, 
 // guest's host key until it has its own; with mountWork the agent mounts
 // its work disk then.
 func (s *Service) resumeFrom(ctx context.Context, v *store.VM, cfg vmm.Config, what, savedKey string, mountWork bool, timeout time.Duration, p operation.Progress) error {
-	p.Stage("boot", "resuming vm %s from %s: %s (%s), %d CPU, %d MiB, network %s", v.Name, what, s.d.Driver.Name(), cfg.Accel.Name, v.CPUs, v.MemoryMB, s.d.Driver.Network())
+	p.Stage("boot", "resuming vm %s from %s: %s (%s), %d CPU, %d MiB, network %s", v.Name, what, s.d.Driver.Name(), cfg.Accel.Name, v.CPUs, v.MemoryMB, s.networkLine(*v))
 	began := time.Now()
 	proc, err := s.d.Driver.Start(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := s.police(ctx, *v, proc.PID); err != nil {
+		proc.Kill()
 		return err
 	}
 	vmmTook := time.Since(began)

@@ -76,6 +76,17 @@ type GuestDisks interface {
 	Tar(ctx context.Context, disk string, o ext4read.Options, w io.Writer) (ext4read.Skipped, error)
 }
 
+// Guard holds user-mode VMs to their egress policies (see hostnet.Guard).
+type Guard interface {
+	// AttachUser holds a started VM, whose VMM runs as uid, to spec's
+	// policy; DetachUser undoes it when the VM stops.
+	AttachUser(ctx context.Context, spec hostnet.Spec, uid uint32) error
+	DetachUser(vm string)
+	Resolved(ctx context.Context, vm string) ([]api.Resolved, error)
+	// Forget drops a removed VM's recorded lookups.
+	Forget(ctx context.Context, vm string) error
+}
+
 // HostNet is what VMs need of the host network service, for bridge mode.
 type HostNet interface {
 	// Attach gives a starting VM its lease, tap and rules; undo reverses
@@ -120,6 +131,10 @@ type Deps struct {
 	Net HostNet
 	// NetWhy says why Net is nil.
 	NetWhy string
+	// Guard holds user-mode VMs to egress policies; nil where the guard
+	// is off (GuardWhy says why), and then only bridge mode takes one.
+	Guard    Guard
+	GuardWhy string
 	// Agent is the guest agent binary, built into each kernel's
 	// initramfs; "" when none was found (then only images that carry the
 	// agent boot, with kernels that need no initramfs).
@@ -270,6 +285,10 @@ func (s *Service) Recover(ctx context.Context) error {
 		known = append(known, vs[i].Name)
 		if vs[i].State != api.VMStopped {
 			running++
+			if err := s.police(ctx, vs[i], vs[i].PID); err != nil {
+				// Its policy is not held without a restart: said, not hidden.
+				s.d.Log.Error("a running vm's egress policy is not enforced: restart it", "vm", vs[i].Name, "err", err)
+			}
 			if vs[i].Network == api.NetBridge {
 				spec, err := s.netSpec(vs[i])
 				if err != nil {
