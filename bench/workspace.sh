@@ -6,14 +6,17 @@
 #      against the peers' ways into a running VM of the same image:
 #      `tar | ssh` and git (push over ssh, then checkout), each timed from
 #      the host (target: banger's extra <= 0.5x the faster peer);
-#   2. `vm pull` of a 1,000-file change from a stopped VM, in seconds.
+#   2. `vm pull` of a 1,000-file change from a stopped VM, in seconds;
+#      with BASELINE=REV, against the daemon built from git revision REV
+#      on the same stopped VM, the two daemons taking turns (the ratio is
+#      this tree's time over REV's).
 #
 # Needs root and: apt-get install qemu-system-x86 qemu-utils e2fsprogs
 # busybox-static git openssh-client. The kernel is Debian's
 # linux-image-amd64 from this host's apt sources (or
 # BANGER_BENCH_KERNEL_DEB=FILE).
 # Usage: sudo bench/workspace.sh [RUNS]   (default 3; FILES=, BYTES= resize;
-# BENCH="2" runs only that one)
+# BENCH="2" runs only that one; BASELINE=REV compares bench 2 with REV)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
@@ -29,6 +32,12 @@ secs() { awk -v s="$1" 'BEGIN {printf "%.2f s", s}'; }
 
 build_banger
 go build -o "$WORK/genfiles" ./bench/genfiles
+if [ -n "${BASELINE:-}" ]; then
+	echo "== building banger at $BASELINE, the baseline"
+	mkdir -p "$WORK/base-src"
+	git archive "$BASELINE" | tar -x -C "$WORK/base-src"
+	(cd "$WORK/base-src" && CGO_ENABLED=0 go build -o "$WORK/banger-base" ./cmd/banger)
+fi
 
 DEB=$(kernel_deb)
 
@@ -119,11 +128,29 @@ echo "== 2. vm pull of a 1,000-file change from a stopped VM ($RUNS runs)"
 $B vm start pullme >/dev/null 2>&1
 $B vm exec pullme -- sh -c 'cd /work && find d[0-9]* -type f | head -1000 | while read -r f; do echo changed >> "$f"; done'
 $B vm stop pullme >/dev/null
-: >"$WORK/pull"
+: >"$WORK/pull"; : >"$WORK/pull-base"
+# restart_with BIN: the daemon on the same state directory, as BIN.
+restart_with() {
+	kill "$DAEMON"; wait "$DAEMON" 2>/dev/null || true
+	"$1" daemon --state-dir "$WORK/state" --socket "$WORK/sock" --config "$WORK/config.toml" >>"$WORK/daemon.log" 2>&1 &
+	DAEMON=$!
+	for _ in $(seq 100); do $B status >/dev/null 2>&1 && break; sleep 0.05; done
+}
 for i in $(seq "$RUNS"); do
+	if [ -n "${BASELINE:-}" ]; then
+		restart_with "$WORK/banger-base"
+		s=$(now); (cd "$REPO" && $B vm pull pullme --force >"$WORK/pull.out"); e=$(now)
+		awk -v s="$s" -v e="$e" 'BEGIN {print e-s}' >>"$WORK/pull-base"
+		restart_with "$WORK/banger"
+	fi
 	s=$(now); (cd "$REPO" && $B vm pull pullme --force >"$WORK/pull.out"); e=$(now)
 	awk -v s="$s" -v e="$e" 'BEGIN {print e-s}' >>"$WORK/pull"
+	echo "   run $i: vm pull $(secs "$(tail -1 "$WORK/pull")")${BASELINE:+, at $BASELINE $(secs "$(tail -1 "$WORK/pull-base")")}"
 done
 n=$(git -C "$REPO" diff --name-only main banger/pullme | wc -l)
 [ "$n" = 1000 ] || { echo "bench: the pulled branch changes $n files, not 1000" >&2; exit 1; }
 echo "   vm pull: $(secs "$(median <"$WORK/pull")") median (the branch changes $n files)"
+if [ -n "${BASELINE:-}" ]; then
+	echo "   vm pull at $BASELINE: $(secs "$(median <"$WORK/pull-base")") median"
+	awk -v a="$(median <"$WORK/pull")" -v b="$(median <"$WORK/pull-base")" 'BEGIN {printf "   ratio: this tree / %s = %.2f\n", "'"$BASELINE"'", a/b}'
+fi
