@@ -464,6 +464,7 @@ func (f *FS) ReadDir(dir *Inode, maxEntries int) ([]Dirent, error) {
 		if n != len(b) {
 			return nil, fmt.Errorf("directory inode %d: size not a whole number of blocks: %w", dir.Ino, ErrCorrupt)
 		}
+		idx := 0 // the entry's place in its block
 		for off := 0; off < len(b); {
 			if off+8 > len(b) {
 				return nil, fmt.Errorf("block %d: an entry at byte %d runs past the block: %w", blk, off, ErrCorrupt)
@@ -479,13 +480,17 @@ func (f *FS) ReadDir(dir *Inode, maxEntries int) ([]Dirent, error) {
 			}
 			if ino != 0 && nameLen > 0 {
 				name := string(b[off+8 : off+8+nameLen])
-				if name != "." && name != ".." {
+				// A directory's own "." and ".." are its first two entries;
+				// anywhere else they are names, which the caller refuses.
+				own := blk == 0 && (idx == 0 && name == "." || idx == 1 && name == "..")
+				if !own {
 					if len(out) >= maxEntries {
 						return nil, fmt.Errorf("directory inode %d holds more than %d entries: %w", dir.Ino, maxEntries, ErrLimit)
 					}
 					out = append(out, Dirent{Name: name, Ino: ino})
 				}
 			}
+			idx++
 			off += recLen
 		}
 	}

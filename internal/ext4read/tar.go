@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/errdefs"
-	"github.com/banger-dev/banger/internal/worktar"
+	"github.com/banger-dev/banger/internal/tarx"
 )
 
 // Bounds on what a guest's file system may make the reader write.
@@ -84,15 +84,15 @@ func (t *treeWriter) dir(dirPath string, dir *Inode) error {
 		return fmt.Errorf("directory %s: %w", errdefs.Quote("/"+dirPath), err)
 	}
 	for _, e := range ents {
-		if err := worktar.CheckName(e.Name); err != nil {
-			return fmt.Errorf("directory %s: %v: %w", errdefs.Quote("/"+dirPath), err, ErrCorrupt)
+		if err := tarx.CheckName(e.Name); err != nil {
+			return fmt.Errorf("directory %s: %v: %w", errdefs.Quote("/"+dirPath), errdefs.Message(err), ErrCorrupt)
 		}
 		p := e.Name
 		if dirPath != "" {
 			p = dirPath + "/" + e.Name
 		}
-		if len(p) > worktar.MaxPath {
-			return fmt.Errorf("path %s: longer than %d bytes: %w", errdefs.Quote(p), worktar.MaxPath, ErrLimit)
+		if len(p) > tarx.MaxPath {
+			return fmt.Errorf("path %s: longer than %d bytes: %w", errdefs.Quote(p), tarx.MaxPath, ErrLimit)
 		}
 		if t.skip(p) {
 			continue
@@ -161,7 +161,7 @@ func (t *treeWriter) entry(p string, in *Inode) error {
 		hdr.Typeflag, hdr.Size = tar.TypeReg, in.Size
 		return t.write(hdr, r)
 	case TypeLink:
-		target, err := t.f.Readlink(in, worktar.MaxLink)
+		target, err := t.f.Readlink(in, tarx.MaxLinkTarget)
 		if err != nil {
 			return fmt.Errorf("symlink %s: %w", errdefs.Quote("/"+p), err)
 		}

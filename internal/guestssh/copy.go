@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/tarx"
 )
 
 // Upload copies a local file or directory tree into the guest. When
@@ -153,15 +154,6 @@ func download(sc *sftp.Client, remote, local string) (int64, error) {
 	return c.total, err
 }
 
-// Bounds on what the guest's SFTP server says, Linux's own: names
-// (NAME_MAX), paths in the guest (PATH_MAX, which also bounds how deep a
-// guest can make the copy go) and link targets (what symlink(2) takes).
-const (
-	maxName       = 255
-	maxPath       = 4096
-	maxLinkTarget = maxPath - 1
-)
-
 // copier writes what the guest lists under root, at paths made of
 // checked names only.
 type copier struct {
@@ -181,7 +173,7 @@ func (c *copier) dir(remote, rel string) error {
 	seen := make(map[string]bool, len(list))
 	for _, fi := range list {
 		name := fi.Name()
-		if err := checkName(name); err != nil {
+		if err := tarx.CheckName(name); err != nil {
 			return fmt.Errorf("the guest's %s: %w", errdefs.Quote(remote), err)
 		}
 		if seen[name] {
@@ -189,8 +181,8 @@ func (c *copier) dir(remote, rel string) error {
 		}
 		seen[name] = true
 		p := path.Join(remote, name)
-		if len(p) > maxPath {
-			return fmt.Errorf("%s in the guest: paths are at most %d bytes: %w", errdefs.Quote(p), maxPath, errdefs.ErrInvalid)
+		if len(p) > tarx.MaxPath {
+			return fmt.Errorf("%s in the guest: paths are at most %d bytes: %w", errdefs.Quote(p), tarx.MaxPath, errdefs.ErrInvalid)
 		}
 		if err := c.entry(p, filepath.Join(rel, name), fi); err != nil {
 			return err
@@ -212,7 +204,7 @@ func (c *copier) entry(remote, rel string, info fs.FileInfo) error {
 		if err != nil {
 			return fmt.Errorf("read link %s in the guest: %w", errdefs.Quote(remote), guestErr(err))
 		}
-		if err := checkLinkTarget(target); err != nil {
+		if err := tarx.CheckSymlink(target); err != nil {
 			return fmt.Errorf("link %s in the guest: %w", errdefs.Quote(remote), err)
 		}
 		// Whatever is there goes (a link, a file, an empty directory),
@@ -286,41 +278,6 @@ func (c *copier) file(remote, rel string, perm fs.FileMode) error {
 // the destination without the path the os error holds in full.
 func (c *copier) hostErr(doing, rel string, err error) error {
 	return fmt.Errorf("%s %s in %s: %w", doing, errdefs.Quote(filepath.ToSlash(rel)), c.local, errdefs.WithoutPath(err))
-}
-
-// checkName is the rule a name the guest lists must keep before it
-// becomes part of a host path.
-func checkName(name string) error {
-	bad := func(rule string) error {
-		return fmt.Errorf("entry %s: %s: %w", errdefs.Quote(name), rule, errdefs.ErrInvalid)
-	}
-	switch {
-	case name == "":
-		return bad("names may not be empty")
-	case name == "." || name == "..":
-		return bad(`names may not be "." or ".."`)
-	case len(name) > maxName:
-		return bad(fmt.Sprintf("names are at most %d bytes", maxName))
-	case strings.ContainsRune(name, 0):
-		return bad("names may not hold a NUL byte")
-	case strings.ContainsRune(name, '/'):
-		return bad(`names may not hold a "/"`)
-	}
-	return nil
-}
-
-// checkLinkTarget is the rule for a link's target: it is never followed
-// here, so may point anywhere, but must be one the kernel can store.
-func checkLinkTarget(target string) error {
-	switch {
-	case target == "":
-		return fmt.Errorf("empty link target: a link must point somewhere: %w", errdefs.ErrInvalid)
-	case len(target) > maxLinkTarget:
-		return fmt.Errorf("target %s: link targets are at most %d bytes: %w", errdefs.Quote(target), maxLinkTarget, errdefs.ErrInvalid)
-	case strings.ContainsRune(target, 0):
-		return fmt.Errorf("target %s: link targets may not hold a NUL byte: %w", errdefs.Quote(target), errdefs.ErrInvalid)
-	}
-	return nil
 }
 
 // guestErr bounds what the guest's SFTP server said: a status message is

@@ -337,31 +337,3 @@ func TestDownloadFromAHostileGuest(t *testing.T) {
 		})
 	}
 }
-
-func TestCheckName(t *testing.T) {
-	for _, tt := range []struct {
-		name, rule string
-	}{
-		{"ok", ""},
-		{".hidden", ""},
-		{"..x", ""},
-		{strings.Repeat("n", 255), ""},
-		{"", "may not be empty"},
-		{".", `may not be "." or ".."`},
-		{"..", `may not be "." or ".."`},
-		{"../x", `may not hold a "/"`},
-		{"a/b", `may not hold a "/"`},
-		{"/", `may not hold a "/"`},
-		{"a\x00b", "NUL"},
-		{strings.Repeat("n", 256), "at most 255 bytes"},
-		{strings.Repeat("n", 5000), "at most 255 bytes"},
-	} {
-		err := checkName(tt.name)
-		switch {
-		case tt.rule == "" && err != nil:
-			t.Errorf("checkName(%.20q): %v", tt.name, err)
-		case tt.rule != "" && (err == nil || !strings.Contains(err.Error(), tt.rule) || len(err.Error()) >= 300):
-			t.Errorf("checkName(%.20q) = %v, want an error saying %q", tt.name, err, tt.rule)
-		}
-	}
-}

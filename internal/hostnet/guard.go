@@ -240,17 +240,9 @@ func (g *Guard) write(c *nftables.Conn, r guardRules) error {
 		case EgressDeny:
 			refuse(rule, policy, skuid(u.uid))
 		case EgressAllow:
-			set := allowSet(t, u.spec.ID)
-			var elems []nftables.SetElement
-			for a := range u.allowed {
-				elems = append(elems, element(a))
+			if err := allowRules(c, t, rule, policy, skuid(u.uid), u.spec, u.allowed); err != nil {
+				return err
 			}
-			if err := c.AddSet(set, elems); err != nil {
-				return fmt.Errorf("allow set of vm %s: %w", u.spec.VM, err)
-			}
-			rule(policy, skuid(u.uid), payload(expr.PayloadBaseNetworkHeader, 16, 4), []expr.Any{
-				&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}, &expr.Verdict{Kind: expr.VerdictAccept}})
-			refuse(rule, policy, skuid(u.uid))
 		}
 	}
 	return nil
@@ -408,27 +400,7 @@ func (g *Guard) allowUser(vm string, addrs []netip.Addr) error {
 	if !ok {
 		return nil
 	}
-	var elems []nftables.SetElement
-	for _, a := range addrs {
-		if !u.allowed[a] && len(u.allowed) >= store.MaxResolved {
-			return fmt.Errorf("vm %s may reach %d addresses already, the most an allow list opens", vm, len(u.allowed))
-		}
-		if !u.allowed[a] {
-			u.allowed[a] = true
-			elems = append(elems, element(a))
-		}
-	}
-	if len(elems) == 0 {
-		return nil
-	}
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	if err := c.SetAddElements(allowSet(guardTable(), u.spec.ID), elems); err != nil {
-		return err
-	}
-	return c.Flush()
+	return openSet(guardTable(), u.spec, u.allowed, addrs)
 }
 
 // DropGuard drops the guard's table if there is one; where there is

@@ -357,27 +357,7 @@ func (s *Service) allow(vm string, addrs []netip.Addr) error {
 	if !ok {
 		return nil
 	}
-	var elems []nftables.SetElement
-	for _, a := range addrs {
-		if !g.allowed[a] && len(g.allowed) >= store.MaxResolved {
-			return fmt.Errorf("vm %s may reach %d addresses already, the most an allow list opens", vm, len(g.allowed))
-		}
-		if !g.allowed[a] {
-			g.allowed[a] = true
-			elems = append(elems, element(a))
-		}
-	}
-	if len(elems) == 0 {
-		return nil
-	}
-	c, err := nftables.New()
-	if err != nil {
-		return err
-	}
-	if err := c.SetAddElements(allowSet(ipTable(), g.spec.ID), elems); err != nil {
-		return err
-	}
-	return c.Flush()
+	return openSet(ipTable(), g.spec, g.allowed, addrs)
 }
 
 // guestAt returns the attached guest with address ip.

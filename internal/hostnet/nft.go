@@ -10,6 +10,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/store"
 )
 
 // TableName names banger's tables, one in the ip family (NAT, published
@@ -38,6 +40,50 @@ func ipTable() *nftables.Table {
 // list, in t.
 func allowSet(t *nftables.Table, id string) *nftables.Set {
 	return &nftables.Set{Table: t, Name: "allow-" + id, KeyType: nftables.TypeIPAddr}
+}
+
+// allowRules adds to ch an allow list's rules for what match matches: the
+// set of the addresses the guest's names opened, what goes to one of
+// them accepted, the rest refused.
+func allowRules(c *nftables.Conn, t *nftables.Table, rule func(*nftables.Chain, ...[]expr.Any), ch *nftables.Chain, match []expr.Any, spec Spec, allowed map[netip.Addr]bool) error {
+	set := allowSet(t, spec.ID)
+	var elems []nftables.SetElement
+	for a := range allowed {
+		elems = append(elems, element(a))
+	}
+	if err := c.AddSet(set, elems); err != nil {
+		return fmt.Errorf("allow set of vm %s: %w", spec.VM, err)
+	}
+	rule(ch, match, payload(expr.PayloadBaseNetworkHeader, 16, 4), []expr.Any{
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}, &expr.Verdict{Kind: expr.VerdictAccept}})
+	refuse(rule, ch, match)
+	return nil
+}
+
+// openSet adds addrs to a guest's allow set in t and to allowed, at most
+// store.MaxResolved addresses in all.
+func openSet(t *nftables.Table, spec Spec, allowed map[netip.Addr]bool, addrs []netip.Addr) error {
+	var elems []nftables.SetElement
+	for _, a := range addrs {
+		if !allowed[a] && len(allowed) >= store.MaxResolved {
+			return fmt.Errorf("vm %s may reach %d addresses already, the most an allow list opens", spec.VM, len(allowed))
+		}
+		if !allowed[a] {
+			allowed[a] = true
+			elems = append(elems, element(a))
+		}
+	}
+	if len(elems) == 0 {
+		return nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	if err := c.SetAddElements(allowSet(t, spec.ID), elems); err != nil {
+		return err
+	}
+	return c.Flush()
 }
 
 // element is an address as a set holds it.
@@ -122,17 +168,9 @@ func (r ruleset) write(c *nftables.Conn) error {
 		case EgressDeny:
 			refuse(rule, fwd, from)
 		case EgressAllow:
-			set := allowSet(t, g.spec.ID)
-			var elems []nftables.SetElement
-			for a := range g.allowed {
-				elems = append(elems, element(a))
+			if err := allowRules(c, t, rule, fwd, from, g.spec, g.allowed); err != nil {
+				return err
 			}
-			if err := c.AddSet(set, elems); err != nil {
-				return fmt.Errorf("allow set of vm %s: %w", g.spec.VM, err)
-			}
-			rule(fwd, from, payload(expr.PayloadBaseNetworkHeader, 16, 4), []expr.Any{
-				&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID}, &expr.Verdict{Kind: expr.VerdictAccept}})
-			refuse(rule, fwd, from)
 		default:
 			rule(fwd, from, verdict(expr.VerdictAccept))
 		}

@@ -42,16 +42,7 @@ func (emptyThenFail) ExportWork(ctx context.Context, name string, w io.Writer) e
 // An export that fails before its first byte is an error response, even
 // after an empty write.
 func TestExportErrorBeforeFirstByte(t *testing.T) {
-	s := New(Deps{VMs: emptyThenFail{}, Operations: operation.NewRegistry(context.Background()),
-		Status: func(context.Context) (api.Status, error) { return api.Status{}, nil },
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil))})
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/v1/vms/a1/work")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getWork(t, emptyThenFail{})
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "too big") {
 		t.Fatalf("status %d, body %q: want 400 with the error", resp.StatusCode, b)
@@ -61,16 +52,7 @@ func TestExportErrorBeforeFirstByte(t *testing.T) {
 // An export that fails after its first byte says why in the trailer, and
 // the body reads as cut short.
 func TestExportErrorInTrailer(t *testing.T) {
-	s := New(Deps{VMs: failingWork{}, Operations: operation.NewRegistry(context.Background()),
-		Status: func(context.Context) (api.Status, error) { return api.Status{}, nil },
-		Log:    slog.New(slog.NewTextHandler(io.Discard, nil))})
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
-	resp, err := http.Get(srv.URL + "/v1/vms/a1/work")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getWork(t, failingWork{})
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || len(b) == 0 {
 		t.Fatalf("read %d bytes, %v", len(b), err)
@@ -78,4 +60,20 @@ func TestExportErrorInTrailer(t *testing.T) {
 	if got := resp.Trailer.Get(TrailerError); !strings.Contains(got, "the rule") {
 		t.Fatalf("trailer %q", got)
 	}
+}
+
+// getWork asks a server over vms for vm a1's work.
+func getWork(t *testing.T, vms VMs) *http.Response {
+	t.Helper()
+	s := New(Deps{VMs: vms, Operations: operation.NewRegistry(context.Background()),
+		Status: func(context.Context) (api.Status, error) { return api.Status{}, nil },
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	resp, err := http.Get(srv.URL + "/v1/vms/a1/work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }

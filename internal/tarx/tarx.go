@@ -41,6 +41,29 @@ const (
 	MaxLinkTarget = MaxPath - 1
 )
 
+// CheckName is the rule every name from an untrusted source (a layer, a
+// guest's disk, its SFTP server, its tar) keeps before it becomes part of
+// a host path: not empty, "." or "..", at most MaxName bytes, no NUL and
+// no "/".
+func CheckName(name string) error {
+	bad := func(rule string) error {
+		return fmt.Errorf("entry %s: %s: %w", errdefs.Quote(name), rule, errdefs.ErrInvalid)
+	}
+	switch {
+	case name == "":
+		return bad("names may not be empty")
+	case name == "." || name == "..":
+		return bad(`names may not be "." or ".."`)
+	case len(name) > MaxName:
+		return bad(fmt.Sprintf("names are at most %d bytes", MaxName))
+	case strings.ContainsRune(name, 0):
+		return bad("names may not hold a NUL byte")
+	case strings.ContainsRune(name, '/'):
+		return bad(`names may not hold a "/"`)
+	}
+	return nil
+}
+
 // Clean turns a tar entry name into a clean relative path, or rejects it.
 func Clean(name string) (string, error) {
 	return clean("entry", name)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,20 @@ func NeedTools(t testing.TB, pkg string, tools ...string) {
 			t.Skipf("%s missing: apt-get install %s", tool, pkg)
 		}
 	}
+}
+
+// Mkfs makes an ext4 image of size (as mkfs.ext4 takes it, "64M") holding
+// dir, with the real mkfs.ext4 and its extra options, and returns its
+// path: a disk as a guest's kernel would find it.
+func Mkfs(t testing.TB, dir, size string, extra ...string) string {
+	t.Helper()
+	NeedTools(t, "e2fsprogs", "mkfs.ext4")
+	img := filepath.Join(t.TempDir(), "disk.ext4")
+	args := append(append([]string{"-q", "-F", "-d", dir}, extra...), img, size)
+	if out, err := exec.Command("mkfs.ext4", args...).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v: %s", err, out)
+	}
+	return img
 }
 
 // NeedGit is NeedTools for git.

@@ -107,10 +107,7 @@ func TestRebuild(t *testing.T) {
 	}
 	os.Chmod(filepath.Join(tree, "usr/local/bin/hello"), 0o755)
 	os.Symlink("hello", filepath.Join(tree, "usr/local/bin/hi"))
-	guest := filepath.Join(t.TempDir(), "root.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-E", "root_owner=0:0", "-d", tree, guest, "32M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
-	}
+	guest := testkit.Mkfs(t, tree, "32M", "-E", "root_owner=0:0")
 	s := &Service{d: Deps{
 		Driver:            &fakeDriver{flattenFrom: guest},
 		Runner:            runner.Exec{},

@@ -8,43 +8,23 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/errdefs"
-)
-
-// Bounds of any name and path in a tar that crosses a boundary; ext4's
-// own bound on a name is 255 bytes.
-const (
-	MaxName = 255
-	MaxPath = 4096
-	MaxLink = 4096
+	"github.com/banger-dev/banger/internal/tarx"
 )
 
 // ErrLimit marks a stream that went past a bound.
 var ErrLimit = errors.New("over a bound")
 
-// CheckName is the rule every name from a guest must keep before it
-// becomes part of a path.
-func CheckName(name string) error {
-	switch {
-	case name == "" || name == "." || name == "..":
-		return fmt.Errorf("name %q: empty, . and .. are not names", name)
-	case len(name) > MaxName:
-		return fmt.Errorf("name %s: names are at most %d bytes", errdefs.Quote(name), MaxName)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("name %s: no / or NUL in a name", errdefs.Quote(name))
-	}
-	return nil
-}
-
-// CheckPath checks a relative path of names, each kept by CheckName.
+// CheckPath checks a relative path of names, each kept by
+// tarx.CheckName.
 func CheckPath(p string) error {
-	if len(p) > MaxPath {
-		return fmt.Errorf("path %s: paths are at most %d bytes", errdefs.Quote(p), MaxPath)
+	if len(p) > tarx.MaxPath {
+		return fmt.Errorf("path %s: paths are at most %d bytes: %w", errdefs.Quote(p), tarx.MaxPath, errdefs.ErrInvalid)
 	}
 	if strings.HasPrefix(p, "/") {
-		return fmt.Errorf("path %s: absolute paths are not entries", errdefs.Quote(p))
+		return fmt.Errorf("path %s: absolute paths are not entries: %w", errdefs.Quote(p), errdefs.ErrInvalid)
 	}
 	for _, n := range strings.Split(p, "/") {
-		if err := CheckName(n); err != nil {
+		if err := tarx.CheckName(n); err != nil {
 			return fmt.Errorf("path %s: %w", errdefs.Quote(p), err)
 		}
 	}
@@ -96,7 +76,7 @@ func Check(r io.Reader, w io.Writer, rules Rules) error {
 			name = strings.TrimSuffix(name, "/")
 		}
 		if err := CheckPath(name); err != nil {
-			return fmt.Errorf("entry: %w: %w", err, errdefs.ErrInvalid)
+			return err
 		}
 		out := &tar.Header{Name: name, Typeflag: h.Typeflag, Mode: h.Mode & 0o7777, ModTime: h.ModTime, Format: tar.FormatPAX}
 		if rules.Root {
@@ -112,8 +92,8 @@ func Check(r io.Reader, w io.Writer, rules Rules) error {
 		case tar.TypeDir:
 			out.Name += "/"
 		case tar.TypeSymlink:
-			if h.Linkname == "" || len(h.Linkname) > MaxLink || strings.ContainsRune(h.Linkname, 0) {
-				return fmt.Errorf("symlink %s: its target must be 1 to %d bytes without NUL: %w", errdefs.Quote(name), MaxLink, errdefs.ErrInvalid)
+			if err := tarx.CheckSymlink(h.Linkname); err != nil {
+				return fmt.Errorf("symlink %s: %w", errdefs.Quote(name), err)
 			}
 			out.Linkname = h.Linkname
 		case tar.TypeLink:
