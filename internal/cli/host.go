@@ -175,7 +175,7 @@ else right here with this user's rights.`,
 				return err
 			}
 			checks := doctor.Run(doctor.Real(), stateDir)
-			checks = append(checks, a.accelCheck(cmd.Context()), a.networkCheck(cmd.Context()), a.bridgeCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
+			checks = append(checks, a.accelCheck(cmd.Context()), a.networkCheck(cmd.Context()), a.guardCheck(cmd.Context()), a.bridgeCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
 			if output == "json" {
 				if err := printJSON(a.stdout, checks); err != nil {
 					return err
@@ -238,6 +238,16 @@ func (a *app) networkCheck(ctx context.Context) doctor.Check {
 		return doctor.Network(st.Network, "daemon")
 	}
 	return doctor.Network(qemu.New("", qemu.UIDRange{}, accel.Auto, "").Network(), "default configuration")
+}
+
+// guardCheck says whether guests are kept off this host, as the daemon
+// says.
+func (a *app) guardCheck(ctx context.Context) doctor.Check {
+	st, err := a.client().Status(ctx)
+	if err != nil {
+		return doctor.Guard("")
+	}
+	return doctor.Guard(st.Guard)
 }
 
 // bridgeCheck says whether bridge mode works: as the daemon has it, else

@@ -269,6 +269,24 @@ func Bridge(line, where string) Check {
 	return c
 }
 
+// Guard is the check of what keeps guests off this host: line is the
+// daemon's word ("on: ...", "off ...", "FAILED: ..."), "" when no daemon
+// answered.
+func Guard(line string) Check {
+	c := Check{Name: "host guard", Required: false}
+	switch {
+	case line == "":
+		c.Detail = "no daemon answered: the daemon writes the guard (nftables table banger-guard) when it starts"
+		c.OK = true
+	case strings.HasPrefix(line, "on"):
+		c.OK, c.Detail = true, line
+	default:
+		c.Detail = line
+		c.Fix = "run the daemon as root on a kernel with nf_tables, with guard_host = true and vmm_user = \"auto\" in " + config.DefaultPath + ": guests then reach neither this host's addresses, link-local, nor its LAN"
+	}
+	return c
+}
+
 // Failed reports whether any required check failed.
 func Failed(cs []Check) bool {
 	for _, c := range cs {

@@ -93,3 +93,21 @@ func TestAccel(t *testing.T) {
 		}
 	}
 }
+
+func TestGuard(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		ok   bool
+		fix  bool
+	}{
+		{"on: guests reach neither this host's addresses", true, false},
+		{"off (guard_host = false): user-mode guests can reach this host's addresses and LAN", false, true},
+		{"FAILED: nftables: permission denied", false, true},
+		{"", true, false},
+	} {
+		c := Guard(tt.line)
+		if c.OK != tt.ok || (c.Fix != "") != tt.fix || c.Required {
+			t.Errorf("Guard(%q) = %+v", tt.line, c)
+		}
+	}
+}
