@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +43,22 @@ func escape() int {
 	err = exec.Command("/bin/true").Run()
 	try("exec", err)
 	try("unshare", unix.Unshare(unix.CLONE_NEWUSER))
+	// clone3 answers ENOSYS, so that a C library falls back to clone; and
+	// new threads still start (a cgo build's pthread_create tries clone3
+	// first, and died of EPERM).
+	_, _, e := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
+	fmt.Printf("clone3: %v\n", e == unix.ENOSYS)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread() // a thread of its own, made after Enter
+			time.Sleep(10 * time.Millisecond)
+		}()
+	}
+	wg.Wait()
+	fmt.Println("threads: true")
 	// What it holds still works: its standard output.
 	fmt.Println("stdout: true")
 	return 0
@@ -50,14 +68,14 @@ func escape() int {
 // file opened or made, no socket, no program, no namespace.
 func TestEscapesRefused(t *testing.T) {
 	canary := t.TempDir() + "/written"
-	cmd, cancel := Command(context.Background(), Spec{UID: 65534, GID: 65534, Memory: 1 << 30, Timeout: 30 * time.Second}, "escape", canary)
+	cmd, cancel := Command(context.Background(), Spec{UID: 65534, GID: 65534, Memory: 2 << 30, Timeout: 30 * time.Second}, "escape", canary)
 	defer cancel()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("helper: %v: %s", err, out.String())
 	}
-	for _, what := range []string{"open", "create", "socket", "exec", "unshare", "stdout"} {
+	for _, what := range []string{"open", "create", "socket", "exec", "unshare", "clone3", "threads", "stdout"} {
 		if !strings.Contains(out.String(), what+": true\n") {
 			t.Errorf("%s was not refused with EPERM:\n%s", what, out.String())
 		}

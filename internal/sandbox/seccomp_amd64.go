@@ -49,6 +49,11 @@ func filter() []unix.SockFilter {
 		{Code: bpfJeq, Jt: 1, K: auditArchX8664},
 		{Code: bpfRet, K: retKill},
 		{Code: bpfLdAbsW, K: 0}, // syscall number
+		// clone3 passes its flags in memory, where a filter cannot look:
+		// ENOSYS makes a C library (a cgo build's pthread_create) fall
+		// back to clone, whose flags the next rule reads. EPERM would not.
+		{Code: bpfJeq, Jf: 1, K: unix.SYS_CLONE3},
+		{Code: bpfRet, K: uint32(retErrno | unix.ENOSYS)},
 		{Code: bpfJeq, Jf: 4, K: unix.SYS_CLONE},
 		{Code: bpfLdAbsW, K: 16}, // clone's flags (low word)
 		{Code: bpfJset, Jf: 1, K: cloneNamespaces},
