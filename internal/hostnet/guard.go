@@ -439,11 +439,20 @@ func (g *Guard) Watch(ctx context.Context) {
 		return
 	}
 	for {
+		var open bool
 		select {
 		case <-ctx.Done():
 			return
-		case <-routes:
-		case <-addrs:
+		case _, open = <-routes:
+		case _, open = <-addrs:
+		}
+		if !open {
+			// netlink closes a subscription it lost: say so, rather than
+			// spin on a closed channel.
+			if ctx.Err() == nil {
+				g.Log.Warn("the watch of the host's routes and addresses ended: the guard is rewritten at the next daemon start")
+			}
+			return
 		}
 		// A change comes as a burst of updates: apply once after it.
 		time.Sleep(200 * time.Millisecond)
