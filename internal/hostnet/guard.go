@@ -207,11 +207,20 @@ func (g *Guard) write(c *nftables.Conn, r guardRules) error {
 		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
 		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: binaryutil.BigEndian.PutUint32(from), ToData: binaryutil.BigEndian.PutUint32(to)},
 	}, jump(guard))
+	// A VM's DNS listener answers its VM only: a question from any other
+	// socket of the host (another user's, another VM's passt) would be
+	// taken for the VM's, and under learn would write names into its
+	// record, which from= then turns into an allow list.
+	users := g.sortedUsers()
+	for _, u := range users {
+		for _, udp := range []bool{true, false} {
+			refuse(rule, out, append(append(append(addr(16, netip.MustParseAddr("127.0.0.1")), l4(udp)...), dport(int(u.port))...), notSkuid(u.uid)...))
+		}
+	}
 	// Replies to what reached the guest (its SSH, its published ports).
 	rule(guard, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
 	// A guest under a policy asks banger's forwarder, whatever server
 	// it (or passt for it) sends its questions to.
-	users := g.sortedUsers()
 	for _, u := range users {
 		for _, udp := range []bool{true, false} {
 			rule(nat, skuid(u.uid), l4(udp), dport(53), natTo(netip.MustParseAddr("127.0.0.1"), int(u.port)))
@@ -255,6 +264,12 @@ func guardTable() *nftables.Table {
 // skuid matches a socket of uid.
 func skuid(uid uint32) []expr.Any {
 	return append([]expr.Any{&expr.Meta{Key: expr.MetaKeySKUID, Register: 1}}, cmp(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(uid))...)
+}
+
+// notSkuid matches a socket of any uid but uid, and a packet of no
+// socket's.
+func notSkuid(uid uint32) []expr.Any {
+	return append([]expr.Any{&expr.Meta{Key: expr.MetaKeySKUID, Register: 1}}, cmp(expr.CmpOpNeq, binaryutil.NativeEndian.PutUint32(uid))...)
 }
 
 func (g *Guard) sortedUsers() []*userGuest {
