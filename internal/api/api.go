@@ -49,6 +49,7 @@ type Operation struct {
 	ID        string    `json:"id"`
 	Kind      string    `json:"kind"`
 	Target    string    `json:"target"`
+	Owner     uint32    `json:"owner"`
 	Stage     string    `json:"stage"`
 	StartedAt time.Time `json:"started_at"`
 }
@@ -179,6 +180,11 @@ type Kernel struct {
 	Size      int64        `json:"size"`
 	Dir       string       `json:"dir"`
 	CreatedAt time.Time    `json:"created_at"`
+	// Owner is the uid of the caller that pulled or imported it. Shared
+	// ones (every pulled kernel, an imported one once shared) are seen
+	// by every caller; others only by their owner and root.
+	Owner  uint32 `json:"owner"`
+	Shared bool   `json:"shared"`
 }
 
 // KernelPullRequest asks for a catalog kernel to be published.
@@ -199,6 +205,9 @@ type KernelImportRequest struct {
 	Modules string `json:"modules,omitempty"` // a tree upload
 	Version string `json:"version,omitempty"`
 	Source  string `json:"source,omitempty"`
+	// Shared lets every caller see and boot the kernel; without it only
+	// its owner (and root) do.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // Upload is a file or directory tree a client sent the daemon, waiting
@@ -260,6 +269,11 @@ type Image struct {
 	Files     int       `json:"files"`
 	Disk      string    `json:"disk"`
 	CreatedAt time.Time `json:"created_at"`
+	// Owner is the uid of the caller that pulled or made it. Shared ones
+	// (every pulled image, a registered or promoted one once shared) are
+	// seen by every caller; others only by their owner and root.
+	Owner  uint32 `json:"owner"`
+	Shared bool   `json:"shared"`
 }
 
 // ImagePullRequest asks for an image: Name is a catalog name, or an OCI
@@ -280,6 +294,9 @@ type ImageRegisterRequest struct {
 	Rootfs string `json:"rootfs"`
 	Kernel string `json:"kernel,omitempty"`
 	Source string `json:"source,omitempty"`
+	// Shared lets every caller see and boot the image; without it only
+	// its owner (and root) do.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // ImagePromoteRequest makes an image of a stopped VM's root disk.
@@ -287,6 +304,18 @@ type ImagePromoteRequest struct {
 	Name string `json:"name"`
 	// VM is the stopped VM whose root disk becomes the image.
 	VM string `json:"vm"`
+	// Shared lets every caller see and boot the image; without it only
+	// its owner (and root) do.
+	Shared bool `json:"shared,omitempty"`
+}
+
+// Dependent is a VM or a snapshot that uses an image or a kernel, with
+// its owner: removing the image or kernel is refused while one exists,
+// and the refusal names only the caller's own.
+type Dependent struct {
+	Kind  string `json:"kind"` // "vm" or "snapshot"
+	Name  string `json:"name"`
+	Owner uint32 `json:"owner"`
 }
 
 // VM states. A VM is stopped, starting (its VMM runs, the guest is not
@@ -321,7 +350,10 @@ func (f PortForward) Addr() string {
 
 // VM is one virtual machine.
 type VM struct {
-	Name     string `json:"name"`
+	Name string `json:"name"`
+	// Owner is the uid of the caller that made the VM: only it and root
+	// see it.
+	Owner    uint32 `json:"owner"`
 	State    string `json:"state"`
 	Image    string `json:"image"`
 	Kernel   string `json:"kernel"`
@@ -549,7 +581,9 @@ type Template struct {
 // Snapshot is a running VM saved whole, RAM included, that new VMs fork
 // from (GET /v1/snapshots).
 type Snapshot struct {
-	Name      string    `json:"name"`
+	Name string `json:"name"`
+	// Owner is the uid of the caller that took it.
+	Owner     uint32    `json:"owner"`
 	VM        string    `json:"vm"`
 	Image     string    `json:"image"`
 	Kernel    string    `json:"kernel"`
@@ -560,7 +594,10 @@ type Snapshot struct {
 	// PausedMillis is how long taking it paused its VM.
 	PausedMillis int64 `json:"paused_ms"`
 	// UsedBy names the VMs forked from it that still exist.
-	UsedBy  []string `json:"used_by"`
+	UsedBy []string `json:"used_by"`
+	// Lent names the lent credentials (files, variables) its saved memory
+	// holds, taken with WithLent: names, never values.
+	Lent    []string `json:"lent,omitempty"`
 	Problem string   `json:"problem,omitempty"`
 }
 
@@ -568,6 +605,9 @@ type Snapshot struct {
 type SnapshotRequest struct {
 	// Name is the snapshot's; generated from the VM's when empty.
 	Name string `json:"name,omitempty"`
+	// WithLent takes a VM that holds lent credentials: they are in its
+	// memory, and so in the snapshot's files. Refused without it.
+	WithLent bool `json:"with_lent,omitempty"`
 }
 
 // ForkRequest is the body of POST /v1/vms/{name}/fork.
@@ -576,4 +616,7 @@ type ForkRequest struct {
 	Name string `json:"name,omitempty"`
 	// Keys are authorized keys for the new VM (the caller's).
 	Keys []string `json:"keys,omitempty"`
+	// WithLent forks a VM that holds lent credentials: the fork's memory
+	// holds them too. Refused without it.
+	WithLent bool `json:"with_lent,omitempty"`
 }

@@ -20,10 +20,14 @@ resolv.conf, hosts and the configured SSH keys.
 
 They come from the image catalog (banger image catalog), from any OCI
 reference (its layers flattened, whiteouts honoured, written as ext4
-without mounting anything), or from an existing ext4 file (register).`,
+without mounting anything), or from an existing ext4 file (register).
+
+Pulled images are shared by every user of the daemon. An image you make
+(register, promote) is yours alone, and root's, until you share it
+(--shared, or banger image share).`,
 		GroupID: "objects",
 	}
-	cmd.AddCommand(newImageLs(a), newImageShow(a), newImagePull(a), newImageRegister(a), newImagePromote(a), newImageRm(a), newImageCatalog(a))
+	cmd.AddCommand(newImageLs(a), newImageShow(a), newImagePull(a), newImageRegister(a), newImagePromote(a), newImageRm(a), newImageShare(a), newImageCatalog(a))
 	return cmd
 }
 
@@ -49,9 +53,10 @@ func newImageLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, ims)
 			}
-			t := newTable(a.stdout, "NAME", "KERNEL", "SIZE", "STORED", "FILES", "SOURCE", "CREATED")
+			owners := seesOwners()
+			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "SHARED", "KERNEL", "SIZE", "STORED", "FILES", "SOURCE", "CREATED")...)
 			for _, im := range ims {
-				t.row(im.Name, im.Kernel, humanSize(im.Size), humanSize(im.Stored), fmt.Sprint(im.Files), im.SourceKind+" "+im.Source, ago(im.CreatedAt))
+				t.row(ownerCol(owners, ownerName(im.Owner), im.Name, yesNo(im.Shared), im.Kernel, humanSize(im.Size), humanSize(im.Stored), fmt.Sprint(im.Files), im.SourceKind+" "+im.Source, ago(im.CreatedAt))...)
 			}
 			t.flush()
 			if len(ims) == 0 {
@@ -84,6 +89,8 @@ func newImageShow(a *app) *cobra.Command {
 			}
 			w := a.stdout
 			fmt.Fprintf(w, "Name:     %s\n", im.Name)
+			fmt.Fprintf(w, "Owner:    %s\n", ownerName(im.Owner))
+			fmt.Fprintf(w, "Shared:   %s\n", yesNo(im.Shared))
 			fmt.Fprintf(w, "Source:   %s %s\n", im.SourceKind, im.Source)
 			fmt.Fprintf(w, "Digest:   %s\n", im.Digest)
 			fmt.Fprintf(w, "Kernel:   %s\n", im.Kernel)
@@ -156,7 +163,11 @@ func newImageRegister(a *app) *cobra.Command {
 		Short: "Adopt an existing ext4 root file system as an image",
 		Long: `Adopt an existing ext4 file as an image: it is read here, with your own
 rights, and sent to the daemon (which never opens a path a client names),
-which checks it with e2fsck.`,
+which checks it with e2fsck.
+
+The image is yours: other users of the daemon neither see nor boot it
+unless you pass --shared (or share it later with banger image share).
+NAME may not be an image catalog name.`,
 		Example: "  banger image register mine --rootfs ./rootfs.ext4 --kernel debian-bookworm",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -188,13 +199,21 @@ which checks it with e2fsck.`,
 	}
 	cmd.Flags().StringVar(&req.Rootfs, "rootfs", "", "the ext4 file")
 	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel the image boots with (default: default_kernel_name)")
+	sharedFlag(cmd, &req.Shared, "image")
 	cmd.MarkFlagFilename("rootfs")
 	outputFlag(cmd, &output)
 	return cmd
 }
 
+// sharedFlag adds --shared to a command that makes an image or a kernel
+// from the caller's own data.
+func sharedFlag(cmd *cobra.Command, shared *bool, kind string) {
+	cmd.Flags().BoolVar(shared, "shared", false, "let every user of the daemon see and boot the "+kind+" (default: only you and root)")
+}
+
 func newImagePromote(a *app) *cobra.Command {
 	var output string
+	var shared bool
 	cmd := &cobra.Command{
 		Use:   "promote VM NAME",
 		Short: "Make an image of a stopped VM's root disk",
@@ -204,7 +223,11 @@ flattened into a new ext4 file, its identity removed (the guest's SSH host
 key, machine ID and random seed: each new VM makes its own), checked with
 e2fsck and published like any image, booting with the VM's kernel. Keys the
 VM was given and credentials lent to it were never on its disk. The VM is
-left as it was; its work disk (/work) is not part of the image.`,
+left as it was; its work disk (/work) is not part of the image.
+
+The image is yours: other users of the daemon neither see nor boot it
+unless you pass --shared (or share it later with banger image share).
+NAME may not be an image catalog name.`,
 		Example: `  banger vm run --name base -- sh -c "apt-get update && apt-get install -y jq"
   banger vm stop base
   banger image promote base with-jq
@@ -222,8 +245,52 @@ left as it was; its work disk (/work) is not part of the image.`,
 			}
 			p := a.progress()
 			defer p.done()
-			im, err := a.client().PromoteImage(cmd.Context(), api.ImagePromoteRequest{VM: args[0], Name: args[1]}, p.event)
+			im, err := a.client().PromoteImage(cmd.Context(), api.ImagePromoteRequest{VM: args[0], Name: args[1], Shared: shared}, p.event)
 			p.done()
+			if err != nil {
+				return err
+			}
+			return a.printImage(im, output)
+		},
+	}
+	sharedFlag(cmd, &shared, "image")
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newImageRm(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove images no VM uses",
+		Long: `Remove images no VM or snapshot uses, whoever owns those. A pulled image
+is shared: any user may remove it, and it is pulled again when needed.
+An image made by register or promote may be removed by its owner and
+root only.`,
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: a.completeImages,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.removeEach(args, "image", func(name string) error { return a.client().RemoveImage(cmd.Context(), name) })
+		},
+	}
+}
+
+func newImageShare(a *app) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "share NAME",
+		Short: "Let every user of the daemon see and boot an image of yours",
+		Long: `Share an image you made (register, promote): every user of the daemon
+then sees it and may boot VMs of it; removing it stays yours (and root's).
+Sharing cannot be undone, since others' VMs may come to use the image.
+Pulled images are shared already.`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeImages,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			im, err := a.client().ShareImage(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -232,19 +299,6 @@ left as it was; its work disk (/work) is not part of the image.`,
 	}
 	outputFlag(cmd, &output)
 	return cmd
-}
-
-func newImageRm(a *app) *cobra.Command {
-	return &cobra.Command{
-		Use:               "rm NAME...",
-		Aliases:           []string{"remove"},
-		Short:             "Remove images no VM uses",
-		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: a.completeImages,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.removeEach(args, "image", func(name string) error { return a.client().RemoveImage(cmd.Context(), name) })
-		},
-	}
 }
 
 func newImageCatalog(a *app) *cobra.Command {

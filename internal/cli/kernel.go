@@ -20,10 +20,14 @@ modular kernels, its modules tree.
 
 They come from the kernel catalog (banger kernel catalog): a .deb by URL,
 a package from this host's own apt sources, a vmlinux by URL, or an OCI
-image; or from local files with banger kernel import.`,
+image; or from local files with banger kernel import.
+
+Pulled kernels are shared by every user of the daemon. A kernel you
+import is yours alone, and root's, until you share it (--shared, or
+banger kernel share).`,
 		GroupID: "objects",
 	}
-	cmd.AddCommand(newKernelLs(a), newKernelShow(a), newKernelPull(a), newKernelImport(a), newKernelRm(a), newKernelCatalog(a))
+	cmd.AddCommand(newKernelLs(a), newKernelShow(a), newKernelPull(a), newKernelImport(a), newKernelRm(a), newKernelShare(a), newKernelCatalog(a))
 	return cmd
 }
 
@@ -53,9 +57,10 @@ func newKernelLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, ks)
 			}
-			t := newTable(a.stdout, "NAME", "VERSION", "RELEASE", "MODULES", "SIZE", "SOURCE", "CREATED")
+			owners := seesOwners()
+			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "SHARED", "VERSION", "RELEASE", "MODULES", "SIZE", "SOURCE", "CREATED")...)
 			for _, k := range ks {
-				t.row(k.Name, k.Version, orDash(k.Release), yesNo(k.Modules), humanSize(k.Size), k.SourceKind, ago(k.CreatedAt))
+				t.row(ownerCol(owners, ownerName(k.Owner), k.Name, yesNo(k.Shared), k.Version, orDash(k.Release), yesNo(k.Modules), humanSize(k.Size), k.SourceKind, ago(k.CreatedAt))...)
 			}
 			t.flush()
 			if len(ks) == 0 {
@@ -88,6 +93,8 @@ func newKernelShow(a *app) *cobra.Command {
 			}
 			w := a.stdout
 			fmt.Fprintf(w, "Name:      %s\n", k.Name)
+			fmt.Fprintf(w, "Owner:     %s\n", ownerName(k.Owner))
+			fmt.Fprintf(w, "Shared:    %s\n", yesNo(k.Shared))
 			fmt.Fprintf(w, "Version:   %s\n", k.Version)
 			fmt.Fprintf(w, "Release:   %s\n", orDash(k.Release))
 			fmt.Fprintf(w, "Arch:      %s\n", k.Arch)
@@ -170,7 +177,11 @@ directory holding one RELEASE).
 
 The files are read here, with your own rights, and sent to the daemon
 (which never opens a path a client names): a file you cannot read cannot
-be imported.`,
+be imported.
+
+The kernel is yours: other users of the daemon neither see nor boot it
+unless you pass --shared (or share it later with banger kernel share).
+NAME may not be a kernel catalog name.`,
 		Example: `  banger kernel import my-6.1 --deb ./linux-image-6.1.0-56-amd64_6.1.192-2_amd64.deb
   banger kernel import host --kernel /boot/vmlinuz-$(uname -r) --modules /lib/modules/$(uname -r)`,
 		Args: cobra.ExactArgs(1),
@@ -230,6 +241,7 @@ be imported.`,
 	f.StringVar(&req.Initrd, "initrd", "", "an initrd to keep with the kernel")
 	f.StringVar(&req.Modules, "modules", "", "the kernel's modules directory")
 	f.StringVar(&req.Version, "version", "", "version to record (default: from the package, else the modules release)")
+	sharedFlag(cmd, &req.Shared, "kernel")
 	cmd.MarkFlagFilename("deb", "deb")
 	cmd.MarkFlagFilename("kernel")
 	cmd.MarkFlagFilename("initrd")
@@ -240,9 +252,12 @@ be imported.`,
 
 func newKernelRm(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:               "rm NAME...",
-		Aliases:           []string{"remove"},
-		Short:             "Remove kernels no VM uses",
+		Use:     "rm NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove kernels no VM uses",
+		Long: `Remove kernels no VM or snapshot uses, whoever owns those. A pulled
+kernel is shared: any user may remove it, and it is pulled again when
+needed. An imported kernel may be removed by its owner and root only.`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -274,6 +289,32 @@ func (a *app) removeEach(names []string, kind string, rm func(string) error) err
 		return fmt.Errorf("%d of %d %ss not removed", failed, len(names), kind)
 	}
 	return nil
+}
+
+func newKernelShare(a *app) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "share NAME",
+		Short: "Let every user of the daemon see and boot a kernel of yours",
+		Long: `Share a kernel you imported: every user of the daemon then sees it and
+may boot VMs with it; removing it stays yours (and root's). Sharing
+cannot be undone, since others' VMs may come to use the kernel. Pulled
+kernels are shared already.`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeKernels,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			k, err := a.client().ShareKernel(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.printPublished(k, output)
+		},
+	}
+	outputFlag(cmd, &output)
+	return cmd
 }
 
 func newKernelCatalog(a *app) *cobra.Command {

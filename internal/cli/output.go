@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/user"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -103,4 +106,27 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// seesOwners says whether listings show an OWNER column: root's show
+// every user's objects; anyone else's only its own.
+func seesOwners() bool { return os.Geteuid() == 0 }
+
+// ownerName is a uid as people read it: the user's name when this host
+// knows it, else the number.
+func ownerName(uid uint32) string {
+	id := strconv.FormatUint(uint64(uid), 10)
+	if u, err := user.LookupId(id); err == nil {
+		return u.Username
+	}
+	return id
+}
+
+// ownerCol puts owner (the OWNER column's header or value) after the
+// first column when owners shows.
+func ownerCol(owners bool, owner string, cols ...string) []string {
+	if !owners {
+		return cols
+	}
+	return append([]string{cols[0], owner}, cols[1:]...)
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -25,6 +26,7 @@ func (a *app) seedUnlessFork(ctx context.Context, req api.VMCreateRequest, f see
 
 func newVMSnapshot(a *app) *cobra.Command {
 	var output string
+	var withLent bool
 	cmd := &cobra.Command{
 		Use:   "snapshot VM [NAME]",
 		Short: "Save a running VM whole (memory, processes, disks) to fork new VMs from",
@@ -37,7 +39,13 @@ Start new VMs from it with 'banger vm run --from-snapshot NAME': each
 resumes where the VM was (its running processes, /tmp, /work), with a
 hostname, SSH host key, machine ID, entropy and clock of its own.
 'banger vm fork' does both at once. A snapshot keeps its own link to the
-image's disk; forks keep their own links to the snapshot's.`,
+image's disk; forks keep their own links to the snapshot's.
+
+A VM that was lent credentials (banger vm lend, [auth_sync]) holds them in
+its memory: its snapshot would write them to the host's disk, and every
+fork would wake with them. Such a VM is refused unless --with-lent says
+to take them; the snapshot then lists what it holds (LENT in
+'banger vm snapshot ls'). Restart the VM to drop what it was lent.`,
 		Example: `  banger vm snapshot web warm-web
   banger vm run --from-snapshot warm-web -- pgrep -a node
   banger vm snapshot ls`,
@@ -47,7 +55,7 @@ image's disk; forks keep their own links to the snapshot's.`,
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			req := api.SnapshotRequest{}
+			req := api.SnapshotRequest{WithLent: withLent}
 			if len(args) == 2 {
 				req.Name = args[1]
 			}
@@ -62,10 +70,12 @@ image's disk; forks keep their own links to the snapshot's.`,
 			}
 			fmt.Fprintf(a.stdout, "snapshot %s of vm %s (%s; the VM was paused %s): fork it with `banger vm run --from-snapshot %s`\n",
 				sn.Name, sn.VM, humanSize(sn.Bytes), time.Duration(sn.PausedMillis)*time.Millisecond, sn.Name)
+			warnLent(a.stderr, "snapshot "+sn.Name, sn.Lent)
 			return nil
 		},
 	}
 	outputFlag(cmd, &output)
+	cmd.Flags().BoolVar(&withLent, "with-lent", false, "take a VM that holds lent credentials: the snapshot's memory file holds them too")
 	cmd.AddCommand(newVMSnapshotLs(a), newVMSnapshotRm(a))
 	return cmd
 }
@@ -92,14 +102,15 @@ func newVMSnapshotLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, ss)
 			}
-			t := newTable(a.stdout, "NAME", "VM", "IMAGE", "CPUS", "MEMORY", "SIZE", "PAUSED", "FORKS", "CREATED")
+			owners := seesOwners()
+			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "VM", "IMAGE", "CPUS", "MEMORY", "SIZE", "PAUSED", "FORKS", "LENT", "CREATED")...)
 			for _, s := range ss {
 				created := ago(s.CreatedAt)
 				if s.Problem != "" {
 					created += " (" + s.Problem + ")"
 				}
-				t.row(s.Name, orDash(s.VM), orDash(s.Image), fmt.Sprint(s.CPUs), fmt.Sprintf("%d MiB", s.MemoryMB), humanSize(s.Bytes),
-					(time.Duration(s.PausedMillis) * time.Millisecond).String(), orDash(strings.Join(s.UsedBy, ",")), created)
+				t.row(ownerCol(owners, ownerName(s.Owner), s.Name, orDash(s.VM), orDash(s.Image), fmt.Sprint(s.CPUs), fmt.Sprintf("%d MiB", s.MemoryMB), humanSize(s.Bytes),
+					(time.Duration(s.PausedMillis) * time.Millisecond).String(), orDash(strings.Join(s.UsedBy, ",")), orDash(strings.Join(s.Lent, ",")), created)...)
 			}
 			t.flush()
 			if len(ss) == 0 {
@@ -127,6 +138,7 @@ func newVMSnapshotRm(a *app) *cobra.Command {
 
 func newVMFork(a *app) *cobra.Command {
 	var output string
+	var withLent bool
 	cmd := &cobra.Command{
 		Use:   "fork VM [NEW]",
 		Short: "Make a new VM from a running one, as it is now",
@@ -135,7 +147,8 @@ func newVMFork(a *app) *cobra.Command {
 resumes from: its running processes, /tmp and /work as they were, with a
 hostname, SSH host key, machine ID, entropy and clock of its own. The
 original keeps running unchanged; each can be removed on its own. NEW is
-generated when not given.`,
+generated when not given. A VM that holds lent credentials is forked only
+with --with-lent: the fork wakes with them in its memory.`,
 		Example: `  banger vm fork web web-try
   banger vm exec web-try -- pgrep -a node`,
 		Args:              cobra.RangeArgs(1, 2),
@@ -148,7 +161,7 @@ generated when not given.`,
 			if err != nil {
 				return err
 			}
-			req := api.ForkRequest{Keys: []string{key}}
+			req := api.ForkRequest{Keys: []string{key}, WithLent: withLent}
 			if len(args) == 2 {
 				req.Name = args[1]
 			}
@@ -162,9 +175,18 @@ generated when not given.`,
 				return printJSON(a.stdout, v)
 			}
 			fmt.Fprintf(a.stdout, "forked vm %s from %s: `banger vm ssh %s`\n", v.Name, args[0], v.Name)
+			warnLent(a.stderr, "vm "+v.Name, v.Lent)
 			return nil
 		},
 	}
 	outputFlag(cmd, &output)
+	cmd.Flags().BoolVar(&withLent, "with-lent", false, "fork a VM that holds lent credentials: the fork holds them too")
 	return cmd
+}
+
+// warnLent says that what was made holds lent credentials.
+func warnLent(w io.Writer, what string, lent []string) {
+	if len(lent) > 0 {
+		fmt.Fprintf(w, "warning: %s holds lent credentials in its memory (%s): they are on this host's disk until it is removed\n", what, strings.Join(lent, ", "))
+	}
 }

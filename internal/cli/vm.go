@@ -376,13 +376,14 @@ func newVMLs(a *app) *cobra.Command {
 			if output == "json" {
 				return printJSON(a.stdout, vs)
 			}
-			t := newTable(a.stdout, "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "BY", "SSH", "PORTS", "CREATED")
+			owners := seesOwners()
+			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "BY", "SSH", "PORTS", "CREATED")...)
 			for _, v := range vs {
 				ssh := "-"
 				if v.State == api.VMRunning {
 					ssh = v.SSHAddr()
 				}
-				t.row(v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), madeBy(v.MadeBy), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))
+				t.row(ownerCol(owners, ownerName(v.Owner), v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), madeBy(v.MadeBy), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))...)
 			}
 			t.flush()
 			if len(vs) == 0 {

@@ -201,6 +201,16 @@ func (c *Client) RemoveKernel(ctx context.Context, name string) error {
 	return c.do(ctx, "DELETE", p, nil, nil)
 }
 
+// ShareKernel lets every user of the daemon see and boot a kernel.
+func (c *Client) ShareKernel(ctx context.Context, name string) (api.Kernel, error) {
+	var k api.Kernel
+	p, err := kernelPath(name, "/share")
+	if err != nil {
+		return k, err
+	}
+	return k, c.do(ctx, "POST", p, nil, &k)
+}
+
 // PullKernel pulls a catalog kernel, passing progress events to onEvent.
 func (c *Client) PullKernel(ctx context.Context, name string, onEvent func(api.Event)) (api.Kernel, error) {
 	var k api.Kernel
@@ -332,6 +342,16 @@ func (c *Client) RemoveImage(ctx context.Context, name string) error {
 		return err
 	}
 	return c.do(ctx, "DELETE", p, nil, nil)
+}
+
+// ShareImage lets every user of the daemon see and boot an image.
+func (c *Client) ShareImage(ctx context.Context, name string) (api.Image, error) {
+	var im api.Image
+	p, err := imagePath(name, "/share")
+	if err != nil {
+		return im, err
+	}
+	return im, c.do(ctx, "POST", p, nil, &im)
 }
 
 // PullImage pulls a catalog image or an OCI reference.

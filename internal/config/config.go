@@ -11,7 +11,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,6 +132,27 @@ type Config struct {
 	// GuestLAN are networks of the host's LAN that guests may reach all
 	// the same ("192.168.1.10/32": a package mirror there).
 	GuestLAN []string `toml:"guest_lan"`
+	// MaxVMsPerUser, MaxCPUsPerUser and MaxMemoryPerUser bound what the
+	// VMs of one caller who is not root take: VMs it has (running or
+	// not), and the CPUs and memory of those running. 0 is no limit. The
+	// defaults let one user fill most of the host but not all of it:
+	// three quarters of its CPUs (at least 2) and of its memory.
+	MaxVMsPerUser  int `toml:"max_vms_per_user"`
+	MaxCPUsPerUser int `toml:"max_cpus_per_user"`
+	// MaxMemoryPerUser is a size ("48G") or a share of the host's memory
+	// ("75%"); "0" is no limit.
+	MaxMemoryPerUser string `toml:"max_memory_per_user"`
+}
+
+// MemoryPerUserMiB is MaxMemoryPerUser in MiB of a host with hostMiB of
+// memory (valid after Validate; 0 is no limit).
+func (c Config) MemoryPerUserMiB(hostMiB int64) int64 {
+	if pct, ok := strings.CutSuffix(c.MaxMemoryPerUser, "%"); ok {
+		n, _ := strconv.Atoi(pct)
+		return hostMiB * int64(n) / 100
+	}
+	n, _ := units.ParseSize(c.MaxMemoryPerUser, units.MiB)
+	return n >> 20
 }
 
 // LAN is GuestLAN parsed (valid after Validate).
@@ -206,6 +229,9 @@ func Defaults() Config {
 		BridgeName:        "banger0",
 		BridgeSubnet:      "10.213.0.0/24",
 		GuardHost:         true,
+		MaxVMsPerUser:     32,
+		MaxCPUsPerUser:    max(2, (3*runtime.NumCPU()+3)/4),
+		MaxMemoryPerUser:  "75%",
 	}
 }
 
@@ -335,6 +361,12 @@ func (c Config) Validate() error {
 	if c.MaxUnpackedBytes <= 0 {
 		errs = append(errs, fmt.Errorf("max_unpacked_bytes must be positive: %w", errdefs.ErrInvalid))
 	}
+	if c.MaxVMsPerUser < 0 || c.MaxCPUsPerUser < 0 {
+		errs = append(errs, fmt.Errorf("max_vms_per_user and max_cpus_per_user must not be negative (0 is no limit): %w", errdefs.ErrInvalid))
+	}
+	if err := checkMemoryPerUser(c.MaxMemoryPerUser); err != nil {
+		errs = append(errs, err)
+	}
 	if c.DefaultCPUs < 1 {
 		errs = append(errs, fmt.Errorf("default_cpus must be at least 1: %w", errdefs.ErrInvalid))
 	}
@@ -371,4 +403,17 @@ func IsURL(s string) bool { return isURL(s) }
 // IsLoopbackHost reports whether host names this machine.
 func IsLoopbackHost(host string) bool {
 	return host == "localhost" || host == "::1" || strings.HasPrefix(host, "127.")
+}
+
+func checkMemoryPerUser(v string) error {
+	if pct, ok := strings.CutSuffix(v, "%"); ok {
+		if n, err := strconv.Atoi(pct); err != nil || n < 1 || n > 100 {
+			return fmt.Errorf("max_memory_per_user %q: a share of the host's memory is 1%% to 100%%: %w", v, errdefs.ErrInvalid)
+		}
+		return nil
+	}
+	if _, err := units.ParseSize(v, units.MiB); err != nil {
+		return fmt.Errorf("max_memory_per_user %q: want a size (\"48G\"), a share of the host's memory (\"75%%\") or \"0\" (no limit): %w", v, errdefs.ErrInvalid)
+	}
+	return nil
 }

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/banger-dev/banger/internal/accel"
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/config"
@@ -214,6 +216,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Agent:             agentPath,
 		Key:               key,
 		Templates:         templates,
+		Quota:             quota(cfg),
 		Defaults: vm.Defaults{
 			Image: cfg.DefaultImageName, Network: cfg.DefaultNetwork, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
 			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,
@@ -298,7 +301,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			if s.VMs, err = vms.Count(ctx); err != nil {
 				return s, err
 			}
-			s.Operations = len(ops.List())
+			s.Operations = len(ops.List(ctx))
 			s.Accel = driver.Accelerator.Status()
 			s.Network = driver.Network()
 			s.DefaultNetwork = cfg.DefaultNetwork
@@ -454,4 +457,15 @@ func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, st *
 	}
 	go g.Watch(ctx)
 	return g, "on: guests reach neither this host's addresses, link-local, nor its LAN (guest_lan opens parts of it); --egress holds user-mode VMs too"
+}
+
+// quota is the config's per-user bounds, a share of the host's memory
+// made MiB.
+func quota(cfg config.Config) vm.Quota {
+	var si unix.Sysinfo_t
+	var hostMiB int64
+	if unix.Sysinfo(&si) == nil {
+		hostMiB = int64(si.Totalram) * int64(si.Unit) >> 20
+	}
+	return vm.Quota{VMs: cfg.MaxVMsPerUser, CPUs: cfg.MaxCPUsPerUser, MemoryMB: int(cfg.MemoryPerUserMiB(hostMiB))}
 }

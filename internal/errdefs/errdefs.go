@@ -33,6 +33,8 @@ var (
 	// ErrPermission: the caller may not do this (it could not itself). Not
 	// "permission denied", which Message would strip from the OS's errors.
 	ErrPermission = errors.New("forbidden")
+	// ErrQuota: the caller's VMs already take what its quota allows.
+	ErrQuota = errors.New("over quota")
 )
 
 // Code returns the stable machine code for err, as used on the wire.
@@ -54,6 +56,8 @@ func Code(err error) string {
 		return "canceled"
 	case errors.Is(err, ErrPermission):
 		return "permission_denied"
+	case errors.Is(err, ErrQuota):
+		return "quota_exceeded"
 	default:
 		return "internal"
 	}
@@ -77,6 +81,8 @@ func FromCode(code string) error {
 		return ErrCanceled
 	case "permission_denied":
 		return ErrPermission
+	case "quota_exceeded":
+		return ErrQuota
 	default:
 		return nil
 	}
@@ -86,7 +92,7 @@ func FromCode(code string) error {
 // found") are left out, since the machine code carries them.
 func Message(err error) string {
 	msg := err.Error()
-	for _, s := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrChecksum, ErrUnavailable, ErrCanceled, ErrPermission} {
+	for _, s := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrChecksum, ErrUnavailable, ErrCanceled, ErrPermission, ErrQuota} {
 		msg = strings.ReplaceAll(msg, ": "+s.Error(), "")
 	}
 	return msg

@@ -78,8 +78,11 @@ type attached struct {
 
 // Spec is what a VM asks of the host network.
 type Spec struct {
-	VM     string
-	ID     string
+	VM string
+	ID string
+	// Owner is the uid of the user the VM is of: on the bridge, guests
+	// of different owners are kept apart, those of one owner are not.
+	Owner  uint32
 	Ports  []api.PortForward
 	Egress Egress
 }

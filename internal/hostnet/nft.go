@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -134,6 +135,12 @@ func (r ruleset) write(c *nftables.Conn) error {
 	// the bridge is forwarded but replies and published ports.
 	rule(fwd, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
 	rule(fwd, ifname(expr.MetaKeyOIFNAME, br, true), ctStatusDNAT(), verdict(expr.VerdictAccept))
+	// A guest that routes to another owner's guest through the gateway,
+	// rather than on the bridge, is refused all the same; a published
+	// port, accepted above, is anyone's to reach.
+	if err := r.ownersApartRouted(c, t, rule, fwd); err != nil {
+		return err
+	}
 	rule(fwd, ifname(expr.MetaKeyIIFNAME, br, true), ifname(expr.MetaKeyOIFNAME, br, true), verdict(expr.VerdictAccept))
 	// Not the host's LAN, nor link-local (a cloud's metadata service),
 	// whatever a guest's policy, unless guest_lan opens it.
@@ -197,6 +204,12 @@ func (r ruleset) write(c *nftables.Conn) error {
 	accept := nftables.ChainPolicyAccept
 	bpre := c.AddChain(&nftables.Chain{Name: "prerouting", Table: bt, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+	bfwd := c.AddChain(&nftables.Chain{Name: "forward", Table: bt, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200), Policy: &accept})
+	// First, as the rules below accept what a tap may send.
+	if err := r.ownersApartBridged(c, bt, bpre, bfwd); err != nil {
+		return err
+	}
 	brule := func(parts ...[]expr.Any) { addRule(c, bt, bpre, parts...) }
 	for _, g := range r.guests {
 		tap := ifname(expr.MetaKeyIIFNAME, g.tap, true)
@@ -209,6 +222,134 @@ func (r ruleset) write(c *nftables.Conn) error {
 		brule(tap, etherType(unix.ETH_P_ARP), verdict(expr.VerdictAccept))
 		brule(tap, verdict(expr.VerdictDrop))
 	}
+	return nil
+}
+
+// owner is one owner's attached guests: their taps (padded as an
+// interface name is), MACs and addresses, as set elements.
+type owner struct {
+	uid             uint32
+	taps, macs, ips [][]byte
+}
+
+// owners groups guests by owner, in the order of the owners' uids.
+func owners(guests []*attached) []owner {
+	by := map[uint32]*owner{}
+	for _, g := range guests {
+		o := by[g.spec.Owner]
+		if o == nil {
+			o = &owner{uid: g.spec.Owner}
+			by[o.uid] = o
+		}
+		tap := make([]byte, unix.IFNAMSIZ)
+		copy(tap, g.tap)
+		mac, _ := net.ParseMAC(g.lease.MAC)
+		o.taps = append(o.taps, tap)
+		o.macs = append(o.macs, mac)
+		o.ips = append(o.ips, element(g.lease.IP).Key)
+	}
+	var os []owner
+	for _, uid := range slices.Sorted(maps.Keys(by)) {
+		os = append(os, *by[uid])
+	}
+	return os
+}
+
+// ownerSets adds to t a named set per owner, "what-UID", of what keys
+// picks of its guests; named, so that the rules of every pair of owners
+// can share them. order is the keys' byte order as nft writes it (an
+// ifname's is the host's, or nft lists the names as ""), nil for none.
+func ownerSets(c *nftables.Conn, t *nftables.Table, os []owner, what string, typ nftables.SetDatatype, order binaryutil.ByteOrder, keys func(owner) [][]byte) (map[uint32]*nftables.Set, error) {
+	sets := map[uint32]*nftables.Set{}
+	for _, o := range os {
+		set := &nftables.Set{Table: t, Name: fmt.Sprintf("%s-%d", what, o.uid), KeyType: typ, KeyByteOrder: order,
+			Comment: fmt.Sprintf("%s of uid %d's guests", what, o.uid)}
+		var elems []nftables.SetElement
+		for _, k := range keys(o) {
+			elems = append(elems, nftables.SetElement{Key: k})
+		}
+		if err := c.AddSet(set, elems); err != nil {
+			return nil, fmt.Errorf("set of the %s of uid %d's guests: %w", what, o.uid, err)
+		}
+		sets[o.uid] = set
+	}
+	return sets, nil
+}
+
+// inSet matches what load puts in the register against set (or, with
+// is false, against anything but set).
+func inSet(load []expr.Any, set *nftables.Set, is bool) []expr.Any {
+	return append(slices.Clone(load), &expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: !is})
+}
+
+// pairs calls f for every ordered pair of different owners.
+func pairs(os []owner, f func(from, to owner)) {
+	for _, from := range os {
+		for _, to := range os {
+			if from.uid != to.uid {
+				f(from, to)
+			}
+		}
+	}
+}
+
+// ownersApartRouted adds to fwd, for every pair of owners, the refusal
+// of what one's guests send through the gateway to the other's.
+func (r ruleset) ownersApartRouted(c *nftables.Conn, t *nftables.Table, rule func(*nftables.Chain, ...[]expr.Any), fwd *nftables.Chain) error {
+	os := owners(r.guests)
+	if len(os) < 2 {
+		return nil
+	}
+	addrs, err := ownerSets(c, t, os, "addrs", nftables.TypeIPAddr, nil, func(o owner) [][]byte { return o.ips })
+	if err != nil {
+		return err
+	}
+	onBridge := slices.Concat(ifname(expr.MetaKeyIIFNAME, r.bridge, true), ifname(expr.MetaKeyOIFNAME, r.bridge, true))
+	pairs(os, func(from, to owner) {
+		refuse(rule, fwd, slices.Concat(onBridge,
+			inSet(payload(expr.PayloadBaseNetworkHeader, 12, 4), addrs[from.uid], true),
+			inSet(payload(expr.PayloadBaseNetworkHeader, 16, 4), addrs[to.uid], true)))
+	})
+	return nil
+}
+
+// ownersApartBridged adds to the bridge table bt, for every pair of
+// owners, the drop of the frames one's taps send to the other's:
+//
+//   - in pre, a frame addressed to the other's MACs, before the bridge
+//     forwards it;
+//   - in fwd, a frame forwarded to the other's taps addressed to none of
+//     their MACs: a broadcast (ARP's requests), a multicast, a unicast
+//     the bridge floods. Its forward hook sees a flooded frame once per
+//     port it goes out of, so a guest does not even learn another
+//     owner's is there.
+//
+// The one frame from one owner's tap to another's let through is a
+// frame to the gateway that br_netfilter, when the host has it, turned
+// into one to the other's guest, readdressed, on the bridge: a published
+// port's connection (its DNAT), which the ip table accepts. What the
+// bridge itself (the host) sends or receives goes through its output
+// and input hooks, not these: the gateway and DNS are everyone's.
+func (r ruleset) ownersApartBridged(c *nftables.Conn, bt *nftables.Table, pre, fwd *nftables.Chain) error {
+	os := owners(r.guests)
+	if len(os) < 2 {
+		return nil
+	}
+	taps, err := ownerSets(c, bt, os, "taps", nftables.TypeIFName, binaryutil.NativeEndian, func(o owner) [][]byte { return o.taps })
+	if err != nil {
+		return err
+	}
+	macs, err := ownerSets(c, bt, os, "macs", nftables.TypeEtherAddr, nil, func(o owner) [][]byte { return o.macs })
+	if err != nil {
+		return err
+	}
+	meta := func(key expr.MetaKey) []expr.Any { return []expr.Any{&expr.Meta{Key: key, Register: 1}} }
+	daddr := payload(expr.PayloadBaseLLHeader, 0, 6)
+	pairs(os, func(from, to owner) {
+		addRule(c, bt, pre, inSet(meta(expr.MetaKeyIIFNAME), taps[from.uid], true), inSet(daddr, macs[to.uid], true), verdict(expr.VerdictDrop))
+		addRule(c, bt, fwd, inSet(meta(expr.MetaKeyIIFNAME), taps[from.uid], true), inSet(meta(expr.MetaKeyOIFNAME), taps[to.uid], true),
+			inSet(daddr, macs[to.uid], false), verdict(expr.VerdictDrop))
+	})
 	return nil
 }
 

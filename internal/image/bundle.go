@@ -150,7 +150,8 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 }
 
 // Register adopts an ext4 file the client uploaded as an image: checked,
-// and grown to the default disk size.
+// and grown to the default disk size. It is the caller's, private unless
+// the request shares it.
 func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p operation.Progress) (api.Image, error) {
 	if s.d.Uploads != nil {
 		defer s.d.Uploads.Remove(req.Rootfs)
@@ -170,33 +171,34 @@ func (s *Service) Register(ctx context.Context, req api.ImageRegisterRequest, p 
 	// The upload is in staging, like the image's directory: moved, not
 	// copied.
 	move := func(_ context.Context, dst string) error { return os.Rename(rootfs, dst) }
-	return s.adopt(ctx, req.Name, kernel, api.SourceRegister, source, move, true, p)
+	return s.adopt(ctx, req.Name, kernel, api.SourceRegister, source, move, true, req.Shared, p)
 }
 
 // Adopt publishes an image whose root disk fill writes, at the path it
 // is given in staging; source says where it came from. The disk is
 // checked with e2fsck before it is published, and a failure anywhere
-// leaves nothing behind.
+// leaves nothing behind. The image is ctx's caller's, private unless ctx
+// says otherwise (WithShared).
 func (s *Service) Adopt(ctx context.Context, name, kernel, source string, fill func(ctx context.Context, dst string) error, p operation.Progress) (api.Image, error) {
 	if err := names.Validate("image", name); err != nil {
 		return api.Image{}, err
 	}
-	return s.adopt(ctx, name, kernel, api.SourcePromote, source, fill, false, p)
+	return s.adopt(ctx, name, kernel, api.SourcePromote, source, fill, false, sharedFrom(ctx), p)
 }
 
 // adopt publishes name from the disk fill writes, checked with e2fsck;
 // its digest is of the disk as filled, before grow makes it the default
 // disk size.
-func (s *Service) adopt(ctx context.Context, name, kernel, kind, source string, fill func(ctx context.Context, dst string) error, grow bool, p operation.Progress) (api.Image, error) {
+func (s *Service) adopt(ctx context.Context, name, kernel, kind, source string, fill func(ctx context.Context, dst string) error, grow, shared bool, p operation.Progress) (api.Image, error) {
 	unlock, err := s.names.Lock(ctx, name, nil)
 	if err != nil {
 		return api.Image{}, err
 	}
 	defer unlock()
-	if _, err := s.d.Store.GetImage(ctx, name); err == nil {
-		return api.Image{}, fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`, or pick another name: %w", name, name, errdefs.ErrConflict)
+	if err := s.claimable(ctx, name); err != nil {
+		return api.Image{}, err
 	}
-	return s.build(ctx, name, kernel, p, func(ctx context.Context, dir string) (built, error) {
+	return s.build(ctx, name, kernel, shared, p, func(ctx context.Context, dir string) (built, error) {
 		dst := filepath.Join(dir, layout.ImageRootfs)
 		if err := fill(ctx, dst); err != nil {
 			return built{}, err
@@ -249,8 +251,8 @@ func (s *Service) checkRegister(ctx context.Context, req api.ImageRegisterReques
 	if err != nil {
 		return "", fmt.Errorf("register image %s: rootfs: %w", req.Name, err)
 	}
-	if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
-		return "", fmt.Errorf("image %q already exists: remove it first with `banger image rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+	if err := s.claimable(ctx, req.Name); err != nil {
+		return "", err
 	}
 	return rootfs, nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/publish"
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
@@ -36,12 +37,14 @@ type Store interface {
 	GetImage(ctx context.Context, name string) (api.Image, error)
 	ListImages(ctx context.Context) ([]api.Image, error)
 	DeleteImage(ctx context.Context, name string) error
+	ShareImage(ctx context.Context, name string) error
 }
 
-// Users reports which VMs use an image, so that rm can refuse, and drops
-// what was made from an image once it is removed (its templates).
+// Users reports which VMs and snapshots use an image, whoever owns them,
+// so that rm can refuse, and drops what was made from an image once it
+// is removed (its templates).
 type Users interface {
-	VMsUsingImage(ctx context.Context, image string) ([]string, error)
+	VMsUsingImage(ctx context.Context, image string) ([]api.Dependent, error)
 	ForgetImage(ctx context.Context, image string)
 }
 
@@ -144,15 +147,15 @@ func stored(dir string) int64 {
 	return n
 }
 
-// Count returns how many images are published.
+// Count returns how many published images ctx's caller sees.
 func (s *Service) Count(ctx context.Context) (int, error) {
-	ims, err := s.d.Store.ListImages(ctx)
+	ims, err := s.visibleImages(ctx)
 	return len(ims), err
 }
 
-// List returns the published images.
+// List returns the published images ctx's caller sees.
 func (s *Service) List(ctx context.Context) ([]api.Image, error) {
-	ims, err := s.d.Store.ListImages(ctx)
+	ims, err := s.visibleImages(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -162,25 +165,29 @@ func (s *Service) List(ctx context.Context) ([]api.Image, error) {
 	return ims, nil
 }
 
-// Get returns one published image.
+// Get returns one published image ctx's caller sees.
 func (s *Service) Get(ctx context.Context, name string) (api.Image, error) {
 	if err := names.Validate("image", name); err != nil {
 		return api.Image{}, err
 	}
-	im, err := s.d.Store.GetImage(ctx, name)
+	im, _, err := s.lookup(ctx, name)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return im, s.notFound(ctx, name, "no local image")
+		return api.Image{}, s.notFound(ctx, name, "no local image")
 	}
-	return s.withDisk(im), err
+	if err != nil {
+		return api.Image{}, err
+	}
+	return s.withDisk(im), nil
 }
 
-// Catalog returns the catalog entries, each marked local or not.
+// Catalog returns the catalog entries, each marked local or not (for
+// ctx's caller).
 func (s *Service) Catalog(ctx context.Context) ([]api.ImageCatalogEntry, error) {
 	es, err := s.d.Catalog(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ims, err := s.d.Store.ListImages(ctx)
+	ims, err := s.visibleImages(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +201,8 @@ func (s *Service) Catalog(ctx context.Context) ([]api.ImageCatalogEntry, error) 
 	return es, nil
 }
 
+// notFound builds a not-found error naming close matches among the
+// catalog's names and the images ctx's caller sees: never another's.
 func (s *Service) notFound(ctx context.Context, name, where string) error {
 	var cands []string
 	if es, err := s.d.Catalog(ctx); err == nil {
@@ -201,7 +210,7 @@ func (s *Service) notFound(ctx context.Context, name, where string) error {
 			cands = append(cands, e.Name)
 		}
 	}
-	if ims, err := s.d.Store.ListImages(ctx); err == nil {
+	if ims, err := s.visibleImages(ctx); err == nil {
 		for _, im := range ims {
 			cands = append(cands, im.Name)
 		}
@@ -288,7 +297,7 @@ func (s *Service) resolve(ctx context.Context, req api.ImagePullRequest) (target
 	}
 	e, ok := imagecat.Find(es, req.Name)
 	if !ok {
-		if _, err := s.d.Store.GetImage(ctx, req.Name); err == nil {
+		if _, _, err := s.lookup(ctx, req.Name); err == nil {
 			return target{name: req.Name}, nil
 		}
 		return target{}, s.notFound(ctx, req.Name, "no image catalog entry")
@@ -312,6 +321,9 @@ func (s *Service) CheckPull(ctx context.Context, req api.ImagePullRequest) error
 //
 // name may also be an OCI reference, as with `docker run`: the image is
 // then looked up under the name a pull by reference gives it.
+//
+// An image of that name ctx's caller may not see is, to it, one that does
+// not exist: not found, and neither pulled nor overwritten.
 func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error) {
 	local, from := name, "the image catalog"
 	if IsReference(name) {
@@ -319,9 +331,19 @@ func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress)
 		if err := names.Validate("image", local); err != nil {
 			return api.Image{}, fmt.Errorf("image reference %q: %w", name, err)
 		}
+	} else if err := names.Validate("image", name); err != nil {
+		return api.Image{}, err
 	}
-	im, err := s.Get(ctx, local)
-	if errors.Is(err, errdefs.ErrNotFound) {
+	im, hidden, err := s.lookup(ctx, local)
+	switch {
+	case err == nil:
+		im = s.withDisk(im)
+	case hidden && IsReference(name):
+		return api.Image{}, s.notFound(ctx, local, "no local image")
+	case hidden:
+		// What Pull answers for a name that is not in the catalog.
+		return api.Image{}, s.notFound(ctx, local, "no image catalog entry")
+	case errors.Is(err, errdefs.ErrNotFound):
 		p.Stage("image", "image %s is not local: pulling it from %s", local, from)
 		im, err = s.Pull(ctx, api.ImagePullRequest{Name: name}, p)
 	}
@@ -334,8 +356,10 @@ func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress)
 	return im, nil
 }
 
-// Pull publishes an image from the catalog or an OCI reference. An image
-// already published is returned as is.
+// Pull publishes an image from the catalog or an OCI reference, shared:
+// pulled images are a cache every caller uses. An image already published
+// is returned as is; a name another user's private image holds is
+// refused.
 func (s *Service) Pull(ctx context.Context, req api.ImagePullRequest, p operation.Progress) (api.Image, error) {
 	t, err := s.resolve(ctx, req)
 	if err != nil {
@@ -348,20 +372,22 @@ func (s *Service) Pull(ctx context.Context, req api.ImagePullRequest, p operatio
 		return api.Image{}, err
 	}
 	defer unlock()
-	if im, err := s.d.Store.GetImage(ctx, t.name); err == nil {
+	if im, hidden, err := s.lookup(ctx, t.name); err == nil {
 		p.Stage("done", "image %s is already local", t.name)
 		return s.withDisk(im), nil
+	} else if hidden {
+		return api.Image{}, unavailable(t.name)
 	}
 	if t.ref != "" {
 		p.Stage("source", "image %s: pulling %s", t.name, t.ref)
-		return s.build(ctx, t.name, t.kernel, p, func(ctx context.Context, dir string) (built, error) {
+		return s.build(ctx, t.name, t.kernel, true, p, func(ctx context.Context, dir string) (built, error) {
 			return s.pullOCI(ctx, t.ref, dir, p)
 		})
 	}
 	var errs []error
 	for i, src := range t.entry.Sources {
 		p.Stage("source", "image %s: trying source %d of %d: %s", t.name, i+1, len(t.entry.Sources), imagecat.Describe(src))
-		im, err := s.build(ctx, t.name, t.kernel, p, func(ctx context.Context, dir string) (built, error) {
+		im, err := s.build(ctx, t.name, t.kernel, true, p, func(ctx context.Context, dir string) (built, error) {
 			return s.fetch(ctx, src, dir, p)
 		})
 		if err == nil {
@@ -399,8 +425,9 @@ type built struct {
 	kernel                     string // a bundle's own kernel, when it names one
 }
 
-// build runs fill in a staging directory and publishes the result.
-func (s *Service) build(ctx context.Context, name, kernel string, p operation.Progress, fill func(context.Context, string) (built, error)) (im api.Image, err error) {
+// build runs fill in a staging directory and publishes the result, owned
+// by ctx's caller and shared or not.
+func (s *Service) build(ctx context.Context, name, kernel string, shared bool, p operation.Progress, fill func(context.Context, string) (built, error)) (im api.Image, err error) {
 	dir, done, err := s.pub.Stage(name)
 	if err != nil {
 		return im, err
@@ -420,6 +447,7 @@ func (s *Service) build(ctx context.Context, name, kernel string, p operation.Pr
 	im = api.Image{
 		Name: name, SourceKind: b.sourceKind, Source: b.source, Digest: b.digest, Kernel: kernel,
 		Size: fi.Size(), Layers: b.layers, Files: b.files, CreatedAt: time.Now().UTC(),
+		Owner: peer.UID(ctx), Shared: shared,
 	}
 	if err := ctx.Err(); err != nil {
 		return im, err
@@ -431,7 +459,9 @@ func (s *Service) build(ctx context.Context, name, kernel string, p operation.Pr
 	return s.withDisk(im), nil
 }
 
-// Remove deletes an image no VM uses.
+// Remove deletes an image no VM or snapshot uses, whoever owns them. A
+// pulled image is a cache any caller may remove; a user-made one only
+// its owner or root.
 func (s *Service) Remove(ctx context.Context, name string) error {
 	if err := names.Validate("image", name); err != nil {
 		return err
@@ -441,18 +471,22 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	defer unlock()
-	if _, err := s.d.Store.GetImage(ctx, name); errors.Is(err, errdefs.ErrNotFound) {
+	im, _, err := s.lookup(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return s.notFound(ctx, name, "no local image")
 	} else if err != nil {
 		return err
 	}
+	if err := mayRemove(ctx, im); err != nil {
+		return err
+	}
 	if s.d.Users != nil {
-		vms, err := s.d.Users.VMsUsingImage(ctx, name)
+		ds, err := s.d.Users.VMsUsingImage(ctx, name)
 		if err != nil {
-			return err
+			return fmt.Errorf("remove image %s: %w", name, err)
 		}
-		if len(vms) > 0 {
-			return fmt.Errorf("image %q is used by VM %s: remove those VMs first: %w", name, names.QuoteList(vms), errdefs.ErrConflict)
+		if len(ds) > 0 {
+			return inUse(ctx, name, ds)
 		}
 	}
 	if err := s.pub.Remove(ctx, name, func(ctx context.Context) error { return s.d.Store.DeleteImage(ctx, name) }); err != nil {

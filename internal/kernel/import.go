@@ -87,7 +87,7 @@ func (s *Service) importFiles(ctx context.Context, req api.KernelImportRequest, 
 		if err != nil {
 			return staged{}, err
 		}
-		st.sourceKind, st.source, st.digest = "import", source, digest
+		st.sourceKind, st.source, st.digest = sourceImport, source, digest
 		if req.Version != "" {
 			st.version = req.Version
 		}
@@ -122,7 +122,7 @@ func (s *Service) importFiles(ctx context.Context, req api.KernelImportRequest, 
 			return staged{}, fmt.Errorf("modules %s: %w", release, err)
 		}
 	}
-	return staged{version: req.Version, sourceKind: "import", source: source, digest: digest}, nil
+	return staged{version: req.Version, sourceKind: sourceImport, source: source, digest: digest}, nil
 }
 
 // modulesRelease accepts either /lib/modules/<release> or a directory

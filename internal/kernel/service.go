@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/publish"
 	"github.com/banger-dev/banger/internal/registry"
 	"github.com/banger-dev/banger/internal/runner"
@@ -27,12 +28,14 @@ type Store interface {
 	GetKernel(ctx context.Context, name string) (api.Kernel, error)
 	ListKernels(ctx context.Context) ([]api.Kernel, error)
 	DeleteKernel(ctx context.Context, name string) error
+	ShareKernel(ctx context.Context, name string) error
 }
 
-// Users reports which VMs use a kernel, so that rm can refuse, and drops
-// what was made with a kernel once it is removed (its templates).
+// Users reports which VMs and snapshots use a kernel, whoever owns them,
+// so that rm can refuse, and drops what was made with a kernel once it
+// is removed (its templates).
 type Users interface {
-	VMsUsingKernel(ctx context.Context, kernel string) ([]string, error)
+	VMsUsingKernel(ctx context.Context, kernel string) ([]api.Dependent, error)
 	ForgetKernel(ctx context.Context, kernel string)
 }
 
@@ -103,14 +106,17 @@ func (s *Service) Recover(ctx context.Context) error {
 	return s.pub.Recover(known)
 }
 
-// List returns the published kernels.
+// Count returns how many published kernels ctx's caller sees.
+func (s *Service) Count(ctx context.Context) (int, error) {
+	ks, err := s.visibleKernels(ctx)
+	return len(ks), err
+}
+
+// List returns the published kernels ctx's caller sees.
 func (s *Service) List(ctx context.Context) ([]api.Kernel, error) {
-	ks, err := s.d.Store.ListKernels(ctx)
+	ks, err := s.visibleKernels(ctx)
 	if err != nil {
 		return nil, err
-	}
-	if ks == nil {
-		ks = []api.Kernel{}
 	}
 	for i := range ks {
 		ks[i].Dir = s.d.Layout.Kernel(ks[i].Name)
@@ -118,29 +124,26 @@ func (s *Service) List(ctx context.Context) ([]api.Kernel, error) {
 	return ks, nil
 }
 
-// Get returns one published kernel.
+// Get returns one published kernel ctx's caller sees.
 func (s *Service) Get(ctx context.Context, name string) (api.Kernel, error) {
 	if err := names.Validate("kernel", name); err != nil {
 		return api.Kernel{}, err
 	}
-	k, err := s.d.Store.GetKernel(ctx, name)
+	k, _, err := s.lookup(ctx, name)
 	if errors.Is(err, errdefs.ErrNotFound) {
-		return k, s.notFound(ctx, name, false)
+		return api.Kernel{}, s.notFound(ctx, name, false)
 	}
-	if err != nil {
-		return k, err
-	}
-	k.Dir = s.d.Layout.Kernel(name)
-	return k, nil
+	return k, err
 }
 
-// Catalog returns the catalog entries, each marked local or not.
+// Catalog returns the catalog entries, each marked local or not (for
+// ctx's caller).
 func (s *Service) Catalog(ctx context.Context) ([]api.KernelCatalogEntry, error) {
 	es, err := s.d.Catalog(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ks, err := s.d.Store.ListKernels(ctx)
+	ks, err := s.visibleKernels(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +157,8 @@ func (s *Service) Catalog(ctx context.Context) ([]api.KernelCatalogEntry, error)
 	return es, nil
 }
 
-// notFound builds a not-found error naming close matches.
+// notFound builds a not-found error naming close matches among the
+// catalog's names and the kernels ctx's caller sees: never another's.
 func (s *Service) notFound(ctx context.Context, name string, inCatalog bool) error {
 	var cands []string
 	if es, err := s.d.Catalog(ctx); err == nil {
@@ -162,7 +166,7 @@ func (s *Service) notFound(ctx context.Context, name string, inCatalog bool) err
 			cands = append(cands, e.Name)
 		}
 	}
-	if ks, err := s.d.Store.ListKernels(ctx); err == nil {
+	if ks, err := s.visibleKernels(ctx); err == nil {
 		for _, k := range ks {
 			cands = append(cands, k.Name)
 		}
@@ -177,7 +181,9 @@ func (s *Service) notFound(ctx context.Context, name string, inCatalog bool) err
 	return fmt.Errorf("%s named %q (%s): %w", where, name, hint, errdefs.ErrNotFound)
 }
 
-// Remove deletes a kernel no VM uses.
+// Remove deletes a kernel no VM or snapshot uses, whoever owns them. A
+// pulled kernel is a cache any caller may remove; an imported one only
+// its owner or root.
 func (s *Service) Remove(ctx context.Context, name string) error {
 	if err := names.Validate("kernel", name); err != nil {
 		return err
@@ -187,18 +193,22 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 		return err
 	}
 	defer unlock()
-	if _, err := s.d.Store.GetKernel(ctx, name); errors.Is(err, errdefs.ErrNotFound) {
+	k, _, err := s.lookup(ctx, name)
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return s.notFound(ctx, name, false)
 	} else if err != nil {
 		return err
 	}
+	if err := mayRemove(ctx, k); err != nil {
+		return err
+	}
 	if s.d.Users != nil {
-		vms, err := s.d.Users.VMsUsingKernel(ctx, name)
+		ds, err := s.d.Users.VMsUsingKernel(ctx, name)
 		if err != nil {
-			return err
+			return fmt.Errorf("remove kernel %s: %w", name, err)
 		}
-		if len(vms) > 0 {
-			return fmt.Errorf("kernel %q is used by VM %s: remove those VMs first: %w", name, names.QuoteList(vms), errdefs.ErrConflict)
+		if len(ds) > 0 {
+			return inUse(ctx, name, ds)
 		}
 	}
 	if err := s.pub.Remove(ctx, name, func(ctx context.Context) error {
@@ -214,11 +224,22 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 
 // Ensure returns the named kernel, pulling it from the catalog first when
 // it is not local. It is the seam VM creation uses.
+//
+// A kernel of that name ctx's caller may not see is, to it, one that does
+// not exist: not found, and neither pulled nor overwritten.
 func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
-	if k, err := s.Get(ctx, name); err == nil {
+	if err := names.Validate("kernel", name); err != nil {
+		return api.Kernel{}, err
+	}
+	k, hidden, err := s.lookup(ctx, name)
+	switch {
+	case err == nil:
 		return k, nil
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
-		return k, err
+	case hidden:
+		// What Pull answers for a name that is not in the catalog.
+		return api.Kernel{}, s.notFound(ctx, name, true)
+	case !errors.Is(err, errdefs.ErrNotFound):
+		return api.Kernel{}, err
 	}
 	p.Stage("kernel", "kernel %s is not local: pulling it from the kernel catalog", name)
 	return s.Pull(ctx, name, p)
@@ -239,7 +260,7 @@ func (s *Service) CheckPull(ctx context.Context, name string) error {
 			return nil
 		}
 	}
-	if _, err := s.d.Store.GetKernel(ctx, name); err == nil {
+	if _, _, err := s.lookup(ctx, name); err == nil {
 		return nil
 	}
 	return s.notFound(ctx, name, true)
@@ -259,14 +280,13 @@ func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) 
 	if _, err := s.resolve(req); err != nil {
 		return err
 	}
-	if _, err := s.d.Store.GetKernel(ctx, req.Name); err == nil {
-		return fmt.Errorf("kernel %q already exists: remove it first with `banger kernel rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
-	}
-	return nil
+	return s.claimable(ctx, req.Name)
 }
 
-// Pull publishes the named catalog kernel, trying its sources in order.
-// A kernel already published is returned as is.
+// Pull publishes the named catalog kernel, trying its sources in order,
+// shared: pulled kernels are a cache every caller uses. A kernel already
+// published is returned as is; a name another user's private kernel
+// holds is refused.
 func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
 	if err := names.Validate("kernel", name); err != nil {
 		return api.Kernel{}, err
@@ -295,15 +315,17 @@ func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (
 		return api.Kernel{}, err
 	}
 	defer unlock()
-	if k, err := s.Get(ctx, name); err == nil {
+	if k, hidden, err := s.lookup(ctx, name); err == nil {
 		p.Stage("done", "kernel %s is already local", name)
 		return k, nil
+	} else if hidden {
+		return api.Kernel{}, unavailable(name)
 	}
 
 	var errs []error
 	for i, src := range entry.Sources {
 		p.Stage("source", "kernel %s: trying source %d of %d: %s", name, i+1, len(entry.Sources), describe(src))
-		k, err := s.stageAndPublish(ctx, name, p, func(ctx context.Context, dir string) (staged, error) {
+		k, err := s.stageAndPublish(ctx, name, true, p, func(ctx context.Context, dir string) (staged, error) {
 			return s.fetch(ctx, src, dir, p)
 		})
 		if err == nil {
@@ -325,7 +347,8 @@ func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (
 	return api.Kernel{}, fmt.Errorf("pull kernel %s: no source worked: %w", name, errors.Join(errs...))
 }
 
-// Import publishes a kernel from local files.
+// Import publishes a kernel from files the client sent. It is the
+// caller's, private unless the request shares it.
 func (s *Service) Import(ctx context.Context, req api.KernelImportRequest, p operation.Progress) (api.Kernel, error) {
 	if err := names.Validate("kernel", req.Name); err != nil {
 		return api.Kernel{}, err
@@ -342,10 +365,10 @@ func (s *Service) Import(ctx context.Context, req api.KernelImportRequest, p ope
 		return api.Kernel{}, err
 	}
 	defer unlock()
-	if _, err := s.d.Store.GetKernel(ctx, req.Name); err == nil {
-		return api.Kernel{}, fmt.Errorf("kernel %q already exists: remove it first with `banger kernel rm %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+	if err := s.claimable(ctx, req.Name); err != nil {
+		return api.Kernel{}, err
 	}
-	return s.stageAndPublish(ctx, req.Name, p, func(ctx context.Context, dir string) (staged, error) {
+	return s.stageAndPublish(ctx, req.Name, req.Shared, p, func(ctx context.Context, dir string) (staged, error) {
 		return s.importFiles(ctx, req, files, dir, p)
 	})
 }
@@ -359,8 +382,9 @@ type staged struct {
 }
 
 // stageAndPublish runs fill in a fresh staging directory, verifies what it
-// left, then publishes it. On any failure the staging directory goes away.
-func (s *Service) stageAndPublish(ctx context.Context, name string, p operation.Progress, fill func(context.Context, string) (staged, error)) (k api.Kernel, err error) {
+// left, then publishes it, owned by ctx's caller and shared or not. On any
+// failure the staging directory goes away.
+func (s *Service) stageAndPublish(ctx context.Context, name string, shared bool, p operation.Progress, fill func(context.Context, string) (staged, error)) (k api.Kernel, err error) {
 	dir, done, err := s.pub.Stage(name)
 	if err != nil {
 		return k, err
@@ -378,6 +402,7 @@ func (s *Service) stageAndPublish(ctx context.Context, name string, p operation.
 	k.Name, k.Version, k.SourceKind, k.Source, k.Digest = name, st.version, st.sourceKind, st.source, st.digest
 	k.Arch = "x86_64"
 	k.CreatedAt = time.Now().UTC()
+	k.Owner, k.Shared = peer.UID(ctx), shared
 	if err := ctx.Err(); err != nil {
 		return k, err
 	}

@@ -41,10 +41,12 @@ import (
 	"github.com/banger-dev/banger/internal/worktar"
 )
 
-type fakeUsers map[string][]string
+type fakeUsers map[string][]api.Dependent
 
-func (f fakeUsers) VMsUsingKernel(_ context.Context, k string) ([]string, error) { return f[k], nil }
-func (f fakeUsers) ForgetKernel(context.Context, string)                         {}
+func (f fakeUsers) VMsUsingKernel(_ context.Context, k string) ([]api.Dependent, error) {
+	return f[k], nil
+}
+func (f fakeUsers) ForgetKernel(context.Context, string) {}
 
 type harness struct {
 	svc     *Service
@@ -454,7 +456,7 @@ func TestImportAndRemove(t *testing.T) {
 	}
 	h.assertClean(t, "from-deb", "from-files")
 
-	h.users["from-deb"] = []string{"vm1"}
+	h.users["from-deb"] = []api.Dependent{{Kind: "vm", Name: "vm1"}}
 	if err := h.svc.Remove(ctx, "from-deb"); !errors.Is(err, errdefs.ErrConflict) {
 		t.Fatalf("rm of used kernel: %v", err)
 	}

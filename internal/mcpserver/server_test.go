@@ -43,6 +43,7 @@ type fakeDaemon struct {
 	created  []api.VMCreateRequest
 	seeded   []*Seed
 	removed  []string
+	pulled   []string // the branches Pull was asked for
 	canceled bool
 	// block makes Create wait for its context, to test cancellation.
 	block bool
@@ -170,6 +171,9 @@ func (f *fakeDaemon) Diff(ctx context.Context, name string, stat bool, w io.Writ
 }
 
 func (f *fakeDaemon) Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (PullResult, error) {
+	f.mu.Lock()
+	f.pulled = append(f.pulled, branch)
+	f.mu.Unlock()
 	if branch == "" {
 		branch = "banger/" + name
 	}
@@ -696,6 +700,18 @@ func TestWorkToolsAndLifecycle(t *testing.T) {
 	text, _ = call(t, cs, "sandbox_pull", map[string]any{"vm": "box"}, &p)
 	if p.Branch != "banger/box" || !strings.Contains(text, "git log -p banger/box") {
 		t.Errorf("pull: %+v %q", p, text)
+	}
+	// An agent writes only under banger/, force or not: never the
+	// human's main, nor a branch named to look like one.
+	for _, branch := range []string{"main", "refs/heads/main", "banger/", "bangerx/y", "master"} {
+		text, isErr := call(t, cs, "sandbox_pull", map[string]any{"vm": "box", "branch": branch, "force": true}, nil)
+		if !isErr || !strings.Contains(text, "only branches under banger/") {
+			t.Errorf("pull to %q: %q", branch, text)
+		}
+	}
+	call(t, cs, "sandbox_pull", map[string]any{"vm": "box", "branch": "banger/fix-1", "force": true}, &p)
+	if f.pulled[len(f.pulled)-1] != "banger/fix-1" || len(f.pulled) != 2 {
+		t.Errorf("pulls that reached the daemon: %q", f.pulled)
 	}
 	for _, tool := range []string{"sandbox_diff", "sandbox_pull"} {
 		if text, isErr := call(t, cs, tool, map[string]any{"vm": "bare"}, nil); !isErr || !strings.Contains(text, "has no /work") {

@@ -75,7 +75,7 @@ func (s *Server) addTools() {
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, s.listFiles)
 	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_diff", Title: "Show a sandbox's work", Description: `Show the work done in a sandbox's /work since it was seeded, as a human reviewing it will see it (banger vm diff): the commits made in the sandbox (git log --stat), then the uncommitted changes (git diff, new files included). Works on running and stopped sandboxes and changes nothing. Use it before sandbox_pull to check what you hand over.`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, s.diff)
-	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_pull", Title: "Hand a sandbox's work back as a branch", Description: `Bring the work in a sandbox's /work back into the host repository as a git branch (default banger/NAME): the commits made in the sandbox, and uncommitted changes as one more commit on top. The host's working tree, index and current branch are not touched: a human reviews and merges the branch. An existing branch is refused unless force. Returns the branch, its commit and the commits on it.`,
+	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_pull", Title: "Hand a sandbox's work back as a branch", Description: `Bring the work in a sandbox's /work back into the host repository as a git branch under banger/ (default banger/NAME; other branches are refused): the commits made in the sandbox, and uncommitted changes as one more commit on top. The host's working tree, index and current branch are not touched: a human reviews and merges the branch. An existing branch is refused unless force. Returns the branch, its commit and the commits on it.`,
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), IdempotentHint: true}}, s.pull)
 	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_start", Title: "Start a stopped sandbox", Description: `Boot a stopped sandbox again and wait until it is ready. Its disks kept every change; processes did not survive the stop.`,
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(false), IdempotentHint: true}}, s.start)
@@ -726,9 +726,13 @@ func (s *Server) diff(ctx context.Context, _ *mcp.CallToolRequest, in DiffArgs) 
 // PullArgs are sandbox_pull's arguments.
 type PullArgs struct {
 	VMArgs
-	Branch string `json:"branch,omitempty" jsonschema:"the branch to write in the host repository (default banger/NAME)"`
-	Force  bool   `json:"force,omitempty" jsonschema:"replace the branch if it exists"`
+	Branch string `json:"branch,omitempty" jsonschema:"the branch to write in the host repository: banger/NAME by default, and always under banger/"`
+	Force  bool   `json:"force,omitempty" jsonschema:"replace the branch if it exists (only ever a branch under banger/)"`
 }
+
+// pullPrefix is where an agent's branches go: whatever it is told, it
+// never writes (nor, with force, replaces) a branch a human keeps.
+const pullPrefix = "banger/"
 
 func (s *Server) pull(ctx context.Context, _ *mcp.CallToolRequest, in PullArgs) (*mcp.CallToolResult, PullResult, error) {
 	v, err := s.vm(ctx, in.VM)
@@ -737,6 +741,9 @@ func (s *Server) pull(ctx context.Context, _ *mcp.CallToolRequest, in PullArgs) 
 	}
 	if v.Work == nil {
 		return fail[PullResult](fmt.Errorf("sandbox %s has no /work: it was not seeded from a checkout, so there is nothing to pull: %w", v.Name, errdefs.ErrInvalid))
+	}
+	if in.Branch != "" && (!strings.HasPrefix(in.Branch, pullPrefix) || len(in.Branch) == len(pullPrefix)) {
+		return fail[PullResult](fmt.Errorf("branch %q: sandbox_pull writes only branches under %s (banger/%s when none is given), never one a human keeps: %w", in.Branch, pullPrefix, v.Name, errdefs.ErrInvalid))
 	}
 	var b bytes.Buffer
 	res, err := s.d.Pull(ctx, v.Name, in.Branch, in.Force, &b)

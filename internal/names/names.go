@@ -13,6 +13,7 @@ import (
 
 	"github.com/agnivade/levenshtein"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 )
 
@@ -84,6 +85,42 @@ func Hint(name string, candidates []string, otherwise string) string {
 		return "did you mean " + QuoteList(sug) + "?"
 	}
 	return otherwise
+}
+
+// InUse describes what uses an image or a kernel, for rm's refusal: the
+// dependents mine says the caller owns by kind and name, the others only
+// counted, so that the refusal never reveals what another user has.
+func InUse(ds []api.Dependent, mine func(owner uint32) bool) string {
+	var parts []string
+	others := map[string]int{}
+	for _, d := range ds {
+		if mine(d.Owner) {
+			parts = append(parts, fmt.Sprintf("%s %q", d.Kind, d.Name))
+		} else {
+			others[d.Kind]++
+		}
+	}
+	for _, kind := range []string{"vm", "snapshot"} {
+		if n := others[kind]; n > 0 {
+			parts = append(parts, countOthers(n, kind))
+		}
+	}
+	if len(parts) < 2 {
+		return strings.Join(parts, "")
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
+// countOthers is "1 VM of another user" or "2 snapshots of other users".
+func countOthers(n int, kind string) string {
+	noun := kind
+	if kind == "vm" {
+		noun = "VM"
+	}
+	if n == 1 {
+		return fmt.Sprintf("1 %s of another user", noun)
+	}
+	return fmt.Sprintf("%d %ss of other users", n, noun)
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 )
 
@@ -87,5 +88,31 @@ func TestGenerate(t *testing.T) {
 	n := Generate(func(s string) bool { return !strings.Contains(s, "-2") }, func(int) int { return 0 })
 	if n != "amber-otter-2" {
 		t.Fatalf("fallback name = %q", n)
+	}
+}
+
+func TestInUse(t *testing.T) {
+	ds := []api.Dependent{
+		{Kind: "vm", Name: "mine", Owner: 1001},
+		{Kind: "vm", Name: "theirs", Owner: 1002},
+		{Kind: "vm", Name: "theirs2", Owner: 1003},
+		{Kind: "snapshot", Name: "snap", Owner: 1001},
+		{Kind: "snapshot", Name: "their-snap", Owner: 1002},
+	}
+	tests := []struct {
+		name string
+		ds   []api.Dependent
+		mine func(uint32) bool
+		want string
+	}{
+		{"own and others", ds, func(o uint32) bool { return o == 1001 }, `vm "mine", snapshot "snap", 2 VMs of other users and 1 snapshot of another user`},
+		{"root sees all", ds[:2], func(uint32) bool { return true }, `vm "mine" and vm "theirs"`},
+		{"only others", ds[1:2], func(o uint32) bool { return o == 1001 }, "1 VM of another user"},
+		{"only mine", ds[:1], func(o uint32) bool { return o == 1001 }, `vm "mine"`},
+	}
+	for _, tt := range tests {
+		if got := InUse(tt.ds, tt.mine); got != tt.want {
+			t.Errorf("%s: InUse = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/peer"
 )
 
 // Registry tracks running operations.
@@ -32,6 +33,7 @@ func NewRegistry(base context.Context) *Registry {
 // Op is one running operation.
 type Op struct {
 	id, kind, target string
+	owner            uint32 // the uid of the caller that started it
 	started          time.Time
 	cancel           context.CancelFunc
 	done             chan struct{}
@@ -43,13 +45,16 @@ type Op struct {
 	err    error             // guarded by mu; set before done closes
 }
 
-// Start runs fn as a new operation and returns it with a watcher that
-// sees every event from the first. fn's context is canceled by Cancel or
-// when the daemon stops, never by a client going away.
-func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Progress) (any, error)) (*Op, *Sub) {
-	ctx, cancel := context.WithCancel(r.base)
+// Start runs fn as a new operation for the caller of req (a request's
+// context) and returns it with a watcher that sees every event from the
+// first. fn's context carries req's values (who asked) but not its end:
+// it is canceled by Cancel or when the daemon stops, never by a client
+// going away.
+func (r *Registry) Start(req context.Context, kind, target string, fn func(ctx context.Context, p Progress) (any, error)) (*Op, *Sub) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(req))
+	stop := context.AfterFunc(r.base, cancel)
 	op := &Op{
-		id: newID(), kind: kind, target: target, started: time.Now(),
+		id: newID(), kind: kind, target: target, owner: peer.UID(req), started: time.Now(),
 		cancel: cancel, done: make(chan struct{}), subs: map[*Sub]struct{}{},
 	}
 	sub := op.Subscribe()
@@ -59,6 +64,7 @@ func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Pro
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		defer stop()
 		defer cancel()
 		res, err := fn(ctx, Func(op.publish))
 		if err != nil && ctx.Err() != nil {
@@ -82,26 +88,31 @@ func (r *Registry) Start(kind, target string, fn func(ctx context.Context, p Pro
 // Wait blocks until every operation has finished.
 func (r *Registry) Wait() { r.wg.Wait() }
 
-// Cancel cancels the operation with the given ID.
-func (r *Registry) Cancel(id string) error {
+// Cancel cancels the operation with the given ID, if ctx's caller
+// started it (or is root): another's answers as one that does not exist.
+func (r *Registry) Cancel(ctx context.Context, id string) error {
 	r.mu.Lock()
 	op := r.ops[id]
 	r.mu.Unlock()
-	if op == nil {
+	if op == nil || !peer.Owns(ctx, op.owner) {
 		return fmt.Errorf("operation %q: %w", id, errdefs.ErrNotFound)
 	}
 	op.cancel()
 	return nil
 }
 
-// List describes the running operations, oldest first.
-func (r *Registry) List() []api.Operation {
+// List describes the running operations ctx's caller may see (its own;
+// root all), oldest first.
+func (r *Registry) List(ctx context.Context) []api.Operation {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := []api.Operation{}
 	for _, op := range r.ops {
+		if !peer.Owns(ctx, op.owner) {
+			continue
+		}
 		op.mu.Lock()
-		out = append(out, api.Operation{ID: op.id, Kind: op.kind, Target: op.target, Stage: op.stage, StartedAt: op.started})
+		out = append(out, api.Operation{ID: op.id, Kind: op.kind, Target: op.target, Owner: op.owner, Stage: op.stage, StartedAt: op.started})
 		op.mu.Unlock()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].StartedAt.Before(out[j].StartedAt) })

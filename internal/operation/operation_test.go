@@ -8,6 +8,8 @@ import (
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/peer"
+	"golang.org/x/sys/unix"
 )
 
 func drain(t *testing.T, s *Sub) []api.Event {
@@ -28,8 +30,9 @@ func drain(t *testing.T, s *Sub) []api.Event {
 }
 
 func TestOperationStreamsAndFinishes(t *testing.T) {
-	r := NewRegistry(context.Background())
-	op, sub := r.Start("pull", "k", func(ctx context.Context, p Progress) (any, error) {
+	ctx := context.Background()
+	r := NewRegistry(ctx)
+	op, sub := r.Start(ctx, "pull", "k", func(ctx context.Context, p Progress) (any, error) {
 		p.Stage("download", "downloading %s", "k")
 		for i := int64(1); i <= 1000; i++ {
 			p.Bytes("download", i, 1000)
@@ -50,31 +53,44 @@ func TestOperationStreamsAndFinishes(t *testing.T) {
 		t.Fatalf("result = %s, %v", res, err)
 	}
 	r.Wait()
-	if len(r.List()) != 0 {
+	if len(r.List(ctx)) != 0 {
 		t.Fatal("finished operation still listed")
 	}
 }
 
 func TestCancel(t *testing.T) {
+	ctx := peer.NewContext(context.Background(), unix.Ucred{Uid: 1000})
 	r := NewRegistry(context.Background())
 	started := make(chan struct{})
-	op, sub := r.Start("pull", "k", func(ctx context.Context, p Progress) (any, error) {
+	op, sub := r.Start(ctx, "pull", "k", func(ctx context.Context, p Progress) (any, error) {
 		close(started)
 		<-ctx.Done()
 		return nil, ctx.Err()
 	})
 	<-started
-	if ops := r.List(); len(ops) != 1 || ops[0].ID != op.ID() {
+	if ops := r.List(ctx); len(ops) != 1 || ops[0].ID != op.ID() {
 		t.Fatalf("list = %+v", ops)
 	}
-	if err := r.Cancel(op.ID()); err != nil {
+	// Another user neither sees it nor cancels it; root does both.
+	other := peer.NewContext(context.Background(), unix.Ucred{Uid: 1001})
+	if ops := r.List(other); len(ops) != 0 {
+		t.Fatalf("another user lists %+v", ops)
+	}
+	if err := r.Cancel(other, op.ID()); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("another user's cancel: %v", err)
+	}
+	root := peer.NewContext(context.Background(), unix.Ucred{Uid: 0})
+	if ops := r.List(root); len(ops) != 1 || ops[0].Owner != 1000 {
+		t.Fatalf("root lists %+v", ops)
+	}
+	if err := r.Cancel(ctx, op.ID()); err != nil {
 		t.Fatal(err)
 	}
 	drain(t, sub)
 	if _, err := op.Result(); !errors.Is(err, errdefs.ErrCanceled) {
 		t.Fatalf("err = %v", err)
 	}
-	if err := r.Cancel("nope"); !errors.Is(err, errdefs.ErrNotFound) {
+	if err := r.Cancel(ctx, "nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("cancel unknown: %v", err)
 	}
 }

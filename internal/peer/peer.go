@@ -56,3 +56,19 @@ func Root(ctx context.Context) bool {
 	c, ok := Of(ctx)
 	return !ok || c.Uid == 0
 }
+
+// UID returns the uid of ctx's caller: 0 for a call from inside the
+// daemon, which acts as root.
+func UID(ctx context.Context) uint32 {
+	c, ok := Of(ctx)
+	if !ok {
+		return 0
+	}
+	return c.Uid
+}
+
+// Owns says whether ctx's caller may see and act on what owner made:
+// root (and the daemon itself) on everything, anyone else on its own.
+func Owns(ctx context.Context, owner uint32) bool {
+	return Root(ctx) || UID(ctx) == owner
+}

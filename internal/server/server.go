@@ -11,12 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
-	"github.com/banger-dev/banger/internal/peer"
 )
 
 // Kernels is what the API needs of the kernel service.
@@ -29,6 +27,7 @@ type Kernels interface {
 	CheckImport(ctx context.Context, req api.KernelImportRequest) error
 	Import(ctx context.Context, req api.KernelImportRequest, p operation.Progress) (api.Kernel, error)
 	Remove(ctx context.Context, name string) error
+	Share(ctx context.Context, name string) (api.Kernel, error)
 }
 
 // Images is what the API needs of the image service.
@@ -41,6 +40,7 @@ type Images interface {
 	CheckRegister(ctx context.Context, req api.ImageRegisterRequest) error
 	Register(ctx context.Context, req api.ImageRegisterRequest, p operation.Progress) (api.Image, error)
 	Remove(ctx context.Context, name string) error
+	Share(ctx context.Context, name string) (api.Image, error)
 }
 
 // VMs is what the API needs of the VM service.
@@ -74,7 +74,7 @@ type VMs interface {
 // Seeds is what the API needs of the workspace service.
 type Seeds interface {
 	Stage(ctx context.Context, r io.Reader, meta api.Work, diskBytes int64) (api.Seed, error)
-	Discard(id string)
+	Discard(ctx context.Context, id string)
 }
 
 // Uploads is what the API needs of the upload store.
@@ -132,6 +132,7 @@ func (s *Server) Routes() []Route {
 		{"DELETE", p + "/kernels/{name}", s.removeKernel},
 		{"POST", p + "/kernels/{name}/pull", s.pullKernel},
 		{"POST", p + "/kernels/{name}/import", s.importKernel},
+		{"POST", p + "/kernels/{name}/share", s.shareKernel},
 		{"GET", p + "/catalog/images", s.imageCatalog},
 		{"GET", p + "/images", s.listImages},
 		{"GET", p + "/images/{name}", s.getImage},
@@ -139,6 +140,7 @@ func (s *Server) Routes() []Route {
 		{"POST", p + "/images/pull", s.pullImage},
 		{"POST", p + "/images/{name}/register", s.registerImage},
 		{"POST", p + "/images/{name}/promote", s.promoteImage},
+		{"POST", p + "/images/{name}/share", s.shareImage},
 		{"GET", p + "/vms", s.listVMs},
 		{"POST", p + "/vms", s.createVM},
 		{"GET", p + "/vms/{name}", s.getVM},
@@ -182,24 +184,7 @@ func (s *Server) Handler() http.Handler {
 				writeError(w, fmt.Errorf("internal error: %v", v))
 			}
 		}()
-		s.d.Log.Debug("request", "method", r.Method, "path", r.URL.Path)
-		if r.Method == http.MethodGet {
-			mux.ServeHTTP(w, r)
-			return
-		}
-		// Every request that may change state leaves one line: who asked
-		// (the kernel's word on the socket's peer, not the client's), what,
-		// and how it ended.
-		began := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		defer func() {
-			args := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status, "took", time.Since(began).Round(time.Millisecond)}
-			if c, ok := peer.Of(r.Context()); ok {
-				args = append(args, "uid", c.Uid, "gid", c.Gid, "pid", c.Pid)
-			}
-			s.d.Log.Info("audit", args...)
-		}()
-		mux.ServeHTTP(sw, r)
+		s.audited(mux).ServeHTTP(w, r)
 	})
 }
 
@@ -220,6 +205,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case "permission_denied":
 		return http.StatusForbidden
+	case "quota_exceeded":
+		return http.StatusTooManyRequests
 	default:
 		return http.StatusInternalServerError
 	}
@@ -278,11 +265,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listOperations(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.d.Operations.List())
+	writeJSON(w, http.StatusOK, s.d.Operations.List(r.Context()))
 }
 
 func (s *Server) cancelOperation(w http.ResponseWriter, r *http.Request) {
-	if err := s.d.Operations.Cancel(r.PathValue("id")); err != nil {
+	if err := s.d.Operations.Cancel(r.Context(), r.PathValue("id")); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -341,6 +328,15 @@ func (s *Server) removeKernel(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+func (s *Server) shareKernel(w http.ResponseWriter, r *http.Request) {
+	k, err := s.d.Kernels.Share(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, k)
+}
+
 func (s *Server) pullKernel(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := s.d.Kernels.CheckPull(r.Context(), name); err != nil {
@@ -387,8 +383,22 @@ func (s *Server) importKernel(w http.ResponseWriter, r *http.Request) {
 // does not stop the operation: it completes (or is canceled explicitly
 // through DELETE /v1/operations/{id}).
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind, target string, fn func(context.Context, operation.Progress) (any, error)) {
-	op, sub := s.d.Operations.Start(kind, target, fn)
+	op, sub := s.d.Operations.Start(r.Context(), kind, target, fn)
 	defer sub.Close()
+	// Until it ends in the client's sight, the request's audit line says
+	// it runs, and its end gets a line of its own.
+	a := auditOf(r.Context())
+	a.ended(op.ID(), "running")
+	left := make(chan struct{})
+	defer close(left)
+	go func() {
+		<-left
+		<-op.Done()
+		if a.outcomeIs("running") {
+			_, err := op.Result()
+			s.auditEnd(r.Context(), op.ID(), kind, target, err)
+		}
+	}()
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Banger-Operation", op.ID())
 	w.WriteHeader(http.StatusOK)
@@ -425,6 +435,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, kind, target str
 		return
 	}
 	res, err := op.Result()
+	a.ended(op.ID(), outcomeOf(err))
 	if err != nil {
 		send(api.Event{Type: api.EventError, Error: apiError(err)})
 		return
@@ -465,6 +476,15 @@ func (s *Server) removeImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) shareImage(w http.ResponseWriter, r *http.Request) {
+	im, err := s.d.Images.Share(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, im)
 }
 
 func (s *Server) pullImage(w http.ResponseWriter, r *http.Request) {

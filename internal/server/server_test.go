@@ -97,7 +97,16 @@ func (f *fakeKernels) CheckImport(_ context.Context, req api.KernelImportRequest
 	return nil
 }
 func (f *fakeKernels) Import(ctx context.Context, req api.KernelImportRequest, p operation.Progress) (api.Kernel, error) {
+	if req.Name == "bad" {
+		return api.Kernel{}, fmt.Errorf("the deb holds no kernel: %w", errdefs.ErrInvalid)
+	}
 	return api.Kernel{Name: req.Name}, nil
+}
+func (f *fakeKernels) Share(_ context.Context, name string) (api.Kernel, error) {
+	if name == "nope" {
+		return api.Kernel{}, fmt.Errorf("no local kernel named %q: %w", name, errdefs.ErrNotFound)
+	}
+	return api.Kernel{Name: name, Shared: true}, nil
 }
 func (f *fakeKernels) Remove(_ context.Context, name string) error {
 	if name == "used" {
@@ -162,6 +171,7 @@ func TestErrorsAreJSONWithStableCodes(t *testing.T) {
 	}{
 		{"GET", "/v1/kernels/nope", "", 404, "not_found"},
 		{"DELETE", "/v1/kernels/used", "", 409, "conflict"},
+		{"POST", "/v1/kernels/nope/share", "", 404, "not_found"},
 		{"POST", "/v1/kernels/zz/pull", "", 404, "not_found"},
 		{"POST", "/v1/kernels/x/import", `{"deb":`, 400, "invalid"},
 		{"POST", "/v1/kernels/x/import", `{"bogus":1}`, 400, "invalid"},
@@ -188,6 +198,19 @@ func TestErrorsAreJSONWithStableCodes(t *testing.T) {
 		if strings.Contains(tt.body, `"name":"y"`) && !strings.Contains(e.Message, `body names kernel "y", path names "x"`) {
 			t.Errorf("%s %s: %q does not say the names disagree", tt.method, tt.path, e.Message)
 		}
+	}
+}
+
+func TestShareAnswersTheKernel(t *testing.T) {
+	srv, _, _ := newTestServer(t)
+	resp, err := http.Post(srv.URL+"/v1/kernels/k/share", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var k api.Kernel
+	if err := json.NewDecoder(resp.Body).Decode(&k); err != nil || resp.StatusCode != http.StatusOK || k.Name != "k" || !k.Shared {
+		t.Fatalf("share: %d %+v %v", resp.StatusCode, k, err)
 	}
 }
 
@@ -247,7 +270,7 @@ func TestClientGoneOperationCompletes(t *testing.T) {
 	bufio.NewReader(resp.Body).ReadString('\n')
 	cancel() // the client disconnects mid-operation
 	resp.Body.Close()
-	if len(ops.List()) != 1 {
+	if len(ops.List(context.Background())) != 1 {
 		t.Fatal("operation gone with its client")
 	}
 	close(fk.block)
@@ -314,8 +337,10 @@ func TestConcurrentRequests(t *testing.T) {
 	}
 }
 
-// TestAuditNamesThePeer: a state-changing request leaves one log line with
-// who sent it, as the kernel saw the socket's peer, and how it ended.
+// TestAuditNamesThePeer: every request, reads included, leaves one log
+// line with who sent it (as the kernel saw the socket's peer), what it was
+// about, and how it ended: for a streamed operation, its real outcome,
+// not the 200 its stream began with.
 func TestAuditNamesThePeer(t *testing.T) {
 	var logBuf testkit.SyncBuffer
 	fk := &fakeKernels{kernels: map[string]api.Kernel{}}
@@ -331,25 +356,45 @@ func TestAuditNamesThePeer(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 	}}}
-	resp, err := hc.Get("http://banger/v1/kernels")
-	if err != nil {
-		t.Fatal(err)
+	do := func(method, path, body string) {
+		req, _ := http.NewRequest(method, "http://banger"+path, strings.NewReader(body))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
-	resp.Body.Close()
-	resp, err = hc.Post("http://banger/v1/kernels/x/import", "application/json", strings.NewReader(`{"name":"x"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	lines := strings.Split(strings.TrimSpace(logBuf.String()), "\n")
+	do("GET", "/v1/kernels", "")
+	do("GET", "/v1/kernels/nope", "")
+	do("POST", "/v1/kernels/x/import", `{"name":"x"}`)
+	do("POST", "/v1/kernels/x/import", `{"deb":"u1"}`)
+	do("POST", "/v1/kernels/bad/import", `{"deb":"u1"}`)
 	var audit []string
-	for _, l := range lines {
+	for _, l := range strings.Split(strings.TrimSpace(logBuf.String()), "\n") {
 		if strings.Contains(l, "msg=audit") {
 			audit = append(audit, l)
 		}
 	}
-	want := "method=POST path=/v1/kernels/x/import status=400"
-	if len(audit) != 1 || !strings.Contains(audit[0], want) || !strings.Contains(audit[0], fmt.Sprintf("uid=%d gid=%d pid=%d", os.Getuid(), os.Getgid(), os.Getpid())) {
-		t.Fatalf("audit lines %q; want one for the POST with %q and this process's credentials", audit, want)
+	want := []string{
+		"method=GET path=/v1/kernels status=200 ",
+		"method=GET path=/v1/kernels/nope status=404 ",
+		"method=POST path=/v1/kernels/x/import status=400 ",
+		"method=POST path=/v1/kernels/x/import status=200 ",
+		"method=POST path=/v1/kernels/bad/import status=200 ",
+	}
+	wantMore := []string{"object=kernel", "object=kernel/nope", "object=kernel/x", "object=kernel/x outcome=done", "object=kernel/bad outcome=failed"}
+	who := fmt.Sprintf("uid=%d gid=%d pid=%d", os.Getuid(), os.Getgid(), os.Getpid())
+	if len(audit) != len(want) {
+		t.Fatalf("audit lines:\n%s\nwant %d", strings.Join(audit, "\n"), len(want))
+	}
+	for i, l := range audit {
+		ok := strings.Contains(l, want[i]) && strings.Contains(l, who)
+		for _, w := range strings.Fields(wantMore[i]) {
+			ok = ok && strings.Contains(l, w+" ")
+		}
+		if !ok {
+			t.Errorf("audit line %d:\n%s\nwant %q, %q and %q", i, l, want[i], wantMore[i], who)
+		}
 	}
 }

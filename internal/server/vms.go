@@ -54,7 +54,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request) {
 	if err := s.d.VMs.CheckCreate(r.Context(), req); err != nil {
 		// The seed was sent for this VM: nobody will claim it now.
 		if req.Seed != "" && s.d.Seeds != nil {
-			s.d.Seeds.Discard(req.Seed)
+			s.d.Seeds.Discard(r.Context(), req.Seed)
 		}
 		writeError(w, err)
 		return

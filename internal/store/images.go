@@ -12,10 +12,10 @@ import (
 // InsertImage records a published image.
 func (s *Store) InsertImage(ctx context.Context, im api.Image) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO images
-		(name, source_kind, source, digest, kernel, size, layers, files, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		(name, source_kind, source, digest, kernel, size, layers, files, created_at, owner, shared)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		im.Name, im.SourceKind, im.Source, im.Digest, im.Kernel, im.Size, im.Layers, im.Files,
-		im.CreatedAt.UTC().Format(time.RFC3339Nano))
+		im.CreatedAt.UTC().Format(time.RFC3339Nano), im.Owner, im.Shared)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("image %q: %w", im.Name, errdefs.ErrConflict)
@@ -30,6 +30,18 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM images WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete image %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+// ShareImage makes an image seen by every caller.
+func (s *Store) ShareImage(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE images SET shared = 1 WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("share image %q: %w", name, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
@@ -75,7 +87,7 @@ func (s *Store) ImagesUsingKernel(ctx context.Context, kernel string) ([]string,
 }
 
 func (s *Store) queryImages(ctx context.Context, where string, args ...any) ([]api.Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, source_kind, source, digest, kernel, size, layers, files, created_at
+	rows, err := s.db.QueryContext(ctx, `SELECT name, source_kind, source, digest, kernel, size, layers, files, created_at, owner, shared
 		FROM images `+where+` ORDER BY name`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
@@ -85,7 +97,7 @@ func (s *Store) queryImages(ctx context.Context, where string, args ...any) ([]a
 	for rows.Next() {
 		var im api.Image
 		var created string
-		if err := rows.Scan(&im.Name, &im.SourceKind, &im.Source, &im.Digest, &im.Kernel, &im.Size, &im.Layers, &im.Files, &created); err != nil {
+		if err := rows.Scan(&im.Name, &im.SourceKind, &im.Source, &im.Digest, &im.Kernel, &im.Size, &im.Layers, &im.Files, &created, &im.Owner, &im.Shared); err != nil {
 			return nil, fmt.Errorf("list images: %w", err)
 		}
 		im.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)

@@ -15,10 +15,10 @@ import (
 func (s *Store) InsertKernel(ctx context.Context, k api.Kernel) error {
 	return s.Tx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO kernels
-			(name, version, arch, source_kind, source, digest, created_at, release, modules)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(name, version, arch, source_kind, source, digest, created_at, release, modules, owner, shared)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			k.Name, k.Version, k.Arch, k.SourceKind, k.Source, k.Digest,
-			k.CreatedAt.UTC().Format(time.RFC3339Nano), k.Release, k.Modules)
+			k.CreatedAt.UTC().Format(time.RFC3339Nano), k.Release, k.Modules, k.Owner, k.Shared)
 		if err != nil {
 			if isUniqueViolation(err) {
 				return fmt.Errorf("kernel %q: %w", k.Name, errdefs.ErrConflict)
@@ -40,6 +40,18 @@ func (s *Store) DeleteKernel(ctx context.Context, name string) error {
 	res, err := s.db.ExecContext(ctx, `DELETE FROM kernels WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete kernel %q: %w", name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("kernel %q: %w", name, errdefs.ErrNotFound)
+	}
+	return nil
+}
+
+// ShareKernel makes a kernel seen by every caller.
+func (s *Store) ShareKernel(ctx context.Context, name string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE kernels SET shared = 1 WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("share kernel %q: %w", name, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("kernel %q: %w", name, errdefs.ErrNotFound)
@@ -72,7 +84,7 @@ func (s *Store) CountKernels(ctx context.Context) (int, error) {
 }
 
 func (s *Store) queryKernels(ctx context.Context, where string, args ...any) ([]api.Kernel, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, version, arch, source_kind, source, digest, created_at, release, modules
+	rows, err := s.db.QueryContext(ctx, `SELECT name, version, arch, source_kind, source, digest, created_at, release, modules, owner, shared
 		FROM kernels `+where+` ORDER BY name`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list kernels: %w", err)
@@ -82,7 +94,7 @@ func (s *Store) queryKernels(ctx context.Context, where string, args ...any) ([]
 	for rows.Next() {
 		var k api.Kernel
 		var created string
-		if err := rows.Scan(&k.Name, &k.Version, &k.Arch, &k.SourceKind, &k.Source, &k.Digest, &created, &k.Release, &k.Modules); err != nil {
+		if err := rows.Scan(&k.Name, &k.Version, &k.Arch, &k.SourceKind, &k.Source, &k.Digest, &created, &k.Release, &k.Modules, &k.Owner, &k.Shared); err != nil {
 			return nil, fmt.Errorf("list kernels: %w", err)
 		}
 		k.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)

@@ -91,4 +91,13 @@ var migrations = []string{
 		last  TEXT NOT NULL,
 		PRIMARY KEY (vm, name, addr)
 	);`,
+	// 11: owners. Each VM, image and kernel records the uid of the caller
+	// that made it; an image or kernel a user made from its own data is
+	// seen by others only once shared. What existed before owners were
+	// recorded is root's, and images and kernels stay seen by everyone.
+	`ALTER TABLE vms ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE images ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE images ADD COLUMN shared INTEGER NOT NULL DEFAULT 1;
+	ALTER TABLE kernels ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE kernels ADD COLUMN shared INTEGER NOT NULL DEFAULT 1;`,
 }

@@ -104,6 +104,12 @@ type Template struct {
 	RAM string `json:"ram,omitempty"`
 	// Source is the VM a snapshot was taken of.
 	Source string `json:"source,omitempty"`
+	// Owner is the uid of the caller that took a snapshot: only it and
+	// root see it. Templates are the daemon's (0).
+	Owner uint32 `json:"owner,omitempty"`
+	// Lent names the lent credentials the saved guest's memory holds
+	// (names, never values): a snapshot takes them only when asked to.
+	Lent []string `json:"lent,omitempty"`
 	// Work is that VM's work record, which its forks inherit.
 	Work *api.Work `json:"work,omitempty"`
 	// Paused is how long taking the snapshot paused its VM.

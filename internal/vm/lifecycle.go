@@ -52,7 +52,11 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 		if err := names.Validate("vm", req.Name); err != nil {
 			return params{}, err
 		}
-		if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
+		if v, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
+			if !peer.Owns(ctx, v.Owner) {
+				// VM names are one namespace: say it is taken, not by whom.
+				return params{}, fmt.Errorf("vm name %q is not available: pick another --name: %w", req.Name, errdefs.ErrConflict)
+			}
 			return params{}, fmt.Errorf("vm %q already exists: pick another --name, or remove it with `banger vm rm -f %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
 		}
 	}
@@ -68,7 +72,7 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 		}
 	}
 	if req.Snapshot != "" {
-		if _, err := s.getSnapshot(req.Snapshot); err != nil {
+		if _, err := s.getSnapshot(ctx, req.Snapshot); err != nil {
 			return params{}, err
 		}
 	}
@@ -90,6 +94,12 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 		}
 	}
 	if err := checkMadeBy(req.MadeBy); err != nil {
+		return params{}, err
+	}
+	s.quotaMu.Lock()
+	err = s.checkCount(ctx, peer.UID(ctx))
+	s.quotaMu.Unlock()
+	if err != nil {
 		return params{}, err
 	}
 	if req.Start {
@@ -122,7 +132,7 @@ func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operati
 	v, err := s.create(ctx, req, prm, p)
 	unlock()
 	if err != nil && req.Seed != "" && s.d.Work != nil {
-		s.d.Work.Discard(req.Seed)
+		s.d.Work.Discard(ctx, req.Seed)
 	}
 	if err != nil || !req.Start {
 		return s.view(v), err
@@ -146,7 +156,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	var snap *template.Template
 	if req.Snapshot != "" {
 		// A fork: what it is made of is the snapshot's.
-		t, err := s.getSnapshot(req.Snapshot)
+		t, err := s.getSnapshot(ctx, req.Snapshot)
 		if err != nil {
 			return v, err
 		}
@@ -230,7 +240,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 			return v, fmt.Errorf("this daemon takes no work seeds: %w", errdefs.ErrInvalid)
 		}
 		p.Stage("work", "attaching the work disk to vm %s", req.Name)
-		w, err := s.d.Work.Claim(req.Seed, dir)
+		w, err := s.d.Work.Claim(ctx, req.Seed, dir)
 		if err != nil {
 			return v, err
 		}
@@ -245,14 +255,22 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	}
 	v = store.VM{
 		VM: api.VM{
-			Name: req.Name, State: api.VMStopped, Image: im.Name, Kernel: kernelName,
+			Name: req.Name, Owner: peer.UID(ctx), State: api.VMStopped, Image: im.Name, Kernel: kernelName,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
 			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
 			Snapshot: req.Snapshot, Network: prm.network, Egress: prm.egress,
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
-	if err := s.d.Store.InsertVM(ctx, v); err != nil {
+	// Counted and inserted at once: two creates cannot both take a
+	// user's last place.
+	s.quotaMu.Lock()
+	err = s.checkCount(ctx, v.Owner)
+	if err == nil {
+		err = s.d.Store.InsertVM(ctx, v)
+	}
+	s.quotaMu.Unlock()
+	if err != nil {
 		return v, err
 	}
 	s.d.Log.Info("created vm", "vm", v.Name, "image", v.Image, "kernel", v.Kernel)
@@ -317,6 +335,11 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 		p.Stage("start", "vm %s is already %s", name, v.State)
 		return s.view(v), nil
 	}
+	release, err := s.reserve(ctx, v)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer release()
 	acc, err := s.d.Driver.Accel(ctx)
 	if err != nil {
 		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)

@@ -105,7 +105,7 @@ func (s *Service) netSpec(v store.VM) (hostnet.Spec, error) {
 	if err != nil {
 		return hostnet.Spec{}, fmt.Errorf("vm %s: %w", v.Name, err)
 	}
-	return hostnet.Spec{VM: v.Name, ID: v.ID, Ports: v.Ports, Egress: e}, nil
+	return hostnet.Spec{VM: v.Name, ID: v.ID, Owner: v.Owner, Ports: v.Ports, Egress: e}, nil
 }
 
 // network connects a starting VM: its user-mode forwards (SSH first), or

@@ -11,6 +11,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/ext4read"
+	"github.com/banger-dev/banger/internal/image"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -78,6 +79,8 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, p op
 		return api.Image{}, fmt.Errorf("vm %s: %w", v.Name, err)
 	}
 	source := fmt.Sprintf("vm %s (image %s)", v.Name, v.Image)
+	// The image is the caller's, private unless the request shares it.
+	ctx = image.WithShared(ctx, req.Shared)
 	im, err := s.d.Images.Adopt(ctx, req.Name, v.Kernel, source, func(ctx context.Context, dst string) error {
 		return s.rebuild(ctx, v.Name, disk, dst, p)
 	}, p)

@@ -45,12 +45,14 @@ type fakeDriver struct {
 	// accelErr is what Accel answers, as under accel = kvm where KVM is
 	// broken.
 	accelErr error
+	// snapshots says the driver takes snapshots (Snapshot itself fails).
+	snapshots bool
 }
 
 var fakeAccel = vmm.Accel{Name: "tcg", CPU: "max", Reason: "no /dev/kvm"}
 
 func (d *fakeDriver) Name() string           { return "fake" }
-func (d *fakeDriver) Features() vmm.Features { return vmm.Features{} }
+func (d *fakeDriver) Features() vmm.Features { return vmm.Features{Snapshots: d.snapshots} }
 func (d *fakeDriver) Accel(context.Context) (vmm.Accel, error) {
 	if d.accelErr != nil {
 		return vmm.Accel{}, d.accelErr

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/template"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -53,12 +55,16 @@ func (b boot) memory() *vmm.Memory {
 // snapshotsDir is where snapshots live.
 func (s *Service) snapshotsDir() template.Dir { return template.Dir(s.d.Layout.Snapshots()) }
 
-// getSnapshot reads a snapshot, with an error in a snapshot's words.
-func (s *Service) getSnapshot(name string) (template.Template, error) {
+// getSnapshot reads a snapshot of ctx's caller, with an error in a
+// snapshot's words: another user's is one that does not exist.
+func (s *Service) getSnapshot(ctx context.Context, name string) (template.Template, error) {
 	if err := names.Validate("snapshot", name); err != nil {
 		return template.Template{}, err
 	}
 	t, err := s.snapshotsDir().Get(name)
+	if err == nil && !peer.Owns(ctx, t.Owner) {
+		t, err = template.Template{}, template.ErrNone
+	}
 	if errors.Is(err, template.ErrNone) {
 		return t, fmt.Errorf("snapshot %q does not exist: see `banger vm snapshot ls`: %w", name, errdefs.ErrNotFound)
 	}
@@ -84,11 +90,19 @@ func (s *Service) CheckSnapshot(ctx context.Context, vmName string, req api.Snap
 	if v.State != api.VMRunning {
 		return fmt.Errorf("vm %s is %s: a snapshot saves a running VM (start it with `banger vm start %s`): %w", v.Name, v.State, v.Name, errdefs.ErrConflict)
 	}
+	if lent := s.lentTo(v); len(lent) > 0 && !req.WithLent {
+		// Lent credentials live on a tmpfs in the guest, and so in its
+		// memory: a snapshot would write them to the host's disk.
+		return fmt.Errorf("vm %s holds lent credentials (%s): its snapshot's memory file would hold them too; say --with-lent to take it anyway, or restart the VM to drop them: %w", v.Name, strings.Join(lent, ", "), errdefs.ErrConflict)
+	}
 	if req.Name != "" {
 		if err := names.Validate("snapshot", req.Name); err != nil {
 			return err
 		}
-		if _, err := s.snapshotsDir().Get(req.Name); err == nil {
+		if t, err := s.snapshotsDir().Get(req.Name); err == nil {
+			if !peer.Owns(ctx, t.Owner) {
+				return fmt.Errorf("snapshot name %q is not available: pick another name: %w", req.Name, errdefs.ErrConflict)
+			}
 			return fmt.Errorf("snapshot %q already exists: remove it with `banger vm snapshot rm %s`, or pick another name: %w", req.Name, req.Name, errdefs.ErrConflict)
 		}
 	}
@@ -110,6 +124,9 @@ func (s *Service) Snapshot(ctx context.Context, vmName string, req api.SnapshotR
 	t, err := s.snapshot(ctx, v, req.Name, p)
 	if err != nil {
 		return api.Snapshot{}, err
+	}
+	if len(t.Lent) > 0 {
+		p.Stage("snapshot", "snapshot %s holds what vm %s was lent (%s) in its memory file: remove it with `banger vm snapshot rm %s` when done", t.ID, v.Name, strings.Join(t.Lent, ", "), t.ID)
 	}
 	return s.snapshotView(ctx, t)
 }
@@ -183,6 +200,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	}
 	t = template.Template{
 		ID: name, Disk: disks[0], Disks: disks[1:], RAM: b.RAM, Source: v.Name, Work: v.Work, HostKey: v.HostKey,
+		Owner: peer.UID(ctx), Lent: s.lentTo(v),
 		CreatedAt: time.Now().UTC(), Paused: paused,
 		Key: template.Key{Image: v.Image, Kernel: v.Kernel, VMM: s.d.Driver.Name() + " " + vmmBuild, Accel: v.Accel, CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes},
 	}
@@ -254,7 +272,7 @@ func copyDisk(src, dst string) error {
 // resumeSnapshot starts a fork for the first time: from its snapshot's
 // state, in its snapshot's layout, then given its own identity.
 func (s *Service) resumeSnapshot(ctx context.Context, v *store.VM, cold vmm.Config, timeout time.Duration, p operation.Progress) error {
-	t, err := s.getSnapshot(v.Snapshot)
+	t, err := s.getSnapshot(ctx, v.Snapshot)
 	if err != nil {
 		return fmt.Errorf("vm %s resumes from snapshot %s: %w", v.Name, v.Snapshot, err)
 	}
@@ -270,12 +288,16 @@ func (s *Service) resumeSnapshot(ctx context.Context, v *store.VM, cold vmm.Conf
 	}
 	cfg.Memory = boot{RAM: t.RAM}.memory()
 	cfg.Restore = t.State()
-	return s.resumeFrom(ctx, v, cfg, "snapshot "+t.ID, t.HostKey, false, timeout, p)
+	if err := s.resumeFrom(ctx, v, cfg, "snapshot "+t.ID, t.HostKey, false, timeout, p); err != nil {
+		return err
+	}
+	// The fork woke with the snapshot's memory, lent credentials and all.
+	return s.recordLent(*v, t.Lent)
 }
 
 // CheckFork answers quickly whether Fork can start.
 func (s *Service) CheckFork(ctx context.Context, vmName string, req api.ForkRequest) error {
-	if err := s.CheckSnapshot(ctx, vmName, api.SnapshotRequest{}); err != nil {
+	if err := s.CheckSnapshot(ctx, vmName, api.SnapshotRequest{WithLent: req.WithLent}); err != nil {
 		return err
 	}
 	return s.CheckCreate(ctx, api.VMCreateRequest{Name: req.Name, AuthorizedKeys: req.Keys})
@@ -301,11 +323,14 @@ func (s *Service) Fork(ctx context.Context, vmName string, req api.ForkRequest, 
 	return s.Create(ctx, api.VMCreateRequest{Name: req.Name, Snapshot: t.ID, AuthorizedKeys: req.Keys, Start: true}, p)
 }
 
-// Snapshots lists the snapshots.
+// Snapshots lists the caller's snapshots (root's: all).
 func (s *Service) Snapshots(ctx context.Context) ([]api.Snapshot, error) {
 	ts, bad := s.snapshotsDir().List()
 	out := []api.Snapshot{}
 	for _, t := range ts {
+		if !peer.Owns(ctx, t.Owner) {
+			continue
+		}
 		sv, err := s.snapshotView(ctx, t)
 		if err != nil {
 			return nil, err
@@ -313,7 +338,10 @@ func (s *Service) Snapshots(ctx context.Context) ([]api.Snapshot, error) {
 		out = append(out, sv)
 	}
 	for name, err := range bad {
-		out = append(out, api.Snapshot{Name: name, UsedBy: []string{}, Problem: err.Error()})
+		// Whose a damaged record was is unknown: root's to clear.
+		if peer.Root(ctx) {
+			out = append(out, api.Snapshot{Name: name, UsedBy: []string{}, Problem: err.Error()})
+		}
 	}
 	return out, nil
 }
@@ -326,7 +354,7 @@ func (s *Service) snapshotView(ctx context.Context, t template.Template) (api.Sn
 	if used == nil {
 		used = []string{}
 	}
-	sv := api.Snapshot{Name: t.ID, VM: t.Source, Image: t.Key.Image, Kernel: t.Key.Kernel, CPUs: t.Key.CPUs, MemoryMB: t.Key.MemoryMB,
+	sv := api.Snapshot{Name: t.ID, Owner: t.Owner, Lent: t.Lent, VM: t.Source, Image: t.Key.Image, Kernel: t.Key.Kernel, CPUs: t.Key.CPUs, MemoryMB: t.Key.MemoryMB,
 		Bytes: t.Bytes(), CreatedAt: t.CreatedAt, PausedMillis: t.Paused.Milliseconds(), UsedBy: used}
 	if m := t.Missing(); m != "" {
 		sv.Problem = "lost its " + m
@@ -336,7 +364,7 @@ func (s *Service) snapshotView(ctx context.Context, t template.Template) (api.Sn
 
 // RemoveSnapshot drops a snapshot; VMs forked from it keep their disks.
 func (s *Service) RemoveSnapshot(ctx context.Context, name string) error {
-	if _, err := s.getSnapshot(name); err != nil {
+	if _, err := s.getSnapshot(ctx, name); err != nil {
 		return err
 	}
 	return s.snapshotsDir().Remove(name)

@@ -29,6 +29,7 @@ import (
 	"github.com/banger-dev/banger/internal/layout"
 	"github.com/banger-dev/banger/internal/names"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/template"
@@ -62,9 +63,9 @@ type Store interface {
 // WorkDisks is what VMs need of the workspace service.
 type WorkDisks interface {
 	// Claim moves a staged seed's disk into a VM's directory.
-	Claim(id, vmDir string) (api.Work, error)
+	Claim(ctx context.Context, id, vmDir string) (api.Work, error)
 	// Discard drops a staged seed no VM will claim.
-	Discard(id string)
+	Discard(ctx context.Context, id string)
 	// ExportDisk writes a stopped VM's work disk to w as tar.
 	ExportDisk(ctx context.Context, disk string, w io.Writer) error
 	// ExportGuest writes a running guest's /work to w as tar, checked.
@@ -144,7 +145,9 @@ type Deps struct {
 	// Templates holds the templates VMs resume from; "" boots every VM.
 	Templates template.Dir
 	Defaults  Defaults
-	Log       *slog.Logger
+	// Quota bounds each user's VMs (max_*_per_user).
+	Quota Quota
+	Log   *slog.Logger
 }
 
 // Service manages VMs.
@@ -156,17 +159,13 @@ type Service struct {
 	agentMu            sync.Mutex
 	agentKey, agentSum string // guarded by agentMu: the agent's digest, by path, size and mtime
 
-	lentMu sync.Mutex
-	lent   map[string]lent // guarded by lentMu: by VM name
+	lentMu sync.Mutex // serializes changes of lent records
+
+	quotaMu  sync.Mutex
+	starting map[string]store.VM // guarded by quotaMu: VMs starting, whose CPUs and memory are reserved
 
 	tplMu     sync.Mutex
 	tplFailed map[string]string // guarded by tplMu: templates this daemon failed to make, and why
-}
-
-// lent is what an auth sync lent a VM's current boot (names only).
-type lent struct {
-	pid   int
-	names []string
 }
 
 // New returns a Service.
@@ -228,11 +227,7 @@ func (s *Service) view(v store.VM) api.VM {
 		out.Ports = []api.PortForward{}
 	}
 	if out.State != api.VMStopped {
-		s.lentMu.Lock()
-		if l, ok := s.lent[v.Name]; ok && l.pid == v.PID {
-			out.Lent = l.names
-		}
-		s.lentMu.Unlock()
+		out.Lent = s.lentTo(v)
 	}
 	return out
 }
@@ -246,20 +241,28 @@ func (s *Service) get(ctx context.Context, name string) (store.VM, error) {
 		return store.VM{}, err
 	}
 	v, err := s.d.Store.GetVM(ctx, name)
+	if err == nil && !peer.Owns(ctx, v.Owner) {
+		// Another user's VM is, to this caller, one that does not exist.
+		err = errdefs.ErrNotFound
+	}
 	if err != nil {
 		if errdefs.Code(err) == "not_found" {
-			return v, s.notFound(ctx, name)
+			return store.VM{}, s.notFound(ctx, name)
 		}
 		return v, err
 	}
 	return v, s.refresh(ctx, &v)
 }
 
+// notFound says name is no VM of the caller's, with a hint drawn from its
+// own VMs only.
 func (s *Service) notFound(ctx context.Context, name string) error {
 	var have []string
 	if vs, err := s.d.Store.ListVMs(ctx); err == nil {
 		for _, v := range vs {
-			have = append(have, v.Name)
+			if peer.Owns(ctx, v.Owner) {
+				have = append(have, v.Name)
+			}
 		}
 	}
 	return fmt.Errorf("vm %q does not exist: %s: %w", name, names.Hint(name, have, "see `banger vm ls`"), errdefs.ErrNotFound)
@@ -340,13 +343,19 @@ func readDir(dir string) []string {
 	return out
 }
 
-// Count returns how many VMs exist.
+// Count returns how many VMs the caller has (root: how many exist).
 func (s *Service) Count(ctx context.Context) (int, error) {
 	vs, err := s.d.Store.ListVMs(ctx)
-	return len(vs), err
+	n := 0
+	for _, v := range vs {
+		if peer.Owns(ctx, v.Owner) {
+			n++
+		}
+	}
+	return n, err
 }
 
-// List returns every VM.
+// List returns the caller's VMs (root's: every VM).
 func (s *Service) List(ctx context.Context) ([]api.VM, error) {
 	vs, err := s.d.Store.ListVMs(ctx)
 	if err != nil {
@@ -354,6 +363,9 @@ func (s *Service) List(ctx context.Context) ([]api.VM, error) {
 	}
 	out := make([]api.VM, 0, len(vs))
 	for i := range vs {
+		if !peer.Owns(ctx, vs[i].Owner) {
+			continue
+		}
 		if err := s.refresh(ctx, &vs[i]); err != nil {
 			return nil, err
 		}
@@ -371,26 +383,52 @@ func (s *Service) Get(ctx context.Context, name string) (api.VM, error) {
 	return s.view(v), nil
 }
 
-// VMsUsingKernel names the VMs booting the given kernel, so that kernel rm
-// can refuse while any does.
-func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]string, error) {
-	return s.d.Store.VMsUsing(ctx, "kernel", kernel)
+// VMsUsingKernel lists the VMs booting the given kernel, and the
+// snapshots of such VMs, with their owners (every owner's: the caller
+// decides what it may name), so that kernel rm can refuse while any
+// exists.
+func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]api.Dependent, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vms using kernel %s: %w", kernel, err)
+	}
+	var ds []api.Dependent
+	for _, v := range vs {
+		if v.Kernel == kernel {
+			ds = append(ds, api.Dependent{Kind: "vm", Name: v.Name, Owner: v.Owner})
+		}
+	}
+	snaps, _ := s.snapshotsDir().List()
+	for _, t := range snaps {
+		if t.Key.Kernel == kernel {
+			ds = append(ds, api.Dependent{Kind: "snapshot", Name: t.ID, Owner: t.Owner})
+		}
+	}
+	return ds, nil
 }
 
-// VMsUsingImage names the VMs whose disks come from the given image, and
-// the snapshots of such VMs, so that image rm can refuse while any does.
-func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]string, error) {
-	vms, err := s.d.Store.VMsUsing(ctx, "image", image)
+// VMsUsingImage lists the VMs whose disks come from the given image, and
+// the snapshots of such VMs, with their owners (every owner's: the
+// caller decides what it may name), so that image rm can refuse while
+// any exists.
+func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]api.Dependent, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vms using image %s: %w", image, err)
+	}
+	var ds []api.Dependent
+	for _, v := range vs {
+		if v.Image == image {
+			ds = append(ds, api.Dependent{Kind: "vm", Name: v.Name, Owner: v.Owner})
+		}
 	}
 	snaps, _ := s.snapshotsDir().List()
 	for _, t := range snaps {
 		if t.Key.Image == image {
-			vms = append(vms, "snapshot "+t.ID)
+			ds = append(ds, api.Dependent{Kind: "snapshot", Name: t.ID, Owner: t.Owner})
 		}
 	}
-	return vms, nil
+	return ds, nil
 }
 
 // newID returns a VM's short random ID.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -170,18 +171,52 @@ func (s *Service) AuthSync(ctx context.Context, name string, req api.AuthSync) (
 		}
 		return api.VM{}, fmt.Errorf("lend credentials to vm %s: the guest agent says: %s: %w", name, m.Message, errdefs.ErrConflict)
 	}
-	s.lentMu.Lock()
-	if s.lent == nil {
-		s.lent = map[string]lent{}
+	if err := s.recordLent(v, names); err != nil {
+		return api.VM{}, err
 	}
-	prev := s.lent[name]
-	if prev.pid == v.PID {
-		names = mergeNames(prev.names, names)
-	}
-	s.lent[name] = lent{pid: v.PID, names: names}
-	s.lentMu.Unlock()
 	s.d.Log.Info("lent credentials", "vm", name, "names", names)
 	return s.view(v), nil
+}
+
+// lentFile records, in a VM's directory, the names of what its current
+// boot was lent: on disk, so that a daemon restarted while the VM runs
+// still refuses to snapshot it without --with-lent.
+const lentFile = "lent.json"
+
+// lentRecord is what lentFile holds: names, never values, and the boot
+// (VMM process) they were lent to.
+type lentRecord struct {
+	PID      int      `json:"pid"`
+	PIDStart uint64   `json:"pid_start"`
+	Names    []string `json:"names"`
+}
+
+// lentTo names what v's current boot holds of lent credentials.
+func (s *Service) lentTo(v store.VM) []string {
+	b, err := os.ReadFile(filepath.Join(s.d.Layout.VM(v.Name), lentFile))
+	if err != nil {
+		return nil
+	}
+	var r lentRecord
+	if json.Unmarshal(b, &r) != nil || r.PID != v.PID || r.PIDStart != v.PIDStart || v.PID == 0 {
+		return nil
+	}
+	return r.Names
+}
+
+// recordLent adds names to what v's current boot holds.
+func (s *Service) recordLent(v store.VM, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	s.lentMu.Lock()
+	defer s.lentMu.Unlock()
+	names = mergeNames(s.lentTo(v), names)
+	b, _ := json.Marshal(lentRecord{PID: v.PID, PIDStart: v.PIDStart, Names: names})
+	if err := writeFileSync(filepath.Join(s.d.Layout.VM(v.Name), lentFile), b); err != nil {
+		return fmt.Errorf("record what vm %s was lent: %w", v.Name, err)
+	}
+	return nil
 }
 
 func mergeNames(a, b []string) []string {
@@ -209,4 +244,28 @@ func (s *Service) dialGuest(ctx context.Context, v store.VM) (*ssh.Client, error
 		return nil, fmt.Errorf("reach the guest agent of vm %s: %w", v.Name, err)
 	}
 	return c, nil
+}
+
+// writeFileSync replaces path with data whole: a crash leaves the old
+// file or the new one, never half of one.
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
 }

@@ -49,13 +49,13 @@ func TestCheckAuthSync(t *testing.T) {
 // in the VM's directory.
 type fakeWork struct{ discarded []string }
 
-func (f *fakeWork) Claim(id, vmDir string) (api.Work, error) {
+func (f *fakeWork) Claim(_ context.Context, id, vmDir string) (api.Work, error) {
 	if id != "seed1" {
 		return api.Work{}, fmt.Errorf("seed %s: %w", id, errdefs.ErrNotFound)
 	}
 	return api.Work{Source: "/src", Base: "abc123", Files: 3}, os.WriteFile(filepath.Join(vmDir, workspace.DiskName), []byte("disk"), 0o600)
 }
-func (f *fakeWork) Discard(id string) { f.discarded = append(f.discarded, id) }
+func (f *fakeWork) Discard(_ context.Context, id string) { f.discarded = append(f.discarded, id) }
 func (f *fakeWork) ExportDisk(ctx context.Context, disk string, w io.Writer) error {
 	_, err := w.Write([]byte("tar of " + filepath.Base(disk)))
 	return err

@@ -28,6 +28,7 @@ import (
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/guestdisk"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/tarx"
 )
@@ -162,7 +163,7 @@ func (s *Service) Stage(ctx context.Context, r io.Reader, meta api.Work, diskByt
 	meta.Fingerprint = "sha256:" + hex.EncodeToString(sum.Sum(nil))
 	meta.Files, meta.Bytes, meta.DiskBytes = c.files, c.bytes, size
 	meta.SeededAt = time.Now().UTC()
-	b2, _ := json.Marshal(meta)
+	b2, _ := json.Marshal(staged{Work: meta, Owner: peer.UID(ctx)})
 	if err := os.WriteFile(filepath.Join(dir, "seed.json"), b2, 0o600); err != nil {
 		return api.Seed{}, fmt.Errorf("stage work seed: %w", err)
 	}
@@ -193,31 +194,47 @@ func isHex(s string) bool {
 	return err == nil
 }
 
-// Claim moves a staged seed's disk into a VM's directory and returns what
-// it holds.
-func (s *Service) Claim(id, vmDir string) (api.Work, error) {
+// staged is a staged seed's record: what it holds, and who sent it.
+type staged struct {
+	api.Work
+	Owner uint32 `json:"owner"`
+}
+
+// seed reads the record of the staged seed id that ctx's caller sent:
+// another user's seed is one that does not exist.
+func (s *Service) seed(ctx context.Context, id string) (staged, error) {
+	var st staged
 	if !isHex(id) || len(id) != 32 {
-		return api.Work{}, fmt.Errorf("seed %q: not a seed id: %w", id, errdefs.ErrInvalid)
+		return st, fmt.Errorf("seed %q: not a seed id: %w", id, errdefs.ErrInvalid)
+	}
+	b, err := os.ReadFile(filepath.Join(s.seedDir(id), "seed.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &st)
+	}
+	if err != nil || !peer.Owns(ctx, st.Owner) {
+		return st, fmt.Errorf("seed %s does not exist (seeds wait %s for a VM, and a daemon restart drops them): upload it again: %w", id, SeedTTL, errdefs.ErrNotFound)
+	}
+	return st, nil
+}
+
+// Claim moves a staged seed's disk, sent by ctx's caller, into a VM's
+// directory and returns what it holds.
+func (s *Service) Claim(ctx context.Context, id, vmDir string) (api.Work, error) {
+	st, err := s.seed(ctx, id)
+	if err != nil {
+		return api.Work{}, err
 	}
 	dir := s.seedDir(id)
-	b, err := os.ReadFile(filepath.Join(dir, "seed.json"))
-	if err != nil {
-		return api.Work{}, fmt.Errorf("seed %s does not exist (seeds wait %s for a VM, and a daemon restart drops them): upload it again: %w", id, SeedTTL, errdefs.ErrNotFound)
-	}
-	var w api.Work
-	if err := json.Unmarshal(b, &w); err != nil {
-		return api.Work{}, fmt.Errorf("seed %s: %w", id, err)
-	}
 	if err := os.Rename(filepath.Join(dir, DiskName), filepath.Join(vmDir, DiskName)); err != nil {
 		return api.Work{}, fmt.Errorf("claim seed %s: %w", id, err)
 	}
 	os.RemoveAll(dir)
-	return w, nil
+	return st.Work, nil
 }
 
-// Discard removes a staged seed nobody will claim.
-func (s *Service) Discard(id string) {
-	if isHex(id) && len(id) == 32 {
+// Discard removes a staged seed of ctx's caller that nobody will claim.
+func (s *Service) Discard(ctx context.Context, id string) {
+	if _, err := s.seed(ctx, id); err == nil {
 		os.RemoveAll(s.seedDir(id))
 	}
 }

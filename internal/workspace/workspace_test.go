@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/banger-dev/banger/internal/peer"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,15 +62,22 @@ var goodSeed = []entry{
 func TestStageClaimExport(t *testing.T) {
 	needE2fsprogs(t)
 	s := newService(t, 1<<20)
-	seed, err := s.Stage(context.Background(), bytes.NewReader(tarball(t, goodSeed)), api.Work{Source: "/home/u/repo", Base: "abcdef12"}, 0)
+	alice := peer.NewContext(context.Background(), unix.Ucred{Uid: 1000})
+	seed, err := s.Stage(alice, bytes.NewReader(tarball(t, goodSeed)), api.Work{Source: "/home/u/repo", Base: "abcdef12"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Another user who learned the seed's ID neither claims nor drops it.
+	bob := peer.NewContext(context.Background(), unix.Ucred{Uid: 1001})
+	if _, err := s.Claim(bob, seed.ID, t.TempDir()); errdefs.Code(err) != "not_found" {
+		t.Fatalf("another user's claim: %v", err)
+	}
+	s.Discard(bob, seed.ID)
 	if seed.Work.Files != 3 || seed.Work.Bytes != int64(len("package main\n")+len("#!/bin/sh\n")) || !strings.HasPrefix(seed.Work.Fingerprint, "sha256:") {
 		t.Errorf("seed = %+v", seed.Work)
 	}
 	vmDir := t.TempDir()
-	w, err := s.Claim(seed.ID, vmDir)
+	w, err := s.Claim(alice, seed.ID, vmDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +122,7 @@ func TestStageClaimExport(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("exported %d entries, want %d (the spare inodes must be gone): %q", len(got), len(want), got)
 	}
-	if _, err := s.Claim(seed.ID, vmDir); errdefs.Code(err) != "not_found" {
+	if _, err := s.Claim(alice, seed.ID, vmDir); errdefs.Code(err) != "not_found" {
 		t.Errorf("second claim: %v", err)
 	}
 	if left, _ := os.ReadDir(s.d.Staging); len(left) != 0 {
