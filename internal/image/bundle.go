@@ -247,7 +247,7 @@ func (s *Service) checkRegister(ctx context.Context, req api.ImageRegisterReques
 	if s.d.Uploads == nil {
 		return "", fmt.Errorf("register image %s: this daemon takes no uploads: %w", req.Name, errdefs.ErrUnavailable)
 	}
-	rootfs, err := s.d.Uploads.Path(req.Rootfs, upload.File)
+	rootfs, err := s.d.Uploads.Path(ctx, req.Rootfs, upload.File)
 	if err != nil {
 		return "", fmt.Errorf("register image %s: rootfs: %w", req.Name, err)
 	}

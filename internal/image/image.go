@@ -89,7 +89,7 @@ type Deps struct {
 
 // Uploads finds what clients sent (see package upload).
 type Uploads interface {
-	Path(id, kind string) (string, error)
+	Path(ctx context.Context, id, kind string) (string, error)
 	Remove(id string)
 }
 

@@ -27,7 +27,7 @@ type importFiles struct {
 // resolve checks an import request and finds its uploads. The request
 // names uploads by ID, never a path: a path would have the root daemon
 // read any file on the host for whoever may reach its socket.
-func (s *Service) resolve(req api.KernelImportRequest) (importFiles, error) {
+func (s *Service) resolve(ctx context.Context, req api.KernelImportRequest) (importFiles, error) {
 	var f importFiles
 	if (req.Deb == "") == (req.Kernel == "") {
 		return f, fmt.Errorf("import kernel %s: give either a .deb or a kernel file: %w", req.Name, errdefs.ErrInvalid)
@@ -48,7 +48,7 @@ func (s *Service) resolve(req api.KernelImportRequest) (importFiles, error) {
 		if u.id == "" {
 			continue
 		}
-		p, err := s.d.Uploads.Path(u.id, u.kind)
+		p, err := s.d.Uploads.Path(ctx, u.id, u.kind)
 		if err != nil {
 			return f, fmt.Errorf("import kernel %s: %s: %w", req.Name, u.flag, err)
 		}

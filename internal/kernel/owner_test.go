@@ -27,7 +27,7 @@ func (h *harness) importAs(ctx context.Context, t *testing.T, name string, share
 	if err := os.WriteFile(path, vmlinuz(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	req := api.KernelImportRequest{Name: name, Kernel: h.upload(t, path, false), Shared: shared}
+	req := api.KernelImportRequest{Name: name, Kernel: h.uploadAs(ctx, t, path, false), Shared: shared}
 	if err := h.svc.CheckImport(ctx, req); err != nil {
 		return api.Kernel{}, err
 	}

@@ -70,7 +70,7 @@ type Deps struct {
 
 // Uploads finds what clients sent (see package upload).
 type Uploads interface {
-	Path(id, kind string) (string, error)
+	Path(ctx context.Context, id, kind string) (string, error)
 	Remove(id string)
 }
 
@@ -277,7 +277,7 @@ func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) 
 	if err := names.Validate("kernel", req.Name); err != nil {
 		return err
 	}
-	if _, err := s.resolve(req); err != nil {
+	if _, err := s.resolve(ctx, req); err != nil {
 		return err
 	}
 	return s.claimable(ctx, req.Name)
@@ -354,7 +354,7 @@ func (s *Service) Import(ctx context.Context, req api.KernelImportRequest, p ope
 		return api.Kernel{}, err
 	}
 	defer s.dropUploads(req)
-	files, err := s.resolve(req)
+	files, err := s.resolve(ctx, req)
 	if err != nil {
 		return api.Kernel{}, err
 	}

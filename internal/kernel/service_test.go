@@ -128,6 +128,12 @@ func newHarness(t *testing.T) *harness {
 // its upload ID.
 func (h *harness) upload(t *testing.T, path string, dir bool) string {
 	t.Helper()
+	return h.uploadAs(context.Background(), t, path, dir)
+}
+
+// uploadAs sends path as ctx's caller: only it may name the upload.
+func (h *harness) uploadAs(ctx context.Context, t *testing.T, path string, dir bool) string {
+	t.Helper()
 	var body io.Reader
 	kind := upload.File
 	if dir {
@@ -142,7 +148,7 @@ func (h *harness) upload(t *testing.T, path string, dir bool) string {
 		defer f.Close()
 		body = f
 	}
-	u, err := h.uploads.Put(context.Background(), body, kind)
+	u, err := h.uploads.Put(ctx, body, kind)
 	if err != nil {
 		t.Fatal(err)
 	}

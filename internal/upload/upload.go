@@ -19,11 +19,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/tarx"
 	"golang.org/x/sys/unix"
 )
@@ -54,6 +56,9 @@ type Store struct {
 	// MaxBytes bounds one upload (a tree's unpacked content too).
 	MaxBytes int64
 	Log      *slog.Logger
+
+	mu     sync.Mutex
+	owners map[string]uint32 // guarded by mu: who sent each upload (a restart drops uploads)
 }
 
 func (s *Store) path(id string) string { return filepath.Join(s.Dir, "upload-"+id) }
@@ -90,6 +95,12 @@ func (s *Store) Put(ctx context.Context, r io.Reader, kind string) (api.Upload, 
 		}
 		return api.Upload{}, fmt.Errorf("upload: %w", err)
 	}
+	s.mu.Lock()
+	if s.owners == nil {
+		s.owners = map[string]uint32{}
+	}
+	s.owners[id] = peer.UID(ctx)
+	s.mu.Unlock()
 	return api.Upload{ID: id, Kind: kind, Bytes: n, Digest: "sha256:" + hex.EncodeToString(sum.Sum(nil))}, nil
 }
 
@@ -182,14 +193,18 @@ func (s *Store) putTree(r io.Reader, dst string) (int64, error) {
 // isID says whether id is one Put made: 32 lower-case hex digits.
 func isID(id string) bool { return len(id) == 32 && strings.Trim(id, "0123456789abcdef") == "" }
 
-// Path returns where upload id of kind is, for the daemon's own use.
-func (s *Store) Path(id, kind string) (string, error) {
+// Path returns where upload id of kind, sent by ctx's caller, is, for the
+// daemon's own use: another user's upload is one that does not exist.
+func (s *Store) Path(ctx context.Context, id, kind string) (string, error) {
 	if !isID(id) {
 		return "", fmt.Errorf("%q is not an upload id: the daemon opens no path a client names; send the file with POST /v1/uploads (the CLI does): %w", id, errdefs.ErrInvalid)
 	}
 	p := s.path(id)
+	s.mu.Lock()
+	owner, known := s.owners[id]
+	s.mu.Unlock()
 	fi, err := os.Lstat(p)
-	if err != nil {
+	if err != nil || !known || !peer.Owns(ctx, owner) {
 		return "", fmt.Errorf("upload %s does not exist (uploads wait %s, and a daemon restart drops them): send it again: %w", id, TTL, errdefs.ErrNotFound)
 	}
 	if (kind == Tree) != fi.IsDir() {
@@ -202,6 +217,9 @@ func (s *Store) Path(id, kind string) (string, error) {
 func (s *Store) Remove(id string) {
 	if isID(id) {
 		os.RemoveAll(s.path(id))
+		s.mu.Lock()
+		delete(s.owners, id)
+		s.mu.Unlock()
 	}
 }
 
@@ -218,7 +236,7 @@ func (s *Store) expire(age time.Duration) {
 			if s.Log != nil {
 				s.Log.Info("removing an unused upload", "upload", e.Name())
 			}
-			os.RemoveAll(filepath.Join(s.Dir, e.Name()))
+			s.Remove(strings.TrimPrefix(e.Name(), "upload-"))
 		}
 	}
 }

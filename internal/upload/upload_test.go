@@ -11,7 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/testkit"
 )
 
@@ -22,7 +25,7 @@ func TestPutAndPath(t *testing.T) {
 	if err != nil || f.Bytes != 12 || !strings.HasPrefix(f.Digest, "sha256:") {
 		t.Fatalf("put file: %+v, %v", f, err)
 	}
-	p, err := s.Path(f.ID, File)
+	p, err := s.Path(ctx, f.ID, File)
 	if b, _ := os.ReadFile(p); err != nil || string(b) != "kernel bytes" {
 		t.Fatalf("path: %q, %v", b, err)
 	}
@@ -34,7 +37,7 @@ func TestPutAndPath(t *testing.T) {
 	if err != nil {
 		t.Fatalf("put tree: %v", err)
 	}
-	tp, err := s.Path(tr.ID, Tree)
+	tp, err := s.Path(ctx, tr.ID, Tree)
 	if b, _ := os.ReadFile(filepath.Join(tp, "6.1.0/modules.dep")); err != nil || string(b) != "x" {
 		t.Fatalf("tree: %q, %v", b, err)
 	}
@@ -49,9 +52,14 @@ func TestPutAndPath(t *testing.T) {
 		{f.ID, Tree, "is not a tree"},
 		{tr.ID, File, "is not a file"},
 	} {
-		if _, err := s.Path(tt.id, tt.kind); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := s.Path(ctx, tt.id, tt.kind); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Path(%q, %s): %v, want %q", tt.id, tt.kind, err, tt.want)
 		}
+	}
+	// Another user who learned an upload's ID cannot have it used.
+	other := peer.NewContext(ctx, unix.Ucred{Uid: 1001})
+	if _, err := s.Path(other, f.ID, File); errdefs.Code(err) != "not_found" {
+		t.Errorf("another user's Path: %v", err)
 	}
 	s.Remove(f.ID)
 	s.Remove(tr.ID)
@@ -125,7 +133,7 @@ func TestSparseRoundTrip(t *testing.T) {
 	if err != nil || u.Kind != File || u.Bytes != 64<<20 {
 		t.Fatalf("put sparse: %+v, %v", u, err)
 	}
-	p, _ := s.Path(u.ID, File)
+	p, _ := s.Path(context.Background(), u.ID, File)
 	got, _ := os.ReadFile(p)
 	want, _ := os.ReadFile(src)
 	if !bytes.Equal(got, want) {

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/banger-dev/banger/internal/peer"
-	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
 	"github.com/banger-dev/banger/internal/guestdisk"
+	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/runner"
 	"github.com/banger-dev/banger/internal/sandbox"
 	"github.com/banger-dev/banger/internal/testkit"
