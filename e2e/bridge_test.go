@@ -302,6 +302,69 @@ func TestBridgeNetwork(t *testing.T) {
 		}
 	})
 
+	t.Run("guests of one owner reach each other; another owner's reach neither", func(t *testing.T) {
+		defer e.use(t)()
+		// Two users of the daemon, reaching its socket (made open to them
+		// here, as the banger group would) from outside the namespace.
+		for d := e.dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+			os.Chmod(d, 0o755)
+		}
+		os.Chmod(e.socket, 0o666)
+		alice := makeAccount(t, e.dir, "bna", "", 0)
+		bob := makeAccount(t, e.dir, "bnb", "", 0)
+		for _, o := range []struct {
+			who  *account
+			name string
+		}{{alice, "o-a1"}, {alice, "o-a2"}, {bob, "o-b1"}} {
+			e.mustBangerAs(o.who, "", "vm", "create", "--name", o.name, "--image", "busybox-1", "--net", "bridge", "--no-workdir")
+			e.mustBangerAs(o.who, "", "vm", "start", o.name)
+		}
+		a1, a2, b1 := e.vm("o-a1"), e.vm("o-a2"), e.vm("o-b1")
+		if a1.Owner != uint32(alice.uid) || b1.Owner != uint32(bob.uid) {
+			t.Fatalf("owners: %d, %d", a1.Owner, b1.Owner)
+		}
+		// Each runs commands in its own VMs: nobody else, root included,
+		// has a key to them.
+		owner := map[string]*account{"o-a1": alice, "o-a2": alice, "o-b1": bob}
+		in := func(vm, script string) string {
+			t.Helper()
+			return e.mustBangerAs(owner[vm], "", "vm", "exec", vm, "--", "sh", "-c", script)
+		}
+		ping := func(from, to string) bool {
+			_, _, code := e.bangerAs(owner[from], "", "vm", "exec", from, "--", "busybox", "ping", "-c", "1", "-W", "3", to)
+			return code == 0
+		}
+		if !ping("o-a2", a1.IP) || !ping("o-a1", a2.IP) {
+			t.Errorf("alice's VMs do not reach each other")
+		}
+		if !ping("o-b1", bridgeGW) {
+			t.Fatalf("bob's VM does not reach the bridge: the checks below would prove nothing")
+		}
+		for _, p := range [][2]string{{"o-b1", a1.IP}, {"o-b1", a2.IP}, {"o-a1", b1.IP}} {
+			if ping(p[0], p[1]) {
+				t.Errorf("%s reaches %s, a guest of another owner", p[0], p[1])
+			}
+		}
+		// Nor over TCP, directly or through the gateway (the host refuses
+		// it), while alice's other VM is served.
+		in("o-a1", "echo alices-page > /root/index.html && busybox httpd -p 8000 -h /root")
+		get := "busybox timeout 5 busybox wget -q -O - http://" + a1.IP + ":8000/ 2>&1; true"
+		if out := in("o-a2", get); !strings.Contains(out, "alices-page") {
+			t.Errorf("alice's VM does not get her page: %q", out)
+		}
+		if out := in("o-b1", get); strings.Contains(out, "alices-page") {
+			t.Errorf("bob's VM got alice's page directly")
+		}
+		if out := in("o-b1", "busybox ip route add "+a1.IP+"/32 via "+bridgeGW+" && "+get); strings.Contains(out, "alices-page") || !strings.Contains(out, "refused") {
+			t.Errorf("bob's VM through the gateway to alice's: %q; want connection refused", out)
+		}
+		t.Cleanup(func() {
+			for _, n := range []string{"o-a1", "o-a2", "o-b1"} {
+				e.banger("vm", "rm", "-f", n)
+			}
+		})
+	})
+
 	t.Run("a start that fails half-way leaves no tap, rule or lease", func(t *testing.T) {
 		defer e.use(t)()
 		tapsBefore, leasesBefore := taps(t, host), e.leases()

@@ -259,6 +259,16 @@ func TestMCP(t *testing.T) {
 		Commit  string   `json:"commit"`
 		Commits []string `json:"commits"`
 	}
+	// An agent writes only under banger/: not the human's main, force
+	// or not.
+	mainBefore := hostGit(t, repo, "rev-parse", "refs/heads/main")
+	r = in.call(nil, true, "sandbox_pull", "branch=main", "force=true")
+	if !strings.Contains(r.text(), "only branches under banger/") {
+		t.Errorf("sandbox_pull to main: %s", r.text())
+	}
+	if got := hostGit(t, repo, "rev-parse", "refs/heads/main"); got != mainBefore {
+		t.Errorf("the host's main moved: %s -> %s", mainBefore, got)
+	}
 	r = in.call(&pulled, false, "sandbox_pull")
 	if pulled.Branch != "banger/"+vm || len(pulled.Commits) != 2 {
 		t.Fatalf("sandbox_pull: %+v\n%s", pulled, r.text())
