@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -113,19 +112,7 @@ func (e *env) bangerAsNobody(args ...string) (stdout, stderr string, code int) {
 		os.Chmod(d, 0o755)
 	}
 	os.Chmod(e.socket, 0o666)
-	cmd := exec.Command(bangerBin, args...)
-	cmd.Env = append(os.Environ(), "BANGER_SOCKET="+e.socket, "BANGER_SSH_KEY="+filepath.Join(home, "id_ed25519"), "HOME="+home, "BANGER_CONFIG="+filepath.Join(home, "config.toml"))
-	cmd.Dir = home
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	var o, er bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &er
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("banger %v as nobody: %v", args, err)
-	}
-	return o.String(), er.String(), code
+	return e.bangerAs(&account{name: "nobody", uid: 65534, gid: 65534, home: home}, "", args...)
 }
 
 func hostGit(t *testing.T, dir string, args ...string) string {

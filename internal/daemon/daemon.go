@@ -290,7 +290,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Log:        log.With("service", "api"),
 		Status: func(ctx context.Context) (api.Status, error) {
 			s := api.Status{Daemon: version.Info(), APIVersion: api.Prefix[1:], PID: os.Getpid(), StateDir: stateDir, StartedAt: started}
-			ks, err := st.CountKernels(ctx)
+			ks, err := kernels.Count(ctx)
 			if err != nil {
 				return s, err
 			}

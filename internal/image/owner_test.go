@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
@@ -27,7 +25,7 @@ func (f fakeUsers) VMsUsingImage(_ context.Context, im string) ([]api.Dependent,
 func (f fakeUsers) ForgetImage(context.Context, string) {}
 
 func as(uid uint32) context.Context {
-	return peer.NewContext(context.Background(), unix.Ucred{Uid: uid})
+	return peer.AsUID(context.Background(), uid)
 }
 
 // disk makes a small clean ext4 file.

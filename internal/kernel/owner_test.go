@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
@@ -17,7 +15,7 @@ import (
 )
 
 func as(uid uint32) context.Context {
-	return peer.NewContext(context.Background(), unix.Ucred{Uid: uid})
+	return peer.AsUID(context.Background(), uid)
 }
 
 // importAs imports the test vmlinuz as name, the way a client would.

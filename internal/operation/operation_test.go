@@ -9,7 +9,6 @@ import (
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/peer"
-	"golang.org/x/sys/unix"
 )
 
 func drain(t *testing.T, s *Sub) []api.Event {
@@ -59,7 +58,7 @@ func TestOperationStreamsAndFinishes(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	ctx := peer.NewContext(context.Background(), unix.Ucred{Uid: 1000})
+	ctx := peer.AsUID(context.Background(), 1000)
 	r := NewRegistry(context.Background())
 	started := make(chan struct{})
 	op, sub := r.Start(ctx, "pull", "k", func(ctx context.Context, p Progress) (any, error) {
@@ -72,14 +71,14 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("list = %+v", ops)
 	}
 	// Another user neither sees it nor cancels it; root does both.
-	other := peer.NewContext(context.Background(), unix.Ucred{Uid: 1001})
+	other := peer.AsUID(context.Background(), 1001)
 	if ops := r.List(other); len(ops) != 0 {
 		t.Fatalf("another user lists %+v", ops)
 	}
 	if err := r.Cancel(other, op.ID()); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("another user's cancel: %v", err)
 	}
-	root := peer.NewContext(context.Background(), unix.Ucred{Uid: 0})
+	root := peer.AsUID(context.Background(), 0)
 	if ops := r.List(root); len(ops) != 1 || ops[0].Owner != 1000 {
 		t.Fatalf("root lists %+v", ops)
 	}

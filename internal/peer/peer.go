@@ -72,3 +72,9 @@ func UID(ctx context.Context) uint32 {
 func Owns(ctx context.Context, owner uint32) bool {
 	return Root(ctx) || UID(ctx) == owner
 }
+
+// AsUID returns ctx carrying a caller with uid (and the same gid): what
+// the daemon does on a user's behalf, and tests of who sees what.
+func AsUID(ctx context.Context, uid uint32) context.Context {
+	return NewContext(ctx, unix.Ucred{Uid: uid, Gid: uid})
+}

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/peer"
 	"github.com/banger-dev/banger/internal/testkit"
@@ -57,7 +55,7 @@ func TestPutAndPath(t *testing.T) {
 		}
 	}
 	// Another user who learned an upload's ID cannot have it used.
-	other := peer.NewContext(ctx, unix.Ucred{Uid: 1001})
+	other := peer.AsUID(ctx, 1001)
 	if _, err := s.Path(other, f.ID, File); errdefs.Code(err) != "not_found" {
 		t.Errorf("another user's Path: %v", err)
 	}

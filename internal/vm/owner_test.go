@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/operation"
@@ -16,7 +14,7 @@ import (
 )
 
 func as(uid uint32) context.Context {
-	return peer.NewContext(context.Background(), unix.Ucred{Uid: uid, Gid: uid})
+	return peer.AsUID(context.Background(), uid)
 }
 
 // TestAnotherUsersVMDoesNotExist: what one user made is, to another,

@@ -347,12 +347,16 @@ func (s *Service) Snapshots(ctx context.Context) ([]api.Snapshot, error) {
 }
 
 func (s *Service) snapshotView(ctx context.Context, t template.Template) (api.Snapshot, error) {
-	used, err := s.d.Store.VMsUsing(ctx, "snapshot", t.ID)
+	all, err := s.d.Store.VMsUsing(ctx, "snapshot", t.ID)
 	if err != nil {
 		return api.Snapshot{}, err
 	}
-	if used == nil {
-		used = []string{}
+	// Forks root made of a user's snapshot are not the user's to see.
+	used := []string{}
+	for _, n := range all {
+		if v, err := s.d.Store.GetVM(ctx, n); err == nil && peer.Owns(ctx, v.Owner) {
+			used = append(used, n)
+		}
 	}
 	sv := api.Snapshot{Name: t.ID, Owner: t.Owner, Lent: t.Lent, VM: t.Source, Image: t.Key.Image, Kernel: t.Key.Kernel, CPUs: t.Key.CPUs, MemoryMB: t.Key.MemoryMB,
 		Bytes: t.Bytes(), CreatedAt: t.CreatedAt, PausedMillis: t.Paused.Milliseconds(), UsedBy: used}

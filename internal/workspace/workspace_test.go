@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/ext4"
@@ -63,13 +61,13 @@ var goodSeed = []entry{
 func TestStageClaimExport(t *testing.T) {
 	needE2fsprogs(t)
 	s := newService(t, 1<<20)
-	alice := peer.NewContext(context.Background(), unix.Ucred{Uid: 1000})
+	alice := peer.AsUID(context.Background(), 1000)
 	seed, err := s.Stage(alice, bytes.NewReader(tarball(t, goodSeed)), api.Work{Source: "/home/u/repo", Base: "abcdef12"}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Another user who learned the seed's ID neither claims nor drops it.
-	bob := peer.NewContext(context.Background(), unix.Ucred{Uid: 1001})
+	bob := peer.AsUID(context.Background(), 1001)
 	if _, err := s.Claim(bob, seed.ID, t.TempDir()); errdefs.Code(err) != "not_found" {
 		t.Fatalf("another user's claim: %v", err)
 	}
