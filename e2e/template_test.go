@@ -234,7 +234,7 @@ func TestForkAndSnapshot(t *testing.T) {
 	}
 	e.mustBanger("vm", "rm", "child")
 	// The snapshot needs its image's disk: image rm refuses.
-	if _, errOut, code := e.banger("image", "rm", child.Image); code == 0 || !strings.Contains(errOut, "snapshot snap1") {
+	if _, errOut, code := e.banger("image", "rm", child.Image); code == 0 || !strings.Contains(errOut, `snapshot "snap1"`) {
 		t.Errorf("image rm under a snapshot: exit %d, %s", code, errOut)
 	}
 	e.mustBanger("vm", "snapshot", "rm", "snap1")
