@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -64,6 +65,13 @@ func Command(ctx context.Context, s Spec, entry string, args ...string) (*exec.C
 // filter, on every thread. Nothing hostile may be read before it
 // returns nil.
 func Enter() error {
+	// no_new_privs is a property of one thread, and seccomp refuses a
+	// filter (EACCES) to a thread without it: the prctl and the seccomp
+	// call must run on the same thread, which the Go scheduler does not
+	// promise unless the goroutine is locked to it. TSYNC then carries
+	// no_new_privs to the runtime's other threads.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("no_new_privs: %w", err)
 	}
