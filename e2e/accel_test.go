@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/accel"
-	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
+	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // The probe guest itself, under the real qemu with TCG: it must reach its

@@ -18,8 +18,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/banger-dev/banger/internal/agent"
-	"github.com/banger-dev/banger/internal/initramfs"
+	"github.com/banger-dev/banger/internal/format/initramfs"
+	"github.com/banger-dev/banger/internal/guest/agent"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 )

@@ -20,9 +20,9 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/store"
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // The "internet" of the bridge test: three web servers by name, in the

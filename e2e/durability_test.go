@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // TestSyncedDataSurvivesAKilledVMM: what a guest synced is on its disk

@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 )
 
 var (

@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 func listImages(t *testing.T, e *env) []api.Image {

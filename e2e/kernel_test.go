@@ -18,12 +18,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/client"
-	"github.com/banger-dev/banger/internal/debpkg/debtest"
-	"github.com/banger-dev/banger/internal/errdefs"
-	"github.com/banger-dev/banger/internal/initramfs"
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/format/debpkg/debtest"
+	"github.com/banger-dev/banger/internal/format/initramfs"
+	"github.com/banger-dev/banger/internal/front/client"
+	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // catalogWith writes a kernel catalog file of deb entries.
@@ -435,7 +435,7 @@ func TestDaemonOpensNoPathACallerNames(t *testing.T) {
 	e := newEnv(t, "")
 	e.start()
 	// A small bzImage anyone may read, copied where nobody can reach it.
-	b, err := os.ReadFile("../internal/kernel/testdata/vmlinuz")
+	b, err := os.ReadFile("../internal/service/kernel/testdata/vmlinuz")
 	if err != nil {
 		t.Fatal(err)
 	}

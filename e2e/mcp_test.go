@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // inspectorVersion is the MCP Inspector the test drives banger mcp with:

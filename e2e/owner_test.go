@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // account is a user the test made, in the group the daemon's socket

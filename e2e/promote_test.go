@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/api"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // TestImagePromote makes an image of a VM in which a program was

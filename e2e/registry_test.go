@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"

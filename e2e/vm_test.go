@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // vmEnv is a daemon with the Debian kernel from its .deb as the default

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/service/image"
 )
 
 func main() {

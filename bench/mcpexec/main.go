@@ -20,8 +20,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/guestssh"
+	"github.com/banger-dev/banger/internal/guest/guestssh"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/banger-dev/banger/internal/agent"
+	"github.com/banger-dev/banger/internal/guest/agent"
 )
 
 func main() {

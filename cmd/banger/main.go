@@ -5,9 +5,9 @@ package main
 import (
 	"os"
 
-	"github.com/banger-dev/banger/internal/cli"
-	"github.com/banger-dev/banger/internal/guestdisk"
-	"github.com/banger-dev/banger/internal/sandbox"
+	"github.com/banger-dev/banger/internal/format/guestdisk"
+	"github.com/banger-dev/banger/internal/front/cli"
+	"github.com/banger-dev/banger/internal/kit/sandbox"
 )
 
 func main() {

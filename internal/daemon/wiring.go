@@ -6,7 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
-	"github.com/banger-dev/banger/internal/image"
+	"github.com/banger-dev/banger/internal/service/image"
 )
 
 // AgentName is the guest agent's binary name.

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // InsertKernel records a published kernel and its files.

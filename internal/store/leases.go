@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // Lease is a bridge-mode VM's address on banger's bridge.

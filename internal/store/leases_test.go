@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 func TestLeases(t *testing.T) {

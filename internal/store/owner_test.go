@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // TestOwnersRoundTrip: images and kernels keep who made them and whether

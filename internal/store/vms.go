@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/banger-dev/banger/internal/api"
-	"github.com/banger-dev/banger/internal/errdefs"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // VM is a VM's record: what the API shows plus what only the daemon

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/vmm"
 )
 

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/testkit"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 )
 
 // The disk operations against real qemu-img: an overlay reads through to

@@ -17,11 +17,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/banger-dev/banger/internal/accel"
-	"github.com/banger-dev/banger/internal/errdefs"
-	"github.com/banger-dev/banger/internal/guestproto"
-	"github.com/banger-dev/banger/internal/runner"
+	"github.com/banger-dev/banger/internal/guest/guestproto"
+	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // Binary is the qemu program the driver runs.

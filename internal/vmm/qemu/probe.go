@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/banger-dev/banger/internal/accel"
-	"github.com/banger-dev/banger/internal/probeguest"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
+	"github.com/banger-dev/banger/internal/vmm/qemu/probeguest"
 )
 
 // ProbeDeadline bounds one probe run. Measured here: qemu's start and the

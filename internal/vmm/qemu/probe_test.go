@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/banger-dev/banger/internal/accel"
-	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // What qemu printed on the hosts of issue 8, and what the probe makes of it.

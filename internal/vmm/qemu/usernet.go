@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/banger-dev/banger/internal/errdefs"
 	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // User-mode network backends: what a guest without a tap reaches.

@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/front/gitwork"
+	"github.com/banger-dev/banger/internal/front/mcpserver"
+	"github.com/banger-dev/banger/internal/front/seed"
+	"github.com/banger-dev/banger/internal/kit/version"
+	"github.com/banger-dev/banger/internal/wire/api"
+)
+
+func newMCPCmd(a *app) *cobra.Command {
+	var all bool
+	var dir, network, egress string
+	cmd := &cobra.Command{
+		Use:   "mcp",
+		Short: "Serve coding agents over the Model Context Protocol (stdio)",
+		Long: `Run an MCP server on standard input and output, for a coding agent (Claude
+Code, Codex, Cursor, Goose, VS Code) to start. It acts for the checkout it
+is started in: the agent makes sandboxes seeded with that checkout, runs
+commands and edits files in them, and hands its work back as a branch.
+
+Tools: sandbox_create, sandbox_exec, sandbox_read_file, sandbox_write_file,
+sandbox_list_files, sandbox_diff, sandbox_pull, sandbox_start, sandbox_stop,
+sandbox_remove, sandbox_list, sandbox_logs.
+
+The server sees and touches only the VMs that banger mcp made for this
+checkout (recorded on each VM: the BY column of 'banger vm ls'), so an
+agent's restarts and parallel sessions share them and your own VMs stay
+out of its reach; --all widens that to every VM. This is a scope for the
+agent, not a permission: the server runs as you, with your access to the
+daemon.
+
+Your side stays the CLI: 'banger vm ls' shows what the agent made, 'banger
+vm diff' and 'banger vm pull' review and take its work.
+
+--net and --egress set every sandbox's network, as for 'banger vm run';
+the agent is told what it may reach and cannot change it. Use bridge mode
+with an allow list to keep an agent to the hosts its work needs:
+
+  banger mcp --egress allow=github.com,*.githubusercontent.com,pypi.org,files.pythonhosted.org`,
+		Example: `  claude mcp add banger -- banger mcp          # Claude Code, in your checkout
+  codex mcp add banger -- banger mcp           # Codex
+  # Cursor, .cursor/mcp.json: {"mcpServers": {"banger": {"command": "banger", "args": ["mcp"]}}}
+  npx @modelcontextprotocol/inspector --cli banger mcp --method tools/list`,
+		GroupID: "host",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			o, err := mcpOptions(ctx, dir)
+			if err != nil {
+				return err
+			}
+			o.All, o.Network, o.Egress = all, network, egress
+			if o.Key, _, err = userKey(); err != nil {
+				return err
+			}
+			scope := "the VMs banger mcp made for it"
+			if all {
+				scope = "every VM (--all)"
+			}
+			// Clients keep a server's stderr in their logs: say what it
+			// serves, for whoever reads them.
+			if network != "" || egress != "" {
+				scope += fmt.Sprintf("; sandboxes get --net %s --egress %s", orDash(network), orDash(egress))
+			}
+			fmt.Fprintf(a.stderr, "banger mcp: serving %s; it reaches %s\n", o.Checkout, scope)
+			d := &mcpDaemon{a: a, checkout: o.Checkout}
+			// Standard output is the protocol's: nothing else may write
+			// to it.
+			return mcpserver.New(d, o).Run(ctx, &mcp.StdioTransport{})
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "reach every VM, not only those banger mcp made for this checkout")
+	cmd.Flags().StringVarP(&dir, "dir", "C", "", "act for this checkout (default: the one the server is started in)")
+	cmd.Flags().StringVar(&network, "net", "", "every sandbox's network: user, bridge or none (default: the daemon's default_network)")
+	cmd.Flags().StringVar(&egress, "egress", "", "every sandbox's egress policy, held on the host: deny, allow=HOST[,HOST...], learn, from=VM (default: open)")
+	return cmd
+}
+
+// mcpOptions finds the checkout the server acts for: the top of the git
+// checkout dir is in, else dir itself.
+func mcpOptions(ctx context.Context, dir string) (mcpserver.Options, error) {
+	o := mcpserver.Options{Version: version.Version}
+	if dir == "" {
+		var err error
+		if dir, err = os.Getwd(); err != nil {
+			return o, err
+		}
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return o, err
+	}
+	if abs, err = filepath.EvalSymlinks(abs); err != nil {
+		return o, fmt.Errorf("--dir %s: %w", dir, err)
+	}
+	o.Checkout = abs
+	if seed.InCheckout(ctx, abs) {
+		top, err := gitwork.HostGit(ctx, abs, "rev-parse", "--show-toplevel")
+		if err != nil {
+			return o, err
+		}
+		o.Checkout, o.Git = strings.TrimSpace(top), true
+	}
+	return o, nil
+}
+
+// mcpDaemon is the MCP server's way to the daemon: the CLI's own verbs,
+// with their output captured instead of printed.
+type mcpDaemon struct {
+	a        *app
+	checkout string
+}
+
+// quiet is an app whose output goes to w, and whose progress goes to
+// onEvent: never to standard output, which carries the protocol.
+func (d *mcpDaemon) quiet(w io.Writer, onEvent func(api.Event)) *app {
+	w = &lockedWriter{w: w}
+	return &app{socket: d.a.socket, stdout: w, stderr: w, onEvent: onEvent}
+}
+
+func (d *mcpDaemon) List(ctx context.Context) ([]api.VM, error) { return d.a.client().VMs(ctx) }
+
+func (d *mcpDaemon) Get(ctx context.Context, name string) (api.VM, error) {
+	return d.a.client().VM(ctx, name)
+}
+
+func (d *mcpDaemon) Create(ctx context.Context, req api.VMCreateRequest, s *mcpserver.Seed, onEvent func(api.Event)) (api.VM, error) {
+	q := d.quiet(d.a.stderr, onEvent)
+	if s != nil {
+		id, err := q.seed(ctx, seedFlags{workdir: d.checkout, workDisk: s.Disk})
+		if err != nil {
+			return api.VM{}, err
+		}
+		req.Seed = id
+	}
+	v, err := q.client().CreateVM(ctx, req, onEvent)
+	if err != nil {
+		return v, err
+	}
+	if err := q.lend(ctx, v.Name, false); err != nil {
+		fmt.Fprintf(d.a.stderr, "banger: lend credentials to vm %s: %v\n", v.Name, err)
+	}
+	return v, nil
+}
+
+func (d *mcpDaemon) Start(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error) {
+	v, err := d.a.client().StartVM(ctx, name, api.VMStartRequest{}, onEvent)
+	if err == nil {
+		if err := d.quiet(d.a.stderr, onEvent).lend(ctx, name, false); err != nil {
+			fmt.Fprintf(d.a.stderr, "banger: lend credentials to vm %s: %v\n", name, err)
+		}
+	}
+	return v, err
+}
+
+func (d *mcpDaemon) Stop(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error) {
+	return d.a.client().StopVM(ctx, name, api.VMStopRequest{}, onEvent)
+}
+
+func (d *mcpDaemon) Remove(ctx context.Context, name string, force bool) error {
+	return d.a.client().RemoveVM(ctx, name, force)
+}
+
+func (d *mcpDaemon) Logs(ctx context.Context, name string, w io.Writer) error {
+	return d.a.client().VMLogs(ctx, name, false, w)
+}
+
+func (d *mcpDaemon) Diff(ctx context.Context, name string, stat bool, w io.Writer) error {
+	return d.quiet(w, nil).diff(ctx, name, stat)
+}
+
+func (d *mcpDaemon) Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (mcpserver.PullResult, error) {
+	// The work goes back where it came from (with --all, not always this
+	// checkout), else here.
+	return d.quiet(w, nil).pull(ctx, name, pullOptions{branch: branch, home: d.checkout, force: force})
+}
+
+// lockedWriter serializes writes: a verb's stdout and stderr are one
+// writer here, and git writes both at once.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/banger-dev/banger/internal/wire/api"
+)
+
+func newTemplateCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "template",
+		Aliases: []string{"templates"},
+		Short:   "See and drop the saved guests VMs resume from instead of booting",
+		Long: `The first start of a VM of a kind (image, kernel, CPUs, memory, disk size)
+boots a template guest, saves it once its agent is ready (its memory in a
+file, its device state, its root disk) and resumes the VM from it; every
+later VM of that kind resumes from it too, in well under a second instead
+of a boot, and is then given its own hostname, SSH keys and host key,
+machine ID, entropy, clock and work disk before anything else reaches it.
+
+A template made with another guest agent, VMM build, accelerator, image
+or kernel content is made again at the next start of its kind; so is one
+whose files are gone. Removing one harms no VM (each keeps its own link to
+the template's disk), and image rm and kernel rm remove theirs.
+Set templates = false in the daemon's config to boot every VM.`,
+		GroupID: "objects",
+	}
+	cmd.AddCommand(newTemplateLs(a), newTemplateRm(a))
+	return cmd
+}
+
+func (a *app) completeTemplates(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+	return complete(cmd, args, false, a.client().Templates, func(t api.Template) string { return t.ID + "\t" + t.Image })
+}
+
+func newTemplateLs(a *app) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List templates, their size on disk and the VMs resumed from them",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			ts, err := a.client().Templates(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				return printJSON(a.stdout, ts)
+			}
+			t := newTable(a.stdout, "ID", "IMAGE", "KERNEL", "CPUS", "MEMORY", "SIZE", "BOOT SAVED", "VMS", "CREATED")
+			for _, tp := range ts {
+				if tp.Problem != "" && tp.Image == "" {
+					t.row(tp.ID, "-", "-", "-", "-", "-", "-", "-", tp.Problem)
+					continue
+				}
+				used := orDash(strings.Join(tp.UsedBy, ","))
+				created := ago(tp.CreatedAt)
+				if tp.Problem != "" {
+					created += " (" + tp.Problem + ")"
+				}
+				t.row(tp.ID, tp.Image, tp.Kernel, fmt.Sprint(tp.CPUs), fmt.Sprintf("%d MiB", tp.MemoryMB), humanSize(tp.Bytes),
+					(time.Duration(tp.BootMillis) * time.Millisecond).String(), used, created)
+			}
+			t.flush()
+			if len(ts) == 0 {
+				fmt.Fprintln(a.stderr, "no templates yet: the first `banger vm run` of a kind makes one")
+			}
+			return nil
+		},
+	}
+	outputFlag(cmd, &output)
+	return cmd
+}
+
+func newTemplateRm(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:               "rm ID...",
+		Aliases:           []string{"remove"},
+		Short:             "Remove templates (VMs resumed from them are not harmed)",
+		Args:              cobra.MinimumNArgs(1),
+		ValidArgsFunction: a.completeTemplates,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.removeEach(args, "template", func(id string) error { return a.client().RemoveTemplate(cmd.Context(), id) })
+		},
+	}
+}

@@ -1,0 +1,634 @@
+package vm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/banger-dev/banger/internal/guest/guestproto"
+	"github.com/banger-dev/banger/internal/kit/names"
+	"github.com/banger-dev/banger/internal/kit/operation"
+	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/kit/sshkey"
+	"github.com/banger-dev/banger/internal/service/vm/template"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
+)
+
+// lockedGet takes the VM's lock and returns its record, up to date.
+func (s *Service) lockedGet(ctx context.Context, name string, p operation.Progress) (store.VM, func(), error) {
+	unlock, err := s.lock(ctx, name, p)
+	if err != nil {
+		return store.VM{}, nil, err
+	}
+	v, err := s.get(ctx, name)
+	if err != nil {
+		unlock()
+		return store.VM{}, nil, err
+	}
+	return v, unlock, nil
+}
+
+// CheckCreate answers quickly whether Create can start: the request is
+// well formed and the name is free.
+func (s *Service) CheckCreate(ctx context.Context, req api.VMCreateRequest) error {
+	_, err := s.checkCreate(ctx, req)
+	return err
+}
+
+// checkCreate is CheckCreate, returning the request's checked values.
+func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (params, error) {
+	if req.Name != "" {
+		if err := names.Validate("vm", req.Name); err != nil {
+			return params{}, err
+		}
+		if v, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
+			if !peer.Owns(ctx, v.Owner) {
+				// VM names are one namespace: say it is taken, not by whom.
+				return params{}, fmt.Errorf("vm name %q is not available: pick another --name: %w", req.Name, errdefs.ErrConflict)
+			}
+			return params{}, fmt.Errorf("vm %q already exists: pick another --name, or remove it with `banger vm rm -f %s`: %w", req.Name, req.Name, errdefs.ErrConflict)
+		}
+	}
+	// An OCI reference (with '/', ':' or '@') is the image service's to check.
+	if req.Image != "" && !strings.ContainsAny(req.Image, "/:@") {
+		if err := names.Validate("image", req.Image); err != nil {
+			return params{}, err
+		}
+	}
+	if req.Kernel != "" {
+		if err := names.Validate("kernel", req.Kernel); err != nil {
+			return params{}, err
+		}
+	}
+	if req.Snapshot != "" {
+		if _, err := s.getSnapshot(ctx, req.Snapshot); err != nil {
+			return params{}, err
+		}
+	}
+	prm, err := s.checkParams(req)
+	if err != nil {
+		return params{}, err
+	}
+	if prm.network, prm.egress, err = s.checkNetwork(ctx, req, prm.ports); err != nil {
+		return params{}, err
+	}
+	if !peer.Root(ctx) {
+		// The daemon binds published ports as root: a caller who is not
+		// gets only the ports it could bind itself.
+		start := unprivilegedPortStart()
+		for _, f := range prm.ports {
+			if f.HostPort < start {
+				return params{}, fmt.Errorf("-p %d:%d: host ports below %d are privileged on this host (net.ipv4.ip_unprivileged_port_start), and only root may publish one: pick a port from %d up: %w", f.HostPort, f.GuestPort, start, start, errdefs.ErrPermission)
+			}
+		}
+	}
+	if err := checkMadeBy(req.MadeBy); err != nil {
+		return params{}, err
+	}
+	s.quotaMu.Lock()
+	err = s.checkCount(ctx, peer.UID(ctx))
+	s.quotaMu.Unlock()
+	if err != nil {
+		return params{}, err
+	}
+	if req.Start {
+		// A VM that cannot boot here is refused before anything is made.
+		if _, err := s.d.Driver.Accel(ctx); err != nil {
+			return params{}, err
+		}
+	}
+	return prm, nil
+}
+
+// Create makes a VM: its image and kernel (pulled when not local), its
+// own root disk. With req.Start it boots it too, and a VM that does not
+// become ready is removed again.
+func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.VM, error) {
+	prm, err := s.checkCreate(ctx, req)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if req.Name == "" {
+		req.Name = names.Generate(func(n string) bool {
+			_, err := s.d.Store.GetVM(ctx, n)
+			return err == nil
+		}, rand.IntN)
+	}
+	unlock, err := s.lock(ctx, req.Name, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	v, err := s.create(ctx, req, prm, p)
+	unlock()
+	if err != nil && req.Seed != "" && s.d.Work != nil {
+		s.d.Work.Discard(ctx, req.Seed)
+	}
+	if err != nil || !req.Start {
+		return s.view(v), err
+	}
+	out, err := s.Start(ctx, v.Name, api.VMStartRequest{ReadyTimeout: req.ReadyTimeout}, p)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if rerr := s.Remove(cctx, v.Name, true); rerr != nil {
+			s.d.Log.Error("remove vm that failed to start", "vm", v.Name, "err", rerr)
+		}
+		return api.VM{}, err
+	}
+	return out, nil
+}
+
+func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm params, p operation.Progress) (v store.VM, err error) {
+	if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
+		return v, fmt.Errorf("vm %q already exists: %w", req.Name, errdefs.ErrConflict)
+	}
+	var snap *template.Template
+	if req.Snapshot != "" {
+		// A fork: what it is made of is the snapshot's.
+		t, err := s.getSnapshot(ctx, req.Snapshot)
+		if err != nil {
+			return v, err
+		}
+		if req.Seed != "" {
+			return v, fmt.Errorf("a fork of snapshot %s has its work disk: no seed: %w", t.ID, errdefs.ErrInvalid)
+		}
+		// A saved state loads only into the VMM build that saved it: say
+		// so now, not with the VMM's own words after a failed start.
+		if build, err := s.d.Driver.Version(ctx); err == nil && t.Key.VMM != "" && t.Key.VMM != s.d.Driver.Name()+" "+build {
+			return v, fmt.Errorf("snapshot %s was taken with %s, and this host runs %s %s, which cannot load it: remove it with `banger vm snapshot rm %s`: %w", t.ID, t.Key.VMM, s.d.Driver.Name(), build, t.ID, errdefs.ErrConflict)
+		}
+		snap = &t
+		req.Image, req.Kernel = t.Key.Image, t.Key.Kernel
+		prm.cpus, prm.memoryMB, prm.disk = t.Key.CPUs, t.Key.MemoryMB, t.Key.DiskBytes
+	}
+	imageName := req.Image
+	if imageName == "" {
+		imageName = s.d.Defaults.Image
+	}
+	im, err := s.d.Images.Ensure(ctx, imageName, p)
+	if err != nil {
+		return v, err
+	}
+	kernelName := req.Kernel
+	if kernelName == "" {
+		kernelName = im.Kernel
+	}
+	if _, err := s.d.Kernels.Ensure(ctx, kernelName, p); err != nil {
+		return v, fmt.Errorf("kernel %s: %w", kernelName, err)
+	}
+	st, err := os.Stat(im.Disk)
+	if err != nil {
+		return v, fmt.Errorf("image %s disk: %w", im.Name, err)
+	}
+	// Without --disk: the default size, or the image's when it is larger.
+	size := prm.disk
+	if size == 0 {
+		size = max(s.d.Defaults.DiskBytes, st.Size())
+	}
+	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
+	base := ""
+	if snap == nil {
+		if base, err = s.baseFor(ctx, im, size, p); err != nil {
+			return v, err
+		}
+	}
+	dir := s.d.Layout.VM(req.Name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// No record owns it: a crash left it behind.
+			os.RemoveAll(dir)
+			err = os.Mkdir(dir, 0o700)
+		}
+		if err != nil {
+			return v, fmt.Errorf("create vm directory: %w", err)
+		}
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	var work *api.Work
+	if snap != nil {
+		p.Stage("disk", "making the disks of vm %s from snapshot %s", req.Name, snap.ID)
+		if err := s.forkDisks(ctx, *snap, dir); err != nil {
+			return v, err
+		}
+		if snap.Work != nil {
+			w := *snap.Work
+			work = &w
+		}
+	} else {
+		p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
+		if _, err := makeRootDisk(ctx, s.d.Driver, base, dir); err != nil {
+			return v, err
+		}
+	}
+	if req.Seed != "" {
+		if s.d.Work == nil {
+			return v, fmt.Errorf("this daemon takes no work seeds: %w", errdefs.ErrInvalid)
+		}
+		p.Stage("work", "attaching the work disk to vm %s", req.Name)
+		w, err := s.d.Work.Claim(ctx, req.Seed, dir)
+		if err != nil {
+			return v, err
+		}
+		work = &w
+	}
+	// A bridge-mode guest is reached at its own address, not a forward.
+	sshPort := 0
+	if prm.network != api.NetBridge {
+		if sshPort, err = freePort(); err != nil {
+			return v, err
+		}
+	}
+	v = store.VM{
+		VM: api.VM{
+			Name: req.Name, Owner: peer.UID(ctx), State: api.VMStopped, Image: im.Name, Kernel: kernelName,
+			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
+			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
+			Snapshot: req.Snapshot, Network: prm.network, Egress: prm.egress,
+		},
+		ID: newID(), AuthorizedKeys: prm.keys,
+	}
+	// Counted and inserted at once: two creates cannot both take a
+	// user's last place.
+	s.quotaMu.Lock()
+	err = s.checkCount(ctx, v.Owner)
+	if err == nil {
+		err = s.d.Store.InsertVM(ctx, v)
+	}
+	s.quotaMu.Unlock()
+	if err != nil {
+		return v, err
+	}
+	s.d.Log.Info("created vm", "vm", v.Name, "image", v.Image, "kernel", v.Kernel)
+	return v, nil
+}
+
+// checkMadeBy checks the record a tool asks to keep on its VM: it is shown
+// by vm ls and vm show, so it must be short and printable.
+func checkMadeBy(m *api.MadeBy) error {
+	if m == nil {
+		return nil
+	}
+	if err := names.Validate("tool", m.Tool); err != nil {
+		return fmt.Errorf("made_by: %w", err)
+	}
+	c := m.Checkout
+	if c == "" {
+		return nil
+	}
+	if err := names.Label("made_by: checkout", c); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(c) || filepath.Clean(c) != c {
+		return fmt.Errorf("made_by: checkout %q is not a clean absolute path: %w", c, errdefs.ErrInvalid)
+	}
+	return nil
+}
+
+// freePort returns a 127.0.0.1 TCP port nobody listens on now.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portFree says whether port can be bound on 127.0.0.1.
+func portFree(ip string, port int) bool {
+	ln, err := net.Listen("tcp4", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// Start boots a stopped VM and waits for its agent. A running VM is
+// returned as it is.
+func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (_ api.VM, err error) {
+	timeout, err := s.timeout(req.ReadyTimeout)
+	if err != nil {
+		return api.VM{}, err
+	}
+	v, unlock, err := s.lockedGet(ctx, name, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	if v.State != api.VMStopped {
+		p.Stage("start", "vm %s is already %s", name, v.State)
+		return s.view(v), nil
+	}
+	release, err := s.reserve(ctx, v)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer release()
+	acc, err := s.d.Driver.Accel(ctx)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
+	}
+	k, err := s.d.Kernels.Ensure(ctx, v.Kernel, p)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("kernel %s of vm %s: %w", v.Kernel, name, err)
+	}
+	initrd, err := s.initrd(ctx, k, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	for _, f := range v.Ports {
+		if !portFree(f.Addr(), f.HostPort) {
+			return api.VM{}, fmt.Errorf("vm %s publishes port %d on %s, which is in use there (by another program or VM) or is not an address of this host: free it, or recreate the VM with another -p: %w", name, f.HostPort, f.Addr(), errdefs.ErrConflict)
+		}
+	}
+	if v.Network != api.NetBridge && !portFree("127.0.0.1", v.SSHPort) {
+		if v.SSHPort, err = freePort(); err != nil {
+			return api.VM{}, err
+		}
+	}
+	dir := s.d.Layout.VM(name)
+	disk, err := rootDisk(dir)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
+	}
+	keys := v.AuthorizedKeys
+	if s.d.Key != nil {
+		keys = append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, keys...)
+	}
+	con := s.console(name)
+	if st, err := os.Stat(con); err == nil {
+		v.ConsoleOffset = st.Size()
+	} else {
+		v.ConsoleOffset = 0
+	}
+	cfg := s.vmmConfig(v)
+	cfg.Kernel = k.Dir + "/vmlinux"
+	cfg.Initrd = initrd
+	network, netParams, undoNet, err := s.network(ctx, &v, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer func() {
+		// A start that fails leaves no tap, rule or new lease.
+		if err != nil {
+			undoNet()
+		}
+	}()
+	cfg.Network = network
+	cfg.Cmdline = Cmdline(name, initrd != "", keys, append(s.d.Driver.GuestParams(acc), netParams...))
+	cfg.Disks = []vmm.Disk{disk}
+	if v.Work != nil {
+		// The second virtio disk: /dev/vdb in the guest, mounted at /work
+		// by the agent before it says ready.
+		cfg.Disks = append(cfg.Disks, vmm.Disk{ID: "work", Path: workDisk(dir), Format: "raw"})
+		cfg.Cmdline += " " + guestproto.ParamWork + "=/dev/vdb"
+	}
+	cfg.Accel = acc
+	if v.Snapshot != "" && v.StartedAt.IsZero() {
+		if err := s.resumeSnapshot(ctx, &v, cfg, timeout, p); err != nil {
+			return api.VM{}, err
+		}
+		return s.view(v), nil
+	}
+	if s.templatable(v) {
+		err := s.startFromTemplate(ctx, &v, cfg, k, timeout, p)
+		if err == nil {
+			return s.view(v), nil
+		}
+		if ctx.Err() != nil {
+			return api.VM{}, err
+		}
+		p.Stage("template", "%v: booting vm %s instead", err, name)
+		s.d.Log.Warn("no start from a template", "vm", name, "err", err)
+		if cfg.Disks[0], err = s.pristineRoot(ctx, v, p); err != nil {
+			return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
+		}
+	}
+	// A template's placeholder disk is no part of a boot.
+	os.Remove(filepath.Join(dir, emptyWork))
+	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.networkLine(v))
+	began := time.Now()
+	proc, err := s.d.Driver.Start(ctx, cfg)
+	if err != nil {
+		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
+	}
+	if err = s.police(ctx, v, proc.PID); err != nil {
+		proc.Kill()
+		return api.VM{}, err
+	}
+	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
+	v.Accel = acc.String()
+	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
+		proc.Kill()
+		return api.VM{}, err
+	}
+	p.Stage("ready", "waiting for the guest agent (up to %s)", timeout)
+	key, err := waitReady(ctx, name, con, v.ConsoleOffset, proc, timeout)
+	if err != nil {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		proc.Kill()
+		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+		if uerr := s.d.Store.UpdateVM(cctx, v); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return api.VM{}, err
+	}
+	v.State, v.HostKey = api.VMRunning, key
+	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
+		return api.VM{}, err
+	}
+	if err := writeBoot(dir, cfg); err != nil {
+		s.d.Log.Warn("record the vm's layout", "vm", name, "err", err)
+	}
+	p.Stage("ready", "vm %s is ready after %s", name, time.Since(began).Round(time.Millisecond))
+	s.d.Log.Info("started vm", "vm", name, "pid", proc.PID, "ready_after", time.Since(began))
+	return s.view(v), nil
+}
+
+func (s *Service) vmmConfig(v store.VM) vmm.Config {
+	dir := s.d.Layout.VM(v.Name)
+	return vmm.Config{
+		Name: v.Name, CPUs: v.CPUs, MemoryMB: v.MemoryMB,
+		Console: s.console(v.Name), Control: s.controlSocket(v), Log: dir + "/vmm.log",
+	}
+}
+
+// Stop stops a VM: its agent is asked to power off; if the guest has not
+// gone within the timeout, the VMM is told to quit, then killed.
+func (s *Service) Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error) {
+	timeout, err := duration(req.Timeout, s.d.Defaults.StopTimeout, true)
+	if err != nil {
+		return api.VM{}, err
+	}
+	v, unlock, err := s.lockedGet(ctx, name, p)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	if v.State == api.VMStopped {
+		p.Stage("stop", "vm %s is already stopped", name)
+		return s.view(v), nil
+	}
+	err = s.stop(ctx, &v, timeout, p)
+	return s.view(v), err
+}
+
+func (s *Service) stop(ctx context.Context, v *store.VM, timeout time.Duration, p operation.Progress) error {
+	proc := process(*v)
+	v.State = api.VMStopping
+	s.d.Store.UpdateVM(ctx, *v)
+	var errs []error
+	if timeout > 0 {
+		p.Stage("stop", "asking vm %s to power off (up to %s)", v.Name, timeout)
+		if err := s.powerOff(ctx, *v); err != nil {
+			s.d.Log.Warn("guest did not take the power-off request", "vm", v.Name, "err", err)
+		} else if waitExit(ctx, proc, timeout) {
+			return s.markStopped(ctx, v)
+		}
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	p.Stage("stop", "vm %s did not power off: stopping its VMM", v.Name)
+	if err := s.d.Driver.Quit(cctx, s.vmmConfig(*v)); err != nil {
+		s.d.Log.Warn("VMM quit", "vm", v.Name, "err", err)
+	}
+	if !waitExit(cctx, proc, 3*time.Second) {
+		if err := proc.Kill(); err != nil {
+			errs = append(errs, err)
+		}
+		waitExit(cctx, proc, 3*time.Second)
+	}
+	errs = append(errs, s.markStopped(cctx, v))
+	return errors.Join(errs...)
+}
+
+func (s *Service) markStopped(ctx context.Context, v *store.VM) error {
+	v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+	os.Remove(s.controlSocket(*v))
+	s.detach(context.WithoutCancel(ctx), *v)
+	return s.d.Store.UpdateVM(context.WithoutCancel(ctx), *v)
+}
+
+// waitExit waits up to d for p to exit.
+func waitExit(ctx context.Context, p vmm.Process, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for p.Alive() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
+// Restart stops a VM (if it runs) and starts it again.
+func (s *Service) Restart(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error) {
+	if _, err := s.Stop(ctx, name, api.VMStopRequest{}, p); err != nil {
+		return api.VM{}, err
+	}
+	return s.Start(ctx, name, req, p)
+}
+
+// Remove deletes a VM and its disks. A running VM is refused unless
+// force, which kills it first.
+func (s *Service) Remove(ctx context.Context, name string, force bool) error {
+	v, unlock, err := s.lockedGet(ctx, name, operation.Discard)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if !force && v.Work != nil && v.Work.PulledAt.IsZero() {
+		return fmt.Errorf("vm %s has work in /work that was never pulled: see it with `banger vm diff %s`, bring it back with `banger vm pull %s`, or drop it with `banger vm rm -f %s`: %w", name, name, name, name, errdefs.ErrConflict)
+	}
+	if v.State != api.VMStopped {
+		if !force {
+			return fmt.Errorf("vm %s is %s: stop it first (`banger vm stop %s`) or remove it anyway with `banger vm rm -f %s`: %w", name, v.State, name, name, errdefs.ErrConflict)
+		}
+		if err := s.stop(ctx, &v, 0, operation.Discard); err != nil {
+			return err
+		}
+	}
+	if err := s.removeFiles(v); err != nil {
+		return err
+	}
+	if v.Network == api.NetBridge && s.d.Net != nil {
+		if err := s.d.Net.Release(context.WithoutCancel(ctx), v.Name, v.ID); err != nil {
+			return err
+		}
+	}
+	if v.Network == api.NetUser && s.d.Guard != nil {
+		if err := s.d.Guard.Forget(context.WithoutCancel(ctx), v.Name); err != nil {
+			return err
+		}
+	}
+	s.d.Log.Info("removed vm", "vm", name)
+	return s.d.Store.DeleteVM(context.WithoutCancel(ctx), name)
+}
+
+// Logs writes a VM's console log to w; with follow it goes on writing
+// what the guest prints until the VM stops or ctx ends.
+func (s *Service) Logs(ctx context.Context, name string, follow bool, w io.Writer, flush func()) error {
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(s.console(name))
+	if errors.Is(err, os.ErrNotExist) {
+		if !follow {
+			return nil
+		}
+	} else if err != nil {
+		return err
+	} else {
+		defer f.Close()
+	}
+	for {
+		if f != nil {
+			if _, err := io.Copy(w, f); err != nil {
+				return err
+			}
+			flush()
+		}
+		if !follow {
+			return nil
+		}
+		if v.State == api.VMStopped {
+			// Follow a stopped VM until it starts again? No: like
+			// `docker logs -f` on a stopped container, end here.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+		if f == nil {
+			if f, err = os.Open(s.console(name)); err == nil {
+				defer f.Close()
+			}
+		}
+		if v, err = s.d.Store.GetVM(ctx, name); err != nil {
+			return nil
+		}
+		if err := s.refresh(ctx, &v); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
+)
+
+// Quota bounds what one user's VMs take of the host, so that no member
+// of the banger group can spend it all; 0 is no limit. Root's VMs, and
+// what root does, are not bounded.
+type Quota struct {
+	// VMs counts every VM a user has, running or not (each holds disks).
+	VMs int
+	// CPUs and MemoryMB count the user's running VMs.
+	CPUs     int
+	MemoryMB int
+}
+
+// usage is what one user's VMs take.
+type usage struct {
+	vms, cpus, memoryMB int
+	running             []string
+}
+
+// usageOf adds up owner's VMs: every one for the count; those running,
+// starting, or about to start (reserved) for CPUs and memory.
+func (s *Service) usageOf(ctx context.Context, owner uint32) (usage, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return usage{}, err
+	}
+	var u usage
+	for _, v := range vs {
+		if v.Owner != owner {
+			continue
+		}
+		u.vms++
+		if _, starting := s.starting[v.Name]; v.State != api.VMStopped && !starting {
+			u.add(v)
+		}
+	}
+	for _, v := range s.starting {
+		if v.Owner == owner {
+			u.add(v)
+		}
+	}
+	return u, nil
+}
+
+func (u *usage) add(v store.VM) {
+	u.cpus += v.CPUs
+	u.memoryMB += v.MemoryMB
+	u.running = append(u.running, v.Name)
+}
+
+// bounded says whether owner's VMs are held to the quota when ctx's
+// caller acts on them.
+func (s *Service) bounded(ctx context.Context, owner uint32) bool {
+	return owner != 0 && !peer.Root(ctx)
+}
+
+// checkCount refuses owner one more VM past max_vms_per_user. Run with
+// quotaMu held up to the VM's insert, so that two creates cannot both
+// take the last place.
+func (s *Service) checkCount(ctx context.Context, owner uint32) error {
+	q := s.d.Quota
+	if q.VMs == 0 || !s.bounded(ctx, owner) {
+		return nil
+	}
+	u, err := s.usageOf(ctx, owner)
+	if err != nil {
+		return err
+	}
+	if u.vms+1 > q.VMs {
+		return fmt.Errorf("you have %d VMs, and max_vms_per_user is %d: remove one (`banger vm ls`, `banger vm rm NAME`) or ask the host's admin to raise the limit: %w", u.vms, q.VMs, errdefs.ErrQuota)
+	}
+	return nil
+}
+
+// reserve holds v's CPUs and memory against its owner's quota while it
+// starts; release gives them back (a started VM counts as running from
+// then on). Starts of one user cannot together pass the limit.
+func (s *Service) reserve(ctx context.Context, v store.VM) (release func(), err error) {
+	s.quotaMu.Lock()
+	defer s.quotaMu.Unlock()
+	if q := s.d.Quota; (q.CPUs > 0 || q.MemoryMB > 0) && s.bounded(ctx, v.Owner) {
+		u, err := s.usageOf(ctx, v.Owner)
+		if err != nil {
+			return nil, err
+		}
+		if q.CPUs > 0 && u.cpus+v.CPUs > q.CPUs {
+			return nil, fmt.Errorf("vm %s needs %d CPUs, and your running VMs (%s) use %d of max_cpus_per_user = %d: stop one, or give this one fewer: %w", v.Name, v.CPUs, list(u.running), u.cpus, q.CPUs, errdefs.ErrQuota)
+		}
+		if q.MemoryMB > 0 && u.memoryMB+v.MemoryMB > q.MemoryMB {
+			return nil, fmt.Errorf("vm %s needs %d MiB of memory, and your running VMs (%s) use %d MiB of max_memory_per_user = %d MiB: stop one, or give this one less: %w", v.Name, v.MemoryMB, list(u.running), u.memoryMB, q.MemoryMB, errdefs.ErrQuota)
+		}
+	}
+	if s.starting == nil {
+		s.starting = map[string]store.VM{}
+	}
+	s.starting[v.Name] = v
+	return func() {
+		s.quotaMu.Lock()
+		delete(s.starting, v.Name)
+		s.quotaMu.Unlock()
+	}, nil
+}
+
+func list(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,441 @@
+// Package vm is the VMService: VMs created from an image and a kernel,
+// booted through a VMM driver, watched across daemon restarts, stopped by
+// asking their guest agent first.
+//
+// A VM's record in the store is the truth about what exists; whether it
+// runs is asked of the system each time (is its VMM process alive?), so a
+// VMM killed by hand, or a daemon that restarted, never leaves a stale
+// "running".
+package vm
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/banger-dev/banger/internal/format/ext4read"
+	"github.com/banger-dev/banger/internal/kit/keyedlock"
+	"github.com/banger-dev/banger/internal/kit/layout"
+	"github.com/banger-dev/banger/internal/kit/names"
+	"github.com/banger-dev/banger/internal/kit/operation"
+	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/kit/runner"
+	"github.com/banger-dev/banger/internal/service/hostnet"
+	"github.com/banger-dev/banger/internal/service/vm/template"
+	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/vmm"
+	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
+)
+
+// Images is what VMs need of the image service.
+type Images interface {
+	// Ensure returns the image, pulling it (and its kernel) when needed.
+	Ensure(ctx context.Context, name string, p operation.Progress) (api.Image, error)
+	Get(ctx context.Context, name string) (api.Image, error)
+	// Adopt publishes an image whose root disk fill writes at dst.
+	Adopt(ctx context.Context, name, kernel, source string, fill func(ctx context.Context, dst string) error, p operation.Progress) (api.Image, error)
+}
+
+// Kernels is what VMs need of the kernel service.
+type Kernels interface {
+	Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error)
+}
+
+// Store is what VMs need of the store.
+type Store interface {
+	InsertVM(ctx context.Context, v store.VM) error
+	UpdateVM(ctx context.Context, v store.VM) error
+	DeleteVM(ctx context.Context, name string) error
+	GetVM(ctx context.Context, name string) (store.VM, error)
+	ListVMs(ctx context.Context) ([]store.VM, error)
+	VMsUsing(ctx context.Context, column, name string) ([]string, error)
+}
+
+// WorkDisks is what VMs need of the workspace service.
+type WorkDisks interface {
+	// Claim moves a staged seed's disk into a VM's directory.
+	Claim(ctx context.Context, id, vmDir string) (api.Work, error)
+	// Discard drops a staged seed no VM will claim.
+	Discard(ctx context.Context, id string)
+	// ExportDisk writes a stopped VM's work disk to w as tar.
+	ExportDisk(ctx context.Context, disk string, w io.Writer) error
+	// ExportGuest writes a running guest's /work to w as tar, checked.
+	ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int64, w io.Writer) error
+}
+
+// GuestDisks reads disks guests wrote, in a sandbox, as checked tar.
+type GuestDisks interface {
+	Tar(ctx context.Context, disk string, o ext4read.Options, w io.Writer) (ext4read.Skipped, error)
+}
+
+// Guard holds user-mode VMs to their egress policies (see hostnet.Guard).
+type Guard interface {
+	// AttachUser holds a started VM, whose VMM runs as uid, to spec's
+	// policy; DetachUser undoes it when the VM stops.
+	AttachUser(ctx context.Context, spec hostnet.Spec, uid uint32) error
+	DetachUser(vm string)
+	Resolved(ctx context.Context, vm string) ([]api.Resolved, error)
+	// Forget drops a removed VM's recorded lookups.
+	Forget(ctx context.Context, vm string) error
+}
+
+// HostNet is what VMs need of the host network service, for bridge mode.
+type HostNet interface {
+	// Attach gives a starting VM its lease, tap and rules; undo reverses
+	// all of it (the lease too when it was made then).
+	Attach(ctx context.Context, spec hostnet.Spec) (l hostnet.Link, undo func(), err error)
+	// Detach removes a stopped VM's tap and rules; Release its lease too.
+	Detach(ctx context.Context, vm, id string)
+	Release(ctx context.Context, vm, id string) error
+	// Reconcile makes the host match the running VMs at daemon start.
+	Reconcile(ctx context.Context, running []hostnet.Spec, known []string) error
+	Resolved(ctx context.Context, vm string) ([]api.Resolved, error)
+}
+
+// Defaults are the config's VM defaults.
+type Defaults struct {
+	Image string
+	// Network is the network mode of a VM created without one.
+	Network  string
+	CPUs     int
+	MemoryMB int
+	// DiskBytes is the root disk size without --disk (default_disk).
+	DiskBytes    int64
+	ReadyTimeout time.Duration
+	StopTimeout  time.Duration
+}
+
+// Deps are the service's dependencies.
+type Deps struct {
+	Store   Store
+	Images  Images
+	Kernels Kernels
+	Work    WorkDisks
+	// GuestDisks reads a promoted VM's root disk; MaxPromoteEntries
+	// bounds its entries.
+	GuestDisks        GuestDisks
+	MaxPromoteEntries int
+	Driver            vmm.Driver
+	Runner            runner.Runner
+	Layout            layout.Layout
+	// Net is the host network service; nil where bridge mode cannot run
+	// (then bridge-mode VMs are refused with why).
+	Net HostNet
+	// NetWhy says why Net is nil.
+	NetWhy string
+	// Guard holds user-mode VMs to egress policies; nil where the guard
+	// is off (GuardWhy says why), and then only bridge mode takes one.
+	Guard    Guard
+	GuardWhy string
+	// Agent is the guest agent binary, built into each kernel's
+	// initramfs; "" when none was found (then only images that carry the
+	// agent boot, with kernels that need no initramfs).
+	Agent string
+	// Key is the daemon's own SSH key, which every guest accepts.
+	Key ssh.Signer
+	// Templates holds the templates VMs resume from; "" boots every VM.
+	Templates template.Dir
+	Defaults  Defaults
+	// Quota bounds each user's VMs (max_*_per_user).
+	Quota Quota
+	Log   *slog.Logger
+}
+
+// Service manages VMs.
+type Service struct {
+	d     Deps
+	locks keyedlock.Locks // per VM name
+	boot  keyedlock.Locks // per initramfs or base disk being built
+
+	agentMu            sync.Mutex
+	agentKey, agentSum string // guarded by agentMu: the agent's digest, by path, size and mtime
+
+	lentMu sync.Mutex // serializes changes of lent records
+
+	quotaMu  sync.Mutex
+	starting map[string]store.VM // guarded by quotaMu: VMs starting, whose CPUs and memory are reserved
+
+	tplMu     sync.Mutex
+	tplFailed map[string]string // guarded by tplMu: templates this daemon failed to make, and why
+}
+
+// New returns a Service.
+func New(d Deps) *Service {
+	if d.Log == nil {
+		d.Log = slog.Default()
+	}
+	if d.Defaults.ReadyTimeout == 0 {
+		d.Defaults.ReadyTimeout = 2 * time.Minute
+	}
+	if d.Defaults.StopTimeout == 0 {
+		d.Defaults.StopTimeout = 30 * time.Second
+	}
+	return &Service{d: d}
+}
+
+func (s *Service) lock(ctx context.Context, name string, p operation.Progress) (func(), error) {
+	return s.locks.Lock(ctx, name, func() { p.Stage("wait", "another operation on vm %s is running; waiting for it", name) })
+}
+
+// process is the VM's VMM process as recorded.
+func process(v store.VM) vmm.Process { return vmm.Process{PID: v.PID, StartTime: v.PIDStart} }
+
+// refresh brings a record in line with the system: a VM whose VMM is gone
+// is stopped, whoever ended it; one whose agent has said it is ready is
+// running, even if the daemon that started it died before it saw so.
+func (s *Service) refresh(ctx context.Context, v *store.VM) error {
+	if v.State == api.VMStopped {
+		return nil
+	}
+	old := v.State
+	if !process(*v).Alive() {
+		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
+		s.detach(ctx, *v)
+	} else if v.State == api.VMStarting {
+		if con, err := readFrom(s.console(v.Name), v.ConsoleOffset); err == nil {
+			if key, ok := readyIn(con); ok {
+				v.State, v.HostKey = api.VMRunning, key
+			}
+		}
+	}
+	if v.State == old {
+		return nil
+	}
+	s.d.Log.Info("vm state changed outside the daemon", "vm", v.Name, "from", old, "to", v.State)
+	return s.d.Store.UpdateVM(ctx, *v)
+}
+
+// view is the API's picture of a record.
+func (s *Service) view(v store.VM) api.VM {
+	out := v.VM
+	out.Dir = s.d.Layout.VM(v.Name)
+	out.Console = s.console(v.Name)
+	out.Driver = s.d.Driver.Name()
+	if out.State == api.VMStopped {
+		out.HostKey, out.PID = "", 0
+	}
+	if out.Ports == nil {
+		out.Ports = []api.PortForward{}
+	}
+	if out.State != api.VMStopped {
+		out.Lent = s.lentTo(v)
+	}
+	return out
+}
+
+func (s *Service) console(name string) string {
+	return filepath.Join(s.d.Layout.VM(name), "console.log")
+}
+
+func (s *Service) get(ctx context.Context, name string) (store.VM, error) {
+	if err := names.Validate("vm", name); err != nil {
+		return store.VM{}, err
+	}
+	v, err := s.d.Store.GetVM(ctx, name)
+	if err == nil && !peer.Owns(ctx, v.Owner) {
+		// Another user's VM is, to this caller, one that does not exist.
+		err = errdefs.ErrNotFound
+	}
+	if err != nil {
+		if errdefs.Code(err) == "not_found" {
+			return store.VM{}, s.notFound(ctx, name)
+		}
+		return v, err
+	}
+	return v, s.refresh(ctx, &v)
+}
+
+// notFound says name is no VM of the caller's, with a hint drawn from its
+// own VMs only.
+func (s *Service) notFound(ctx context.Context, name string) error {
+	var have []string
+	if vs, err := s.d.Store.ListVMs(ctx); err == nil {
+		for _, v := range vs {
+			if peer.Owns(ctx, v.Owner) {
+				have = append(have, v.Name)
+			}
+		}
+	}
+	return fmt.Errorf("vm %q does not exist: %s: %w", name, names.Hint(name, have, "see `banger vm ls`"), errdefs.ErrNotFound)
+}
+
+// Recover runs at daemon start: VMs whose VMM survived the last daemon
+// are running again as far as the API goes (nothing else is needed to
+// re-attach: the daemon reaches them through their sockets and ports);
+// the others are stopped.
+func (s *Service) Recover(ctx context.Context) error {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	s.sweep(vs)
+	running := 0
+	var bridged []hostnet.Spec
+	var known []string
+	for i := range vs {
+		if err := s.refresh(ctx, &vs[i]); err != nil {
+			return err
+		}
+		known = append(known, vs[i].Name)
+		if vs[i].State != api.VMStopped {
+			running++
+			if err := s.police(ctx, vs[i], vs[i].PID); err != nil {
+				// Its policy is not held without a restart: said, not hidden.
+				s.d.Log.Error("a running vm's egress policy is not enforced: restart it", "vm", vs[i].Name, "err", err)
+			}
+			if vs[i].Network == api.NetBridge {
+				spec, err := s.netSpec(vs[i])
+				if err != nil {
+					return err
+				}
+				bridged = append(bridged, spec)
+			}
+		}
+	}
+	if running > 0 {
+		s.d.Log.Info("re-attached to running VMs", "count", running)
+	}
+	if s.d.Net != nil {
+		if err := s.d.Net.Reconcile(ctx, bridged, known); err != nil {
+			// The VMs run; what is not restored is logged, and a restart of
+			// a VM makes it whole.
+			s.d.Log.Error("reconcile the host network", "err", err)
+		}
+	}
+	return nil
+}
+
+// sweep removes what a daemon that died in the middle of creating or
+// removing a VM left: directories and sockets no record owns.
+func (s *Service) sweep(vs []store.VM) {
+	names, ids := map[string]bool{}, map[string]bool{}
+	for _, v := range vs {
+		names[v.Name], ids[v.ID+".sock"] = true, true
+	}
+	for _, e := range readDir(s.d.Layout.VMs()) {
+		if !names[e] {
+			s.d.Log.Info("removing the leftovers of an unfinished vm", "dir", e)
+			os.RemoveAll(filepath.Join(s.d.Layout.VMs(), e))
+		}
+	}
+	for _, e := range readDir(s.d.Layout.Run()) {
+		if !ids[e] {
+			os.Remove(filepath.Join(s.d.Layout.Run(), e))
+		}
+	}
+}
+
+func readDir(dir string) []string {
+	es, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// Count returns how many VMs the caller has (root: how many exist).
+func (s *Service) Count(ctx context.Context) (int, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	n := 0
+	for _, v := range vs {
+		if peer.Owns(ctx, v.Owner) {
+			n++
+		}
+	}
+	return n, err
+}
+
+// List returns the caller's VMs (root's: every VM).
+func (s *Service) List(ctx context.Context) ([]api.VM, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.VM, 0, len(vs))
+	for i := range vs {
+		if !peer.Owns(ctx, vs[i].Owner) {
+			continue
+		}
+		if err := s.refresh(ctx, &vs[i]); err != nil {
+			return nil, err
+		}
+		out = append(out, s.view(vs[i]))
+	}
+	return out, nil
+}
+
+// Get returns one VM.
+func (s *Service) Get(ctx context.Context, name string) (api.VM, error) {
+	v, err := s.get(ctx, name)
+	if err != nil {
+		return api.VM{}, err
+	}
+	return s.view(v), nil
+}
+
+// VMsUsingKernel lists the VMs booting the given kernel, and the
+// snapshots taken with it, with their owners (every owner's: the caller
+// decides what it may name), so that kernel rm can refuse while any
+// exists.
+func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]api.Dependent, error) {
+	return s.dependents(ctx, "kernel "+kernel, func(image, k string) bool { return k == kernel })
+}
+
+// VMsUsingImage lists the VMs whose disks come from the given image, and
+// the snapshots of such VMs, with their owners, so that image rm can
+// refuse while any exists.
+func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]api.Dependent, error) {
+	return s.dependents(ctx, "image "+image, func(i, _ string) bool { return i == image })
+}
+
+// dependents lists the VMs and snapshots whose image and kernel uses
+// says depend on what.
+func (s *Service) dependents(ctx context.Context, what string, uses func(image, kernel string) bool) ([]api.Dependent, error) {
+	vs, err := s.d.Store.ListVMs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("vms using %s: %w", what, err)
+	}
+	var ds []api.Dependent
+	for _, v := range vs {
+		if uses(v.Image, v.Kernel) {
+			ds = append(ds, api.Dependent{Kind: "vm", Name: v.Name, Owner: v.Owner})
+		}
+	}
+	snaps, _ := s.snapshotsDir().List()
+	for _, t := range snaps {
+		if uses(t.Key.Image, t.Key.Kernel) {
+			ds = append(ds, api.Dependent{Kind: "snapshot", Name: t.ID, Owner: t.Owner})
+		}
+	}
+	return ds, nil
+}
+
+// newID returns a VM's short random ID.
+func newID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
+
+// removeFiles deletes a VM's directory and socket.
+func (s *Service) removeFiles(v store.VM) error {
+	os.Remove(s.controlSocket(v))
+	if err := os.RemoveAll(s.d.Layout.VM(v.Name)); err != nil {
+		return fmt.Errorf("remove vm %s files: %w", v.Name, err)
+	}
+	return nil
+}
+
+func (s *Service) controlSocket(v store.VM) string {
+	return filepath.Join(s.d.Layout.Run(), v.ID+".sock")
+}
+
+// SetKernels completes the wiring: the kernel service is built after the
+// VM service, which it asks before removing a kernel.
+func (s *Service) SetKernels(k Kernels) { s.d.Kernels = k }
