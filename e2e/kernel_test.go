@@ -493,3 +493,41 @@ func TestDaemonOpensNoPathACallerNames(t *testing.T) {
 		t.Errorf("audit lines for nobody:\n%s", strings.Join(audit, "\n"))
 	}
 }
+
+// TestOwnKernelReachesForNoCatalogKernel: `vm create --image REF --kernel
+// K` boots K and never reaches for the catalog's default kernel, which
+// here is out of reach (its file is gone): the create works offline.
+func TestOwnKernelReachesForNoCatalogKernel(t *testing.T) {
+	reg := startRegistry(t)
+	ref := reg + "/test/busybox:1"
+	push(t, ref, image(t, gzipLayer(t, tarOf(t, busyboxLayer(t)))))
+	fs := newFileServer(t)
+	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\ndefault_kernel_name = \"test-deb\"\n")
+	catalogWith(e, map[string]struct{ url, sha string }{"test-deb": {fs.URL + "/gone.deb", sha256File(t, kernelDeb)}})
+	e.start()
+	e.mustBanger("kernel", "import", "own", "--deb", kernelDeb)
+
+	e.mustBanger("vm", "create", "--image", ref, "--kernel", "own", "--name", "mine")
+	if n := fs.hitCount("/gone.deb"); n != 0 {
+		t.Fatalf("the catalog's default kernel was fetched %d times for a VM with a kernel of its own", n)
+	}
+	if v := e.vm("mine"); v.Kernel != "own" {
+		t.Fatalf("vm kernel %q, want own", v.Kernel)
+	}
+	var names []string
+	for _, k := range listKernels(t, e) {
+		names = append(names, k.Name)
+	}
+	if strings.Join(names, " ") != "own" {
+		t.Fatalf("kernels after create: %v, want only own", names)
+	}
+	// Without --kernel the image's default is the one booted, and its
+	// source being gone is said plainly.
+	_, errOut, code := e.banger("vm", "create", "--image", ref, "--name", "theirs")
+	if code == 0 || !strings.Contains(errOut, "test-deb") {
+		t.Fatalf("create with the unreachable default kernel: exit %d: %s", code, errOut)
+	}
+	if n := fs.hitCount("/gone.deb"); n == 0 {
+		t.Fatalf("the default kernel was not even tried")
+	}
+}

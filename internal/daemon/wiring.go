@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-
-	"github.com/banger-dev/banger/internal/service/image"
 )
 
 // AgentName is the guest agent's binary name.
@@ -35,7 +33,3 @@ func findAgent(configured string) (string, error) {
 	}
 	return "", nil
 }
-
-// lazyImages lets the VM service be built before the image service, which
-// needs the VM service first (to refuse removing images VMs use).
-type lazyImages struct{ *image.Service }

@@ -316,8 +316,9 @@ func (s *Service) CheckPull(ctx context.Context, req api.ImagePullRequest) error
 }
 
 // Ensure returns the named image, pulling it from the catalog when it is
-// not local, and makes sure its kernel is local too. It is the seam VM
-// creation uses.
+// not local. It is the seam VM creation uses, which then makes the
+// kernel the VM boots local (the image's, or another the user named: so
+// the image's own is not pulled for a VM that does not boot it).
 //
 // name may also be an OCI reference, as with `docker run`: the image is
 // then looked up under the name a pull by reference gives it.
@@ -347,13 +348,7 @@ func (s *Service) Ensure(ctx context.Context, name string, p operation.Progress)
 		p.Stage("image", "image %s is not local: pulling it from %s", local, from)
 		im, err = s.Pull(ctx, api.ImagePullRequest{Name: name}, p)
 	}
-	if err != nil {
-		return im, err
-	}
-	if _, err := s.d.Kernels.Ensure(ctx, im.Kernel, p); err != nil {
-		return im, fmt.Errorf("kernel %s of image %s: %w", im.Kernel, name, err)
-	}
-	return im, nil
+	return im, err
 }
 
 // Pull publishes an image from the catalog or an OCI reference, shared:

@@ -275,7 +275,8 @@ func countCalls(r *runner.Recorder, prefix string) int {
 }
 
 // TestEnsureAndConcurrentPulls: the auto-pull seam pulls a missing image
-// and its kernel once, however many callers ask at the same time.
+// once, however many callers ask at the same time, and leaves the kernel
+// to the VM service (which boots the image's or another one).
 func TestEnsureAndConcurrentPulls(t *testing.T) {
 	h := newHarness(t)
 	old := AptDir
@@ -300,8 +301,8 @@ func TestEnsureAndConcurrentPulls(t *testing.T) {
 	if n := countCalls(h.runner, "mmdebstrap"); n != 1 {
 		t.Fatalf("mmdebstrap ran %d times for 4 concurrent pulls", n)
 	}
-	if len(h.kernels.ensured) != 4 || h.kernels.ensured[0] != "deb-kernel" {
-		t.Fatalf("kernels ensured: %v", h.kernels.ensured)
+	if len(h.kernels.ensured) != 0 {
+		t.Fatalf("ensure of an image pulled kernels %v: the VM service picks the kernel", h.kernels.ensured)
 	}
 	if _, err := h.svc.Ensure(context.Background(), "nope", operation.Discard); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("ensure of an unknown image: %v", err)

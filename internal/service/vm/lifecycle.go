@@ -13,11 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
-	"github.com/banger-dev/banger/internal/kit/sshkey"
+	"github.com/banger-dev/banger/internal/kit/revert"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -149,113 +148,42 @@ func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operati
 	return out, nil
 }
 
-func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm params, p operation.Progress) (v store.VM, err error) {
+func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm params, p operation.Progress) (store.VM, error) {
 	if _, err := s.d.Store.GetVM(ctx, req.Name); err == nil {
-		return v, fmt.Errorf("vm %q already exists: %w", req.Name, errdefs.ErrConflict)
+		return store.VM{}, fmt.Errorf("vm %q already exists: %w", req.Name, errdefs.ErrConflict)
 	}
-	var snap *template.Template
-	if req.Snapshot != "" {
-		// A fork: what it is made of is the snapshot's.
-		t, err := s.getSnapshot(ctx, req.Snapshot)
-		if err != nil {
-			return v, err
-		}
-		if req.Seed != "" {
-			return v, fmt.Errorf("a fork of snapshot %s has its work disk: no seed: %w", t.ID, errdefs.ErrInvalid)
-		}
-		// A saved state loads only into the VMM build that saved it: say
-		// so now, not with the VMM's own words after a failed start.
-		if build, err := s.d.Driver.Version(ctx); err == nil && t.Key.VMM != "" && t.Key.VMM != s.d.Driver.Name()+" "+build {
-			return v, fmt.Errorf("snapshot %s was taken with %s, and this host runs %s %s, which cannot load it: remove it with `banger vm snapshot rm %s`: %w", t.ID, t.Key.VMM, s.d.Driver.Name(), build, t.ID, errdefs.ErrConflict)
-		}
-		snap = &t
-		req.Image, req.Kernel = t.Key.Image, t.Key.Kernel
-		prm.cpus, prm.memoryMB, prm.disk = t.Key.CPUs, t.Key.MemoryMB, t.Key.DiskBytes
-	}
-	imageName := req.Image
-	if imageName == "" {
-		imageName = s.d.Defaults.Image
-	}
-	im, err := s.d.Images.Ensure(ctx, imageName, p)
+	snap, err := s.forkSource(ctx, &req, &prm)
 	if err != nil {
-		return v, err
+		return store.VM{}, err
 	}
-	kernelName := req.Kernel
-	if kernelName == "" {
-		kernelName = im.Kernel
-	}
-	if _, err := s.d.Kernels.Ensure(ctx, kernelName, p); err != nil {
-		return v, fmt.Errorf("kernel %s: %w", kernelName, err)
-	}
-	st, err := os.Stat(im.Disk)
+	im, kernel, err := s.resolveBoot(ctx, req, p)
 	if err != nil {
-		return v, fmt.Errorf("image %s disk: %w", im.Name, err)
+		return store.VM{}, err
 	}
-	// Without --disk: the default size, or the image's when it is larger.
-	size := prm.disk
-	if size == 0 {
-		size = max(s.d.Defaults.DiskBytes, st.Size())
+	size, err := s.diskSize(im, prm.disk)
+	if err != nil {
+		return store.VM{}, err
 	}
-	size = (size + 1<<20 - 1) &^ (1<<20 - 1)
-	base := ""
-	if snap == nil {
-		if base, err = s.baseFor(ctx, im, size, p); err != nil {
-			return v, err
-		}
+	r := revert.New()
+	defer r.Fail()
+	dir, err := s.makeDir(req.Name, r)
+	if err != nil {
+		return store.VM{}, err
 	}
-	dir := s.d.Layout.VM(req.Name)
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			// No record owns it: a crash left it behind.
-			os.RemoveAll(dir)
-			err = os.Mkdir(dir, 0o700)
-		}
-		if err != nil {
-			return v, fmt.Errorf("create vm directory: %w", err)
-		}
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(dir)
-		}
-	}()
-	var work *api.Work
-	if snap != nil {
-		p.Stage("disk", "making the disks of vm %s from snapshot %s", req.Name, snap.ID)
-		if err := s.forkDisks(ctx, *snap, dir); err != nil {
-			return v, err
-		}
-		if snap.Work != nil {
-			w := *snap.Work
-			work = &w
-		}
-	} else {
-		p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
-		if _, err := makeRootDisk(ctx, s.d.Driver, base, dir); err != nil {
-			return v, err
-		}
-	}
-	if req.Seed != "" {
-		if s.d.Work == nil {
-			return v, fmt.Errorf("this daemon takes no work seeds: %w", errdefs.ErrInvalid)
-		}
-		p.Stage("work", "attaching the work disk to vm %s", req.Name)
-		w, err := s.d.Work.Claim(ctx, req.Seed, dir)
-		if err != nil {
-			return v, err
-		}
-		work = &w
+	work, err := s.makeDisks(ctx, req, im, snap, size, dir, p)
+	if err != nil {
+		return store.VM{}, err
 	}
 	// A bridge-mode guest is reached at its own address, not a forward.
 	sshPort := 0
 	if prm.network != api.NetBridge {
 		if sshPort, err = freePort(); err != nil {
-			return v, err
+			return store.VM{}, err
 		}
 	}
-	v = store.VM{
+	v := store.VM{
 		VM: api.VM{
-			Name: req.Name, Owner: peer.UID(ctx), State: api.VMStopped, Image: im.Name, Kernel: kernelName,
+			Name: req.Name, Owner: peer.UID(ctx), State: api.VMStopped, Image: im.Name, Kernel: kernel,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
 			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
 			Snapshot: req.Snapshot, Network: prm.network, Egress: prm.egress,
@@ -273,8 +201,123 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	if err != nil {
 		return v, err
 	}
+	r.Success()
 	s.d.Log.Info("created vm", "vm", v.Name, "image", v.Image, "kernel", v.Kernel)
 	return v, nil
+}
+
+// forkSource returns the snapshot a fork is made from (nil for a VM made
+// from an image), and sets what the fork is made of to the snapshot's.
+func (s *Service) forkSource(ctx context.Context, req *api.VMCreateRequest, prm *params) (*template.Template, error) {
+	if req.Snapshot == "" {
+		return nil, nil
+	}
+	t, err := s.getSnapshot(ctx, req.Snapshot)
+	if err != nil {
+		return nil, err
+	}
+	if req.Seed != "" {
+		return nil, fmt.Errorf("a fork of snapshot %s has its work disk: no seed: %w", t.ID, errdefs.ErrInvalid)
+	}
+	// A saved state loads only into the VMM build that saved it: say
+	// so now, not with the VMM's own words after a failed start.
+	if build, err := s.d.Driver.Version(ctx); err == nil && t.Key.VMM != "" && t.Key.VMM != s.d.Driver.Name()+" "+build {
+		return nil, fmt.Errorf("snapshot %s was taken with %s, and this host runs %s %s, which cannot load it: remove it with `banger vm snapshot rm %s`: %w", t.ID, t.Key.VMM, s.d.Driver.Name(), build, t.ID, errdefs.ErrConflict)
+	}
+	req.Image, req.Kernel = t.Key.Image, t.Key.Kernel
+	prm.cpus, prm.memoryMB, prm.disk = t.Key.CPUs, t.Key.MemoryMB, t.Key.DiskBytes
+	return &t, nil
+}
+
+// resolveBoot makes the VM's image and kernel local, pulling what is
+// not. The kernel is resolved once: --kernel when given, else the
+// image's, so a VM with a kernel of its own never reaches for the
+// image's default one.
+func (s *Service) resolveBoot(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.Image, string, error) {
+	imageName := req.Image
+	if imageName == "" {
+		imageName = s.d.Defaults.Image
+	}
+	im, err := s.d.Images.Ensure(ctx, imageName, p)
+	if err != nil {
+		return im, "", err
+	}
+	kernel := req.Kernel
+	if kernel == "" {
+		kernel = im.Kernel
+	}
+	if _, err := s.d.Kernels.Ensure(ctx, kernel, p); err != nil {
+		return im, "", fmt.Errorf("kernel %s: %w", kernel, err)
+	}
+	return im, kernel, nil
+}
+
+// diskSize is the root disk's size: asked, or the default, or the
+// image's when that is larger; in whole MiB.
+func (s *Service) diskSize(im api.Image, asked int64) (int64, error) {
+	st, err := os.Stat(im.Disk)
+	if err != nil {
+		return 0, fmt.Errorf("image %s disk: %w", im.Name, err)
+	}
+	size := asked
+	if size == 0 {
+		size = max(s.d.Defaults.DiskBytes, st.Size())
+	}
+	return (size + 1<<20 - 1) &^ (1<<20 - 1), nil
+}
+
+// makeDir makes the VM's directory, removed again unless r succeeds.
+func (s *Service) makeDir(name string, r *revert.Reverter) (string, error) {
+	dir := s.d.Layout.VM(name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// No record owns it: a crash left it behind.
+			os.RemoveAll(dir)
+			err = os.Mkdir(dir, 0o700)
+		}
+		if err != nil {
+			return "", fmt.Errorf("create vm directory: %w", err)
+		}
+	}
+	r.Add(func() { os.RemoveAll(dir) })
+	return dir, nil
+}
+
+// makeDisks makes the VM's root disk (from its image, or a fork's from
+// its snapshot) and attaches its work disk, and returns its work.
+func (s *Service) makeDisks(ctx context.Context, req api.VMCreateRequest, im api.Image, snap *template.Template, size int64, dir string, p operation.Progress) (*api.Work, error) {
+	var work *api.Work
+	if snap != nil {
+		p.Stage("disk", "making the disks of vm %s from snapshot %s", req.Name, snap.ID)
+		if err := s.forkDisks(ctx, *snap, dir); err != nil {
+			return nil, err
+		}
+		if snap.Work != nil {
+			w := *snap.Work
+			work = &w
+		}
+	} else {
+		base, err := s.baseFor(ctx, im, size, p)
+		if err != nil {
+			return nil, err
+		}
+		p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
+		if _, err := makeRootDisk(ctx, s.d.Driver, base, dir); err != nil {
+			return nil, err
+		}
+	}
+	if req.Seed == "" {
+		return work, nil
+	}
+	if s.d.Work == nil {
+		return nil, fmt.Errorf("this daemon takes no work seeds: %w", errdefs.ErrInvalid)
+	}
+	p.Stage("work", "attaching the work disk to vm %s", req.Name)
+	w, err := s.d.Work.Claim(ctx, req.Seed, dir)
+	if err != nil {
+		return nil, err
+	}
+	return &w, nil
 }
 
 // checkMadeBy checks the record a tool asks to keep on its VM: it is shown
@@ -317,149 +360,6 @@ func portFree(ip string, port int) bool {
 	}
 	ln.Close()
 	return true
-}
-
-// Start boots a stopped VM and waits for its agent. A running VM is
-// returned as it is.
-func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (_ api.VM, err error) {
-	timeout, err := s.timeout(req.ReadyTimeout)
-	if err != nil {
-		return api.VM{}, err
-	}
-	v, unlock, err := s.lockedGet(ctx, name, p)
-	if err != nil {
-		return api.VM{}, err
-	}
-	defer unlock()
-	if v.State != api.VMStopped {
-		p.Stage("start", "vm %s is already %s", name, v.State)
-		return s.view(v), nil
-	}
-	release, err := s.reserve(ctx, v)
-	if err != nil {
-		return api.VM{}, err
-	}
-	defer release()
-	acc, err := s.d.Driver.Accel(ctx)
-	if err != nil {
-		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
-	}
-	k, err := s.d.Kernels.Ensure(ctx, v.Kernel, p)
-	if err != nil {
-		return api.VM{}, fmt.Errorf("kernel %s of vm %s: %w", v.Kernel, name, err)
-	}
-	initrd, err := s.initrd(ctx, k, p)
-	if err != nil {
-		return api.VM{}, err
-	}
-	for _, f := range v.Ports {
-		if !portFree(f.Addr(), f.HostPort) {
-			return api.VM{}, fmt.Errorf("vm %s publishes port %d on %s, which is in use there (by another program or VM) or is not an address of this host: free it, or recreate the VM with another -p: %w", name, f.HostPort, f.Addr(), errdefs.ErrConflict)
-		}
-	}
-	if v.Network != api.NetBridge && !portFree("127.0.0.1", v.SSHPort) {
-		if v.SSHPort, err = freePort(); err != nil {
-			return api.VM{}, err
-		}
-	}
-	dir := s.d.Layout.VM(name)
-	disk, err := rootDisk(dir)
-	if err != nil {
-		return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
-	}
-	keys := v.AuthorizedKeys
-	if s.d.Key != nil {
-		keys = append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, keys...)
-	}
-	con := s.console(name)
-	if st, err := os.Stat(con); err == nil {
-		v.ConsoleOffset = st.Size()
-	} else {
-		v.ConsoleOffset = 0
-	}
-	cfg := s.vmmConfig(v)
-	cfg.Kernel = k.Dir + "/vmlinux"
-	cfg.Initrd = initrd
-	network, netParams, undoNet, err := s.network(ctx, &v, p)
-	if err != nil {
-		return api.VM{}, err
-	}
-	defer func() {
-		// A start that fails leaves no tap, rule or new lease.
-		if err != nil {
-			undoNet()
-		}
-	}()
-	cfg.Network = network
-	cfg.Cmdline = Cmdline(name, initrd != "", keys, append(s.d.Driver.GuestParams(acc), netParams...))
-	cfg.Disks = []vmm.Disk{disk}
-	if v.Work != nil {
-		// The second virtio disk: /dev/vdb in the guest, mounted at /work
-		// by the agent before it says ready.
-		cfg.Disks = append(cfg.Disks, vmm.Disk{ID: "work", Path: workDisk(dir), Format: "raw"})
-		cfg.Cmdline += " " + guestproto.ParamWork + "=/dev/vdb"
-	}
-	cfg.Accel = acc
-	if v.Snapshot != "" && v.StartedAt.IsZero() {
-		if err := s.resumeSnapshot(ctx, &v, cfg, timeout, p); err != nil {
-			return api.VM{}, err
-		}
-		return s.view(v), nil
-	}
-	if s.templatable(v) {
-		err := s.startFromTemplate(ctx, &v, cfg, k, timeout, p)
-		if err == nil {
-			return s.view(v), nil
-		}
-		if ctx.Err() != nil {
-			return api.VM{}, err
-		}
-		p.Stage("template", "%v: booting vm %s instead", err, name)
-		s.d.Log.Warn("no start from a template", "vm", name, "err", err)
-		if cfg.Disks[0], err = s.pristineRoot(ctx, v, p); err != nil {
-			return api.VM{}, fmt.Errorf("vm %s: %w", name, err)
-		}
-	}
-	// A template's placeholder disk is no part of a boot.
-	os.Remove(filepath.Join(dir, emptyWork))
-	p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", name, s.d.Driver.Name(), acc.Name, k.Name, v.CPUs, v.MemoryMB, s.networkLine(v))
-	began := time.Now()
-	proc, err := s.d.Driver.Start(ctx, cfg)
-	if err != nil {
-		return api.VM{}, fmt.Errorf("start vm %s: %w", name, err)
-	}
-	if err = s.police(ctx, v, proc.PID); err != nil {
-		proc.Kill()
-		return api.VM{}, err
-	}
-	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
-	v.Accel = acc.String()
-	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
-		proc.Kill()
-		return api.VM{}, err
-	}
-	p.Stage("ready", "waiting for the guest agent (up to %s)", timeout)
-	key, err := waitReady(ctx, name, con, v.ConsoleOffset, proc, timeout)
-	if err != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		proc.Kill()
-		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
-		if uerr := s.d.Store.UpdateVM(cctx, v); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
-		return api.VM{}, err
-	}
-	v.State, v.HostKey = api.VMRunning, key
-	if err := s.d.Store.UpdateVM(ctx, v); err != nil {
-		return api.VM{}, err
-	}
-	if err := writeBoot(dir, cfg); err != nil {
-		s.d.Log.Warn("record the vm's layout", "vm", name, "err", err)
-	}
-	p.Stage("ready", "vm %s is ready after %s", name, time.Since(began).Round(time.Millisecond))
-	s.d.Log.Info("started vm", "vm", name, "pid", proc.PID, "ready_after", time.Since(began))
-	return s.view(v), nil
 }
 
 func (s *Service) vmmConfig(v store.VM) vmm.Config {

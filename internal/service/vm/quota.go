@@ -22,20 +22,20 @@ type Quota struct {
 	MemoryMB int
 }
 
-// usage is what one user's VMs take.
-type usage struct {
+// taken is what one user's VMs take.
+type taken struct {
 	vms, cpus, memoryMB int
 	running             []string
 }
 
 // usageOf adds up owner's VMs: every one for the count; those running,
 // starting, or about to start (reserved) for CPUs and memory.
-func (s *Service) usageOf(ctx context.Context, owner uint32) (usage, error) {
+func (s *Service) usageOf(ctx context.Context, owner uint32) (taken, error) {
 	vs, err := s.d.Store.ListVMs(ctx)
 	if err != nil {
-		return usage{}, err
+		return taken{}, err
 	}
-	var u usage
+	var u taken
 	for _, v := range vs {
 		if v.Owner != owner {
 			continue
@@ -53,7 +53,7 @@ func (s *Service) usageOf(ctx context.Context, owner uint32) (usage, error) {
 	return u, nil
 }
 
-func (u *usage) add(v store.VM) {
+func (u *taken) add(v store.VM) {
 	u.cpus += v.CPUs
 	u.memoryMB += v.MemoryMB
 	u.running = append(u.running, v.Name)

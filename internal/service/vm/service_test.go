@@ -22,6 +22,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/runner"
+	"github.com/banger-dev/banger/internal/service/vm/usage"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -175,13 +176,18 @@ func (f fakeImages) Get(ctx context.Context, name string) (api.Image, error) {
 	return f.Ensure(ctx, name, operation.Discard)
 }
 
-type fakeKernels struct{}
+// fakeKernels knows kernels "k" (images' default) and "own", and records
+// what was ensured when asked to.
+type fakeKernels struct{ ensured *[]string }
 
-func (fakeKernels) Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
-	if name != "k" {
+func (f fakeKernels) Ensure(ctx context.Context, name string, p operation.Progress) (api.Kernel, error) {
+	if f.ensured != nil {
+		*f.ensured = append(*f.ensured, name)
+	}
+	if name != "k" && name != "own" {
 		return api.Kernel{}, fmt.Errorf("kernel %q: %w", name, errdefs.ErrNotFound)
 	}
-	return api.Kernel{Name: "k", Dir: "/kernels/k"}, nil
+	return api.Kernel{Name: name, Dir: "/kernels/" + name}, nil
 }
 
 func newTestService(t *testing.T, d *fakeDriver) (*Service, *store.Store, layout.Layout) {
@@ -274,6 +280,25 @@ func TestCreateAndStart(t *testing.T) {
 	}
 	if _, err := s.Get(ctx, "web"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("get after rm: %v", err)
+	}
+}
+
+// A VM given a kernel of its own boots it, and its image's default kernel
+// is never reached for (it might be a 450 MiB pull, or out of reach).
+func TestCreateResolvesTheKernelOnce(t *testing.T) {
+	d := &fakeDriver{console: readyConsole}
+	s, _, _ := newTestService(t, d)
+	var ensured []string
+	s.d.Kernels = fakeKernels{ensured: &ensured}
+	v, err := s.Create(context.Background(), api.VMCreateRequest{Name: "own", Kernel: "own", Start: true}, operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Kernel != "own" || d.started[0].Kernel != "/kernels/own/vmlinux" {
+		t.Fatalf("vm kernel %q, booted %q: want own", v.Kernel, d.started[0].Kernel)
+	}
+	if slices.Contains(ensured, "k") {
+		t.Fatalf("kernels ensured %v: the image's default kernel was reached for", ensured)
 	}
 }
 
@@ -370,10 +395,11 @@ func TestStateFollowsTheProcess(t *testing.T) {
 	if a, _ := s2.Get(ctx, "a"); a.State != api.VMRunning {
 		t.Errorf("a is %s", a.State)
 	}
-	if used, _ := s2.VMsUsingImage(ctx, "img"); len(used) != 2 {
+	u := usage.Usage{Store: st}
+	if used, _ := u.VMsUsingImage(ctx, "img"); len(used) != 2 {
 		t.Errorf("VMsUsingImage = %v", used)
 	}
-	if used, _ := s2.VMsUsingKernel(ctx, "k"); len(used) != 2 {
+	if used, _ := u.VMsUsingKernel(ctx, "k"); len(used) != 2 {
 		t.Errorf("VMsUsingKernel = %v", used)
 	}
 }

@@ -459,27 +459,3 @@ func (s *Service) RemoveTemplate(ctx context.Context, id string) error {
 	s.d.Log.Info("removed template", "template", id)
 	return nil
 }
-
-// ForgetImage drops the templates of a removed image.
-func (s *Service) ForgetImage(ctx context.Context, image string) {
-	s.forget(ctx, func(k template.Key) bool { return k.Image == image })
-}
-
-// ForgetKernel drops the templates of a removed kernel.
-func (s *Service) ForgetKernel(ctx context.Context, kernel string) {
-	s.forget(ctx, func(k template.Key) bool { return k.Kernel == kernel })
-}
-
-func (s *Service) forget(ctx context.Context, match func(template.Key) bool) {
-	if s.d.Templates == "" {
-		return
-	}
-	ts, _ := s.d.Templates.List()
-	for _, t := range ts {
-		if match(t.Key) {
-			if err := s.RemoveTemplate(ctx, t.ID); err != nil {
-				s.d.Log.Warn("remove template", "template", t.ID, "err", err)
-			}
-		}
-	}
-}

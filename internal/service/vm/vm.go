@@ -383,43 +383,6 @@ func (s *Service) Get(ctx context.Context, name string) (api.VM, error) {
 	return s.view(v), nil
 }
 
-// VMsUsingKernel lists the VMs booting the given kernel, and the
-// snapshots taken with it, with their owners (every owner's: the caller
-// decides what it may name), so that kernel rm can refuse while any
-// exists.
-func (s *Service) VMsUsingKernel(ctx context.Context, kernel string) ([]api.Dependent, error) {
-	return s.dependents(ctx, "kernel "+kernel, func(image, k string) bool { return k == kernel })
-}
-
-// VMsUsingImage lists the VMs whose disks come from the given image, and
-// the snapshots of such VMs, with their owners, so that image rm can
-// refuse while any exists.
-func (s *Service) VMsUsingImage(ctx context.Context, image string) ([]api.Dependent, error) {
-	return s.dependents(ctx, "image "+image, func(i, _ string) bool { return i == image })
-}
-
-// dependents lists the VMs and snapshots whose image and kernel uses
-// says depend on what.
-func (s *Service) dependents(ctx context.Context, what string, uses func(image, kernel string) bool) ([]api.Dependent, error) {
-	vs, err := s.d.Store.ListVMs(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("vms using %s: %w", what, err)
-	}
-	var ds []api.Dependent
-	for _, v := range vs {
-		if uses(v.Image, v.Kernel) {
-			ds = append(ds, api.Dependent{Kind: "vm", Name: v.Name, Owner: v.Owner})
-		}
-	}
-	snaps, _ := s.snapshotsDir().List()
-	for _, t := range snaps {
-		if uses(t.Key.Image, t.Key.Kernel) {
-			ds = append(ds, api.Dependent{Kind: "snapshot", Name: t.ID, Owner: t.Owner})
-		}
-	}
-	return ds, nil
-}
-
 // newID returns a VM's short random ID.
 func newID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
 
@@ -435,7 +398,3 @@ func (s *Service) removeFiles(v store.VM) error {
 func (s *Service) controlSocket(v store.VM) string {
 	return filepath.Join(s.d.Layout.Run(), v.ID+".sock")
 }
-
-// SetKernels completes the wiring: the kernel service is built after the
-// VM service, which it asks before removing a kernel.
-func (s *Service) SetKernels(k Kernels) { s.d.Kernels = k }

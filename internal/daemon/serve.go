@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/banger-dev/banger/internal/daemon/server"
+	"github.com/banger-dev/banger/internal/kit/operation"
+	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/kit/version"
+	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
+	"github.com/banger-dev/banger/internal/wire/api"
+)
+
+// serve answers the API on the socket until ctx ends or the server
+// fails, then stops taking requests and cancels what still runs: every
+// operation undoes its partial work before it returns.
+func (d *daemon) serve(ctx context.Context, o Options) (err error) {
+	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOps()
+	ops := operation.NewRegistry(opsCtx)
+	srv := server.New(server.Deps{
+		Kernels: d.kernels, Images: d.images, VMs: d.vms, Operations: ops, Seeds: d.work, Uploads: d.uploads,
+		Version: version.Info(), Log: d.log.With("service", "api"),
+		Status:  func(ctx context.Context) (api.Status, error) { return d.status(ctx, ops) },
+		Reprobe: d.reprobe,
+	})
+	ln, err := listen(o.Socket, d.cfg.SocketGroup, d.log)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ConnContext: peer.ConnContext}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	d.log.Info("banger daemon ready", "socket", o.Socket, "state_dir", d.st.dir, "version", version.Info().Version, "pid", os.Getpid())
+	if o.Ready != nil {
+		o.Ready()
+	}
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case err = <-serveErr:
+		d.log.Error("API server stopped", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cancelOps()
+	hs.Shutdown(sctx)
+	waited := make(chan struct{})
+	go func() { ops.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		d.log.Warn("operations still running at exit; their leftovers are removed at next start")
+	}
+	os.Remove(o.Socket)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// status is what `banger status` shows: counts as ctx's caller sees
+// them, and how the host stands.
+func (d *daemon) status(ctx context.Context, ops *operation.Registry) (api.Status, error) {
+	s := api.Status{Daemon: version.Info(), APIVersion: api.Prefix[1:], PID: os.Getpid(), StateDir: d.st.dir, StartedAt: d.started}
+	var err error
+	if s.Kernels, err = d.kernels.Count(ctx); err != nil {
+		return s, err
+	}
+	if s.Images, err = d.images.Count(ctx); err != nil {
+		return s, err
+	}
+	if s.VMs, err = d.vms.Count(ctx); err != nil {
+		return s, err
+	}
+	s.Operations = len(ops.List(ctx))
+	s.Accel = d.driver.Accelerator.Status()
+	s.Network = d.driver.Network()
+	s.DefaultNetwork = d.cfg.DefaultNetwork
+	s.Guard = d.guard
+	s.Bridge = fmt.Sprintf("%s, %s", d.netCfg.Bridge, d.netCfg.Subnet)
+	if d.netWhy != "" {
+		s.Bridge = "unavailable: " + d.netWhy
+	}
+	s.MaxSeedBytes = d.cfg.MaxSeedBytes
+	return s, nil
+}
+
+// reprobe proves the accelerator afresh, for doctor.
+func (d *daemon) reprobe(ctx context.Context) api.Accel {
+	if err := d.driver.CannotStart(); err != nil {
+		return accel.Choice{}.API(err)
+	}
+	c, err := d.driver.Accelerator.Reprobe(ctx)
+	d.log.Info("accelerator probed again", "accel", c.String(), "err", err)
+	return c.API(err)
+}
