@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -198,41 +199,7 @@ NAME may not be a kernel catalog name.`,
 			} else {
 				req.Source = absPath(req.Kernel)
 			}
-			files := []struct {
-				flag string
-				v    *string
-				dir  bool
-				size int64
-			}{{flag: "deb", v: &req.Deb}, {flag: "kernel", v: &req.Kernel}, {flag: "initrd", v: &req.Initrd}, {flag: "modules", v: &req.Modules, dir: true}}
-			// All readable before any is sent: a refused one must not
-			// leave the others waiting in the daemon.
-			for i, f := range files {
-				if *f.v != "" {
-					n, err := readable(f.flag, *f.v, f.dir)
-					if err != nil {
-						return err
-					}
-					files[i].size = n
-				}
-			}
-			p := a.progress()
-			defer p.done()
-			for _, f := range files {
-				if *f.v == "" {
-					continue
-				}
-				id, err := a.upload(cmd.Context(), p, f.flag, *f.v, f.size, f.dir)
-				if err != nil {
-					return err
-				}
-				*f.v = id
-			}
-			k, err := a.client().ImportKernel(cmd.Context(), req, p.event)
-			p.done()
-			if err != nil {
-				return err
-			}
-			return a.printPublished(k, output)
+			return a.importKernel(cmd.Context(), req, output)
 		},
 	}
 	f := cmd.Flags()
@@ -248,6 +215,46 @@ NAME may not be a kernel catalog name.`,
 	cmd.MarkFlagDirname("modules")
 	outputFlag(cmd, &output)
 	return cmd
+}
+
+// importKernel sends the files req names (paths still), then publishes
+// the kernel they make.
+func (a *app) importKernel(ctx context.Context, req api.KernelImportRequest, output string) error {
+	files := []struct {
+		flag string
+		v    *string
+		dir  bool
+		size int64
+	}{{flag: "deb", v: &req.Deb}, {flag: "kernel", v: &req.Kernel}, {flag: "initrd", v: &req.Initrd}, {flag: "modules", v: &req.Modules, dir: true}}
+	// All readable before any is sent: a refused one must not
+	// leave the others waiting in the daemon.
+	for i, f := range files {
+		if *f.v != "" {
+			n, err := readable(f.flag, *f.v, f.dir)
+			if err != nil {
+				return err
+			}
+			files[i].size = n
+		}
+	}
+	p := a.progress()
+	defer p.done()
+	for _, f := range files {
+		if *f.v == "" {
+			continue
+		}
+		id, err := a.upload(ctx, p, f.flag, *f.v, f.size, f.dir)
+		if err != nil {
+			return err
+		}
+		*f.v = id
+	}
+	k, err := a.client().ImportKernel(ctx, req, p.event)
+	p.done()
+	if err != nil {
+		return err
+	}
+	return a.printPublished(k, output)
 }
 
 func newKernelRm(a *app) *cobra.Command {

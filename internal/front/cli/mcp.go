@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
@@ -16,7 +14,6 @@ import (
 	"github.com/banger-dev/banger/internal/front/mcpserver"
 	"github.com/banger-dev/banger/internal/front/seed"
 	"github.com/banger-dev/banger/internal/kit/version"
-	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 func newMCPCmd(a *app) *cobra.Command {
@@ -75,9 +72,9 @@ with an allow list to keep an agent to the hosts its work needs:
 				scope += fmt.Sprintf("; sandboxes get --net %s --egress %s", orDash(network), orDash(egress))
 			}
 			fmt.Fprintf(a.stderr, "banger mcp: serving %s; it reaches %s\n", o.Checkout, scope)
-			d := &mcpDaemon{a: a, checkout: o.Checkout}
 			// Standard output is the protocol's: nothing else may write
 			// to it.
+			d := mcpserver.NewRemote(a.client(), o.Checkout, a.stderr)
 			return mcpserver.New(d, o).Run(ctx, &mcp.StdioTransport{})
 		},
 	}
@@ -114,88 +111,4 @@ func mcpOptions(ctx context.Context, dir string) (mcpserver.Options, error) {
 		o.Checkout, o.Git = strings.TrimSpace(top), true
 	}
 	return o, nil
-}
-
-// mcpDaemon is the MCP server's way to the daemon: the CLI's own verbs,
-// with their output captured instead of printed.
-type mcpDaemon struct {
-	a        *app
-	checkout string
-}
-
-// quiet is an app whose output goes to w, and whose progress goes to
-// onEvent: never to standard output, which carries the protocol.
-func (d *mcpDaemon) quiet(w io.Writer, onEvent func(api.Event)) *app {
-	w = &lockedWriter{w: w}
-	return &app{socket: d.a.socket, stdout: w, stderr: w, onEvent: onEvent}
-}
-
-func (d *mcpDaemon) List(ctx context.Context) ([]api.VM, error) { return d.a.client().VMs(ctx) }
-
-func (d *mcpDaemon) Get(ctx context.Context, name string) (api.VM, error) {
-	return d.a.client().VM(ctx, name)
-}
-
-func (d *mcpDaemon) Create(ctx context.Context, req api.VMCreateRequest, s *mcpserver.Seed, onEvent func(api.Event)) (api.VM, error) {
-	q := d.quiet(d.a.stderr, onEvent)
-	if s != nil {
-		id, err := q.seed(ctx, seedFlags{workdir: d.checkout, workDisk: s.Disk})
-		if err != nil {
-			return api.VM{}, err
-		}
-		req.Seed = id
-	}
-	v, err := q.client().CreateVM(ctx, req, onEvent)
-	if err != nil {
-		return v, err
-	}
-	if err := q.lend(ctx, v.Name, false); err != nil {
-		fmt.Fprintf(d.a.stderr, "banger: lend credentials to vm %s: %v\n", v.Name, err)
-	}
-	return v, nil
-}
-
-func (d *mcpDaemon) Start(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error) {
-	v, err := d.a.client().StartVM(ctx, name, api.VMStartRequest{}, onEvent)
-	if err == nil {
-		if err := d.quiet(d.a.stderr, onEvent).lend(ctx, name, false); err != nil {
-			fmt.Fprintf(d.a.stderr, "banger: lend credentials to vm %s: %v\n", name, err)
-		}
-	}
-	return v, err
-}
-
-func (d *mcpDaemon) Stop(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error) {
-	return d.a.client().StopVM(ctx, name, api.VMStopRequest{}, onEvent)
-}
-
-func (d *mcpDaemon) Remove(ctx context.Context, name string, force bool) error {
-	return d.a.client().RemoveVM(ctx, name, force)
-}
-
-func (d *mcpDaemon) Logs(ctx context.Context, name string, w io.Writer) error {
-	return d.a.client().VMLogs(ctx, name, false, w)
-}
-
-func (d *mcpDaemon) Diff(ctx context.Context, name string, stat bool, w io.Writer) error {
-	return d.quiet(w, nil).diff(ctx, name, stat)
-}
-
-func (d *mcpDaemon) Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (mcpserver.PullResult, error) {
-	// The work goes back where it came from (with --all, not always this
-	// checkout), else here.
-	return d.quiet(w, nil).pull(ctx, name, pullOptions{branch: branch, home: d.checkout, force: force})
-}
-
-// lockedWriter serializes writes: a verb's stdout and stderr are one
-// writer here, and git writes both at once.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -20,17 +20,10 @@ type progress struct {
 	bar     *progressbar.ProgressBar
 	barFor  string
 	lastPct map[string]int64
-	// fwd, when set, takes every event instead (banger mcp sends them on
-	// as MCP progress).
-	fwd func(api.Event)
 }
 
-// progress renders events on stderr, or hands them to a.onEvent.
-func (a *app) progress() *progress {
-	p := newProgress(a.stderr)
-	p.fwd = a.onEvent
-	return p
-}
+// progress renders events on stderr.
+func (a *app) progress() *progress { return newProgress(a.stderr) }
 
 func newProgress(w io.Writer) *progress {
 	tty := false
@@ -41,10 +34,6 @@ func newProgress(w io.Writer) *progress {
 }
 
 func (p *progress) event(ev api.Event) {
-	if p.fwd != nil {
-		p.fwd(ev)
-		return
-	}
 	switch {
 	case ev.Type == api.EventOperation:
 		if !p.tty {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/banger-dev/banger/internal/daemon"
 	"github.com/banger-dev/banger/internal/front/client"
-	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
@@ -24,9 +23,6 @@ type app struct {
 	socket string
 	stdout io.Writer
 	stderr io.Writer
-	// onEvent, when set, takes the progress events of long operations
-	// instead of stderr.
-	onEvent func(api.Event)
 }
 
 func (a *app) client() *client.Client { return client.New(a.socket) }

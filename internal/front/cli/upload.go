@@ -50,7 +50,7 @@ func (a *app) upload(ctx context.Context, p *progress, flag, path string, size i
 	}
 	p.event(api.Event{Stage: "upload", Message: fmt.Sprintf("sending %s (%s)", path, humanSize(total))})
 	var u api.Upload
-	err := sendCounted(p, "upload", total, body, func(r io.Reader) error {
+	err := client.SendCounted(p.event, "upload", total, body, func(r io.Reader) error {
 		var err error
 		u, err = a.client().Upload(ctx, kind, r)
 		return err

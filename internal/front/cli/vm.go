@@ -201,7 +201,7 @@ the shell or command ends.`,
 					defer fmt.Fprintf(a.stderr, "vm %s keeps running: `banger vm ssh %s`, or `banger vm rm -f %s` when done\n", v.Name, v.Name, v.Name)
 				}
 			}
-			if err := a.lend(cmd.Context(), v.Name, false); err != nil {
+			if err := a.lend(cmd.Context(), v.Name); err != nil {
 				fmt.Fprintf(a.stderr, "banger: lend credentials: %v\n", err)
 			}
 			return a.session(cmd.Context(), v, signer, args, len(args) == 0 || tty, len(args) == 0)
@@ -278,7 +278,7 @@ func newVMBoot(a *app, verb, short, done string, call func(*client.Client, conte
 				if _, err := call(a.client(), cmd.Context(), name, req, p.event); err != nil {
 					return err
 				}
-				if err := a.lend(cmd.Context(), name, false); err != nil {
+				if err := a.lend(cmd.Context(), name); err != nil {
 					fmt.Fprintf(a.stderr, "banger: lend credentials to vm %s: %v\n", name, err)
 				}
 				return nil

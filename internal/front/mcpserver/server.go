@@ -28,7 +28,7 @@ import (
 const Tool = "mcp"
 
 // Daemon is what the server needs of banger besides SSH into its guests.
-// The CLI implements it over the daemon's socket; unit tests fake it.
+// Remote implements it over the daemon's socket; unit tests fake it.
 type Daemon interface {
 	List(ctx context.Context) ([]api.VM, error)
 	Get(ctx context.Context, name string) (api.VM, error)

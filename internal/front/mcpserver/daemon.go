@@ -1,0 +1,119 @@
+package mcpserver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/banger-dev/banger/internal/front/client"
+	"github.com/banger-dev/banger/internal/front/userconfig"
+	"github.com/banger-dev/banger/internal/front/workspace"
+	"github.com/banger-dev/banger/internal/wire/api"
+)
+
+// Remote is the Daemon of a real banger: the daemon's API over its
+// socket, with the workspace's client side (the seed, lent credentials,
+// diff and pull) done here, with the user's rights, as the CLI does it.
+type Remote struct {
+	c *client.Client
+	// checkout is the directory the server acts for: what it seeds, and
+	// where a pull's work goes when its seed source is no checkout.
+	checkout string
+	// log takes notes and warnings: the server's stderr, never its
+	// stdout, which carries the protocol.
+	log io.Writer
+}
+
+var _ Daemon = (*Remote)(nil)
+
+// NewRemote returns the Daemon of the daemon c talks to, for a server
+// acting for checkout; notes go to log.
+func NewRemote(c *client.Client, checkout string, log io.Writer) *Remote {
+	return &Remote{c: c, checkout: checkout, log: log}
+}
+
+// workspace does the workspace's verbs with both their result and their
+// notes going to w.
+func (r *Remote) workspace(w io.Writer) *workspace.Client {
+	w = &lockedWriter{w: w}
+	return workspace.New(r.c, w, w)
+}
+
+func (r *Remote) List(ctx context.Context) ([]api.VM, error) { return r.c.VMs(ctx) }
+
+func (r *Remote) Get(ctx context.Context, name string) (api.VM, error) { return r.c.VM(ctx, name) }
+
+func (r *Remote) Create(ctx context.Context, req api.VMCreateRequest, s *Seed, onEvent func(api.Event)) (api.VM, error) {
+	if s != nil {
+		id, err := r.workspace(r.log).Seed(ctx, r.checkout, s.Disk, onEvent)
+		if err != nil {
+			return api.VM{}, err
+		}
+		req.Seed = id
+	}
+	v, err := r.c.CreateVM(ctx, req, onEvent)
+	if err != nil {
+		return v, err
+	}
+	r.lend(ctx, v.Name)
+	return v, nil
+}
+
+func (r *Remote) Start(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error) {
+	v, err := r.c.StartVM(ctx, name, api.VMStartRequest{}, onEvent)
+	if err == nil {
+		r.lend(ctx, name)
+	}
+	return v, err
+}
+
+// lend lends a VM just booted the credentials the user's config allows.
+// It is read again each time, so a changed token reaches the next
+// sandbox without a restart of the server. A failure is only noted: the
+// sandbox runs without them.
+func (r *Remote) lend(ctx context.Context, name string) {
+	cfg, _, err := userconfig.Load()
+	if err == nil {
+		err = r.workspace(r.log).Lend(ctx, name, cfg.AuthSync)
+	}
+	if err != nil {
+		fmt.Fprintf(r.log, "banger: lend credentials to vm %s: %v\n", name, err)
+	}
+}
+
+func (r *Remote) Stop(ctx context.Context, name string, onEvent func(api.Event)) (api.VM, error) {
+	return r.c.StopVM(ctx, name, api.VMStopRequest{}, onEvent)
+}
+
+func (r *Remote) Remove(ctx context.Context, name string, force bool) error {
+	return r.c.RemoveVM(ctx, name, force)
+}
+
+func (r *Remote) Logs(ctx context.Context, name string, w io.Writer) error {
+	return r.c.VMLogs(ctx, name, false, w)
+}
+
+func (r *Remote) Diff(ctx context.Context, name string, stat bool, w io.Writer) error {
+	return r.workspace(w).Diff(ctx, name, workspace.DiffOptions{Stat: stat})
+}
+
+func (r *Remote) Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (PullResult, error) {
+	// The work goes back where it came from (with --all, not always this
+	// checkout), else here.
+	p, err := r.workspace(w).Pull(ctx, name, workspace.PullOptions{Branch: branch, Home: r.checkout, Force: force})
+	return PullResult{Branch: p.Branch, Commit: p.Commit, Commits: p.Commits}, err
+}
+
+// lockedWriter serializes writes: a verb's result and notes are one
+// writer here, and git writes both at once.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
