@@ -4,6 +4,7 @@ package keyedlock
 
 import (
 	"context"
+	"os"
 	"sync"
 )
 
@@ -63,4 +64,22 @@ func (l *Locks) release(key string, e *entry) {
 		delete(l.m, key)
 	}
 	l.mu.Unlock()
+}
+
+// Once makes the file at path with build, unless it exists: under the
+// lock of path, so that concurrent callers build it once. It says whether
+// this call built it.
+func (l *Locks) Once(ctx context.Context, path string, build func() error) (bool, error) {
+	if _, err := os.Stat(path); err == nil {
+		return false, nil
+	}
+	unlock, err := l.Lock(ctx, path, func() {})
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	if _, err := os.Stat(path); err == nil {
+		return false, nil
+	}
+	return true, build()
 }

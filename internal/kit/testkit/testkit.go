@@ -6,29 +6,132 @@ package testkit
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// NeedTools skips a test when one of tools is not installed, or fails it
-// under CI=true, where every tool must be there: a suite that skips what
-// it cannot run would pass having tested nothing. pkg is the Debian
+// Need skips a test when ok is false, or fails it under CI=true, where
+// the CI host is set up to have what tests need: a suite that skips what
+// it cannot run would pass having tested nothing. what says what is
+// missing and how to get it ("needs root: run go test as root").
+func Need(t testing.TB, ok bool, what string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s (CI=true: a skip here would hide a test that never ran)", what)
+	}
+	t.Skip(what)
+}
+
+// NeedTools is Need for tools that must be installed; pkg is the Debian
 // package to install.
 func NeedTools(t testing.TB, pkg string, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing: apt-get install %s", tool, pkg)
-			}
-			t.Skipf("%s missing: apt-get install %s", tool, pkg)
-		}
+		_, err := exec.LookPath(tool)
+		Need(t, err == nil, fmt.Sprintf("%s missing: apt-get install %s", tool, pkg))
 	}
+}
+
+// NeedRoot is Need for root, which why says the test needs it for.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	Need(t, os.Geteuid() == 0, fmt.Sprintf("%s needs root: run the tests as root", why))
+}
+
+// asNobodyEnv marks the process AsNobody starts.
+const asNobodyEnv = "BANGER_TEST_AS_NOBODY"
+
+// Nobody is the uid and gid AsNobody runs a test as.
+const Nobody = 65534
+
+// AsNobody runs the calling test again as uid and gid Nobody, in a
+// process of its own, when the test runs as root, and reports whether it
+// did so (the caller then returns: the process as nobody ran the test).
+// A test of what a missing permission does proves nothing as root, who
+// has every one, and CI runs as root. The binary is copied where nobody
+// can run it, and TMPDIR and HOME are nobody's own; the run must pass,
+// not skip.
+func AsNobody(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(asNobodyEnv) != "" {
+		if os.Geteuid() != Nobody {
+			t.Fatalf("%s=1 but running as uid %d, not %d", asNobodyEnv, os.Geteuid(), Nobody)
+		}
+		return false
+	}
+	if os.Geteuid() != 0 {
+		return false
+	}
+	dir, err := os.MkdirTemp("", "as-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin, home := filepath.Join(dir, "test"), filepath.Join(dir, "home")
+	if err := copyExecutable(bin); err != nil {
+		t.Fatalf("copy the test binary: %v", err)
+	}
+	if err := os.Mkdir(home, 0o700); err == nil {
+		err = os.Chown(home, Nobody, Nobody)
+	}
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var run []string
+	for _, part := range strings.Split(t.Name(), "/") {
+		run = append(run, "^"+regexp.QuoteMeta(part)+"$")
+	}
+	cmd := exec.Command(bin, "-test.run="+strings.Join(run, "/"), "-test.v", "-test.count=1")
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(), asNobodyEnv+"=1", "HOME="+home, "TMPDIR="+home)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: Nobody, Gid: Nobody}}
+	out, err := cmd.CombinedOutput()
+	t.Logf("as uid %d:\n%s", Nobody, out)
+	if err != nil {
+		t.Fatalf("%s as uid %d: %v", t.Name(), Nobody, err)
+	}
+	if !strings.Contains(string(out), "--- PASS: "+t.Name()+" ") {
+		t.Fatalf("%s did not pass as uid %d (skipped, or not run)", t.Name(), Nobody)
+	}
+	return true
+}
+
+// copyExecutable copies the running test binary to path, executable by
+// all.
+func copyExecutable(path string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // Mkfs makes an ext4 image of size (as mkfs.ext4 takes it, "64M") holding

@@ -14,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -47,7 +48,7 @@ func TestSparseCopyKeepsContentAndHoles(t *testing.T) {
 	const size = 256 << 20
 	src, head := sparseImage(t, size)
 	dst := filepath.Join(t.TempDir(), "copy")
-	if err := sparseCopy(src, dst); err != nil {
+	if err := vmdisk.SparseCopy(src, dst); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(dst)
@@ -81,7 +82,7 @@ func TestMakeRootDisk(t *testing.T) {
 			if tt.overlays {
 				drv = &qemu.Driver{Runner: rec}
 			}
-			d, err := makeRootDisk(ctx, drv, src, dir)
+			d, err := vmdisk.Make(ctx, drv, src, dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -96,8 +97,8 @@ func TestMakeRootDisk(t *testing.T) {
 				if st, err := os.Stat(d.Path); err != nil || st.Size() != 64<<20 {
 					t.Fatalf("raw disk %v size, want %d (%v)", st, 64<<20, err)
 				}
-				if found, err := rootDisk(dir); err != nil || found != d {
-					t.Fatalf("rootDisk = %+v, %v; want %+v", found, err, d)
+				if found, err := vmdisk.Root(dir); err != nil || found != d {
+					t.Fatalf("vmdisk.Root = %+v, %v; want %+v", found, err, d)
 				}
 			}
 		})

@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/revert"
 	"github.com/banger-dev/banger/internal/service/vm/template"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -79,7 +80,7 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 	if err != nil {
 		return params{}, err
 	}
-	if prm.network, prm.egress, err = s.checkNetwork(ctx, req, prm.ports); err != nil {
+	if prm.network, prm.egress, err = s.net().Check(ctx, req, prm.ports, s.exists); err != nil {
 		return params{}, err
 	}
 	if !peer.Root(ctx) {
@@ -302,7 +303,7 @@ func (s *Service) makeDisks(ctx context.Context, req api.VMCreateRequest, im api
 			return nil, err
 		}
 		p.Stage("disk", "making the root disk of vm %s from image %s", req.Name, im.Name)
-		if _, err := makeRootDisk(ctx, s.d.Driver, base, dir); err != nil {
+		if _, err := vmdisk.Make(ctx, s.d.Driver, base, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -422,7 +423,7 @@ func (s *Service) stop(ctx context.Context, v *store.VM, timeout time.Duration, 
 func (s *Service) markStopped(ctx context.Context, v *store.VM) error {
 	v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
 	os.Remove(s.controlSocket(*v))
-	s.detach(context.WithoutCancel(ctx), *v)
+	s.net().Detach(context.WithoutCancel(ctx), *v)
 	return s.d.Store.UpdateVM(context.WithoutCancel(ctx), *v)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/service/hostnet"
+	"github.com/banger-dev/banger/internal/service/vm/vmnet"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
@@ -157,9 +158,9 @@ func TestUserModeEgress(t *testing.T) {
 	ctx := context.Background()
 	g := &fakeGuard{attached: map[string]uint32{}, specs: map[string]hostnet.Spec{}}
 	s.d.Guard = g
-	old := vmmUID
-	vmmUID = func(int) (int, error) { return 1900000007, nil }
-	defer func() { vmmUID = old }()
+	old := vmnet.VMMUID
+	vmnet.VMMUID = func(int) (int, error) { return 1900000007, nil }
+	defer func() { vmnet.VMMUID = old }()
 
 	v, err := s.Create(ctx, api.VMCreateRequest{Name: "u", Egress: "allow=a.test", Start: true}, operation.Discard)
 	if err != nil {
@@ -190,12 +191,12 @@ func TestUserModeEgress(t *testing.T) {
 	if !slices.Contains(g.forgot, "u") {
 		t.Errorf("rm did not forget u's lookups: %v", g.forgot)
 	}
-	if _, _, err := s.checkNetwork(ctx, api.VMCreateRequest{Name: "f", Egress: "deny", Snapshot: "snap"}, nil); err == nil || !strings.Contains(err.Error(), "not for forks") {
+	if _, _, err := s.net().Check(ctx, api.VMCreateRequest{Name: "f", Egress: "deny", Snapshot: "snap"}, nil, s.exists); err == nil || !strings.Contains(err.Error(), "not for forks") {
 		t.Errorf("a fork under a policy: %v", err)
 	}
 	// A VMM still running as root cannot be told apart from the daemon:
 	// the start fails rather than run unheld.
-	vmmUID = func(int) (int, error) { return 0, nil }
+	vmnet.VMMUID = func(int) (int, error) { return 0, nil }
 	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "r", Egress: "deny", Start: true}, operation.Discard); err == nil || !strings.Contains(err.Error(), "uid") {
 		t.Errorf("a policy over a root VMM: %v", err)
 	}

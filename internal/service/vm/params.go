@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/kit/units"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -177,26 +176,4 @@ func unprivilegedPortStart() int {
 		return 1024
 	}
 	return n
-}
-
-// Cmdline builds the guest kernel's command line. Kernel parameters are
-// limited to 2048 bytes on x86; keys are bounded so that it fits.
-func Cmdline(name string, initrd bool, keys []string, driverParams []string) string {
-	w := []string{
-		"console=ttyS0", "reboot=k", "panic=-1", "quiet",
-		// Skip the crypto API's boot-time self-tests and probing serial
-		// ports nobody uses: 0.4 s of a 2.8 s boot under TCG (measured
-		// with bench/boottime, 6 boots each), as Kata Containers does.
-		"cryptomgr.notests", "8250.nr_uarts=1",
-		"root=/dev/vda", "rw", "rootfstype=ext4",
-		guestproto.ParamName + "=" + name,
-	}
-	if !initrd {
-		// No initramfs to hand over to the agent: the kernel runs it.
-		w = append(w, "init=/.banger/init")
-	}
-	if len(keys) > 0 {
-		w = append(w, guestproto.ParamKeys+"="+guestproto.EncodeKeys(keys))
-	}
-	return strings.Join(append(w, driverParams...), " ")
 }

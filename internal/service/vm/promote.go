@@ -12,6 +12,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/service/image"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -74,7 +75,7 @@ func (s *Service) Promote(ctx context.Context, req api.ImagePromoteRequest, p op
 	if err := promotable(v.Name, v.State); err != nil {
 		return api.Image{}, err
 	}
-	disk, err := rootDisk(s.d.Layout.VM(v.Name))
+	disk, err := vmdisk.Root(s.d.Layout.VM(v.Name))
 	if err != nil {
 		return api.Image{}, fmt.Errorf("vm %s: %w", v.Name, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/kit/sandbox"
 	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -63,7 +64,7 @@ func TestPromote(t *testing.T) {
 	if im.Name != "new" || im.Kernel != "k" || !strings.Contains(im.Source, "vm base") || len(adopted) != 1 {
 		t.Errorf("promoted %+v (adopted %v)", im, adopted)
 	}
-	if len(d.flattened) != 1 || filepath.Base(d.flattened[0]) != rootRaw {
+	if len(d.flattened) != 1 || filepath.Base(d.flattened[0]) != vmdisk.RootRaw {
 		t.Fatalf("the root disk was not flattened: %v", d.flattened)
 	}
 }

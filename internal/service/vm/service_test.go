@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +24,10 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/runner"
+	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/service/vm/guestboot"
 	"github.com/banger-dev/banger/internal/service/vm/usage"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -246,7 +251,7 @@ func TestCreateAndStart(t *testing.T) {
 	if !strings.Contains(cfg.Cmdline, "fakenet=user") {
 		t.Errorf("cmdline %q lacks the driver's network words", cfg.Cmdline)
 	}
-	if _, err := os.Stat(filepath.Join(lay.VM("web"), rootRaw)); err != nil {
+	if _, err := os.Stat(filepath.Join(lay.VM("web"), vmdisk.RootRaw)); err != nil {
 		t.Errorf("root disk: %v", err)
 	}
 	// Starting a running VM is a no-op.
@@ -469,7 +474,7 @@ func TestPublishedPortInUse(t *testing.T) {
 }
 
 func TestCmdline(t *testing.T) {
-	got := Cmdline("web", true, []string{userKey}, []string{"tsc_early_khz=2000000"})
+	got := guestboot.Cmdline("web", true, []string{userKey}, []string{"tsc_early_khz=2000000"})
 	for _, w := range []string{"console=ttyS0", "root=/dev/vda", "rw", "panic=-1", "banger.name=web", "tsc_early_khz=2000000"} {
 		if !strings.Contains(" "+got+" ", " "+w+" ") {
 			t.Errorf("cmdline %q lacks %q", got, w)
@@ -484,7 +489,7 @@ func TestCmdline(t *testing.T) {
 		many = append(many, userKey)
 	}
 	many = append(many, userKey) // the daemon's own
-	if n := len(Cmdline("a-name-of-sixty-three-characters-which-is-the-longest-allowed-x", false, many, []string{"tsc_early_khz=2000000"})); n > 2048 {
+	if n := len(guestboot.Cmdline("a-name-of-sixty-three-characters-which-is-the-longest-allowed-x", false, many, []string{"tsc_early_khz=2000000"})); n > 2048 {
 		t.Errorf("the longest command line is %d bytes, over the kernel's 2048", n)
 	}
 }
@@ -558,21 +563,28 @@ func TestPrivilegedPortNeedsRoot(t *testing.T) {
 	d := &fakeDriver{console: readyConsole}
 	s, _, _ := newTestService(t, d)
 	user := peer.NewContext(context.Background(), unix.Ucred{Pid: 1, Uid: 1000, Gid: 1000})
-	start := unprivilegedPortStart()
-	if start < 2 {
-		t.Skipf("net.ipv4.ip_unprivileged_port_start is %d here: every port is unprivileged", start)
-	}
-	low := fmt.Sprintf("%d:80", start-1)
-	err := s.CheckCreate(user, api.VMCreateRequest{Ports: []string{low}})
-	if !errors.Is(err, errdefs.ErrPermission) || !strings.Contains(err.Error(), "privileged") {
-		t.Fatalf("-p %s as uid 1000: %v, want permission denied", low, err)
-	}
-	if err := s.CheckCreate(user, api.VMCreateRequest{Ports: []string{fmt.Sprintf("%d:80", start)}}); err != nil {
-		t.Errorf("-p %d:80 as uid 1000: %v", start, err)
-	}
 	root := peer.NewContext(context.Background(), unix.Ucred{Pid: 1})
-	if err := s.CheckCreate(root, api.VMCreateRequest{Ports: []string{low}}); err != nil {
-		t.Errorf("-p %s as root: %v", low, err)
+	check := func(start int) {
+		low := fmt.Sprintf("%d:80", start-1)
+		err := s.CheckCreate(user, api.VMCreateRequest{Ports: []string{low}})
+		if !errors.Is(err, errdefs.ErrPermission) || !strings.Contains(err.Error(), "privileged") {
+			t.Errorf("-p %s as uid 1000: %v, want permission denied", low, err)
+		}
+		if err := s.CheckCreate(user, api.VMCreateRequest{Ports: []string{fmt.Sprintf("%d:80", start)}}); err != nil {
+			t.Errorf("-p %d:80 as uid 1000: %v", start, err)
+		}
+		if err := s.CheckCreate(root, api.VMCreateRequest{Ports: []string{low}}); err != nil {
+			t.Errorf("-p %s as root: %v", low, err)
+		}
+	}
+	if start := unprivilegedPortStart(); start >= 2 {
+		check(start)
+	} else {
+		// This host lets anyone bind any port (a container's network
+		// often does): the check runs in a network namespace of the
+		// test's own, where the kernel's default holds.
+		testkit.NeedRoot(t, fmt.Sprintf("net.ipv4.ip_unprivileged_port_start is %d here: a network namespace where it is 1024", start))
+		inNetnsWithPortStart(t, 1024, func() { check(1024) })
 	}
 	// A forward on another address reaches the driver with it.
 	ln, err := net.Listen("tcp4", "0.0.0.0:0")
@@ -587,4 +599,33 @@ func TestPrivilegedPortNeedsRoot(t *testing.T) {
 	if len(d.started) != 1 || !slices.Contains(d.started[0].Network.Forwards, vmm.Forward{HostIP: "0.0.0.0", HostPort: free, GuestPort: 80}) {
 		t.Errorf("the driver got %+v", d.started)
 	}
+}
+
+// inNetnsWithPortStart runs f on a thread of its own in a network
+// namespace of its own whose net.ipv4.ip_unprivileged_port_start is
+// start: /proc/sys/net is the reading thread's namespace's. f must not
+// call t.Fatal.
+func inNetnsWithPortStart(t *testing.T, start int, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Never unlocked: the thread ends with the goroutine, namespace
+		// and all, rather than going back to the pool.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			t.Errorf("unshare: %v", err)
+			return
+		}
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_unprivileged_port_start", []byte(strconv.Itoa(start)), 0o644); err != nil {
+			t.Errorf("set the namespace's unprivileged port start: %v", err)
+			return
+		}
+		if got := unprivilegedPortStart(); got != start {
+			t.Errorf("the namespace's unprivileged port start is %d, want %d", got, start)
+			return
+		}
+		f()
+	}()
+	<-done
 }

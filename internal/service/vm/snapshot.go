@@ -14,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/service/vm/template"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -23,10 +24,6 @@ import (
 // bootFile records, in a VM's directory, how its running VMM was laid
 // out: a snapshot must be resumed into the same layout.
 const bootFile = "boot.json"
-
-// snapshotBase links the backing file of a snapshot's root disk into a
-// fork's directory; the fork's copy of the root disk names it.
-const snapshotBase = "snapshot-base"
 
 // boot is what bootFile holds.
 type boot struct {
@@ -166,7 +163,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	paused, err := s.d.Driver.Snapshot(ctx, cfg, filepath.Join(build, template.StateFile), func() error {
 		for _, d := range b.Disks {
 			dst := filepath.Join(build, d.ID+"."+d.Format)
-			if err := copyDisk(d.Path, dst); err != nil {
+			if err := vmdisk.Copy(d.Path, dst); err != nil {
 				return fmt.Errorf("disk %s: %w", d.ID, err)
 			}
 			disks = append(disks, vmm.Disk{ID: d.ID, Path: dst, Format: d.Format})
@@ -216,19 +213,19 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 // it was, small, and its backing file is linked into the new VM's
 // directory: the fork outlives the snapshot.
 func (s *Service) forkDisks(ctx context.Context, t template.Template, dir string) error {
-	root := filepath.Join(dir, rootRaw)
+	root := filepath.Join(dir, vmdisk.RootRaw)
 	if t.Disk.Format == "qcow2" {
-		root = filepath.Join(dir, rootQcow2)
+		root = filepath.Join(dir, vmdisk.RootQcow2)
 	}
-	if err := copyDisk(t.Disk.Path, root); err != nil {
+	if err := vmdisk.Copy(t.Disk.Path, root); err != nil {
 		return err
 	}
-	if base := filepath.Join(t.Dir, "base"); t.Disk.Format == "qcow2" && fileExists(base) {
+	if base := filepath.Join(t.Dir, "base"); t.Disk.Format == "qcow2" && vmdisk.Exists(base) {
 		_, format, err := s.d.Driver.Backing(ctx, t.Disk.Path)
 		if err != nil {
 			return err
 		}
-		link := filepath.Join(dir, snapshotBase)
+		link := filepath.Join(dir, vmdisk.SnapshotBase)
 		if err := os.Link(base, link); err != nil {
 			return fmt.Errorf("link snapshot %s's backing disk: %w", t.ID, err)
 		}
@@ -237,16 +234,11 @@ func (s *Service) forkDisks(ctx context.Context, t template.Template, dir string
 		}
 	}
 	for _, d := range t.Disks {
-		if err := copyDisk(d.Path, s.forkDiskPath(t, dir, d)); err != nil {
+		if err := vmdisk.Copy(d.Path, s.forkDiskPath(t, dir, d)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
 
 // forkDiskPath is where a fork keeps a copy of the snapshot's disk d.
@@ -254,19 +246,7 @@ func (s *Service) forkDiskPath(t template.Template, dir string, d vmm.Disk) stri
 	if d.ID == "work" && t.Work != nil {
 		return workDisk(dir)
 	}
-	return filepath.Join(dir, emptyWork)
-}
-
-func copyDisk(src, dst string) error {
-	if ok, err := reflink(src, dst); err != nil {
-		return err
-	} else if ok {
-		return nil
-	}
-	if err := sparseCopy(src, dst); err != nil {
-		return fmt.Errorf("copy %s: %w", filepath.Base(src), err)
-	}
-	return nil
+	return filepath.Join(dir, vmdisk.EmptyWork)
 }
 
 // resumeSnapshot starts a fork for the first time: from its snapshot's
@@ -277,7 +257,7 @@ func (s *Service) resumeSnapshot(ctx context.Context, v *store.VM, cold vmm.Conf
 		return fmt.Errorf("vm %s resumes from snapshot %s: %w", v.Name, v.Snapshot, err)
 	}
 	dir := s.d.Layout.VM(v.Name)
-	root, err := rootDisk(dir)
+	root, err := vmdisk.Root(dir)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/revert"
 	"github.com/banger-dev/banger/internal/kit/sshkey"
+	"github.com/banger-dev/banger/internal/service/vm/guestboot"
+	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -38,7 +40,7 @@ type launch struct {
 	// after it (a cold boot after a resume that worked) are skipped.
 	up     bool
 	booted time.Time // when the VMM of a cold boot started
-	took   []string // "step=duration", for the daemon's log
+	took   []string  // "step=duration", for the daemon's log
 }
 
 type step struct {
@@ -121,7 +123,7 @@ func (s *Service) stepKernel(ctx context.Context, l *launch) (err error) {
 		return fmt.Errorf("kernel %s of vm %s: %w", l.v.Kernel, l.v.Name, err)
 	}
 	l.cfg.Kernel = l.k.Dir + "/vmlinux"
-	l.cfg.Initrd, err = s.initrd(ctx, l.k, l.p)
+	l.cfg.Initrd, err = s.initrds.For(ctx, l.k, l.p)
 	return err
 }
 
@@ -142,7 +144,7 @@ func (s *Service) stepPorts(ctx context.Context, l *launch) (err error) {
 // stepConfig lays out the VMM's configuration: disks, console, control.
 func (s *Service) stepConfig(ctx context.Context, l *launch) error {
 	dir := s.d.Layout.VM(l.v.Name)
-	disk, err := rootDisk(dir)
+	disk, err := vmdisk.Root(dir)
 	if err != nil {
 		return fmt.Errorf("vm %s: %w", l.v.Name, err)
 	}
@@ -165,7 +167,7 @@ func (s *Service) stepConfig(ctx context.Context, l *launch) error {
 // stepNetwork attaches the VM to its network (a tap, rules, a lease in
 // bridge mode) and writes the kernel command line that names it.
 func (s *Service) stepNetwork(ctx context.Context, l *launch) error {
-	network, netParams, undoNet, err := s.network(ctx, &l.v, l.p)
+	network, netParams, undoNet, err := s.net().Connect(ctx, &l.v, l.p)
 	if err != nil {
 		return err
 	}
@@ -175,7 +177,7 @@ func (s *Service) stepNetwork(ctx context.Context, l *launch) error {
 	if s.d.Key != nil {
 		keys = append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, keys...)
 	}
-	l.cfg.Cmdline = Cmdline(l.v.Name, l.cfg.Initrd != "", keys, append(s.d.Driver.GuestParams(l.acc), netParams...))
+	l.cfg.Cmdline = guestboot.Cmdline(l.v.Name, l.cfg.Initrd != "", keys, append(s.d.Driver.GuestParams(l.acc), netParams...))
 	if l.v.Work != nil {
 		l.cfg.Cmdline += " " + guestproto.ParamWork + "=/dev/vdb"
 	}
@@ -216,15 +218,15 @@ func (s *Service) stepTemplate(ctx context.Context, l *launch) error {
 func (s *Service) stepBoot(ctx context.Context, l *launch) error {
 	v := &l.v
 	// A template's placeholder disk is no part of a boot.
-	os.Remove(filepath.Join(s.d.Layout.VM(v.Name), emptyWork))
-	l.p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", v.Name, s.d.Driver.Name(), l.acc.Name, l.k.Name, v.CPUs, v.MemoryMB, s.networkLine(*v))
+	os.Remove(filepath.Join(s.d.Layout.VM(v.Name), vmdisk.EmptyWork))
+	l.p.Stage("boot", "booting vm %s: %s (%s), kernel %s, %d CPU, %d MiB, network %s", v.Name, s.d.Driver.Name(), l.acc.Name, l.k.Name, v.CPUs, v.MemoryMB, s.net().Line(*v))
 	l.booted = time.Now()
 	proc, err := s.d.Driver.Start(ctx, l.cfg)
 	if err != nil {
 		return fmt.Errorf("start vm %s: %w", v.Name, err)
 	}
 	l.undo.Add(func() { proc.Kill() })
-	if err = s.police(ctx, *v, proc.PID); err != nil {
+	if err = s.net().Police(ctx, *v, proc.PID); err != nil {
 		return err
 	}
 	v.State, v.PID, v.PIDStart, v.HostKey, v.StartedAt = api.VMStarting, proc.PID, proc.StartTime, "", time.Now().UTC()
@@ -249,7 +251,7 @@ func (s *Service) stepBoot(ctx context.Context, l *launch) error {
 func (s *Service) stepReady(ctx context.Context, l *launch) error {
 	v, began := &l.v, l.booted
 	l.p.Stage("ready", "waiting for the guest agent (up to %s)", l.timeout)
-	key, err := waitReady(ctx, v.Name, l.cfg.Console, v.ConsoleOffset, process(*v), l.timeout)
+	key, err := guestboot.WaitReady(ctx, v.Name, l.cfg.Console, v.ConsoleOffset, process(*v), l.timeout)
 	if err != nil {
 		return err
 	}

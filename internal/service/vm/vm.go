@@ -29,7 +29,9 @@ import (
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/service/hostnet"
+	"github.com/banger-dev/banger/internal/service/vm/guestboot"
 	"github.com/banger-dev/banger/internal/service/vm/template"
+	"github.com/banger-dev/banger/internal/service/vm/vmnet"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -77,29 +79,11 @@ type GuestDisks interface {
 	Tar(ctx context.Context, disk string, o ext4read.Options, w io.Writer) (ext4read.Skipped, error)
 }
 
-// Guard holds user-mode VMs to their egress policies (see hostnet.Guard).
-type Guard interface {
-	// AttachUser holds a started VM, whose VMM runs as uid, to spec's
-	// policy; DetachUser undoes it when the VM stops.
-	AttachUser(ctx context.Context, spec hostnet.Spec, uid uint32) error
-	DetachUser(vm string)
-	Resolved(ctx context.Context, vm string) ([]api.Resolved, error)
-	// Forget drops a removed VM's recorded lookups.
-	Forget(ctx context.Context, vm string) error
-}
-
-// HostNet is what VMs need of the host network service, for bridge mode.
-type HostNet interface {
-	// Attach gives a starting VM its lease, tap and rules; undo reverses
-	// all of it (the lease too when it was made then).
-	Attach(ctx context.Context, spec hostnet.Spec) (l hostnet.Link, undo func(), err error)
-	// Detach removes a stopped VM's tap and rules; Release its lease too.
-	Detach(ctx context.Context, vm, id string)
-	Release(ctx context.Context, vm, id string) error
-	// Reconcile makes the host match the running VMs at daemon start.
-	Reconcile(ctx context.Context, running []hostnet.Spec, known []string) error
-	Resolved(ctx context.Context, vm string) ([]api.Resolved, error)
-}
+// Guard and HostNet are what VMs need of the host network (see vmnet).
+type (
+	Guard   = vmnet.Guard
+	HostNet = vmnet.HostNet
+)
 
 // Defaults are the config's VM defaults.
 type Defaults struct {
@@ -156,16 +140,14 @@ type Service struct {
 	locks keyedlock.Locks // per VM name
 	boot  keyedlock.Locks // per initramfs or base disk being built
 
-	agentMu            sync.Mutex
-	agentKey, agentSum string // guarded by agentMu: the agent's digest, by path, size and mtime
+	initrds *guestboot.Initrds
 
 	lentMu sync.Mutex // serializes changes of lent records
 
 	quotaMu  sync.Mutex
 	starting map[string]store.VM // guarded by quotaMu: VMs starting, whose CPUs and memory are reserved
 
-	tplMu     sync.Mutex
-	tplFailed map[string]string // guarded by tplMu: templates this daemon failed to make, and why
+	maker *template.Maker
 }
 
 // New returns a Service.
@@ -179,7 +161,18 @@ func New(d Deps) *Service {
 	if d.Defaults.StopTimeout == 0 {
 		d.Defaults.StopTimeout = 30 * time.Second
 	}
-	return &Service{d: d}
+	s := &Service{d: d, initrds: &guestboot.Initrds{Agent: d.Agent, Dir: filepath.Join(d.Layout.Cache(), "initramfs"), Log: d.Log}}
+	s.maker = &template.Maker{Dir: d.Templates, Driver: d.Driver, Key: d.Key, RunDir: d.Layout.Run(), Log: d.Log, Base: s.imageBase}
+	return s
+}
+
+// imageBase is baseFor by image name, for the template maker.
+func (s *Service) imageBase(ctx context.Context, image string, size int64, p operation.Progress) (string, error) {
+	im, err := s.d.Images.Get(ctx, image)
+	if err != nil {
+		return "", err
+	}
+	return s.baseFor(ctx, im, size, p)
 }
 
 func (s *Service) lock(ctx context.Context, name string, p operation.Progress) (func(), error) {
@@ -199,10 +192,10 @@ func (s *Service) refresh(ctx context.Context, v *store.VM) error {
 	old := v.State
 	if !process(*v).Alive() {
 		v.State, v.PID, v.PIDStart = api.VMStopped, 0, 0
-		s.detach(ctx, *v)
+		s.net().Detach(ctx, *v)
 	} else if v.State == api.VMStarting {
-		if con, err := readFrom(s.console(v.Name), v.ConsoleOffset); err == nil {
-			if key, ok := readyIn(con); ok {
+		if con, err := guestboot.ReadFrom(s.console(v.Name), v.ConsoleOffset); err == nil {
+			if key, ok := guestboot.ReadyIn(con); ok {
 				v.State, v.HostKey = api.VMRunning, key
 			}
 		}
@@ -288,12 +281,12 @@ func (s *Service) Recover(ctx context.Context) error {
 		known = append(known, vs[i].Name)
 		if vs[i].State != api.VMStopped {
 			running++
-			if err := s.police(ctx, vs[i], vs[i].PID); err != nil {
+			if err := s.net().Police(ctx, vs[i], vs[i].PID); err != nil {
 				// Its policy is not held without a restart: said, not hidden.
 				s.d.Log.Error("a running vm's egress policy is not enforced: restart it", "vm", vs[i].Name, "err", err)
 			}
 			if vs[i].Network == api.NetBridge {
-				spec, err := s.netSpec(vs[i])
+				spec, err := vmnet.Spec(vs[i])
 				if err != nil {
 					return err
 				}
