@@ -16,6 +16,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/layout"
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
+	"github.com/banger-dev/banger/internal/service/fetch"
 	"github.com/banger-dev/banger/internal/service/upload"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -72,66 +73,20 @@ func (s *Service) pullBundle(ctx context.Context, src api.ImageSource, dir strin
 }
 
 func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p operation.Progress) (BundleManifest, error) {
-	var m BundleManifest
 	f, err := os.Open(tarball)
 	if err != nil {
-		return m, err
+		return BundleManifest{}, err
 	}
 	defer f.Close()
 	r, closeFn, err := openDecompressed(f)
 	if err != nil {
-		return m, fmt.Errorf("bundle: %w", err)
+		return BundleManifest{}, fmt.Errorf("bundle: %w", err)
 	}
 	defer closeFn()
 	p.Stage("unpack", "unpacking the bundle")
-	tr := tar.NewReader(operation.NewReader(ctx, r, 0, nil))
-	got := map[string]string{} // file -> sha256 of what was unpacked
-	var haveManifest bool
-	var written int64
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return m, ctx.Err()
-			}
-			return m, fmt.Errorf("bundle: %v (truncated or not a tarball): %w", err, errdefs.ErrInvalid)
-		}
-		name := strings.TrimPrefix(h.Name, "./")
-		if h.Typeflag != tar.TypeReg || strings.ContainsAny(name, "/\\") || name == "" || name == "." || name == ".." {
-			return m, fmt.Errorf("bundle: unexpected entry %s: a bundle holds manifest.json and plain files only: %w", errdefs.Quote(h.Name), errdefs.ErrInvalid)
-		}
-		if name == "manifest.json" {
-			b, err := io.ReadAll(io.LimitReader(tr, 1<<20))
-			if err != nil {
-				return m, fmt.Errorf("bundle manifest: %w: %w", err, errdefs.ErrInvalid)
-			}
-			if m, err = ParseBundleManifest(b); err != nil {
-				return m, err
-			}
-			haveManifest = true
-			continue
-		}
-		if s.d.MaxUnpacked > 0 && written+h.Size > s.d.MaxUnpacked {
-			return m, fmt.Errorf("bundle unpacks to more than the %d-byte limit: %w", s.d.MaxUnpacked, errdefs.ErrInvalid)
-		}
-		out, err := os.OpenFile(filepath.Join(dir, "bundle-"+name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return m, fmt.Errorf("bundle: entry %s: %w: %w", errdefs.Quote(name), err, errdefs.ErrInvalid)
-		}
-		h256 := sha256.New()
-		n, err := io.Copy(io.MultiWriter(out, h256), tr)
-		out.Close()
-		written += n
-		if err != nil {
-			return m, fmt.Errorf("bundle: %s: %v (truncated): %w", name, err, errdefs.ErrInvalid)
-		}
-		got[name] = hex.EncodeToString(h256.Sum(nil))
-	}
-	if !haveManifest {
-		return m, fmt.Errorf("bundle has no manifest.json: %w", errdefs.ErrInvalid)
+	m, got, err := s.bundleFiles(ctx, tar.NewReader(operation.NewReader(ctx, r, 0, nil)), dir)
+	if err != nil {
+		return m, err
 	}
 	for file, want := range m.SHA256 {
 		if got[file] != want {
@@ -147,6 +102,55 @@ func (s *Service) unpackBundle(ctx context.Context, tarball, dir string, p opera
 		return m, err
 	}
 	return m, s.ext4.Grow(ctx, rootfs)
+}
+
+// bundleFiles unpacks a bundle's files into dir as bundle-<name>, and
+// returns its manifest and each file's sha256 as unpacked.
+func (s *Service) bundleFiles(ctx context.Context, tr *tar.Reader, dir string) (BundleManifest, map[string]string, error) {
+	var m BundleManifest
+	got := map[string]string{}
+	var haveManifest bool
+	var written int64
+	bad := func(err error) error {
+		return fmt.Errorf("bundle: %v (truncated or not a tarball): %w", err, errdefs.ErrInvalid)
+	}
+	err := fetch.EachEntry(ctx, tr, bad, func(h *tar.Header, body io.Reader) error {
+		name := strings.TrimPrefix(h.Name, "./")
+		if h.Typeflag != tar.TypeReg || strings.ContainsAny(name, "/\\") || name == "" || name == "." || name == ".." {
+			return fmt.Errorf("bundle: unexpected entry %s: a bundle holds manifest.json and plain files only: %w", errdefs.Quote(h.Name), errdefs.ErrInvalid)
+		}
+		if name == "manifest.json" {
+			b, err := io.ReadAll(io.LimitReader(body, 1<<20))
+			if err != nil {
+				return fmt.Errorf("bundle manifest: %w: %w", err, errdefs.ErrInvalid)
+			}
+			if m, err = ParseBundleManifest(b); err != nil {
+				return err
+			}
+			haveManifest = true
+			return nil
+		}
+		if s.d.MaxUnpacked > 0 && written+h.Size > s.d.MaxUnpacked {
+			return fmt.Errorf("bundle unpacks to more than the %d-byte limit: %w", s.d.MaxUnpacked, errdefs.ErrInvalid)
+		}
+		out, err := os.OpenFile(filepath.Join(dir, "bundle-"+name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return fmt.Errorf("bundle: entry %s: %w: %w", errdefs.Quote(name), err, errdefs.ErrInvalid)
+		}
+		h256 := sha256.New()
+		n, err := io.Copy(io.MultiWriter(out, h256), body)
+		out.Close()
+		written += n
+		if err != nil {
+			return fmt.Errorf("bundle: %s: %v (truncated): %w", name, err, errdefs.ErrInvalid)
+		}
+		got[name] = hex.EncodeToString(h256.Sum(nil))
+		return nil
+	})
+	if err == nil && !haveManifest {
+		err = fmt.Errorf("bundle has no manifest.json: %w", errdefs.ErrInvalid)
+	}
+	return m, got, err
 }
 
 // Register adopts an ext4 file the client uploaded as an image: checked,

@@ -24,7 +24,9 @@ import (
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/kit/revert"
 	"github.com/banger-dev/banger/internal/kit/runner"
+	"github.com/banger-dev/banger/internal/service/fetch"
 	"github.com/banger-dev/banger/internal/service/image/imagecat"
 	"github.com/banger-dev/banger/internal/service/publish"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -379,26 +381,12 @@ func (s *Service) Pull(ctx context.Context, req api.ImagePullRequest, p operatio
 			return s.pullOCI(ctx, t.ref, dir, p)
 		})
 	}
-	var errs []error
-	for i, src := range t.entry.Sources {
-		p.Stage("source", "image %s: trying source %d of %d: %s", t.name, i+1, len(t.entry.Sources), imagecat.Describe(src))
-		im, err := s.build(ctx, t.name, t.kernel, true, p, func(ctx context.Context, dir string) (built, error) {
-			return s.fetch(ctx, src, dir, p)
-		})
-		if err == nil {
-			return im, nil
-		}
-		if ctx.Err() != nil {
-			return api.Image{}, ctx.Err()
-		}
-		s.d.Log.Info("image source failed", "image", t.name, "source", imagecat.Describe(src), "err", err)
-		p.Stage("source", "source %d failed: %s", i+1, errdefs.Message(err))
-		errs = append(errs, fmt.Errorf("source %d (%s): %w", i+1, imagecat.Describe(src), err))
-	}
-	if len(errs) == 1 {
-		return api.Image{}, fmt.Errorf("pull image %s: %w", t.name, errs[0])
-	}
-	return api.Image{}, fmt.Errorf("pull image %s: no source worked: %w", t.name, errors.Join(errs...))
+	return fetch.FirstOf(ctx, fetch.Target{Kind: "image", Name: t.name, Log: s.d.Log}, t.entry.Sources, imagecat.Describe,
+		func(ctx context.Context, src api.ImageSource) (api.Image, error) {
+			return s.build(ctx, t.name, t.kernel, true, p, func(ctx context.Context, dir string) (built, error) {
+				return s.fetch(ctx, src, dir, p)
+			})
+		}, p)
 }
 
 func (s *Service) fetch(ctx context.Context, src api.ImageSource, dir string, p operation.Progress) (built, error) {
@@ -422,12 +410,15 @@ type built struct {
 
 // build runs fill in a staging directory and publishes the result, owned
 // by ctx's caller and shared or not.
-func (s *Service) build(ctx context.Context, name, kernel string, shared bool, p operation.Progress, fill func(context.Context, string) (built, error)) (im api.Image, err error) {
+func (s *Service) build(ctx context.Context, name, kernel string, shared bool, p operation.Progress, fill func(context.Context, string) (built, error)) (api.Image, error) {
+	var im api.Image
 	dir, done, err := s.pub.Stage(name)
 	if err != nil {
 		return im, err
 	}
-	defer func() { done(err) }()
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() { done(errUnpublished) })
 	b, err := fill(ctx, dir)
 	if err != nil {
 		return im, err
@@ -451,8 +442,13 @@ func (s *Service) build(ctx context.Context, name, kernel string, shared bool, p
 	if err := s.pub.Publish(ctx, dir, name, func(ctx context.Context) error { return s.d.Store.InsertImage(ctx, im) }); err != nil {
 		return im, err
 	}
+	r.Success()
 	return s.withDisk(im), nil
 }
+
+// errUnpublished is the error build's undo hands the staging directory's
+// done, which removes the directory for any error.
+var errUnpublished = errors.New("image not published")
 
 // Remove deletes an image no VM or snapshot uses, whoever owns them. A
 // pulled image is a cache any caller may remove; a user-made one only

@@ -8,6 +8,7 @@ import (
 	"io"
 	"path/filepath"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
@@ -41,65 +42,83 @@ func (s *Service) pullOCI(ctx context.Context, ref, dir string, p operation.Prog
 	}
 	defer tree.Close()
 	if len(layers) == 1 {
-		// A lone layer streams straight into the ext4 writer: no spool,
-		// and inflating overlaps with writing.
-		d, _ := layers[0].Digest()
-		p.Stage("flatten", "layer 1 of 1: %s", d)
-		rc, err := layers[0].Compressed()
-		if err != nil {
-			return built{}, fmt.Errorf("layer 1 (%s): %w: %w", d, err, errdefs.ErrUnavailable)
-		}
-		defer rc.Close()
-		cr := operation.NewReader(ctx, rc, 1<<20, func(n int64) { p.Bytes("download", n, total) })
-		err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
-			n, err := decompressed(cr, func(r io.Reader) (int, error) { return tree.Stream(r, w, extras) })
-			if err == nil {
-				if _, err = io.Copy(io.Discard, cr); err != nil {
-					err = fmt.Errorf("blob does not match its digest or was cut short: %w: %w", err, errdefs.ErrChecksum)
-				}
-			}
-			return n, err
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return built{}, ctx.Err()
-			}
-			return built{}, fmt.Errorf("layer 1 (%s): %w", d, err)
-		}
-		return built{sourceKind: api.SourceOCI, source: res.From, digest: res.Digest, layers: 1, files: tree.Files()}, nil
+		err = s.streamLayer(ctx, tree, layers[0], total, dir, p)
+	} else {
+		err = s.applyLayers(ctx, tree, layers, total, dir, p)
 	}
+	if err != nil {
+		return built{}, err
+	}
+	return built{sourceKind: api.SourceOCI, source: res.From, digest: res.Digest, layers: len(layers), files: tree.Files()}, nil
+}
+
+// streamLayer writes rootfs.ext4 in dir from a lone layer, streamed
+// straight into the ext4 writer: no spool, and inflating overlaps with
+// writing.
+func (s *Service) streamLayer(ctx context.Context, tree *flatten.Tree, l v1.Layer, total int64, dir string, p operation.Progress) error {
+	d, _ := l.Digest()
+	p.Stage("flatten", "layer 1 of 1: %s", d)
+	rc, err := l.Compressed()
+	if err != nil {
+		return fmt.Errorf("layer 1 (%s): %w: %w", d, err, errdefs.ErrUnavailable)
+	}
+	defer rc.Close()
+	cr := operation.NewReader(ctx, rc, 1<<20, func(n int64) { p.Bytes("download", n, total) })
+	err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
+		n, err := decompressed(cr, func(r io.Reader) (int, error) { return tree.Stream(r, w, extras) })
+		if err == nil {
+			err = drain(cr)
+		}
+		return n, err
+	})
+	return layerErr(ctx, 1, d, err)
+}
+
+// applyLayers merges layers into the tree one after the other, then
+// writes it as rootfs.ext4 in dir.
+func (s *Service) applyLayers(ctx context.Context, tree *flatten.Tree, layers []v1.Layer, total int64, dir string, p operation.Progress) error {
 	var done int64
 	for i, l := range layers {
 		d, _ := l.Digest()
 		p.Stage("flatten", "layer %d of %d: %s", i+1, len(layers), d)
 		rc, err := l.Compressed()
 		if err != nil {
-			return built{}, fmt.Errorf("layer %d (%s): %w: %w", i+1, d, err, errdefs.ErrUnavailable)
+			return fmt.Errorf("layer %d (%s): %w: %w", i+1, d, err, errdefs.ErrUnavailable)
 		}
 		base := done
 		cr := operation.NewReader(ctx, rc, 1<<20, func(n int64) { p.Bytes("download", base+n, total) })
 		err = applyLayer(tree, cr)
 		if err == nil {
-			// Read to the end: the registry client checks the blob's
-			// digest only once it has seen all of it.
-			_, err = io.Copy(io.Discard, cr)
-			if err != nil {
-				err = fmt.Errorf("blob does not match its digest or was cut short: %w: %w", err, errdefs.ErrChecksum)
-			}
+			err = drain(cr)
 		}
 		rc.Close()
-		if err != nil {
-			if ctx.Err() != nil {
-				return built{}, ctx.Err()
-			}
-			return built{}, fmt.Errorf("layer %d (%s): %w", i+1, d, err)
+		if err := layerErr(ctx, i+1, d, err); err != nil {
+			return err
 		}
 		done += cr.N
 	}
-	if err := s.writeDisk(ctx, tree, dir, p); err != nil {
-		return built{}, err
+	return s.writeDisk(ctx, tree, dir, p)
+}
+
+// drain reads a layer's blob to its end: the registry client checks the
+// blob's digest only once it has seen all of it.
+func drain(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return fmt.Errorf("blob does not match its digest or was cut short: %w: %w", err, errdefs.ErrChecksum)
 	}
-	return built{sourceKind: api.SourceOCI, source: res.From, digest: res.Digest, layers: len(layers), files: tree.Files()}, nil
+	return nil
+}
+
+// layerErr names the layer a failure came from, unless canceling caused
+// it.
+func layerErr(ctx context.Context, n int, d v1.Hash, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return fmt.Errorf("layer %d (%s): %w", n, d, err)
 }
 
 // applyLayer decompresses one layer and merges it into the tree.

@@ -101,29 +101,11 @@ func TestPrivateImages(t *testing.T) {
 		t.Errorf("alice's own image is not hinted: %v", err)
 	}
 
-	tests := []struct {
-		who  string
-		ctx  context.Context
-		sees []string
-	}{
+	assertSees(t, h.svc, []seesCase{
 		{"owner", alice, []string{"mine", "ours"}},
 		{"another user", bob, []string{"ours"}},
 		{"root", root, []string{"mine", "ours"}},
-	}
-	for _, tt := range tests {
-		if got := strings.Join(listed(t, h.svc, tt.ctx), ","); got != strings.Join(tt.sees, ",") {
-			t.Errorf("%s lists %s, want %v", tt.who, got, tt.sees)
-		}
-		for _, name := range []string{"mine", "ours"} {
-			sees := strings.Contains(strings.Join(tt.sees, ","), name)
-			if _, err := h.svc.Get(tt.ctx, name); (err == nil) != sees {
-				t.Errorf("%s gets %s: %v", tt.who, name, err)
-			}
-			if _, err := h.svc.Ensure(tt.ctx, name, operation.Discard); (err == nil) != sees {
-				t.Errorf("%s ensures %s: %v", tt.who, name, err)
-			}
-		}
-	}
+	})
 	if n, _ := h.svc.Count(bob); n != 1 {
 		t.Errorf("bob counts %d images", n)
 	}
@@ -163,6 +145,33 @@ func TestPrivateImages(t *testing.T) {
 		t.Errorf("root removes alice's image: %v", err)
 	}
 	h.assertClean(t)
+}
+
+// seesCase is which of the images "mine" and "ours" a caller sees.
+type seesCase struct {
+	who  string
+	ctx  context.Context
+	sees []string
+}
+
+// assertSees checks that each caller lists, gets and ensures the images
+// it sees, and no other.
+func assertSees(t *testing.T, svc *Service, tests []seesCase) {
+	t.Helper()
+	for _, tt := range tests {
+		if got := strings.Join(listed(t, svc, tt.ctx), ","); got != strings.Join(tt.sees, ",") {
+			t.Errorf("%s lists %s, want %v", tt.who, got, tt.sees)
+		}
+		for _, name := range []string{"mine", "ours"} {
+			sees := strings.Contains(strings.Join(tt.sees, ","), name)
+			if _, err := svc.Get(tt.ctx, name); (err == nil) != sees {
+				t.Errorf("%s gets %s: %v", tt.who, name, err)
+			}
+			if _, err := svc.Ensure(tt.ctx, name, operation.Discard); (err == nil) != sees {
+				t.Errorf("%s ensures %s: %v", tt.who, name, err)
+			}
+		}
+	}
 }
 
 // TestPromotedImagesAreOwned: Adopt (image promote) makes the caller's

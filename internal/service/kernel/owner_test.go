@@ -75,29 +75,11 @@ func TestPrivateKernels(t *testing.T) {
 		t.Errorf("alice's own kernel is not hinted: %v", err)
 	}
 
-	tests := []struct {
-		who  string
-		ctx  context.Context
-		sees string
-	}{
+	assertSees(t, h.svc, []seesCase{
 		{"owner", alice, "mine,ours"},
 		{"another user", bob, "ours"},
 		{"root", root, "mine,ours,roots"},
-	}
-	for _, tt := range tests {
-		if got := kernelNames(t, h.svc, tt.ctx); got != tt.sees {
-			t.Errorf("%s lists %s, want %s", tt.who, got, tt.sees)
-		}
-		for _, name := range []string{"mine", "ours", "roots"} {
-			sees := strings.Contains(tt.sees, name)
-			if _, err := h.svc.Get(tt.ctx, name); (err == nil) != sees {
-				t.Errorf("%s gets %s: %v", tt.who, name, err)
-			}
-			if _, err := h.svc.Ensure(tt.ctx, name, operation.Discard); (err == nil) != sees {
-				t.Errorf("%s ensures %s: %v", tt.who, name, err)
-			}
-		}
-	}
+	})
 
 	if n, _ := h.svc.Count(bob); n != 1 {
 		t.Errorf("bob counts %d kernels", n)
@@ -136,6 +118,34 @@ func TestPrivateKernels(t *testing.T) {
 		t.Errorf("root removes alice's kernel: %v", err)
 	}
 	h.assertClean(t, "roots")
+}
+
+// seesCase is which of the kernels "mine", "ours" and "roots" a caller
+// sees, in list order.
+type seesCase struct {
+	who  string
+	ctx  context.Context
+	sees string
+}
+
+// assertSees checks that each caller lists, gets and ensures the kernels
+// it sees, and no other.
+func assertSees(t *testing.T, svc *Service, tests []seesCase) {
+	t.Helper()
+	for _, tt := range tests {
+		if got := kernelNames(t, svc, tt.ctx); got != tt.sees {
+			t.Errorf("%s lists %s, want %s", tt.who, got, tt.sees)
+		}
+		for _, name := range []string{"mine", "ours", "roots"} {
+			sees := strings.Contains(tt.sees, name)
+			if _, err := svc.Get(tt.ctx, name); (err == nil) != sees {
+				t.Errorf("%s gets %s: %v", tt.who, name, err)
+			}
+			if _, err := svc.Ensure(tt.ctx, name, operation.Discard); (err == nil) != sees {
+				t.Errorf("%s ensures %s: %v", tt.who, name, err)
+			}
+		}
+	}
 }
 
 // TestKernelCatalogNamesAreTheCatalogs: an import may not take a catalog

@@ -16,7 +16,9 @@ import (
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/kit/revert"
 	"github.com/banger-dev/banger/internal/kit/runner"
+	"github.com/banger-dev/banger/internal/service/fetch"
 	"github.com/banger-dev/banger/internal/service/publish"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -268,19 +270,21 @@ func (s *Service) CheckPull(ctx context.Context, name string) error {
 
 // CheckImport answers quickly whether Import of req can start; a refused
 // request's uploads are dropped.
-func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) (err error) {
-	defer func() {
-		if err != nil {
-			s.dropUploads(req)
-		}
-	}()
+func (s *Service) CheckImport(ctx context.Context, req api.KernelImportRequest) error {
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() { s.dropUploads(req) })
 	if err := names.Validate("kernel", req.Name); err != nil {
 		return err
 	}
 	if _, err := s.resolve(ctx, req); err != nil {
 		return err
 	}
-	return s.claimable(ctx, req.Name)
+	if err := s.claimable(ctx, req.Name); err != nil {
+		return err
+	}
+	r.Success()
+	return nil
 }
 
 // Pull publishes the named catalog kernel, trying its sources in order,
@@ -322,29 +326,19 @@ func (s *Service) Pull(ctx context.Context, name string, p operation.Progress) (
 		return api.Kernel{}, unavailable(name)
 	}
 
-	var errs []error
-	for i, src := range entry.Sources {
-		p.Stage("source", "kernel %s: trying source %d of %d: %s", name, i+1, len(entry.Sources), describe(src))
-		k, err := s.stageAndPublish(ctx, name, true, p, func(ctx context.Context, dir string) (staged, error) {
-			return s.fetch(ctx, src, dir, p)
-		})
-		if err == nil {
-			if k.Version == "" {
-				k.Version = entry.Version
-			}
-			return k, nil
-		}
-		if ctx.Err() != nil {
-			return api.Kernel{}, ctx.Err()
-		}
-		s.d.Log.Info("kernel source failed", "kernel", name, "source", describe(src), "err", err)
-		p.Stage("source", "source %d failed: %s", i+1, errdefs.Message(err))
-		errs = append(errs, fmt.Errorf("source %d (%s): %w", i+1, describe(src), err))
+	k, err := fetch.FirstOf(ctx, fetch.Target{Kind: "kernel", Name: name, Log: s.d.Log}, entry.Sources, describe,
+		func(ctx context.Context, src api.KernelSource) (api.Kernel, error) {
+			return s.stageAndPublish(ctx, name, true, p, func(ctx context.Context, dir string) (staged, error) {
+				return s.fetch(ctx, src, dir, p)
+			})
+		}, p)
+	if err != nil {
+		return api.Kernel{}, err
 	}
-	if len(errs) == 1 {
-		return api.Kernel{}, fmt.Errorf("pull kernel %s: %w", name, errs[0])
+	if k.Version == "" {
+		k.Version = entry.Version
 	}
-	return api.Kernel{}, fmt.Errorf("pull kernel %s: no source worked: %w", name, errors.Join(errs...))
+	return k, nil
 }
 
 // Import publishes a kernel from files the client sent. It is the
@@ -384,12 +378,15 @@ type staged struct {
 // stageAndPublish runs fill in a fresh staging directory, verifies what it
 // left, then publishes it, owned by ctx's caller and shared or not. On any
 // failure the staging directory goes away.
-func (s *Service) stageAndPublish(ctx context.Context, name string, shared bool, p operation.Progress, fill func(context.Context, string) (staged, error)) (k api.Kernel, err error) {
+func (s *Service) stageAndPublish(ctx context.Context, name string, shared bool, p operation.Progress, fill func(context.Context, string) (staged, error)) (api.Kernel, error) {
+	var k api.Kernel
 	dir, done, err := s.pub.Stage(name)
 	if err != nil {
 		return k, err
 	}
-	defer func() { done(err) }()
+	r := revert.New()
+	defer r.Fail()
+	r.Add(func() { done(errUnpublished) })
 	st, err := fill(ctx, dir)
 	if err != nil {
 		return k, err
@@ -411,9 +408,14 @@ func (s *Service) stageAndPublish(ctx context.Context, name string, shared bool,
 	if err != nil {
 		return k, err
 	}
+	r.Success()
 	k.Dir = s.d.Layout.Kernel(name)
 	return k, nil
 }
+
+// errUnpublished is the error stageAndPublish's undo hands the staging
+// directory's done, which removes the directory for any error.
+var errUnpublished = errors.New("kernel not published")
 
 func describe(src api.KernelSource) string {
 	switch src.Kind {

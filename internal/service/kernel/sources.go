@@ -19,6 +19,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/layout"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/runner"
+	"github.com/banger-dev/banger/internal/service/fetch"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
@@ -143,38 +144,32 @@ func (s *Service) fetchOCI(ctx context.Context, ref, dir string, p operation.Pro
 	defer rc.Close()
 	stop := context.AfterFunc(ctx, func() { rc.Close() })
 	defer stop()
-	tr := tar.NewReader(rc)
 	x := &tarx.Extractor{Root: filepath.Join(dir, layout.KernelModules), Limit: s.d.MaxUnpacked}
 	if err := os.MkdirAll(x.Root, 0o700); err != nil {
 		return staged{}, err
 	}
 	var kernelFile string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return staged{}, ctx.Err()
-			}
-			return staged{}, fmt.Errorf("unpack %s: %w: %w", ref, err, errdefs.ErrInvalid)
-		}
+	bad := func(err error) error { return fmt.Errorf("unpack %s: %w: %w", ref, err, errdefs.ErrInvalid) }
+	err = fetch.EachEntry(ctx, tar.NewReader(rc), bad, func(h *tar.Header, body io.Reader) error {
 		rel, err := tarx.Clean(h.Name)
 		if err != nil {
-			return staged{}, fmt.Errorf("unpack %s: %w", ref, err)
+			return fmt.Errorf("unpack %s: %w", ref, err)
 		}
 		switch {
 		case (rel == "boot/vmlinux" || rel == "boot/vmlinuz") && h.Typeflag == tar.TypeReg:
 			kernelFile = filepath.Join(dir, "oci-kernel")
-			if err := copyLimited(kernelFile, tr, h.Size, s.d.MaxUnpacked); err != nil {
-				return staged{}, fmt.Errorf("unpack %s: %s: %w", ref, rel, err)
+			if err := copyLimited(kernelFile, body, h.Size, s.d.MaxUnpacked); err != nil {
+				return fmt.Errorf("unpack %s: %s: %w", ref, rel, err)
 			}
 		case strings.HasPrefix(rel, "lib/modules/"):
-			if err := x.Entry(strings.TrimPrefix(rel, "lib/modules/"), h, tr); err != nil {
-				return staged{}, fmt.Errorf("unpack %s: %w", ref, err)
+			if err := x.Entry(strings.TrimPrefix(rel, "lib/modules/"), h, body); err != nil {
+				return fmt.Errorf("unpack %s: %w", ref, err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return staged{}, err
 	}
 	if kernelFile == "" {
 		return staged{}, fmt.Errorf("image %s holds no /boot/vmlinux: not a kernel image: %w", ref, errdefs.ErrInvalid)
@@ -210,17 +205,7 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 	err = debpkg.Read(cr, debpkg.Handler{
 		Control: func(c debpkg.Control) error { ctl = c; return nil },
 		Data: func(tr *tar.Reader) error {
-			for {
-				h, err := tr.Next()
-				if err == io.EOF {
-					return nil
-				}
-				if errors.Is(err, io.ErrUnexpectedEOF) {
-					return fmt.Errorf("data.tar is truncated: %w", errdefs.ErrInvalid)
-				}
-				if err != nil {
-					return fmt.Errorf("data.tar: %w: %w", err, errdefs.ErrInvalid)
-				}
+			return fetch.EachEntry(ctx, tr, badDataTar, func(h *tar.Header, body io.Reader) error {
 				rel, err := tarx.Clean(h.Name)
 				if err != nil {
 					return err
@@ -232,15 +217,14 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 						return fmt.Errorf("package holds two kernels (%s and %s): %w", vmlinuz, rel, errdefs.ErrInvalid)
 					}
 					vmlinuz = rel
-					if err := copyLimited(filepath.Join(dir, layout.KernelVMLinuz), tr, h.Size, s.d.MaxUnpacked); err != nil {
+					if err := copyLimited(filepath.Join(dir, layout.KernelVMLinuz), body, h.Size, s.d.MaxUnpacked); err != nil {
 						return fmt.Errorf("%s: %w", rel, err)
 					}
 				case strings.HasPrefix(rel, "lib/modules/"):
-					if err := x.Entry(strings.TrimPrefix(rel, "lib/modules/"), h, tr); err != nil {
-						return err
-					}
+					return x.Entry(strings.TrimPrefix(rel, "lib/modules/"), h, body)
 				}
-			}
+				return nil
+			})
 		},
 	})
 	if err != nil {
@@ -261,6 +245,15 @@ func (s *Service) unpackDebFile(ctx context.Context, deb, dir string, p operatio
 		return staged{}, err
 	}
 	return staged{version: ctl["Version"]}, nil
+}
+
+// badDataTar says what is wrong with a package whose data.tar cannot be
+// read.
+func badDataTar(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("data.tar is truncated: %w", errdefs.ErrInvalid)
+	}
+	return fmt.Errorf("data.tar: %w: %w", err, errdefs.ErrInvalid)
 }
 
 // placeKernel moves a downloaded kernel file into place: an ELF vmlinux as
