@@ -23,6 +23,7 @@ import (
 	"github.com/banger-dev/banger/internal/service/vm"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/service/vm/usage"
+	"github.com/banger-dev/banger/internal/service/vm/vmwork"
 	"github.com/banger-dev/banger/internal/service/workspace"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
@@ -40,6 +41,7 @@ type daemon struct {
 	work     *workspace.Service
 	uploads  *upload.Store
 	vms      *vm.Service
+	contents *vmwork.Service
 	kernels  *kernel.Service
 	images   *image.Service
 	hostNet  *hostnet.Service
@@ -189,6 +191,11 @@ func (d *daemon) buildServices(ctx context.Context, o Options) error {
 	guard, guardState := startGuard(ctx, cfg, d.netCfg, d.st.db, d.log.With("service", "guard"))
 	d.guard = guardState
 	d.vms = vm.New(d.vmDeps(o, guard, key, templates))
+	d.contents = vmwork.New(vmwork.Deps{
+		VMs: d.vms, Store: d.st.db, Work: d.work, GuestDisks: d.guestDisks(), MaxPromoteEntries: cfg.MaxPullEntries,
+		Images: d.images, Driver: d.driver, Runner: o.Runner, Layout: lay, Key: key, DiskBytes: cfg.DefaultDiskBytes(),
+		Log: d.log.With("service", "vm"),
+	})
 	return d.vms.Recover(ctx)
 }
 
@@ -211,7 +218,7 @@ func (d *daemon) sweepSavedStates() template.Dir {
 func (d *daemon) vmDeps(o Options, guard *hostnet.Guard, key ssh.Signer, templates template.Dir) vm.Deps {
 	cfg := d.cfg
 	deps := vm.Deps{
-		Work: d.work, GuestDisks: d.guestDisks(), MaxPromoteEntries: cfg.MaxPullEntries,
+		Work:  d.work,
 		Store: d.st.db, Images: d.images, Kernels: d.kernels, Runner: o.Runner, Driver: d.driver, Layout: d.st.lay,
 		NetWhy: d.netWhy, GuardWhy: d.guard, Agent: d.agent, Key: key, Templates: templates,
 		Quota: quota(cfg),

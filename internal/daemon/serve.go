@@ -12,6 +12,8 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/version"
+	"github.com/banger-dev/banger/internal/service/vm"
+	"github.com/banger-dev/banger/internal/service/vm/vmwork"
 	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
@@ -24,7 +26,7 @@ func (d *daemon) serve(ctx context.Context, o Options) (err error) {
 	defer cancelOps()
 	ops := operation.NewRegistry(opsCtx)
 	srv := server.New(server.Deps{
-		Kernels: d.kernels, Images: d.images, VMs: d.vms, Operations: ops, Seeds: d.work, Uploads: d.uploads,
+		Kernels: d.kernels, Images: d.images, VMs: vms{d.vms, d.contents}, Operations: ops, Seeds: d.work, Uploads: d.uploads,
 		Version: version.Info(), Log: d.log.With("service", "api"),
 		Status:  func(ctx context.Context) (api.Status, error) { return d.status(ctx, ops) },
 		Reprobe: d.reprobe,
@@ -100,3 +102,15 @@ func (d *daemon) reprobe(ctx context.Context) api.Accel {
 	d.log.Info("accelerator probed again", "accel", c.String(), "err", err)
 	return c.API(err)
 }
+
+// vms is what the API serves of VMs: their lifecycle and what is done
+// with their contents, two services.
+type vms struct {
+	*lifecycle
+	*contents
+}
+
+type (
+	lifecycle = vm.Service
+	contents  = vmwork.Service
+)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/banger-dev/banger/internal/guest/guestproto"
+	"github.com/banger-dev/banger/internal/service/vm/guestboot"
 	"github.com/banger-dev/banger/internal/store"
 )
 
@@ -17,7 +18,7 @@ func (s *Service) powerOff(ctx context.Context, v store.VM) error {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	client, err := s.dialGuest(cctx, v)
+	client, err := guestboot.Dial(cctx, v, s.d.Key)
 	if err != nil {
 		return err
 	}

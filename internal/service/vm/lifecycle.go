@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/revert"
+	"github.com/banger-dev/banger/internal/service/vm/request"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
@@ -86,20 +84,17 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 	if !peer.Root(ctx) {
 		// The daemon binds published ports as root: a caller who is not
 		// gets only the ports it could bind itself.
-		start := unprivilegedPortStart()
+		start := request.UnprivilegedPortStart()
 		for _, f := range prm.ports {
 			if f.HostPort < start {
 				return params{}, fmt.Errorf("-p %d:%d: host ports below %d are privileged on this host (net.ipv4.ip_unprivileged_port_start), and only root may publish one: pick a port from %d up: %w", f.HostPort, f.GuestPort, start, start, errdefs.ErrPermission)
 			}
 		}
 	}
-	if err := checkMadeBy(req.MadeBy); err != nil {
+	if err := request.MadeBy(req.MadeBy); err != nil {
 		return params{}, err
 	}
-	s.quotaMu.Lock()
-	err = s.checkCount(ctx, peer.UID(ctx))
-	s.quotaMu.Unlock()
-	if err != nil {
+	if err := s.quota.CheckCount(ctx, peer.UID(ctx)); err != nil {
 		return params{}, err
 	}
 	if req.Start {
@@ -178,7 +173,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	// A bridge-mode guest is reached at its own address, not a forward.
 	sshPort := 0
 	if prm.network != api.NetBridge {
-		if sshPort, err = freePort(); err != nil {
+		if sshPort, err = request.FreePort(); err != nil {
 			return store.VM{}, err
 		}
 	}
@@ -191,15 +186,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
-	// Counted and inserted at once: two creates cannot both take a
-	// user's last place.
-	s.quotaMu.Lock()
-	err = s.checkCount(ctx, v.Owner)
-	if err == nil {
-		err = s.d.Store.InsertVM(ctx, v)
-	}
-	s.quotaMu.Unlock()
-	if err != nil {
+	if err := s.quota.Insert(ctx, v.Owner, func() error { return s.d.Store.InsertVM(ctx, v) }); err != nil {
 		return v, err
 	}
 	r.Success()
@@ -321,48 +308,6 @@ func (s *Service) makeDisks(ctx context.Context, req api.VMCreateRequest, im api
 	return &w, nil
 }
 
-// checkMadeBy checks the record a tool asks to keep on its VM: it is shown
-// by vm ls and vm show, so it must be short and printable.
-func checkMadeBy(m *api.MadeBy) error {
-	if m == nil {
-		return nil
-	}
-	if err := names.Validate("tool", m.Tool); err != nil {
-		return fmt.Errorf("made_by: %w", err)
-	}
-	c := m.Checkout
-	if c == "" {
-		return nil
-	}
-	if err := names.Label("made_by: checkout", c); err != nil {
-		return err
-	}
-	if !filepath.IsAbs(c) || filepath.Clean(c) != c {
-		return fmt.Errorf("made_by: checkout %q is not a clean absolute path: %w", c, errdefs.ErrInvalid)
-	}
-	return nil
-}
-
-// freePort returns a 127.0.0.1 TCP port nobody listens on now.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-// portFree says whether port can be bound on 127.0.0.1.
-func portFree(ip string, port int) bool {
-	ln, err := net.Listen("tcp4", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		return false
-	}
-	ln.Close()
-	return true
-}
-
 func (s *Service) vmmConfig(v store.VM) vmm.Config {
 	dir := s.d.Layout.VM(v.Name)
 	return vmm.Config{
@@ -374,7 +319,7 @@ func (s *Service) vmmConfig(v store.VM) vmm.Config {
 // Stop stops a VM: its agent is asked to power off; if the guest has not
 // gone within the timeout, the VMM is told to quit, then killed.
 func (s *Service) Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error) {
-	timeout, err := duration(req.Timeout, s.d.Defaults.StopTimeout, true)
+	timeout, err := request.Duration(req.Timeout, s.d.Defaults.StopTimeout, true)
 	if err != nil {
 		return api.VM{}, err
 	}

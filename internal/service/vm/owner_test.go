@@ -8,6 +8,7 @@ import (
 
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/service/vm/lent"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -45,10 +46,10 @@ func TestAnotherUsersVMDoesNotExist(t *testing.T) {
 		"rm":       func() error { return s.Remove(bob, name, true) },
 		"snapshot": func() error { return s.CheckSnapshot(bob, name, api.SnapshotRequest{WithLent: true}) },
 		"fork":     func() error { return s.CheckFork(bob, name, api.ForkRequest{WithLent: true}) },
-		"work":     func() error { return s.CheckWork(bob, name) },
-		"pulled":   func() error { _, err := s.WorkPulled(bob, name, api.WorkPulled{}); return err },
+		"work":     func() error { return contents(s, nil).CheckWork(bob, name) },
+		"pulled":   func() error { _, err := contents(s, nil).WorkPulled(bob, name, api.WorkPulled{}); return err },
 		"lend": func() error {
-			_, err := s.AuthSync(bob, name, api.AuthSync{Env: map[string]string{"X": "y"}})
+			_, err := contents(s, nil).AuthSync(bob, name, api.AuthSync{Env: map[string]string{"X": "y"}})
 			return err
 		},
 		"logs":   func() error { return s.Logs(bob, name, false, io.Discard, func() {}) },
@@ -117,7 +118,7 @@ func TestLentVMIsNotSnapshotByTheBackDoor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.recordLent(v, []string{"$GH_TOKEN", "~/.netrc"}); err != nil {
+	if err := lent.Add(s.d.Layout.VM(v.Name), v, []string{"$GH_TOKEN", "~/.netrc"}); err != nil {
 		t.Fatal(err)
 	}
 	s2 := New(Deps{Store: st, Images: s.d.Images, Kernels: fakeKernels{}, Driver: d, Layout: lay, Log: s.d.Log})
@@ -151,7 +152,7 @@ func TestLentVMIsNotSnapshotByTheBackDoor(t *testing.T) {
 func TestQuota(t *testing.T) {
 	d := &fakeDriver{console: readyConsole}
 	s, _, _ := newTestService(t, d)
-	s.d.Quota = Quota{VMs: 2, CPUs: 2, MemoryMB: 1024}
+	s.quota.Limits = Quota{VMs: 2, CPUs: 2, MemoryMB: 1024}
 	alice, root := as(1000), as(0)
 	for _, name := range []string{"a1", "a2"} {
 		if _, err := s.Create(alice, api.VMCreateRequest{Name: name}, operation.Discard); err != nil {

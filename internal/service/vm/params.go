@@ -2,14 +2,12 @@ package vm
 
 import (
 	"fmt"
-	"net/netip"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/banger-dev/banger/internal/kit/units"
+	"github.com/banger-dev/banger/internal/service/vm/request"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 	"golang.org/x/crypto/ssh"
@@ -52,11 +50,11 @@ func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
 	if p.memoryMB < MinMemoryMB {
 		return p, fmt.Errorf("--memory %d MiB is too little: a VM needs at least %d MiB: %w", p.memoryMB, MinMemoryMB, errdefs.ErrInvalid)
 	}
-	if total := hostMemoryMB(); total > 0 && p.memoryMB > total {
+	if total := request.HostMemoryMB(); total > 0 && p.memoryMB > total {
 		return p, fmt.Errorf("--memory %d MiB is more than this host has (%d MiB): %w", p.memoryMB, total, errdefs.ErrInvalid)
 	}
 	if req.Disk != "" {
-		n, err := parseDisk(req.Disk)
+		n, err := request.Disk(req.Disk)
 		if err != nil {
 			return p, err
 		}
@@ -64,7 +62,7 @@ func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
 	}
 	seen := map[string]bool{}
 	for _, spec := range req.Ports {
-		f, err := ParsePort(spec)
+		f, err := request.Port(spec)
 		if err != nil {
 			return p, err
 		}
@@ -96,84 +94,5 @@ func (s *Service) checkParams(req api.VMCreateRequest) (params, error) {
 }
 
 func (s *Service) timeout(t string) (time.Duration, error) {
-	return duration(t, s.d.Defaults.ReadyTimeout, false)
-}
-
-// duration parses a request's timeout; "" is def. Zero is allowed only
-// where it means something (stop: kill at once).
-func duration(t string, def time.Duration, zeroOK bool) (time.Duration, error) {
-	if t == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(t)
-	if err != nil || d < 0 || d == 0 && !zeroOK {
-		return 0, fmt.Errorf("timeout %q: give a duration such as 30s or 5m: %w", t, errdefs.ErrInvalid)
-	}
-	return d, nil
-}
-
-func parseDisk(s string) (int64, error) {
-	n, err := units.ParseSize(s, units.MiB)
-	if err != nil {
-		return 0, fmt.Errorf("--disk: %w", err)
-	}
-	if n < 64<<20 {
-		return 0, fmt.Errorf("--disk %s is too small: at least 64M: %w", s, errdefs.ErrInvalid)
-	}
-	return n, nil
-}
-
-// ParsePort parses "[HOSTIP:]HOST:GUEST[/udp]" (or "PORT" for the same on
-// both sides); without HOSTIP the port is published on 127.0.0.1 only.
-func ParsePort(spec string) (api.PortForward, error) {
-	bad := func(why string) (api.PortForward, error) {
-		return api.PortForward{}, fmt.Errorf("-p %q: %s: %w", spec, why, errdefs.ErrInvalid)
-	}
-	addrs, proto, hasProto := strings.Cut(spec, "/")
-	switch {
-	case !hasProto, proto == "tcp":
-		proto = ""
-	case proto == "udp":
-	default:
-		return bad("the protocol after / is tcp or udp")
-	}
-	parts := strings.Split(addrs, ":")
-	var ip string
-	switch len(parts) {
-	case 1:
-		parts = append(parts, parts[0])
-	case 2:
-	case 3:
-		ip, parts = parts[0], parts[1:]
-		a, err := netip.ParseAddr(ip)
-		if err != nil || !a.Is4() {
-			return bad("want [HOSTIP:]HOST:GUEST with HOSTIP an IPv4 address of this host, such as 127.0.0.1 or 0.0.0.0 for every one")
-		}
-		ip = a.String()
-		if ip == "127.0.0.1" {
-			ip = ""
-		}
-	default:
-		return bad("want [HOSTIP:]HOST:GUEST[/udp], like 8080:80 or 0.0.0.0:8080:80 (IPv4 only)")
-	}
-	hp, err1 := strconv.Atoi(parts[0])
-	gp, err2 := strconv.Atoi(parts[1])
-	if err1 != nil || err2 != nil || hp < 1 || hp > 65535 || gp < 1 || gp > 65535 {
-		return bad("want [HOSTIP:]HOST:GUEST, two ports between 1 and 65535 (like 8080:80, or 5353:53/udp)")
-	}
-	return api.PortForward{HostIP: ip, HostPort: hp, GuestPort: gp, Proto: proto}, nil
-}
-
-// unprivilegedPortStart is the lowest port a process without root may
-// bind (net.ipv4.ip_unprivileged_port_start, 1024 unless changed).
-func unprivilegedPortStart() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-	if err != nil {
-		return 1024
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return 1024
-	}
-	return n
+	return request.Duration(t, s.d.Defaults.ReadyTimeout, false)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/service/vm/guestboot"
+	"github.com/banger-dev/banger/internal/service/vm/request"
 	"github.com/banger-dev/banger/internal/service/vm/usage"
 	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
@@ -224,7 +225,7 @@ func TestCreateAndStart(t *testing.T) {
 	d := &fakeDriver{console: readyConsole}
 	s, _, lay := newTestService(t, d)
 	ctx := context.Background()
-	hostPort, err := freePort()
+	hostPort, err := request.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -544,7 +545,7 @@ func TestParsePort(t *testing.T) {
 		{"1.2.3.4:5:6:7", api.PortForward{}, "IPv4 only"},
 		{"", api.PortForward{}, "between 1 and 65535"},
 	} {
-		got, err := ParsePort(tt.spec)
+		got, err := request.Port(tt.spec)
 		if tt.err != "" {
 			if !errors.Is(err, errdefs.ErrInvalid) || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("%q: err %v, want invalid with %q", tt.spec, err, tt.err)
@@ -577,7 +578,7 @@ func TestPrivilegedPortNeedsRoot(t *testing.T) {
 			t.Errorf("-p %s as root: %v", low, err)
 		}
 	}
-	if start := unprivilegedPortStart(); start >= 2 {
+	if start := request.UnprivilegedPortStart(); start >= 2 {
 		check(start)
 	} else {
 		// This host lets anyone bind any port (a container's network
@@ -621,7 +622,7 @@ func inNetnsWithPortStart(t *testing.T, start int, f func()) {
 			t.Errorf("set the namespace's unprivileged port start: %v", err)
 			return
 		}
-		if got := unprivilegedPortStart(); got != start {
+		if got := request.UnprivilegedPortStart(); got != start {
 			t.Errorf("the namespace's unprivileged port start is %d, want %d", got, start)
 			return
 		}

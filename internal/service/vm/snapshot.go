@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
+	"github.com/banger-dev/banger/internal/service/vm/lent"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
@@ -87,7 +88,7 @@ func (s *Service) CheckSnapshot(ctx context.Context, vmName string, req api.Snap
 	if v.State != api.VMRunning {
 		return fmt.Errorf("vm %s is %s: a snapshot saves a running VM (start it with `banger vm start %s`): %w", v.Name, v.State, v.Name, errdefs.ErrConflict)
 	}
-	if lent := s.lentTo(v); len(lent) > 0 && !req.WithLent {
+	if lent := lent.Names(s.d.Layout.VM(v.Name), v); len(lent) > 0 && !req.WithLent {
 		// Lent credentials live on a tmpfs in the guest, and so in its
 		// memory: a snapshot would write them to the host's disk.
 		return fmt.Errorf("vm %s holds lent credentials (%s): its snapshot's memory file would hold them too; say --with-lent to take it anyway, or restart the VM to drop them: %w", v.Name, strings.Join(lent, ", "), errdefs.ErrConflict)
@@ -197,7 +198,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	}
 	t = template.Template{
 		ID: name, Disk: disks[0], Disks: disks[1:], RAM: b.RAM, Source: v.Name, Work: v.Work, HostKey: v.HostKey,
-		Owner: peer.UID(ctx), Lent: s.lentTo(v),
+		Owner: peer.UID(ctx), Lent: lent.Names(s.d.Layout.VM(v.Name), v),
 		CreatedAt: time.Now().UTC(), Paused: paused,
 		Key: template.Key{Image: v.Image, Kernel: v.Kernel, VMM: s.d.Driver.Name() + " " + vmmBuild, Accel: v.Accel, CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes},
 	}
@@ -272,7 +273,7 @@ func (s *Service) resumeSnapshot(ctx context.Context, v *store.VM, cold vmm.Conf
 		return err
 	}
 	// The fork woke with the snapshot's memory, lent credentials and all.
-	return s.recordLent(*v, t.Lent)
+	return lent.Add(s.d.Layout.VM(v.Name), *v, t.Lent)
 }
 
 // CheckFork answers quickly whether Fork can start.

@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/revert"
 	"github.com/banger-dev/banger/internal/kit/sshkey"
 	"github.com/banger-dev/banger/internal/service/vm/guestboot"
+	"github.com/banger-dev/banger/internal/service/vm/request"
 	"github.com/banger-dev/banger/internal/service/vm/vmdisk"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
@@ -86,7 +87,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 		p.Stage("start", "vm %s is already %s", name, v.State)
 		return s.view(v), nil
 	}
-	release, err := s.reserve(ctx, v)
+	release, err := s.quota.Reserve(ctx, v)
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -131,12 +132,12 @@ func (s *Service) stepKernel(ctx context.Context, l *launch) (err error) {
 // a free SSH forward if its own was taken while it was stopped.
 func (s *Service) stepPorts(ctx context.Context, l *launch) (err error) {
 	for _, f := range l.v.Ports {
-		if !portFree(f.Addr(), f.HostPort) {
+		if !request.PortFree(f.Addr(), f.HostPort) {
 			return fmt.Errorf("vm %s publishes port %d on %s, which is in use there (by another program or VM) or is not an address of this host: free it, or recreate the VM with another -p: %w", l.v.Name, f.HostPort, f.Addr(), errdefs.ErrConflict)
 		}
 	}
-	if l.v.Network != api.NetBridge && !portFree("127.0.0.1", l.v.SSHPort) {
-		l.v.SSHPort, err = freePort()
+	if l.v.Network != api.NetBridge && !request.PortFree("127.0.0.1", l.v.SSHPort) {
+		l.v.SSHPort, err = request.FreePort()
 	}
 	return err
 }

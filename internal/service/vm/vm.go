@@ -11,17 +11,14 @@ package vm
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/banger-dev/banger/internal/format/ext4read"
 	"github.com/banger-dev/banger/internal/kit/keyedlock"
 	"github.com/banger-dev/banger/internal/kit/layout"
 	"github.com/banger-dev/banger/internal/kit/names"
@@ -30,6 +27,8 @@ import (
 	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/service/hostnet"
 	"github.com/banger-dev/banger/internal/service/vm/guestboot"
+	"github.com/banger-dev/banger/internal/service/vm/lent"
+	"github.com/banger-dev/banger/internal/service/vm/quota"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/service/vm/vmnet"
 	"github.com/banger-dev/banger/internal/store"
@@ -68,16 +67,10 @@ type WorkDisks interface {
 	Claim(ctx context.Context, id, vmDir string) (api.Work, error)
 	// Discard drops a staged seed no VM will claim.
 	Discard(ctx context.Context, id string)
-	// ExportDisk writes a stopped VM's work disk to w as tar.
-	ExportDisk(ctx context.Context, disk string, w io.Writer) error
-	// ExportGuest writes a running guest's /work to w as tar, checked.
-	ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int64, w io.Writer) error
 }
 
-// GuestDisks reads disks guests wrote, in a sandbox, as checked tar.
-type GuestDisks interface {
-	Tar(ctx context.Context, disk string, o ext4read.Options, w io.Writer) (ext4read.Skipped, error)
-}
+// Quota bounds each user's VMs (see quota.Limits).
+type Quota = quota.Limits
 
 // Guard and HostNet are what VMs need of the host network (see vmnet).
 type (
@@ -104,13 +97,9 @@ type Deps struct {
 	Images  Images
 	Kernels Kernels
 	Work    WorkDisks
-	// GuestDisks reads a promoted VM's root disk; MaxPromoteEntries
-	// bounds its entries.
-	GuestDisks        GuestDisks
-	MaxPromoteEntries int
-	Driver            vmm.Driver
-	Runner            runner.Runner
-	Layout            layout.Layout
+	Driver  vmm.Driver
+	Runner  runner.Runner
+	Layout  layout.Layout
 	// Net is the host network service; nil where bridge mode cannot run
 	// (then bridge-mode VMs are refused with why).
 	Net HostNet
@@ -142,10 +131,7 @@ type Service struct {
 
 	initrds *guestboot.Initrds
 
-	lentMu sync.Mutex // serializes changes of lent records
-
-	quotaMu  sync.Mutex
-	starting map[string]store.VM // guarded by quotaMu: VMs starting, whose CPUs and memory are reserved
+	quota *quota.Book
 
 	maker *template.Maker
 }
@@ -162,6 +148,7 @@ func New(d Deps) *Service {
 		d.Defaults.StopTimeout = 30 * time.Second
 	}
 	s := &Service{d: d, initrds: &guestboot.Initrds{Agent: d.Agent, Dir: filepath.Join(d.Layout.Cache(), "initramfs"), Log: d.Log}}
+	s.quota = &quota.Book{Limits: d.Quota, Store: d.Store}
 	s.maker = &template.Maker{Dir: d.Templates, Driver: d.Driver, Key: d.Key, RunDir: d.Layout.Run(), Log: d.Log, Base: s.imageBase}
 	return s
 }
@@ -220,7 +207,7 @@ func (s *Service) view(v store.VM) api.VM {
 		out.Ports = []api.PortForward{}
 	}
 	if out.State != api.VMStopped {
-		out.Lent = s.lentTo(v)
+		out.Lent = lent.Names(s.d.Layout.VM(v.Name), v)
 	}
 	return out
 }
@@ -391,3 +378,15 @@ func (s *Service) removeFiles(v store.VM) error {
 func (s *Service) controlSocket(v store.VM) string {
 	return filepath.Join(s.d.Layout.Run(), v.ID+".sock")
 }
+
+// Record is the caller's VM's record (another user's is not found), for
+// vmwork.
+func (s *Service) Record(ctx context.Context, name string) (store.VM, error) { return s.get(ctx, name) }
+
+// LockedRecord is Record under the VM's lock; unlock releases it.
+func (s *Service) LockedRecord(ctx context.Context, name string, p operation.Progress) (store.VM, func(), error) {
+	return s.lockedGet(ctx, name, p)
+}
+
+// View is the record as the API shows it.
+func (s *Service) View(v store.VM) api.VM { return s.view(v) }

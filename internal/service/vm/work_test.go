@@ -20,31 +20,6 @@ import (
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
-func TestCheckAuthSync(t *testing.T) {
-	big := make([]byte, maxLentBytes+1)
-	many := make([]api.LentFile, maxLentFiles+1)
-	for i := range many {
-		many[i] = api.LentFile{Path: "f"}
-	}
-	for _, tc := range []struct {
-		name string
-		req  api.AuthSync
-		want string
-	}{
-		{"good", api.AuthSync{Files: []api.LentFile{{Path: ".gitconfig", Data: []byte("x")}}, Env: map[string]string{"GH_TOKEN": "t"}}, ""},
-		{"absolute", api.AuthSync{Files: []api.LentFile{{Path: "/etc/shadow"}}}, "inside the home"},
-		{"escape", api.AuthSync{Files: []api.LentFile{{Path: "../../etc/shadow"}}}, "inside the home"},
-		{"bad variable", api.AuthSync{Env: map[string]string{"A=B": "x"}}, "not a variable name"},
-		{"too big", api.AuthSync{Files: []api.LentFile{{Path: "f", Data: big}}}, "at most"},
-		{"too many", api.AuthSync{Files: many}, "at most"},
-	} {
-		err := CheckAuthSync(tc.req)
-		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
-			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
-		}
-	}
-}
-
 // fakeWork stands in for the workspace service: a claimed seed is a file
 // in the VM's directory.
 type fakeWork struct{ discarded []string }
@@ -100,13 +75,13 @@ func TestWorkDiskLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := s.ExportWork(ctx, "w", &buf); err != nil || buf.String() != "tar of work.ext4" {
+	if err := contents(s, nil).ExportWork(ctx, "w", &buf); err != nil || buf.String() != "tar of work.ext4" {
 		t.Errorf("export of a stopped VM: %q, %v", buf.String(), err)
 	}
 	if err := s.Remove(ctx, "w", false); !errors.Is(err, errdefs.ErrConflict) || !strings.Contains(err.Error(), "never pulled") {
 		t.Fatalf("rm of unpulled work: %v", err)
 	}
-	if _, err := s.WorkPulled(ctx, "w", api.WorkPulled{Branch: "banger/w", Commit: "def456"}); err != nil {
+	if _, err := contents(s, nil).WorkPulled(ctx, "w", api.WorkPulled{Branch: "banger/w", Commit: "def456"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Get(ctx, "w"); got.Work.PulledBranch != "banger/w" || got.Work.PulledAt.IsZero() {
@@ -119,7 +94,7 @@ func TestWorkDiskLifecycle(t *testing.T) {
 	if _, err := s.Create(ctx, api.VMCreateRequest{Name: "plain"}, operation.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ExportWork(ctx, "plain", &buf); errdefs.Code(err) != "not_found" {
+	if err := contents(s, nil).ExportWork(ctx, "plain", &buf); errdefs.Code(err) != "not_found" {
 		t.Errorf("export without a work disk: %v", err)
 	}
 }

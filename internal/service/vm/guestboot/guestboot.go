@@ -24,6 +24,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/digest"
 	"github.com/banger-dev/banger/internal/kit/keyedlock"
 	"github.com/banger-dev/banger/internal/kit/operation"
+	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"golang.org/x/crypto/ssh"
@@ -290,4 +291,19 @@ func GiveIdentity(ctx context.Context, c Clone, timeout time.Duration) (string, 
 		return "", fmt.Errorf("the guest agent answered no new host key")
 	}
 	return r.Fingerprint, nil
+}
+
+// Dial reaches a running VM's agent with the daemon's own key, pinned to
+// the host key the agent printed.
+func Dial(ctx context.Context, v store.VM, key ssh.Signer) (*ssh.Client, error) {
+	if key == nil {
+		return nil, fmt.Errorf("the daemon has no key to reach the guest agent")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := guestssh.Connect(cctx, v.SSHAddr(), v.HostKey, key)
+	if err != nil {
+		return nil, fmt.Errorf("reach the guest agent of vm %s: %w", v.Name, err)
+	}
+	return c, nil
 }

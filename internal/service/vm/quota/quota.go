@@ -1,9 +1,13 @@
-package vm
+// Package quota holds each user's VMs to the host's per-user limits: how
+// many VMs, and how many CPUs and how much memory the running ones take,
+// counting those starting as running.
+package quota
 
 import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/store"
@@ -11,10 +15,22 @@ import (
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
-// Quota bounds what one user's VMs take of the host, so that no member
+// Book counts what users' VMs take, from the store and the starts in
+// flight.
+type Book struct {
+	Limits Limits
+	Store  interface {
+		ListVMs(ctx context.Context) ([]store.VM, error)
+	}
+
+	mu       sync.Mutex
+	starting map[string]store.VM // guarded by mu: VMs starting, whose CPUs and memory are reserved
+}
+
+// Limits bound what one user's VMs take of the host, so that no member
 // of the banger group can spend it all; 0 is no limit. Root's VMs, and
 // what root does, are not bounded.
-type Quota struct {
+type Limits struct {
 	// VMs counts every VM a user has, running or not (each holds disks).
 	VMs int
 	// CPUs and MemoryMB count the user's running VMs.
@@ -30,8 +46,8 @@ type taken struct {
 
 // usageOf adds up owner's VMs: every one for the count; those running,
 // starting, or about to start (reserved) for CPUs and memory.
-func (s *Service) usageOf(ctx context.Context, owner uint32) (taken, error) {
-	vs, err := s.d.Store.ListVMs(ctx)
+func (b *Book) usageOf(ctx context.Context, owner uint32) (taken, error) {
+	vs, err := b.Store.ListVMs(ctx)
 	if err != nil {
 		return taken{}, err
 	}
@@ -41,11 +57,11 @@ func (s *Service) usageOf(ctx context.Context, owner uint32) (taken, error) {
 			continue
 		}
 		u.vms++
-		if _, starting := s.starting[v.Name]; v.State != api.VMStopped && !starting {
+		if _, starting := b.starting[v.Name]; v.State != api.VMStopped && !starting {
 			u.add(v)
 		}
 	}
-	for _, v := range s.starting {
+	for _, v := range b.starting {
 		if v.Owner == owner {
 			u.add(v)
 		}
@@ -61,19 +77,34 @@ func (u *taken) add(v store.VM) {
 
 // bounded says whether owner's VMs are held to the quota when ctx's
 // caller acts on them.
-func (s *Service) bounded(ctx context.Context, owner uint32) bool {
+func bounded(ctx context.Context, owner uint32) bool {
 	return owner != 0 && !peer.Root(ctx)
 }
 
-// checkCount refuses owner one more VM past max_vms_per_user. Run with
-// quotaMu held up to the VM's insert, so that two creates cannot both
-// take the last place.
-func (s *Service) checkCount(ctx context.Context, owner uint32) error {
-	q := s.d.Quota
-	if q.VMs == 0 || !s.bounded(ctx, owner) {
+// CheckCount refuses owner one more VM past max_vms_per_user.
+func (b *Book) CheckCount(ctx context.Context, owner uint32) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.checkCount(ctx, owner)
+}
+
+// Insert counts owner's VMs and inserts one more with insert, at once:
+// two creates cannot both take a user's last place.
+func (b *Book) Insert(ctx context.Context, owner uint32, insert func() error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.checkCount(ctx, owner); err != nil {
+		return err
+	}
+	return insert()
+}
+
+func (b *Book) checkCount(ctx context.Context, owner uint32) error {
+	q := b.Limits
+	if q.VMs == 0 || !bounded(ctx, owner) {
 		return nil
 	}
-	u, err := s.usageOf(ctx, owner)
+	u, err := b.usageOf(ctx, owner)
 	if err != nil {
 		return err
 	}
@@ -83,14 +114,14 @@ func (s *Service) checkCount(ctx context.Context, owner uint32) error {
 	return nil
 }
 
-// reserve holds v's CPUs and memory against its owner's quota while it
+// Reserve holds v's CPUs and memory against its owner's quota while it
 // starts; release gives them back (a started VM counts as running from
 // then on). Starts of one user cannot together pass the limit.
-func (s *Service) reserve(ctx context.Context, v store.VM) (release func(), err error) {
-	s.quotaMu.Lock()
-	defer s.quotaMu.Unlock()
-	if q := s.d.Quota; (q.CPUs > 0 || q.MemoryMB > 0) && s.bounded(ctx, v.Owner) {
-		u, err := s.usageOf(ctx, v.Owner)
+func (b *Book) Reserve(ctx context.Context, v store.VM) (release func(), err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.Limits; (q.CPUs > 0 || q.MemoryMB > 0) && bounded(ctx, v.Owner) {
+		u, err := b.usageOf(ctx, v.Owner)
 		if err != nil {
 			return nil, err
 		}
@@ -101,14 +132,14 @@ func (s *Service) reserve(ctx context.Context, v store.VM) (release func(), err 
 			return nil, fmt.Errorf("vm %s needs %d MiB of memory, and your running VMs (%s) use %d MiB of max_memory_per_user = %d MiB: stop one, or give this one less: %w", v.Name, v.MemoryMB, list(u.running), u.memoryMB, q.MemoryMB, errdefs.ErrQuota)
 		}
 	}
-	if s.starting == nil {
-		s.starting = map[string]store.VM{}
+	if b.starting == nil {
+		b.starting = map[string]store.VM{}
 	}
-	s.starting[v.Name] = v
+	b.starting[v.Name] = v
 	return func() {
-		s.quotaMu.Lock()
-		delete(s.starting, v.Name)
-		s.quotaMu.Unlock()
+		b.mu.Lock()
+		delete(b.starting, v.Name)
+		b.mu.Unlock()
 	}, nil
 }
 
