@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/banger-dev/banger/internal/kit/testkit"
 )
 
 func TestDir(t *testing.T) {
@@ -14,9 +16,7 @@ func TestDir(t *testing.T) {
 		t.Errorf("an unknown size goes to %s", got)
 	}
 	var st unix.Statfs_t
-	if unix.Statfs(Shm, &st) != nil || st.Type != unix.TMPFS_MAGIC {
-		t.Skip("no tmpfs at /dev/shm here")
-	}
+	testkit.Need(t, unix.Statfs(Shm, &st) == nil && st.Type == unix.TMPFS_MAGIC, "no tmpfs at "+Shm+" here: mount -t tmpfs tmpfs "+Shm)
 	if got := Dir(1<<20, "/fallback"); got != Shm {
 		t.Errorf("a 1 MiB tree goes to %s, not memory", got)
 	}

@@ -1,6 +1,7 @@
-// Package testkit holds helpers shared by tests of several packages: git
-// run as a test needs it, and tar streams read back into something a test
-// can compare. Only tests import it.
+// Package testkit holds helpers shared by tests of several packages: what
+// a test needs (skipped without it, failed under CI=true), a test run
+// again as nobody, git run as a test needs it, and tar streams read back
+// into something a test can compare. Only tests import it.
 package testkit
 
 import (
@@ -60,9 +61,9 @@ const Nobody = 65534
 // process of its own, when the test runs as root, and reports whether it
 // did so (the caller then returns: the process as nobody ran the test).
 // A test of what a missing permission does proves nothing as root, who
-// has every one, and CI runs as root. The binary is copied where nobody
-// can run it, and TMPDIR and HOME are nobody's own; the run must pass,
-// not skip.
+// has every one, and CI runs as root. The test binary is copied to a
+// directory Nobody can reach, TMPDIR and HOME are Nobody's own, and the
+// run must pass, not skip.
 func AsNobody(t *testing.T) bool {
 	t.Helper()
 	if os.Getenv(asNobodyEnv) != "" {
@@ -83,14 +84,15 @@ func AsNobody(t *testing.T) bool {
 	if err := copyExecutable(bin); err != nil {
 		t.Fatalf("copy the test binary: %v", err)
 	}
-	if err := os.Mkdir(home, 0o700); err == nil {
+	err = os.Mkdir(home, 0o700)
+	if err == nil {
 		err = os.Chown(home, Nobody, Nobody)
 	}
 	if err == nil {
 		err = os.Chmod(dir, 0o755)
 	}
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("a home for uid %d: %v", Nobody, err)
 	}
 	var run []string
 	for _, part := range strings.Split(t.Name(), "/") {

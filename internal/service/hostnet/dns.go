@@ -88,84 +88,39 @@ type resolver struct {
 // upstreamTimeout bounds one question to the upstream resolver.
 const upstreamTimeout = 5 * time.Second
 
+// ServeDNS answers a guest's question by its policy: refused to a
+// stranger, NXDOMAIN for a name the policy denies (no upstream ever sees
+// it), else the upstream's answer, which under an allow list opens the
+// guest's set first, and under learn or allow is recorded.
 func (h *resolver) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	reply := func(rcode int) {
 		m := new(dns.Msg)
 		m.SetRcode(r, rcode)
 		w.WriteMsg(m)
 	}
-	src, err := netip.ParseAddrPort(w.RemoteAddr().String())
-	if err != nil {
-		reply(dns.RcodeRefused)
-		return
-	}
-	spec, ok := h.guest(src.Addr().Unmap())
-	if !ok || len(r.Question) != 1 || r.Opcode != dns.OpcodeQuery {
-		// Only attached guests are served, one plain question at a time.
-		reply(dns.RcodeRefused)
-		return
-	}
-	q := r.Question[0]
-	name := strings.ToLower(strings.TrimSuffix(q.Name, "."))
-	if !spec.Egress.Allows(name) {
-		// NXDOMAIN, not a silent drop: a denied name answers at once, and
-		// carries nothing out (no upstream ever sees it).
-		reply(dns.RcodeNameError)
-		return
-	}
-	if h.upstream == "" {
-		reply(dns.RcodeServerFailure)
+	spec, name, rcode := h.admit(w.RemoteAddr(), r)
+	if rcode != dns.RcodeSuccess {
+		reply(rcode)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), upstreamTimeout)
 	defer cancel()
-	c := &dns.Client{Net: "udp"}
-	resp, _, err := c.ExchangeContext(ctx, r, h.upstream)
-	if err == nil && resp.Truncated {
-		c.Net = "tcp"
-		resp, _, err = c.ExchangeContext(ctx, r, h.upstream)
-	}
+	resp, err := h.exchange(ctx, r)
 	if err != nil {
 		h.log.Warn("DNS upstream", "upstream", h.upstream, "name", name, "err", err)
 		reply(dns.RcodeServerFailure)
 		return
 	}
-	var addrs []netip.Addr
-	for _, rr := range resp.Answer {
-		if a, ok := rr.(*dns.A); ok {
-			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
-				addrs = append(addrs, ip)
-			}
-		}
-	}
+	addrs := answered(resp)
 	recorded := addrs
 	if spec.Egress.Mode == EgressAllow {
-		// Only public addresses open the set. The answer still goes to
-		// the guest as it came: the set, not the answer, is what holds
-		// the guest (it may not reach an address the set lacks, however
-		// it learnt it), and an answer rewritten without some addresses
-		// would only make a refused connection look like a missing name.
-		open, refused, err := h.public.split(addrs)
-		if err != nil {
+		if recorded, err = h.open(spec.VM, name, addrs); err != nil {
 			h.log.Warn("open the egress set", "vm", spec.VM, "name", name, "err", err)
 			reply(dns.RcodeServerFailure)
 			return
 		}
-		for a, why := range refused {
-			h.log.Info("an allowed name resolved to an address an allow list never opens", "vm", spec.VM, "name", name, "addr", a, "why", why)
-		}
-		// Before the answer: the guest connects as soon as it has it.
-		if err := h.allow(spec.VM, open); err != nil {
-			h.log.Warn("open the egress set", "vm", spec.VM, "name", name, "err", err)
-			reply(dns.RcodeServerFailure)
-			return
-		}
-		// An allow list's record is what it opened: it opens the set
-		// again after a daemon restart, and vm egress says it is what
-		// the guest may reach.
-		recorded = open
 	}
-	if spec.Egress.Records() && (q.Qtype == dns.TypeA || len(addrs) > 0) {
+	if spec.Egress.Records() && (r.Question[0].Qtype == dns.TypeA || len(addrs) > 0) {
 		// Past the store's bound lookups go unrecorded, quietly: a guest
 		// that makes names up must not fill the log either.
 		if err := h.record(ctx, spec.VM, name, recorded); err != nil && !errors.Is(err, store.ErrTooManyResolved) {
@@ -174,4 +129,76 @@ func (h *resolver) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	resp.Id = r.Id
 	w.WriteMsg(resp)
+}
+
+// admit says whose question r is and the name it asks, or the rcode it
+// is answered with at once (success: ask the upstream).
+func (h *resolver) admit(from net.Addr, r *dns.Msg) (spec Spec, name string, rcode int) {
+	src, err := netip.ParseAddrPort(from.String())
+	if err != nil {
+		return Spec{}, "", dns.RcodeRefused
+	}
+	spec, ok := h.guest(src.Addr().Unmap())
+	if !ok || len(r.Question) != 1 || r.Opcode != dns.OpcodeQuery {
+		// Only attached guests are served, one plain question at a time.
+		return Spec{}, "", dns.RcodeRefused
+	}
+	name = strings.ToLower(strings.TrimSuffix(r.Question[0].Name, "."))
+	if !spec.Egress.Allows(name) {
+		// NXDOMAIN, not a silent drop: a denied name answers at once, and
+		// carries nothing out (no upstream ever sees it).
+		return spec, name, dns.RcodeNameError
+	}
+	if h.upstream == "" {
+		return spec, name, dns.RcodeServerFailure
+	}
+	return spec, name, dns.RcodeSuccess
+}
+
+// exchange asks the upstream, again over TCP when the answer over UDP
+// came truncated.
+func (h *resolver) exchange(ctx context.Context, r *dns.Msg) (*dns.Msg, error) {
+	c := &dns.Client{Net: "udp"}
+	resp, _, err := c.ExchangeContext(ctx, r, h.upstream)
+	if err == nil && resp.Truncated {
+		c.Net = "tcp"
+		resp, _, err = c.ExchangeContext(ctx, r, h.upstream)
+	}
+	return resp, err
+}
+
+// answered are the IPv4 addresses of an answer's A records.
+func answered(resp *dns.Msg) []netip.Addr {
+	var addrs []netip.Addr
+	for _, rr := range resp.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok {
+				addrs = append(addrs, ip)
+			}
+		}
+	}
+	return addrs
+}
+
+// open opens an allow list's set to the public ones of addrs, what name
+// resolved to, and returns them. The answer still goes to the guest as
+// it came: the set, not the answer, is what holds the guest (it may not
+// reach an address the set lacks, however it learnt it), and an answer
+// rewritten without some addresses would only make a refused connection
+// look like a missing name. What opened is also the lookup's record: it
+// opens the set again after a daemon restart, and vm egress says it is
+// what the guest may reach.
+func (h *resolver) open(vm, name string, addrs []netip.Addr) ([]netip.Addr, error) {
+	open, refused, err := h.public.split(addrs)
+	if err != nil {
+		return nil, err
+	}
+	for a, why := range refused {
+		h.log.Info("an allowed name resolved to an address an allow list never opens", "vm", vm, "name", name, "addr", a, "why", why)
+	}
+	// Before the answer: the guest connects as soon as it has it.
+	if err := h.allow(vm, open); err != nil {
+		return nil, err
+	}
+	return open, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -14,12 +15,11 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/banger-dev/banger/internal/service/hostnet/nftrules"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
@@ -28,17 +28,7 @@ import (
 // host: the sockets of a user-mode network's process (passt, or qemu's
 // own slirp) run as the VM's uid, from banger's VMM range, so the table
 // filters what those uids send, and nothing of anyone else's.
-const GuardTable = "banger-guard"
-
-// Off-limits to guests whatever their network: link-local (a cloud's
-// metadata service, which hands out credentials, lives there), loopback
-// and multicast.
-var offLimits = []netip.Prefix{
-	netip.MustParsePrefix("169.254.0.0/16"),
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("224.0.0.0/4"),
-	netip.MustParsePrefix("255.255.255.255/32"),
-}
+const GuardTable = nftrules.GuardTable
 
 // Guard keeps user-mode guests from the host's own addresses (every one:
 // the kernel's fib says which), link-local and loopback ranges, and the
@@ -168,108 +158,22 @@ func (g *Guard) Apply() error {
 // writeLocked writes the table for r and the user-mode guests; g.mu is
 // held.
 func (g *Guard) writeLocked(r guardRules) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if err := g.write(c, r); err != nil {
+	if err := writeTables("write nftables table "+GuardTable, g.table(r).Table()); err != nil {
 		return err
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("write nftables table %s: %w", GuardTable, err)
 	}
 	g.last = r.String()
 	return nil
 }
 
-func (g *Guard) write(c *nftables.Conn, r guardRules) error {
-	t := guardTable()
-	c.AddTable(t)
-	c.DelTable(t)
-	c.AddTable(t)
-	accept := nftables.ChainPolicyAccept
-	out := c.AddChain(&nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-	guard := c.AddChain(&nftables.Chain{Name: "guests", Table: t})
-	policy := c.AddChain(&nftables.Chain{Name: "policy", Table: t})
-	nat := c.AddChain(&nftables.Chain{Name: "dns", Table: t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityNATDest, Policy: &accept})
-	rule := func(ch *nftables.Chain, parts ...[]expr.Any) { addRule(c, t, ch, parts...) }
-	jump := func(ch *nftables.Chain) []expr.Any {
-		return []expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name}}
+// table is what the guard's table is made of for r and the user-mode
+// guests, in the order of their names; g.mu is held.
+func (g *Guard) table(r guardRules) nftrules.Guard {
+	t := nftrules.Guard{UIDFrom: g.UIDFrom, UIDCount: g.UIDCount, Connected: r.connected, Open: g.Open, Resolvers: r.resolvers}
+	for _, u := range g.sortedUsers() {
+		t.Users = append(t.Users, nftrules.User{VM: u.spec.VM, ID: u.spec.ID, UID: u.uid, DNSPort: u.port,
+			Egress: egressRules(u.spec.Egress), Allowed: slices.Collect(maps.Keys(u.allowed))})
 	}
-
-	// Only the VMMs' uids: meta skuid is host-endian, compared as a
-	// big-endian range.
-	from, to := g.UIDFrom, g.UIDFrom+g.UIDCount-1
-	rule(out, []expr.Any{
-		&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
-		&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 4, Size: 4},
-		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: binaryutil.BigEndian.PutUint32(from), ToData: binaryutil.BigEndian.PutUint32(to)},
-	}, jump(guard))
-	// A VM's DNS listener answers its VM only: a question from any other
-	// socket of the host (another user's, another VM's passt) would be
-	// taken for the VM's, and under learn would write names into its
-	// record, which from= then turns into an allow list.
-	users := g.sortedUsers()
-	for _, u := range users {
-		for _, udp := range []bool{true, false} {
-			refuse(rule, out, append(append(append(addr(16, netip.MustParseAddr("127.0.0.1")), l4(udp)...), dport(int(u.port))...), notSkuid(u.uid)...))
-		}
-	}
-	// Replies to what reached the guest (its SSH, its published ports).
-	rule(guard, ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept))
-	// A guest under a policy asks banger's forwarder, whatever server
-	// it (or passt for it) sends its questions to.
-	for _, u := range users {
-		for _, udp := range []bool{true, false} {
-			rule(nat, skuid(u.uid), l4(udp), dport(53), natTo(netip.MustParseAddr("127.0.0.1"), int(u.port)))
-			rule(guard, skuid(u.uid), addr(16, netip.MustParseAddr("127.0.0.1")), l4(udp), dport(int(u.port)), verdict(expr.VerdictAccept))
-		}
-	}
-	for _, a := range r.resolvers {
-		for _, udp := range []bool{true, false} {
-			rule(guard, addr(16, a), l4(udp), dport(53), verdict(expr.VerdictAccept))
-		}
-	}
-	// guest_lan lifts the LAN's ban, not a VM's policy: on to the policy
-	// (goto: no coming back to the refusals below).
-	for _, p := range g.Open {
-		rule(guard, inPrefix(16, p), []expr.Any{&expr.Verdict{Kind: expr.VerdictGoto, Chain: policy.Name}})
-	}
-	refuse(rule, guard, fibLocal())
-	for _, p := range append(slices.Clone(offLimits), r.connected...) {
-		refuse(rule, guard, inPrefix(16, p))
-	}
-	rule(guard, jump(policy))
-
-	// Each guest's egress policy, past what no guest reaches.
-	for _, u := range users {
-		switch u.spec.Egress.Mode {
-		case EgressDeny:
-			refuse(rule, policy, skuid(u.uid))
-		case EgressAllow:
-			if err := allowRules(c, t, rule, policy, skuid(u.uid), u.spec, u.allowed); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-func guardTable() *nftables.Table {
-	return &nftables.Table{Family: nftables.TableFamilyIPv4, Name: GuardTable}
-}
-
-// skuid matches a socket of uid.
-func skuid(uid uint32) []expr.Any {
-	return append([]expr.Any{&expr.Meta{Key: expr.MetaKeySKUID, Register: 1}}, cmp(expr.CmpOpEq, binaryutil.NativeEndian.PutUint32(uid))...)
-}
-
-// notSkuid matches a socket of any uid but uid, and a packet of no
-// socket's.
-func notSkuid(uid uint32) []expr.Any {
-	return append([]expr.Any{&expr.Meta{Key: expr.MetaKeySKUID, Register: 1}}, cmp(expr.CmpOpNeq, binaryutil.NativeEndian.PutUint32(uid))...)
+	return t
 }
 
 func (g *Guard) sortedUsers() []*userGuest {
@@ -415,13 +319,13 @@ func (g *Guard) allowUser(vm string, addrs []netip.Addr) error {
 	if !ok {
 		return nil
 	}
-	return openSet(guardTable(), u.spec, u.allowed, addrs)
+	return openSet(GuardTable, u.spec, u.allowed, addrs)
 }
 
 // DropGuard drops the guard's table if there is one; where there is
 // none it writes nothing.
 func DropGuard() error {
-	c, err := nftables.New()
+	c, err := newConn()
 	if err != nil {
 		return err
 	}

@@ -26,14 +26,7 @@ import (
 // own, which goes with the thread: nothing f does reaches the host's.
 func inNewNetns(t *testing.T, f func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		// Under CI a test fails rather than skips what it cannot run: a
-		// suite that skips has tested nothing.
-		if os.Getenv("CI") == "true" {
-			t.Fatal("a network namespace of the test's own needs root")
-		}
-		t.Skip("a network namespace of the test's own needs root")
-	}
+	testkit.NeedRoot(t, "a network namespace of the test's own")
 	testkit.NeedTools(t, "nftables", "nft")
 	testkit.NeedTools(t, "iproute2", "ip")
 	done := make(chan struct{})

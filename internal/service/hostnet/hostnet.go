@@ -14,10 +14,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
 	"github.com/banger-dev/banger/internal/guest/guestproto"
@@ -298,7 +296,7 @@ func (s *Service) Reconcile(ctx context.Context, running []Spec, known []string)
 	if len(running) == 0 && !s.up {
 		// Nothing runs in bridge mode: only what banger left is undone.
 		if tablesExist() {
-			c, err := nftables.New()
+			c, err := newConn()
 			if err == nil {
 				dropTables(c)
 				err = c.Flush()
@@ -329,29 +327,6 @@ func (s *Service) Reconcile(ctx context.Context, running []Spec, known []string)
 	return errors.Join(errs...)
 }
 
-// apply writes banger's tables for the attached guests.
-func (s *Service) apply() error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	r := ruleset{bridge: s.d.Config.Bridge, gateway: s.d.Config.Gateway(), subnet: s.d.Config.Subnet.Masked(), open: s.d.Config.Open}
-	if r.connected, err = Connected(r.subnet); err != nil {
-		return err
-	}
-	for _, g := range s.guests {
-		r.guests = append(r.guests, g)
-	}
-	slices.SortFunc(r.guests, func(a, b *attached) int { return strings.Compare(a.spec.VM, b.spec.VM) })
-	if err := r.write(c); err != nil {
-		return err
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("write banger's nftables tables: %w", err)
-	}
-	return nil
-}
-
 // allow adds addresses to a guest's set, at once in the kernel.
 func (s *Service) allow(vm string, addrs []netip.Addr) error {
 	s.mu.Lock()
@@ -360,7 +335,7 @@ func (s *Service) allow(vm string, addrs []netip.Addr) error {
 	if !ok {
 		return nil
 	}
-	return openSet(ipTable(), g.spec, g.allowed, addrs)
+	return openSet(TableName, g.spec, g.allowed, addrs)
 }
 
 // guestAt returns the attached guest with address ip.

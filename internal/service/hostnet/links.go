@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -207,7 +206,7 @@ func ourTaps() ([]string, error) {
 
 // tablesExist says whether banger has a table in this namespace.
 func tablesExist() bool {
-	c, err := nftables.New()
+	c, err := newConn()
 	if err != nil {
 		return false
 	}
@@ -231,7 +230,7 @@ func Check(cfg Config) error {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		return fmt.Errorf("no /dev/net/tun (modprobe tun): %w", errdefs.ErrUnavailable)
 	}
-	c, err := nftables.New()
+	c, err := newConn()
 	if err == nil {
 		_, err = c.ListTables()
 	}

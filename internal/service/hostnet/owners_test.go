@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -13,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
+	"github.com/banger-dev/banger/internal/service/hostnet/nftrules"
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
@@ -27,22 +28,19 @@ var ownersTestNet = struct {
 	subnet  netip.Prefix
 }{"banger0", netip.MustParseAddr("10.213.0.1"), netip.MustParsePrefix("10.213.0.0/24")}
 
-// guestOf is an attached guest for a ruleset of the tests': its tap is
-// "bg-" and its name.
-func guestOf(name string, owner uint32, ip string, ports ...api.PortForward) *attached {
+// guestOf is a guest of the tests' bridge: its tap is "bg-" and its
+// name.
+func guestOf(name string, owner uint32, ip string, ports ...api.PortForward) nftrules.Guest {
 	a := netip.MustParseAddr(ip)
-	return &attached{
-		spec:  Spec{VM: name, ID: name, Owner: owner, Ports: ports},
-		lease: store.Lease{VM: name, IP: a, MAC: store.MACFor(a)},
-		tap:   TapName(name),
-	}
+	mac, _ := net.ParseMAC(store.MACFor(a))
+	return nftrules.Guest{VM: name, ID: name, Owner: owner, Tap: TapName(name), MAC: mac, IP: a, Ports: ports}
 }
 
 // ownersRuleset is two guests of uid 1000 and one of uid 2000; b1
 // publishes its port 7 on the host's every address, as 8080.
-func ownersRuleset() ruleset {
+func ownersRuleset() nftrules.Bridge {
 	n := ownersTestNet
-	return ruleset{bridge: n.bridge, gateway: n.gateway, subnet: n.subnet, guests: []*attached{
+	return nftrules.Bridge{Name: n.bridge, Gateway: n.gateway, Subnet: n.subnet, Guests: []nftrules.Guest{
 		guestOf("a1", 1000, "10.213.0.2"),
 		guestOf("a2", 1000, "10.213.0.3"),
 		guestOf("b1", 2000, "10.213.0.4", api.PortForward{HostIP: "0.0.0.0", HostPort: 8080, GuestPort: 7}),
@@ -50,30 +48,13 @@ func ownersRuleset() ruleset {
 }
 
 // writeRuleset writes r's tables in the calling thread's namespace.
-func writeRuleset(t *testing.T, r ruleset) bool {
+func writeRuleset(t *testing.T, r nftrules.Bridge) bool {
 	t.Helper()
-	c, err := nftables.New()
-	if err == nil {
-		err = r.write(c)
-	}
-	if err == nil {
-		err = c.Flush()
-	}
-	if err != nil {
-		t.Errorf("write the tables: %v", err)
+	if err := writeTables("write the tables", r.Tables()...); err != nil {
+		t.Errorf("%v", err)
 		return false
 	}
 	return true
-}
-
-func TestOwners(t *testing.T) {
-	got := owners(ownersRuleset().guests)
-	if len(got) != 2 || got[0].uid != 1000 || len(got[0].taps) != 2 || string(got[0].taps[1][:6]) != "bg-a2\x00" || got[1].uid != 2000 || len(got[1].ips) != 1 || netip.AddrFrom4([4]byte(got[1].ips[0])) != netip.MustParseAddr("10.213.0.4") || net.HardwareAddr(got[1].macs[0]).String() != "02:b4:0a:d5:00:04" {
-		t.Errorf("owners = %+v", got)
-	}
-	if got := owners([]*attached{guestOf("a1", 1000, "10.213.0.2")}); len(got) != 1 {
-		t.Errorf("one guest: owners = %+v", got)
-	}
 }
 
 // setRef matches a set as nft lists it in a rule: by name or inline.
@@ -167,7 +148,7 @@ func TestOwnersApartRules(t *testing.T) {
 
 		// One owner: no set and no rule between owners.
 		r := ownersRuleset()
-		r.guests = r.guests[:2]
+		r.Guests = r.Guests[:2]
 		if !writeRuleset(t, r) {
 			return
 		}
@@ -244,19 +225,19 @@ func (n *nsThread) run(f func()) {
 // plug makes guest g in a namespace of its own: a veth whose host
 // end is the guest's tap on the bridge, whose other end has the lease's
 // MAC and address, and a TCP server on port 7 there.
-func plug(t *testing.T, g *attached) *nsThread {
+func plug(t *testing.T, g nftrules.Guest) *nsThread {
 	n := newNSThread(t)
-	eth := "eth-" + g.spec.ID
-	run(t, "ip", "link", "add", g.tap, "type", "veth", "peer", "name", eth)
-	run(t, "ip", "link", "set", g.tap, "master", ownersTestNet.bridge, "up")
+	eth := "eth-" + g.ID
+	run(t, "ip", "link", "add", g.Tap, "type", "veth", "peer", "name", eth)
+	run(t, "ip", "link", "set", g.Tap, "master", ownersTestNet.bridge, "up")
 	run(t, "ip", "link", "set", eth, "netns", strconv.Itoa(n.tid))
 	n.run(func() {
-		run(t, "ip", "link", "set", eth, "address", g.lease.MAC)
-		run(t, "ip", "addr", "add", g.lease.IP.String()+"/24", "dev", eth)
+		run(t, "ip", "link", "set", eth, "address", g.MAC.String())
+		run(t, "ip", "addr", "add", g.IP.String()+"/24", "dev", eth)
 		run(t, "ip", "link", "set", eth, "up")
-		l, err := net.Listen("tcp", g.lease.IP.String()+":7")
+		l, err := net.Listen("tcp", g.IP.String()+":7")
 		if err != nil {
-			t.Errorf("listen in %s: %v", g.spec.VM, err)
+			t.Errorf("listen in %s: %v", g.VM, err)
 			return
 		}
 		t.Cleanup(func() { l.Close() })
@@ -271,6 +252,18 @@ func plug(t *testing.T, g *attached) *nsThread {
 		}()
 	})
 	return n
+}
+
+// reach is dial for a connection that must work: under load a first
+// SYN can outlast dial's second, so it is tried three times.
+func reach(n *nsThread, addr string) error {
+	var err error
+	for range 3 {
+		if err = dial(n, addr); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // dial connects to addr from n (or from the test's namespace, the host,
@@ -325,27 +318,31 @@ func ownersApartBehaviour(t *testing.T, brNetfilter string) {
 		t.Fatalf("forwarding: %v", err)
 	}
 	// A kernel older than 5.3 has the switch in the host's namespace
-	// only: then it is not here, and not touched.
+	// only: then it is not here, and not touched. That is the kernel's
+	// to say, not CI's to arrange (nor the test's: turning it on in the
+	// host's namespace would change every bridge of the host's), so the
+	// case with br_netfilter is skipped even under CI=true; the case
+	// without it has run.
 	if err := writeSysctl(brNetfilterSwitch, brNetfilter); err != nil {
 		if brNetfilter == "1" {
-			t.Skipf("br_netfilter is not this namespace's own: %v", err)
+			t.Skipf("br_netfilter's switch is not per network namespace on this kernel (older than 5.3): %v", err)
 		}
 	}
 	r := ownersRuleset()
 	g := map[string]*nsThread{}
-	for _, a := range r.guests {
-		g[a.spec.VM] = plug(t, a)
+	for _, a := range r.Guests {
+		g[a.VM] = plug(t, a)
 	}
 	if t.Failed() || !writeRuleset(t, r) {
 		return
 	}
 	a1, a2, b1 := "10.213.0.2:7", "10.213.0.3:7", "10.213.0.4:7"
 	for _, addr := range []string{a1, a2, b1} {
-		if err := dial(nil, addr); err != nil {
+		if err := reach(nil, addr); err != nil {
 			t.Errorf("the host does not reach %s: %v", addr, err)
 		}
 	}
-	if err := dial(g["a1"], a2); err != nil {
+	if err := reach(g["a1"], a2); err != nil {
 		t.Errorf("a1 does not reach a2, of its owner: %v", err)
 	}
 	if dial(g["a1"], b1) == nil {
@@ -354,7 +351,7 @@ func ownersApartBehaviour(t *testing.T, brNetfilter string) {
 	if dial(g["b1"], a1) == nil {
 		t.Error("b1 reaches a1 on the bridge, of another owner")
 	}
-	if err := dial(g["a1"], n.gateway.String()+":8080"); err != nil {
+	if err := reach(g["a1"], n.gateway.String()+":8080"); err != nil {
 		t.Errorf("a1 does not reach the port b1 published: %v", err)
 	}
 
@@ -365,7 +362,7 @@ func ownersApartBehaviour(t *testing.T, brNetfilter string) {
 	via(g["a1"], "10.213.0.3")
 	via(g["a1"], "10.213.0.4")
 	via(g["b1"], "10.213.0.2")
-	if err := dial(g["a1"], a2); err != nil {
+	if err := reach(g["a1"], a2); err != nil {
 		t.Errorf("a1 does not reach a2 through the gateway: %v", err)
 	}
 	if err := dial(g["a1"], b1); !errors.Is(err, syscall.ECONNREFUSED) {
@@ -374,4 +371,28 @@ func ownersApartBehaviour(t *testing.T, brNetfilter string) {
 	if err := dial(g["b1"], a1); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("b1 to a1 through the gateway: %v, want refused", err)
 	}
+}
+
+// A bridge of many guests of many owners is one batch of rules larger
+// than a netlink socket's default buffers: the write used to fail with
+// ENOBUFS from about 15 guests on (and undo the start of the VM that
+// asked), and at 40 sent nothing at all.
+func TestManyGuestsWriteWhole(t *testing.T) {
+	inNewNetns(t, func() {
+		n := ownersTestNet
+		r := nftrules.Bridge{Name: n.bridge, Gateway: n.gateway, Subnet: n.subnet}
+		for i := range 60 {
+			r.Guests = append(r.Guests, guestOf(fmt.Sprintf("g%d", i), uint32(1000+i%12), fmt.Sprintf("10.213.0.%d", i+2),
+				api.PortForward{HostIP: "0.0.0.0", HostPort: 20000 + i, GuestPort: 80}))
+		}
+		if !writeRuleset(t, r) {
+			return
+		}
+		bt := run(t, "nft", "list", "table", "bridge", TableName)
+		for _, want := range []string{"bg-g0", "bg-g59", "@taps-1011"} {
+			if !strings.Contains(bt, want) {
+				t.Errorf("the bridge table lacks %s: the batch was not written whole", want)
+			}
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
@@ -36,9 +37,7 @@ func TestExitOutcome(t *testing.T) {
 // A root daemon whose vmm_user does not exist starts no VM, rather than
 // leaving qemu as root; it says so before anything is made.
 func TestMissingVMMUserRefusesToStart(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("qemu drops privilege only under a root daemon")
-	}
+	testkit.NeedRoot(t, "qemu drops privilege only under a root daemon: the test")
 	d := New("banger-no-such-user", UIDRange{From: 1900000000, Count: 16}, accel.TCG, "")
 	if _, err := d.Accel(context.Background()); !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `vmm_user "banger-no-such-user" does not exist`) {
 		t.Fatalf("Accel: %v", err)

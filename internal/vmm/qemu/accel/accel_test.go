@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
@@ -140,9 +141,9 @@ func TestParseMode(t *testing.T) {
 // cached verdict without probing; another VMM version probes again; the
 // mode still decides what the verdict means; Reprobe ignores the cache.
 func TestSelectorCache(t *testing.T) {
-	if _, err := os.Stat("/proc/sys/kernel/random/boot_id"); err != nil {
-		t.Skip("no boot id here")
-	}
+	// The cache is kept for one host boot, by the kernel's boot id.
+	_, err := os.Stat("/proc/sys/kernel/random/boot_id")
+	testkit.Need(t, err == nil, "no /proc/sys/kernel/random/boot_id here (every Linux has it, with /proc mounted)")
 	cache := filepath.Join(t.TempDir(), "accel.json")
 	p := &probes{by: map[string]Outcome{"host": abortMSR, "host,-arch-capabilities": timeout}}
 	version := "QEMU emulator version 7.2.22"
