@@ -41,6 +41,7 @@ func TestBootToReady(t *testing.T) {
 	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\nagent_path = \""+agentBin+"\"\nssh_public_keys = [\"user.pub\"]\n")
 	e.write("user.pub", string(ssh.MarshalAuthorizedKey(user.PublicKey())))
 	catalogWith(e, map[string]struct{ url, sha string }{"test-deb": {fs.add("/k.deb", served{path: kernelDeb}), sha256File(t, kernelDeb)}})
+	e.withKernel()
 	e.start()
 	e.mustBanger("kernel", "pull", "test-deb")
 	e.mustBanger("image", "pull", reg+"/test/busybox:1", "--kernel", "test-deb")

@@ -70,6 +70,10 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
+	if err := prepareKernel(filepath.Join(tmp, "prepared")); err != nil {
+		fmt.Fprintf(os.Stderr, "prepare the test kernel: %v\n", err)
+		return 1
+	}
 	return m.Run()
 }
 
@@ -104,14 +108,24 @@ func downloadKernelDeb(dir string) (string, error) {
 
 func sha256File(t *testing.T, path string) string {
 	t.Helper()
-	f, err := os.Open(path)
+	sum, err := sha256Of(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sum
+}
+
+func sha256Of(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
 	defer f.Close()
 	h := sha256.New()
-	io.Copy(h, f)
-	return hex.EncodeToString(h.Sum(nil))
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // fileServer serves files on 127.0.0.1, optionally slowly or cut short.

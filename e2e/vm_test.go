@@ -38,6 +38,7 @@ func vmEnv(t *testing.T) (*env, string) {
 	fs := newFileServer(t)
 	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\ndefault_kernel_name = \"test-deb\"\ndefault_cpus = 1\ndefault_memory_mib = 256\n")
 	catalogWith(e, map[string]struct{ url, sha string }{"test-deb": {fs.add("/k.deb", served{path: kernelDeb}), sha256File(t, kernelDeb)}})
+	e.withKernel()
 	e.start()
 	return e, ref
 }

@@ -149,6 +149,7 @@ func gitImageEnv(t *testing.T, config string) *env {
 	fs := newFileServer(t)
 	e := newEnv(t, "kernel_catalogs = [\"catalog.json\"]\ndefault_kernel_name = \"test-deb\"\ndefault_cpus = 1\ndefault_memory_mib = 256\n"+config)
 	catalogWith(e, map[string]struct{ url, sha string }{"test-deb": {fs.add("/k.deb", served{path: kernelDeb}), sha256File(t, kernelDeb)}})
+	e.withKernel()
 	e.start()
 	e.mustBanger("kernel", "pull", "test-deb")
 	e.mustBanger("image", "pull", ref, "--name", "git")
