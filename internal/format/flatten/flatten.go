@@ -150,9 +150,9 @@ func (t *Tree) lookupDir(rel string, create bool) (*node, error) {
 	return cur, nil
 }
 
+// entry applies one entry of the layer being applied, r its content.
 func (t *Tree) entry(h *tar.Header, r io.Reader) error {
-	switch h.Typeflag {
-	case tar.TypeXGlobalHeader:
+	if h.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
 	rel, err := tarx.Clean(h.Name)
@@ -166,32 +166,51 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 		return nil
 	}
 	base := path.Base(rel)
-
-	// Whiteouts hide what lower layers put there.
 	if strings.HasPrefix(base, whiteoutPrefix) {
-		parent, err := t.lookupDir(rel, false)
-		if err != nil || parent == nil {
-			return err
-		}
-		if base == opaqueMarker {
-			for name, c := range parent.children {
-				if c.layer < t.layer {
-					delete(parent.children, name)
-				}
-			}
-			return nil
-		}
-		victim := strings.TrimPrefix(base, whiteoutPrefix)
-		if c, ok := parent.children[victim]; ok && c.layer < t.layer {
-			delete(parent.children, victim)
-		}
-		return nil
+		return t.whiteout(rel, base)
 	}
-
 	parent, err := t.lookupDir(rel, true)
 	if err != nil {
 		return err
 	}
+	old, exists := parent.children[base]
+	n := t.newNode(h)
+	if err := t.fill(n, h, r, rel, old); err != nil {
+		return err
+	}
+	if !exists {
+		t.files++
+	}
+	parent.children[base] = n
+	return nil
+}
+
+// whiteout applies a whiteout entry: it hides what lower layers put at
+// rel's name, or, as the opaque marker, everything they put in its
+// directory.
+func (t *Tree) whiteout(rel, base string) error {
+	parent, err := t.lookupDir(rel, false)
+	if err != nil || parent == nil {
+		return err
+	}
+	if base == opaqueMarker {
+		for name, c := range parent.children {
+			if c.layer < t.layer {
+				delete(parent.children, name)
+			}
+		}
+		return nil
+	}
+	victim := strings.TrimPrefix(base, whiteoutPrefix)
+	if c, ok := parent.children[victim]; ok && c.layer < t.layer {
+		delete(parent.children, victim)
+	}
+	return nil
+}
+
+// newNode is the node of h's metadata and extended attributes, written
+// by the layer being applied.
+func (t *Tree) newNode(h *tar.Header) *node {
 	n := &node{
 		typ: h.Typeflag, mode: h.Mode, uid: h.Uid, gid: h.Gid, mtime: h.ModTime,
 		devmajor: h.Devmajor, devminor: h.Devminor, layer: t.layer,
@@ -204,25 +223,23 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 			n.xattrs[strings.TrimPrefix(k, "SCHILY.xattr.")] = v
 		}
 	}
+	return n
+}
+
+// fill gives n what its type carries: a directory's children (old's, when
+// it replaces a directory), a file's content, a link's target. It refuses
+// the entry types a rootfs has no place for.
+func (t *Tree) fill(n *node, h *tar.Header, r io.Reader, rel string, old *node) error {
 	switch h.Typeflag {
 	case tar.TypeDir:
-		if old, ok := parent.children[base]; ok && old.isDir() {
+		if old != nil && old.isDir() {
 			// A directory over a directory keeps what is inside.
 			n.children = old.children
 		} else {
 			n.children = map[string]*node{}
 		}
 	case tar.TypeReg:
-		n.off = t.offset
-		w, err := io.Copy(t.sw, io.LimitReader(r, h.Size))
-		if err != nil {
-			return fmt.Errorf("entry %s: %w", errdefs.Quote(rel), err)
-		}
-		if w != h.Size {
-			return fmt.Errorf("entry %s: tar ends mid-file: %w", errdefs.Quote(rel), io.ErrUnexpectedEOF)
-		}
-		n.size = w
-		t.offset += w
+		return t.spoolContent(n, h, r, rel)
 	case tar.TypeSymlink:
 		if err := tarx.CheckSymlink(h.Linkname); err != nil {
 			return fmt.Errorf("entry %s: %w", errdefs.Quote(rel), err)
@@ -240,10 +257,21 @@ func (t *Tree) entry(h *tar.Header, r io.Reader) error {
 		// Sparse-file and other exotic entries have no place in a rootfs.
 		return fmt.Errorf("entry %s: unsupported tar entry type %q: a layer holds files, directories, links, devices and fifos: %w", errdefs.Quote(rel), h.Typeflag, errdefs.ErrInvalid)
 	}
-	if _, ok := parent.children[base]; !ok {
-		t.files++
+	return nil
+}
+
+// spoolContent copies a regular file's content from r to the spool.
+func (t *Tree) spoolContent(n *node, h *tar.Header, r io.Reader, rel string) error {
+	n.off = t.offset
+	w, err := io.Copy(t.sw, io.LimitReader(r, h.Size))
+	if err != nil {
+		return fmt.Errorf("entry %s: %w", errdefs.Quote(rel), err)
 	}
-	parent.children[base] = n
+	if w != h.Size {
+		return fmt.Errorf("entry %s: tar ends mid-file: %w", errdefs.Quote(rel), io.ErrUnexpectedEOF)
+	}
+	n.size = w
+	t.offset += w
 	return nil
 }
 

@@ -293,9 +293,16 @@ func (s *SSHServer) session(nch ssh.NewChannel, conn *ssh.ServerConn) {
 	ss := &session{s: s, ch: ch, user: conn.User(), conn: conn}
 	defer ss.closeAgent()
 	for req := range reqs {
-		ok := ss.request(req)
+		ok, begin := ss.request(req)
 		if req.WantReply {
 			req.Reply(ok, nil)
+		}
+		// What a request starts may end at once (a missing work tree, a
+		// command that exits at once) and close the channel: a reply
+		// not sent by then is lost, and the client reads EOF for its
+		// answer. So the work begins only once the request is answered.
+		if begin != nil {
+			begin()
 		}
 	}
 	ss.killOrphaned()
@@ -322,59 +329,23 @@ func (ss *session) signalGroup(sig syscall.Signal) {
 	}
 }
 
-func (ss *session) request(req *ssh.Request) bool {
+// request handles one of a session's requests and says whether it was
+// accepted. The work an exec, shell or subsystem request starts comes
+// back as begin, for the caller to run once the request is answered.
+func (ss *session) request(req *ssh.Request) (ok bool, begin func()) {
 	switch req.Type {
 	case "env":
-		var kv struct{ Name, Value string }
-		if ssh.Unmarshal(req.Payload, &kv) != nil {
-			return false
-		}
-		ss.env = append(ss.env, kv.Name+"="+kv.Value)
-		return true
+		return ss.setEnv(req.Payload), nil
 	case "pty-req":
-		var p struct {
-			Term             string
-			Cols, Rows, W, H uint32
-			Modes            string
-		}
-		if ssh.Unmarshal(req.Payload, &p) != nil {
-			return false
-		}
-		ss.term = p.Term
-		ss.pty = &pty.Winsize{Cols: uint16(p.Cols), Rows: uint16(p.Rows)}
-		return true
+		return ss.requestPTY(req.Payload), nil
 	case "window-change":
-		if len(req.Payload) < 8 {
-			return false
-		}
-		ws := &pty.Winsize{Cols: uint16(binary.BigEndian.Uint32(req.Payload)), Rows: uint16(binary.BigEndian.Uint32(req.Payload[4:]))}
-		ss.mu.Lock()
-		defer ss.mu.Unlock()
-		if ss.tty != nil {
-			pty.Setsize(ss.tty, ws)
-		} else if ss.pty != nil {
-			ss.pty = ws
-		}
-		return true
+		return ss.resize(req.Payload), nil
 	case "signal":
-		var sig struct{ Name string }
-		if ssh.Unmarshal(req.Payload, &sig) != nil {
-			return false
-		}
-		ss.mu.Lock()
-		defer ss.mu.Unlock()
-		if ss.cmd == nil || ss.cmd.Process == nil {
-			return false
-		}
-		if n, ok := signals[ssh.Signal(sig.Name)]; ok && !ss.exited {
-			ss.signalGroup(n)
-			return true
-		}
-		return false
+		return ss.signal(req.Payload), nil
 	case "exec":
 		var c struct{ Command string }
 		if ssh.Unmarshal(req.Payload, &c) != nil {
-			return false
+			return false, nil
 		}
 		acct := lookupAccount(ss.s.Passwd, ss.user)
 		return ss.start(acct.command(c.Command, false), acct)
@@ -382,37 +353,106 @@ func (ss *session) request(req *ssh.Request) bool {
 		acct := lookupAccount(ss.s.Passwd, ss.user)
 		return ss.start(acct.command("", true), acct)
 	case "auth-agent-req@openssh.com":
-		return ss.forwardAgent()
+		return ss.forwardAgent(), nil
 	case "subsystem":
-		var sub struct{ Name string }
-		if ssh.Unmarshal(req.Payload, &sub) != nil {
-			return false
-		}
-		if sub.Name == guestproto.WorkTarSubsystem {
-			go func() {
-				code := 0
-				if err := worktar.Write(context.Background(), ss.s.WorkDir, ss.ch); err != nil {
-					fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\n", err)
-					code = 1
-				}
-				ss.exit(code)
-			}()
-			return true
-		}
-		if sub.Name != "sftp" {
-			return false
-		}
-		go func() {
-			srv, err := sftp.NewServer(ss.ch)
-			if err == nil {
-				srv.Serve()
-				srv.Close()
-			}
-			ss.exit(0)
-		}()
+		return ss.subsystem(req.Payload)
+	}
+	return false, nil
+}
+
+func (ss *session) setEnv(payload []byte) bool {
+	var kv struct{ Name, Value string }
+	if ssh.Unmarshal(payload, &kv) != nil {
+		return false
+	}
+	ss.env = append(ss.env, kv.Name+"="+kv.Value)
+	return true
+}
+
+// requestPTY notes the terminal a later exec or shell is to run on.
+func (ss *session) requestPTY(payload []byte) bool {
+	var p struct {
+		Term             string
+		Cols, Rows, W, H uint32
+		Modes            string
+	}
+	if ssh.Unmarshal(payload, &p) != nil {
+		return false
+	}
+	ss.term = p.Term
+	ss.pty = &pty.Winsize{Cols: uint16(p.Cols), Rows: uint16(p.Rows)}
+	return true
+}
+
+// resize applies a window change to the running command's terminal, or
+// to the one still to be made.
+func (ss *session) resize(payload []byte) bool {
+	if len(payload) < 8 {
+		return false
+	}
+	ws := &pty.Winsize{Cols: uint16(binary.BigEndian.Uint32(payload)), Rows: uint16(binary.BigEndian.Uint32(payload[4:]))}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.tty != nil {
+		pty.Setsize(ss.tty, ws)
+	} else if ss.pty != nil {
+		ss.pty = ws
+	}
+	return true
+}
+
+// signal passes a signal to the command while it runs.
+func (ss *session) signal(payload []byte) bool {
+	var sig struct{ Name string }
+	if ssh.Unmarshal(payload, &sig) != nil {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.cmd == nil || ss.cmd.Process == nil {
+		return false
+	}
+	if n, ok := signals[ssh.Signal(sig.Name)]; ok && !ss.exited {
+		ss.signalGroup(n)
 		return true
 	}
 	return false
+}
+
+// subsystem accepts the work-tar and SFTP subsystems; begin serves the
+// one accepted.
+func (ss *session) subsystem(payload []byte) (ok bool, begin func()) {
+	var sub struct{ Name string }
+	if ssh.Unmarshal(payload, &sub) != nil {
+		return false, nil
+	}
+	switch sub.Name {
+	case guestproto.WorkTarSubsystem:
+		return true, func() { go ss.serveWorkTar() }
+	case "sftp":
+		return true, func() { go ss.serveSFTP() }
+	}
+	return false, nil
+}
+
+// serveWorkTar streams the work tree; a failure goes to stderr and the
+// exit status, so that it is not taken for an empty tree.
+func (ss *session) serveWorkTar() {
+	code := 0
+	if err := worktar.Write(context.Background(), ss.s.WorkDir, ss.ch); err != nil {
+		fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\n", err)
+		code = 1
+	}
+	ss.exit(code)
+}
+
+func (ss *session) serveSFTP() {
+	srv, err := sftp.NewServer(ss.ch)
+	if err == nil {
+		srv.Serve()
+		srv.Close()
+	}
+	ss.exit(0)
 }
 
 var signals = map[ssh.Signal]syscall.Signal{
@@ -423,11 +463,13 @@ var signals = map[ssh.Signal]syscall.Signal{
 	ssh.SIGUSR2: syscall.SIGUSR2,
 }
 
-func (ss *session) start(cmd *exec.Cmd, acct account) bool {
+// start runs cmd as the session's command, on the requested terminal or
+// on pipes. begin copies its input and output and reports its exit.
+func (ss *session) start(cmd *exec.Cmd, acct account) (ok bool, begin func()) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.cmd != nil {
-		return false
+		return false, nil
 	}
 	// The client's variables come last, so they win, as with sshd's
 	// AcceptEnv; TERM comes from the PTY request.
@@ -438,19 +480,32 @@ func (ss *session) start(cmd *exec.Cmd, acct account) bool {
 	cmd.Env = append(cmd.Env, ss.env...)
 	ss.cmd = cmd
 	if ss.pty != nil {
-		tty, err := pty.StartWithSize(cmd, ss.pty)
-		if err != nil {
-			fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\r\n", err)
-			return false
-		}
-		ss.tty = tty
+		return ss.startOnPTY(cmd)
+	}
+	return true, ss.startOnPipes(cmd)
+}
+
+// startOnPTY runs cmd on a new terminal. ss.mu must be held.
+func (ss *session) startOnPTY(cmd *exec.Cmd) (ok bool, begin func()) {
+	tty, err := pty.StartWithSize(cmd, ss.pty)
+	if err != nil {
+		fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\r\n", err)
+		return false, nil
+	}
+	ss.tty = tty
+	return true, func() {
 		go func() { io.Copy(tty, ss.ch) }()
 		go func() {
 			io.Copy(ss.ch, tty)
 			ss.exit(ss.s.Wait(cmd))
 		}()
-		return true
 	}
+}
+
+// startOnPipes runs cmd in a process group of its own, its output on
+// the channel's stdout and stderr. A command that cannot start is
+// reported as exit status 127, as a shell does.
+func (ss *session) startOnPipes(cmd *exec.Cmd) (begin func()) {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
@@ -460,21 +515,21 @@ func (ss *session) start(cmd *exec.Cmd, acct account) bool {
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(ss.ch.Stderr(), "banger-agent: %v\n", err)
-		go ss.exit(127)
-		return true
+		return func() { go ss.exit(127) }
 	}
-	// Stdin is copied on its own: a client that never closes it must not
-	// keep the command's exit from being reported.
-	go func() { io.Copy(stdin, ss.ch); stdin.Close() }()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); io.Copy(ss.ch, stdout) }()
-	go func() { defer wg.Done(); io.Copy(ss.ch.Stderr(), stderr) }()
-	go func() {
-		wg.Wait()
-		ss.exit(ss.s.Wait(cmd))
-	}()
-	return true
+	return func() {
+		// Stdin is copied on its own: a client that never closes it
+		// must not keep the command's exit from being reported.
+		go func() { io.Copy(stdin, ss.ch); stdin.Close() }()
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); io.Copy(ss.ch, stdout) }()
+		go func() { defer wg.Done(); io.Copy(ss.ch.Stderr(), stderr) }()
+		go func() {
+			wg.Wait()
+			ss.exit(ss.s.Wait(cmd))
+		}()
+	}
 }
 
 func waitStatus(err error) int {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/guest/guestproto"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 )
 
 func signer(t *testing.T) ssh.Signer {
@@ -206,10 +207,8 @@ func TestPowerOffRequest(t *testing.T) {
 // leading "-" interactively), with USER, LOGNAME, HOME, SHELL, PATH and the
 // PTY's TERM.
 func TestLoginShellAndEnvironment(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash here")
-	}
+	testkit.NeedTools(t, "bash", "bash")
+	bash, _ := exec.LookPath("bash")
 	home := t.TempDir()
 	passwd := filepath.Join(t.TempDir(), "passwd")
 	uid := os.Getuid()
@@ -391,5 +390,49 @@ func TestIdentityRequest(t *testing.T) {
 	}
 	if err := dial(newUser, oldHost.PublicKey()); err == nil {
 		t.Error("the server still answers with the template's host key")
+	}
+}
+
+// A request whose work ends at once (a missing /work, a command that
+// exits at once) must still be answered: the client reads a channel
+// closed before the reply as EOF, and takes the request for refused.
+func TestRequestAnsweredBeforeItsWorkEnds(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	ptyReq := ssh.Marshal(struct {
+		Term             string
+		Cols, Rows, W, H uint32
+		Modes            string
+	}{Term: "xterm", Cols: 80, Rows: 24})
+	tests := []struct {
+		name    string
+		pty     bool
+		typ     string
+		payload []byte
+	}{
+		{"work-tar of a missing tree", false, "subsystem", ssh.Marshal(struct{ Name string }{guestproto.WorkTarSubsystem})},
+		{"exec", false, "exec", ssh.Marshal(struct{ Command string }{"true"})},
+		{"exec on a pty", true, "exec", ssh.Marshal(struct{ Command string }{"true"})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i := 0; i < 20; i++ {
+				c, _, _ := startServer(t, func(s *SSHServer) { s.WorkDir = missing })
+				ch, reqs, err := c.OpenChannel("session", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				go ssh.DiscardRequests(reqs)
+				go io.Copy(io.Discard, ch)
+				if tt.pty {
+					if ok, err := ch.SendRequest("pty-req", true, ptyReq); !ok || err != nil {
+						t.Fatalf("pty-req: %v, %v", ok, err)
+					}
+				}
+				if ok, err := ch.SendRequest(tt.typ, true, tt.payload); !ok || err != nil {
+					t.Fatalf("try %d: answered %v, %v", i, ok, err)
+				}
+				ch.Close()
+			}
+		})
 	}
 }

@@ -287,6 +287,16 @@ func Load(path string) (Config, error) {
 // Validate checks every setting and says which one is wrong.
 func (c Config) Validate() error {
 	var errs []error
+	for _, check := range []func() []error{c.checkNetwork, c.checkVMM, c.checkSources, c.checkLimits, c.checkVMDefaults} {
+		errs = append(errs, check()...)
+	}
+	return errors.Join(errs...)
+}
+
+// checkNetwork checks the guests' networks: user-mode, bridge, LAN
+// access and DNS.
+func (c Config) checkNetwork() []error {
+	var errs []error
 	if !slices.Contains([]string{"auto", "passt", "isolated", "slirp"}, c.UserNet) {
 		errs = append(errs, fmt.Errorf("user_net %q: want auto, passt, isolated or slirp: %w", c.UserNet, errdefs.ErrInvalid))
 	}
@@ -311,6 +321,13 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	return errs
+}
+
+// checkVMM checks how the VMM runs: its disk cache and the user it
+// drops root to.
+func (c Config) checkVMM() []error {
+	var errs []error
 	if c.DiskCache != "writeback" && c.DiskCache != "unsafe" {
 		errs = append(errs, fmt.Errorf("disk_cache %q: want writeback or unsafe: %w", c.DiskCache, errdefs.ErrInvalid))
 	}
@@ -320,6 +337,13 @@ func (c Config) Validate() error {
 	if c.VMMUIDBase < 65536 || c.VMMUIDCount < 1 || int64(c.VMMUIDBase)+int64(c.VMMUIDCount) > 1<<31-1 {
 		errs = append(errs, fmt.Errorf("vmm_uid_base %d, vmm_uid_count %d: the range must start at 65536 or above (past every account) and end below 2^31: %w", c.VMMUIDBase, c.VMMUIDCount, errdefs.ErrInvalid))
 	}
+	return errs
+}
+
+// checkSources checks where images and kernels come from: the default
+// names, the catalogs and the registry mirrors.
+func (c Config) checkSources() []error {
+	var errs []error
 	if c.DefaultImageName != "" {
 		if err := names.Validate("image", c.DefaultImageName); err != nil {
 			errs = append(errs, fmt.Errorf("default_image_name: %w", err))
@@ -349,24 +373,37 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("registry_mirrors.%q: no mirror endpoints: %w", host, errdefs.ErrInvalid))
 		}
 	}
-	if c.MaxDownloadBytes <= 0 {
-		errs = append(errs, fmt.Errorf("max_download_bytes must be positive: %w", errdefs.ErrInvalid))
-	}
-	if c.MaxSeedBytes <= 0 {
-		errs = append(errs, fmt.Errorf("max_seed_bytes must be positive: %w", errdefs.ErrInvalid))
-	}
-	if c.MaxPullBytes <= 0 || c.MaxPullEntries <= 0 {
-		errs = append(errs, fmt.Errorf("max_pull_bytes and max_pull_entries must be positive: %w", errdefs.ErrInvalid))
-	}
-	if c.MaxUnpackedBytes <= 0 {
-		errs = append(errs, fmt.Errorf("max_unpacked_bytes must be positive: %w", errdefs.ErrInvalid))
-	}
-	if c.MaxVMsPerUser < 0 || c.MaxCPUsPerUser < 0 {
-		errs = append(errs, fmt.Errorf("max_vms_per_user and max_cpus_per_user must not be negative (0 is no limit): %w", errdefs.ErrInvalid))
+	return errs
+}
+
+// checkLimits checks the bounds on downloads, unpacking and each user's
+// share of the host.
+func (c Config) checkLimits() []error {
+	var errs []error
+	for _, l := range []struct {
+		bad  bool
+		what string
+	}{
+		{c.MaxDownloadBytes <= 0, "max_download_bytes must be positive"},
+		{c.MaxSeedBytes <= 0, "max_seed_bytes must be positive"},
+		{c.MaxPullBytes <= 0 || c.MaxPullEntries <= 0, "max_pull_bytes and max_pull_entries must be positive"},
+		{c.MaxUnpackedBytes <= 0, "max_unpacked_bytes must be positive"},
+		{c.MaxVMsPerUser < 0 || c.MaxCPUsPerUser < 0, "max_vms_per_user and max_cpus_per_user must not be negative (0 is no limit)"},
+	} {
+		if l.bad {
+			errs = append(errs, fmt.Errorf("%s: %w", l.what, errdefs.ErrInvalid))
+		}
 	}
 	if err := checkMemoryPerUser(c.MaxMemoryPerUser); err != nil {
 		errs = append(errs, err)
 	}
+	return errs
+}
+
+// checkVMDefaults checks what a VM gets when its request does not say:
+// CPUs, memory, timeouts, accelerator and disk size.
+func (c Config) checkVMDefaults() []error {
+	var errs []error
 	if c.DefaultCPUs < 1 {
 		errs = append(errs, fmt.Errorf("default_cpus must be at least 1: %w", errdefs.ErrInvalid))
 	}
@@ -384,7 +421,7 @@ func (c Config) Validate() error {
 	} else if n < 64<<20 {
 		errs = append(errs, fmt.Errorf("default_disk %s is too small: at least 64M: %w", c.DefaultDisk, errdefs.ErrInvalid))
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // isURL reports whether s is a URL banger will fetch: https anywhere, or

@@ -99,3 +99,34 @@ func TestNetworkSettings(t *testing.T) {
 		t.Errorf("upstream %q, network %q, bridge %q", c.Upstream(), c.DefaultNetwork, c.BridgeName)
 	}
 }
+
+// Each limit names itself, and errors from several groups of settings
+// come in the order of the config's sections.
+func TestValidateLimits(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"download", func(c *Config) { c.MaxDownloadBytes = 0 }, "max_download_bytes must be positive: invalid"},
+		{"seed", func(c *Config) { c.MaxSeedBytes = -1 }, "max_seed_bytes must be positive: invalid"},
+		{"pull entries", func(c *Config) { c.MaxPullEntries = 0 }, "max_pull_bytes and max_pull_entries must be positive: invalid"},
+		{"unpacked", func(c *Config) { c.MaxUnpackedBytes = 0 }, "max_unpacked_bytes must be positive: invalid"},
+		{"vms per user", func(c *Config) { c.MaxVMsPerUser = -1 }, "max_vms_per_user and max_cpus_per_user must not be negative (0 is no limit): invalid"},
+		{"memory per user", func(c *Config) { c.MaxMemoryPerUser = "101%" }, `max_memory_per_user "101%": a share of the host's memory is 1% to 100%: invalid`},
+		{"several, in order", func(c *Config) { c.DefaultCPUs, c.MaxSeedBytes, c.UserNet = 0, 0, "tap" },
+			"user_net \"tap\": want auto, passt, isolated or slirp: invalid\nmax_seed_bytes must be positive: invalid\ndefault_cpus must be at least 1: invalid"},
+	}
+	for _, tt := range tests {
+		c := Defaults()
+		tt.mutate(&c)
+		got := ""
+		if err := c.Validate(); err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("%s: Validate() = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -75,8 +75,11 @@ func (s *Service) ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int6
 	if err != nil || !ok {
 		return fmt.Errorf("the guest agent does not export /work (an older agent? restart the VM): %v", err)
 	}
+	// stderr is read only once its copy is done: the exit status can
+	// arrive before the copy has taken in the message that explains it.
 	var stderr worktar.Tail
-	go io.Copy(&stderr, ch.Stderr())
+	stderrDone := make(chan struct{})
+	go func() { io.Copy(&stderr, ch.Stderr()); close(stderrDone) }()
 	done := make(chan error, 1)
 	go func() {
 		err := worktar.Check(ch, w, s.pullLimits(diskBytes))
@@ -95,6 +98,11 @@ func (s *Service) ExportGuest(ctx context.Context, c *ssh.Client, diskBytes int6
 	}
 	code, got := <-status
 	if !got || code != 0 {
+		select {
+		case <-stderrDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		return fmt.Errorf("export work from the guest: the agent failed: %s", strings.TrimSpace(stderr.String()))
 	}
 	return worktar.End(w)

@@ -35,6 +35,24 @@ type Options struct {
 // Args builds qemu-system-x86_64's command line for cfg. It is a pure
 // function so that the command line can be checked as text.
 func Args(cfg vmm.Config, o Options) []string {
+	args := machineArgs(cfg)
+	args = append(args, memoryArgs(cfg)...)
+	args = append(args, bootArgs(cfg)...)
+	if o.RunAs != "" {
+		// Everything qemu needs is open by the time it drops root, so a
+		// compromised VMM holds no privilege beyond its own files.
+		args = append(args, "-runas", o.RunAs)
+	}
+	args = append(args, diskArgs(cfg.Disks, o)...)
+	if cfg.Network.None {
+		return args
+	}
+	return append(args, netdevArgs(cfg.Network, o)...)
+}
+
+// machineArgs are the machine, accelerator and CPUs, the sandbox, the
+// console and the QMP socket.
+func machineArgs(cfg vmm.Config) []string {
 	accel, cpu := "tcg", "max"
 	// Under TCG the guest has no kvmclock: it calibrates its TSC against
 	// the PIT, so the PIT (and its PIC) must be there, or early boot
@@ -50,7 +68,7 @@ func Args(cfg vmm.Config, o Options) []string {
 	if cfg.Memory != nil {
 		machine += ",memory-backend=mem"
 	}
-	args := []string{
+	return []string{
 		"-name", cfg.Name,
 		// rtc=on keeps the guest's clock source: without it the kernel can
 		// hang calibrating its clock under TCG.
@@ -70,41 +88,54 @@ func Args(cfg vmm.Config, o Options) []string {
 		"-serial", "chardev:console",
 		"-qmp", "unix:" + cfg.Control + ",server=on,wait=off",
 	}
-	if m := cfg.Memory; m != nil && m.Path == "" {
-		args = append(args, "-object", fmt.Sprintf("memory-backend-ram,id=mem,size=%dM", cfg.MemoryMB))
-	} else if m != nil {
-		share := "off"
-		if m.Shared {
-			share = "on"
-		}
-		args = append(args, "-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", cfg.MemoryMB, escape(m.Path), share))
+}
+
+// memoryArgs are the guest RAM's backend, when cfg names one: anonymous,
+// or a file (shared, for a template's memory).
+func memoryArgs(cfg vmm.Config) []string {
+	m := cfg.Memory
+	switch {
+	case m == nil:
+		return nil
+	case m.Path == "":
+		return []string{"-object", fmt.Sprintf("memory-backend-ram,id=mem,size=%dM", cfg.MemoryMB)}
 	}
+	share := "off"
+	if m.Shared {
+		share = "on"
+	}
+	return []string{"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=%s", cfg.MemoryMB, escape(m.Path), share)}
+}
+
+// bootArgs boot the kernel, or wait for a saved state to restore.
+func bootArgs(cfg vmm.Config) []string {
 	if cfg.Restore != "" {
 		// No kernel: the guest's memory already holds it, and qemu would
 		// write the kernel's pristine image over the running one's (as
 		// private copies in every clone). The state comes over QMP.
-		args = append(args, "-incoming", "defer")
-	} else {
-		// An ELF vmlinux boots through its PVH entry: no bzImage
-		// decompression, no real-mode setup.
-		args = append(args, "-kernel", cfg.Kernel)
-		if cfg.Cmdline != "" {
-			args = append(args, "-append", cfg.Cmdline)
-		}
-		if cfg.Initrd != "" {
-			args = append(args, "-initrd", cfg.Initrd)
-		}
+		return []string{"-incoming", "defer"}
 	}
-	if o.RunAs != "" {
-		// Everything qemu needs is open by the time it drops root, so a
-		// compromised VMM holds no privilege beyond its own files.
-		args = append(args, "-runas", o.RunAs)
+	// An ELF vmlinux boots through its PVH entry: no bzImage
+	// decompression, no real-mode setup.
+	args := []string{"-kernel", cfg.Kernel}
+	if cfg.Cmdline != "" {
+		args = append(args, "-append", cfg.Cmdline)
 	}
+	if cfg.Initrd != "" {
+		args = append(args, "-initrd", cfg.Initrd)
+	}
+	return args
+}
+
+// diskArgs attach each disk as a virtio-blk device, through the
+// descriptor set o gives it, if any.
+func diskArgs(disks []vmm.Disk, o Options) []string {
 	cache := o.DiskCache
 	if cache == "" {
 		cache = "writeback"
 	}
-	for i, d := range cfg.Disks {
+	var args []string
+	for i, d := range disks {
 		file := escape(d.Path)
 		if fds, ok := o.DiskFDs[d.ID]; ok {
 			set := i + 1
@@ -125,10 +156,7 @@ func Args(cfg vmm.Config, o Options) []string {
 		}
 		args = append(args, "-drive", drive, "-device", "virtio-blk-device,drive="+d.ID)
 	}
-	if cfg.Network.None {
-		return args
-	}
-	return append(args, netdevArgs(cfg.Network, o)...)
+	return args
 }
 
 // escape doubles commas, qemu's option separator, in a path.

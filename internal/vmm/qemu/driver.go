@@ -182,156 +182,232 @@ func (d *Driver) Start(ctx context.Context, cfg vmm.Config) (vmm.Process, error)
 	if err != nil {
 		return vmm.Process{}, fmt.Errorf("%s is not installed (apt-get install qemu-system-x86): %w", bin, err)
 	}
-	log, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	l := &launch{cfg: cfg, o: d.Options, want: d.wantUID, stateFD: -1}
+	defer l.close()
+	if err := d.prepare(ctx, l); err != nil {
+		return vmm.Process{}, err
+	}
+	cmd, exited, err := l.spawn(bin, path)
 	if err != nil {
 		return vmm.Process{}, err
 	}
-	defer log.Close()
-	os.Remove(cfg.Control)
-	o, want := d.Options, d.wantUID
-	if d.perVM {
-		uid, release, err := d.allocUID()
-		if err != nil {
-			return vmm.Process{}, err
-		}
-		// Held until qemu has dropped to it: then /proc shows it in use.
-		defer release()
-		o.RunAs, want = fmt.Sprintf("%d:%d", uid, uid), uid
-	}
-	var net *passt
-	var tap *os.File
-	switch n := cfg.Network; {
-	case n.None:
-	case n.Tap != "":
-		// Opened here, as root, and inherited: qemu needs no privilege
-		// over the tap, and drops root before it would open one.
-		if tap, err = openTap(n.Tap); err != nil {
-			return vmm.Process{}, err
-		}
-		defer tap.Close()
-	case n.Isolated:
-		o.UserNet = NetIsolated
-	default:
-		if o.UserNet, _, err = d.NetMode(); err != nil {
-			return vmm.Process{}, err
-		}
-		if o.UserNet == NetPasst {
-			// Before qemu, so that a published port another program
-			// holds fails the start here, with passt's words.
-			if net, err = startPasst(ctx, cfg, o.RunAs, log); err != nil {
-				return vmm.Process{}, err
-			}
-			defer net.vmEnd.Close()
-		}
-	}
-	// Descriptors qemu inherits, from 3 on (passt's end first: the
-	// netdev names fd 3); inherit returns the number qemu sees.
-	var extra, opened []*os.File
-	defer func() {
-		for _, f := range opened {
-			f.Close()
-		}
-	}()
-	inherit := func(f *os.File) int {
-		extra = append(extra, f)
-		return 2 + len(extra)
-	}
-	openFor := func(path string, flag int) (int, error) {
-		f, err := os.OpenFile(path, flag, 0)
-		if err != nil {
-			return -1, err
-		}
-		opened = append(opened, f)
-		return inherit(f), nil
-	}
-	if net != nil {
-		inherit(net.vmEnd)
-	}
-	if tap != nil {
-		o.TapFD = inherit(tap)
-	}
-	stateFD := -1
-	if cfg.Restore != "" {
-		if stateFD, err = openFor(cfg.Restore, os.O_RDONLY); err != nil {
-			return vmm.Process{}, fmt.Errorf("saved state: %w", err)
-		}
-	}
-	// Every writable disk as a descriptor set: a migration (a template
-	// saved, a resume, a snapshot of a running VM) hands disks over and
-	// qemu reopens them then, after it dropped root.
-	o.DiskFDs = map[string][2]int{}
-	for _, d := range cfg.Disks {
-		if d.ReadOnly {
-			continue
-		}
-		rw, err := openFor(d.Path, os.O_RDWR)
-		if err != nil {
-			return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
-		}
-		ro, err := openFor(d.Path, os.O_RDONLY)
-		if err != nil {
-			return vmm.Process{}, fmt.Errorf("disk %s: %w", d.ID, err)
-		}
-		o.DiskFDs[d.ID] = [2]int{rw, ro}
-	}
-	// Not exec.CommandContext: the VMM must outlive this request.
-	cmd := exec.Command(path, Args(cfg, o)...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	cmd.ExtraFiles = extra
-	started := false
-	defer func() {
-		if net != nil && !started {
-			net.kill()
-		}
-	}()
-	if err := cmd.Start(); err != nil {
-		return vmm.Process{}, fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan error, 1)
-	// Reap qemu when it exits while this daemon runs; after a daemon
-	// restart it is init's child and init reaps it.
-	go func() { exited <- cmd.Wait() }()
 	proc, err := vmm.ProcessOf(cmd.Process.Pid)
 	if err != nil {
 		cmd.Process.Kill()
 		return vmm.Process{}, fmt.Errorf("qemu exited at once: %s", readLog(cfg.Log))
 	}
+	if err := l.waitReady(ctx, cmd, proc, exited); err != nil {
+		return vmm.Process{}, err
+	}
+	l.started = true
+	return proc, nil
+}
+
+// launch is one start of qemu: the options and descriptors it is given,
+// and what Start undoes when it returns.
+type launch struct {
+	cfg  vmm.Config
+	o    Options
+	want int // the uid qemu and passt must run as (-1: not checked)
+	log  *os.File
+	net  *passt // nil unless the VM's network is passt's
+	// extra are the descriptors qemu inherits, from 3 on.
+	extra []*os.File
+	// stateFD is qemu's descriptor of the saved state to restore (-1:
+	// none).
+	stateFD int
+	// started is set once qemu runs as it must: passt is then the VM's,
+	// else spawn's undo kills it.
+	started bool
+	// undo is run by close, last first.
+	undo []func()
+}
+
+// close releases what the start held.
+func (l *launch) close() {
+	for i := len(l.undo) - 1; i >= 0; i-- {
+		l.undo[i]()
+	}
+}
+
+// prepare opens qemu's log, picks the uid it drops to, sets up its
+// network and opens the files it inherits.
+func (d *Driver) prepare(ctx context.Context, l *launch) error {
+	log, err := os.OpenFile(l.cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	l.log = log
+	l.undo = append(l.undo, func() { log.Close() })
+	os.Remove(l.cfg.Control)
+	if d.perVM {
+		uid, release, err := d.allocUID()
+		if err != nil {
+			return err
+		}
+		// Held until qemu has dropped to it: then /proc shows it in use.
+		l.undo = append(l.undo, release)
+		l.o.RunAs, l.want = fmt.Sprintf("%d:%d", uid, uid), uid
+	}
+	tap, err := d.network(ctx, l)
+	if err != nil {
+		return err
+	}
+	return l.openFiles(tap)
+}
+
+// network sets qemu's network up: a tap opened here (returned), passt
+// started, or qemu's own user network.
+func (d *Driver) network(ctx context.Context, l *launch) (tap *os.File, err error) {
+	switch n := l.cfg.Network; {
+	case n.None:
+	case n.Tap != "":
+		// Opened here, as root, and inherited: qemu needs no privilege
+		// over the tap, and drops root before it would open one.
+		if tap, err = openTap(n.Tap); err != nil {
+			return nil, err
+		}
+		l.undo = append(l.undo, func() { tap.Close() })
+	case n.Isolated:
+		l.o.UserNet = NetIsolated
+	default:
+		if l.o.UserNet, _, err = d.NetMode(); err != nil {
+			return nil, err
+		}
+		if l.o.UserNet == NetPasst {
+			// Before qemu, so that a published port another program
+			// holds fails the start here, with passt's words.
+			net, err := startPasst(ctx, l.cfg, l.o.RunAs, l.log)
+			if err != nil {
+				return nil, err
+			}
+			l.net = net
+			l.undo = append(l.undo, func() { net.vmEnd.Close() })
+		}
+	}
+	return tap, nil
+}
+
+// inherit hands f to qemu and returns the descriptor qemu sees it as.
+func (l *launch) inherit(f *os.File) int {
+	l.extra = append(l.extra, f)
+	return 2 + len(l.extra)
+}
+
+// openFor opens path for qemu to inherit.
+func (l *launch) openFor(path string, flag int) (int, error) {
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return -1, err
+	}
+	l.undo = append(l.undo, func() { f.Close() })
+	return l.inherit(f), nil
+}
+
+// openFiles gives qemu its descriptors: passt's end first (the netdev
+// names fd 3), the tap, the saved state, and every writable disk.
+func (l *launch) openFiles(tap *os.File) error {
+	if l.net != nil {
+		l.inherit(l.net.vmEnd)
+	}
+	if tap != nil {
+		l.o.TapFD = l.inherit(tap)
+	}
+	if l.cfg.Restore != "" {
+		fd, err := l.openFor(l.cfg.Restore, os.O_RDONLY)
+		if err != nil {
+			return fmt.Errorf("saved state: %w", err)
+		}
+		l.stateFD = fd
+	}
+	// Every writable disk as a descriptor set: a migration (a template
+	// saved, a resume, a snapshot of a running VM) hands disks over and
+	// qemu reopens them then, after it dropped root.
+	l.o.DiskFDs = map[string][2]int{}
+	for _, d := range l.cfg.Disks {
+		if d.ReadOnly {
+			continue
+		}
+		rw, err := l.openFor(d.Path, os.O_RDWR)
+		if err != nil {
+			return fmt.Errorf("disk %s: %w", d.ID, err)
+		}
+		ro, err := l.openFor(d.Path, os.O_RDONLY)
+		if err != nil {
+			return fmt.Errorf("disk %s: %w", d.ID, err)
+		}
+		l.o.DiskFDs[d.ID] = [2]int{rw, ro}
+	}
+	return nil
+}
+
+// spawn starts qemu (bin, found at path) detached, in a session of its
+// own. exited reports its end while this daemon runs.
+func (l *launch) spawn(bin, path string) (cmd *exec.Cmd, exited <-chan error, err error) {
+	// Not exec.CommandContext: the VMM must outlive this request.
+	cmd = exec.Command(path, Args(l.cfg, l.o)...)
+	cmd.Stdout, cmd.Stderr = l.log, l.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.ExtraFiles = l.extra
+	l.undo = append(l.undo, func() {
+		if l.net != nil && !l.started {
+			l.net.kill()
+		}
+	})
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	ch := make(chan error, 1)
+	// Reap qemu when it exits while this daemon runs; after a daemon
+	// restart it is init's child and init reaps it.
+	go func() { ch <- cmd.Wait() }()
+	return cmd, ch, nil
+}
+
+// waitReady waits for qemu to answer on QMP, checks it dropped root, and
+// restores the saved state if there is one. qemu is killed if it fails.
+func (l *launch) waitReady(ctx context.Context, cmd *exec.Cmd, proc vmm.Process, exited <-chan error) error {
 	for {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := QMP(qctx, cfg.Control, "query-status")
+		_, err := QMP(qctx, l.cfg.Control, "query-status")
 		cancel()
 		if err == nil {
-			// QMP answers from qemu's main loop, after -runas: check the
-			// drop happened rather than trust it.
-			pids := map[string]int{"qemu": proc.PID}
-			if net != nil {
-				pids["passt"] = net.cmd.Process.Pid
+			if err := l.ready(ctx, proc, exited); err != nil {
+				cmd.Process.Kill()
+				return err
 			}
-			for name, pid := range pids {
-				if uid, err := vmm.UID(pid); want >= 0 && (err != nil || uid != want) {
-					cmd.Process.Kill()
-					return vmm.Process{}, fmt.Errorf("%s did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", name, want, uid, err, errdefs.ErrUnavailable)
-				}
-			}
-			if stateFD >= 0 {
-				if err := resume(ctx, cfg, stateFD, exited); err != nil {
-					cmd.Process.Kill()
-					return vmm.Process{}, fmt.Errorf("restore %s: %w", cfg.Restore, err)
-				}
-			}
-			started = true
-			return proc, nil
+			return nil
 		}
 		select {
 		case werr := <-exited:
-			return vmm.Process{}, fmt.Errorf("qemu exited (%v): %s", werr, readLog(cfg.Log))
+			return fmt.Errorf("qemu exited (%v): %s", werr, readLog(l.cfg.Log))
 		case <-ctx.Done():
 			cmd.Process.Kill()
-			return vmm.Process{}, ctx.Err()
+			return ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// ready finishes a start once qemu answers on QMP.
+func (l *launch) ready(ctx context.Context, proc vmm.Process, exited <-chan error) error {
+	// QMP answers from qemu's main loop, after -runas: check the drop
+	// happened rather than trust it.
+	pids := map[string]int{"qemu": proc.PID}
+	if l.net != nil {
+		pids["passt"] = l.net.cmd.Process.Pid
+	}
+	for name, pid := range pids {
+		if uid, err := vmm.UID(pid); l.want >= 0 && (err != nil || uid != l.want) {
+			return fmt.Errorf("%s did not drop root to uid %d (it runs as %d, %v): refusing to run a VM as root: %w", name, l.want, uid, err, errdefs.ErrUnavailable)
+		}
+	}
+	if l.stateFD >= 0 {
+		if err := resume(ctx, l.cfg, l.stateFD, exited); err != nil {
+			return fmt.Errorf("restore %s: %w", l.cfg.Restore, err)
+		}
+	}
+	return nil
 }
 
 // ignoreShared makes a migration leave RAM that lives in a shared file
