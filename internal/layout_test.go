@@ -3,6 +3,7 @@ package internal_test
 import (
 	"encoding/json"
 	"io"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -136,6 +137,33 @@ func TestAllowed(t *testing.T) {
 	} {
 		if got := allowed(c.from, c.to); got != c.want {
 			t.Errorf("allowed(%s, %s) = %v, want %v", c.from, c.to, got, c.want)
+		}
+	}
+}
+
+// TestReadmeNamesEveryPackage: the README's "Inside" table is where a
+// reader finds what each package holds; a package it does not name is
+// one a reader cannot place.
+func TestReadmeNamesEveryPackage(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inside := string(readme)
+	if i := strings.Index(inside, "## Inside"); i >= 0 {
+		inside = inside[i:]
+	}
+	out, err := exec.Command("go", "list", "github.com/banger-dev/banger/internal/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, p := range strings.Fields(string(out)) {
+		rel := strings.TrimPrefix(p, module)
+		if rel == p || strings.HasSuffix(rel, "test") && strings.Contains(rel, "/") && !strings.HasPrefix(rel, "kit/testkit") {
+			continue // test-only helpers of one package (debpkg/debtest) go with it
+		}
+		if !strings.Contains(inside, "`"+rel+"`") {
+			t.Errorf("README's Inside table does not name internal/%s", rel)
 		}
 	}
 }

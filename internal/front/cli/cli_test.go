@@ -7,36 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-
-	"github.com/banger-dev/banger/internal/wire/api"
 )
-
-func TestPlainProgress(t *testing.T) {
-	var buf bytes.Buffer
-	p := newProgress(&buf)
-	p.event(api.Event{Type: api.EventOperation, Operation: "abc", Message: "kernel pull k"})
-	p.event(api.Event{Type: api.EventProgress, Stage: "download", Message: "downloading x"})
-	for done := int64(0); done <= 1000; done += 10 {
-		p.event(api.Event{Type: api.EventProgress, Stage: "download", Done: done << 20, Total: 1000 << 20})
-	}
-	// A tiny file's byte counts would be noise in a log.
-	p.event(api.Event{Type: api.EventProgress, Stage: "unpack", Done: 0, Total: 1400})
-	p.event(api.Event{Type: api.EventProgress, Stage: "unpack", Done: 1400, Total: 1400})
-	p.event(api.Event{Type: api.EventProgress, Stage: "publish", Message: "publishing k"})
-	p.done()
-	want := `operation abc: kernel pull k
-==> downloading x
-    download: 0 B of 1000 MiB (0%)
-    download: 250 MiB of 1000 MiB (25%)
-    download: 500 MiB of 1000 MiB (50%)
-    download: 750 MiB of 1000 MiB (75%)
-    download: 1000 MiB of 1000 MiB (100%)
-==> publishing k
-`
-	if buf.String() != want {
-		t.Fatalf("plain progress:\n%s\nwant:\n%s", buf.String(), want)
-	}
-}
 
 func TestUsageErrors(t *testing.T) {
 	t.Setenv("BANGER_SSH_KEY", t.TempDir()+"/id_ed25519")
@@ -72,21 +43,6 @@ func TestUsageErrors(t *testing.T) {
 		}
 		if code := exitCode(err); code != 2 {
 			t.Errorf("%v: exit code %d, want 2 (bad usage): %v", args, code, err)
-		}
-	}
-}
-
-func TestSplitVMPath(t *testing.T) {
-	tests := []struct{ in, vm, path string }{
-		{"web:/root/f", "web", "/root/f"},
-		{"web:", "web", ""},
-		{"./a:b", "", "./a:b"},
-		{"/tmp/x", "", "/tmp/x"},
-		{":x", "", ":x"},
-	}
-	for _, tt := range tests {
-		if vm, path := splitVMPath(tt.in); vm != tt.vm || path != tt.path {
-			t.Errorf("splitVMPath(%q) = %q, %q; want %q, %q", tt.in, vm, path, tt.vm, tt.path)
 		}
 	}
 }

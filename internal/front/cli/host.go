@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/daemon"
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/front/client"
 	"github.com/banger-dev/banger/internal/front/doctor"
 	"github.com/banger-dev/banger/internal/kit/config"
@@ -45,8 +46,8 @@ qemu changes; 'banger doctor' probes again.`,
 			if verbose {
 				level = slog.LevelDebug
 			}
-			o.Log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
-			o.Socket = a.socket
+			o.Log = slog.New(slog.NewTextHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
+			o.Socket = a.Socket
 			return daemon.Run(cmd.Context(), o)
 		},
 	}
@@ -66,20 +67,20 @@ func newStatusCmd(a *app) *cobra.Command {
 		GroupID: "host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			st, err := a.client().Status(cmd.Context())
+			st, err := a.Client().Status(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, st)
+				return clikit.PrintJSON(a.Stdout, st)
 			}
-			w := a.stdout
+			w := a.Stdout
 			fmt.Fprintf(w, "Daemon:     running (pid %d, up since %s)\n", st.PID, st.StartedAt.Local().Format("2006-01-02 15:04:05"))
 			fmt.Fprintf(w, "Version:    daemon %s %s, client %s %s, API %s\n", st.Daemon.Version, st.Daemon.Commit, version.Info().Version, version.Info().Commit, st.APIVersion)
-			fmt.Fprintf(w, "Socket:     %s\n", a.socket)
+			fmt.Fprintf(w, "Socket:     %s\n", a.Socket)
 			fmt.Fprintf(w, "State dir:  %s\n", st.StateDir)
 			fmt.Fprintf(w, "Accel:      %s\n", accelLine(st.Accel))
 			fmt.Fprintf(w, "Network:    %s\n", st.Network)
@@ -96,7 +97,7 @@ func newStatusCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -127,28 +128,28 @@ func newVersionCmd(a *app) *cobra.Command {
 		GroupID: "host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
 			cv := version.Info()
-			dv, derr := a.client().Version(cmd.Context())
+			dv, derr := a.Client().Version(cmd.Context())
 			if output == "json" {
 				out := map[string]any{"client": cv}
 				if derr == nil {
 					out["daemon"] = dv
 				}
-				return printJSON(a.stdout, out)
+				return clikit.PrintJSON(a.Stdout, out)
 			}
-			fmt.Fprintf(a.stdout, "client: banger %s %s (%s)\n", cv.Version, cv.Commit, cv.GoVersion)
+			fmt.Fprintf(a.Stdout, "client: banger %s %s (%s)\n", cv.Version, cv.Commit, cv.GoVersion)
 			if derr != nil {
-				fmt.Fprintf(a.stdout, "daemon: not reachable at %s\n", a.socket)
+				fmt.Fprintf(a.Stdout, "daemon: not reachable at %s\n", a.Socket)
 				return nil
 			}
-			fmt.Fprintf(a.stdout, "daemon: banger %s %s (%s)\n", dv.Version, dv.Commit, dv.GoVersion)
+			fmt.Fprintf(a.Stdout, "daemon: banger %s %s (%s)\n", dv.Version, dv.Commit, dv.GoVersion)
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -168,17 +169,17 @@ else right here with this user's rights.`,
 		GroupID: "host",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
 			checks := doctor.Run(doctor.Real(), stateDir)
 			checks = append(checks, a.accelCheck(cmd.Context()), a.networkCheck(cmd.Context()), a.guardCheck(cmd.Context()), a.bridgeCheck(cmd.Context()), a.daemonCheck(cmd.Context()))
 			if output == "json" {
-				if err := printJSON(a.stdout, checks); err != nil {
+				if err := clikit.PrintJSON(a.Stdout, checks); err != nil {
 					return err
 				}
 			} else {
-				t := newTable(a.stdout, "CHECK", "STATUS", "DETAIL")
+				t := clikit.NewTable(a.Stdout, "CHECK", "STATUS", "DETAIL")
 				for _, c := range checks {
 					status := "ok"
 					if !c.OK {
@@ -187,9 +188,9 @@ else right here with this user's rights.`,
 							status = "optional"
 						}
 					}
-					t.row(c.Name, status, c.Detail)
+					t.Row(c.Name, status, c.Detail)
 				}
-				t.flush()
+				t.Flush()
 				var fixes []string
 				for _, c := range checks {
 					if !c.OK && c.Fix != "" {
@@ -197,9 +198,9 @@ else right here with this user's rights.`,
 					}
 				}
 				if len(fixes) > 0 {
-					fmt.Fprintln(a.stdout, "\nTo fix:")
+					fmt.Fprintln(a.Stdout, "\nTo fix:")
 					for _, f := range fixes {
-						fmt.Fprintln(a.stdout, f)
+						fmt.Fprintln(a.Stdout, f)
 					}
 				}
 			}
@@ -210,14 +211,14 @@ else right here with this user's rights.`,
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", daemon.DefaultStateDir, "the daemon's state directory, for the free-space check")
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
 // accelCheck proves the accelerator afresh: the daemon's own probe when it
 // answers, else one run here.
 func (a *app) accelCheck(ctx context.Context) doctor.Check {
-	acc, err := a.client().ProbeAccel(ctx)
+	acc, err := a.Client().ProbeAccel(ctx)
 	where := "daemon's probe"
 	if err != nil {
 		where = "probe run here"
@@ -229,7 +230,7 @@ func (a *app) accelCheck(ctx context.Context) doctor.Check {
 // networkCheck says what guests reach: as the daemon has it, else as the
 // default configuration would have it on this host.
 func (a *app) networkCheck(ctx context.Context) doctor.Check {
-	if st, err := a.client().Status(ctx); err == nil && st.Network != "" {
+	if st, err := a.Client().Status(ctx); err == nil && st.Network != "" {
 		return doctor.Network(st.Network, "daemon")
 	}
 	return doctor.Network(daemon.DefaultNetwork(), "default configuration")
@@ -238,7 +239,7 @@ func (a *app) networkCheck(ctx context.Context) doctor.Check {
 // guardCheck says whether guests are kept off this host, as the daemon
 // says.
 func (a *app) guardCheck(ctx context.Context) doctor.Check {
-	st, err := a.client().Status(ctx)
+	st, err := a.Client().Status(ctx)
 	if err != nil {
 		return doctor.Guard("")
 	}
@@ -249,7 +250,7 @@ func (a *app) guardCheck(ctx context.Context) doctor.Check {
 // as a daemon with the default configuration would find it, run by this
 // user.
 func (a *app) bridgeCheck(ctx context.Context) doctor.Check {
-	if st, err := a.client().Status(ctx); err == nil && st.Bridge != "" {
+	if st, err := a.Client().Status(ctx); err == nil && st.Bridge != "" {
 		return doctor.Bridge(st.Bridge, "daemon")
 	}
 	return doctor.Bridge(daemon.CheckBridgeHere(), "checked here, default configuration")
@@ -257,15 +258,15 @@ func (a *app) bridgeCheck(ctx context.Context) doctor.Check {
 
 func (a *app) daemonCheck(ctx context.Context) doctor.Check {
 	c := doctor.Check{Name: "daemon", Required: false}
-	st, err := a.client().Status(ctx)
+	st, err := a.Client().Status(ctx)
 	switch {
 	case err == nil:
 		c.OK = true
 		c.Detail = fmt.Sprintf("running, pid %d, version %s, state %s", st.PID, st.Daemon.Version, st.StateDir)
 	case errors.Is(err, client.ErrDaemonUnreachable):
-		c.Detail = "not reachable at " + a.socket
+		c.Detail = "not reachable at " + a.Socket
 		c.Fix = "sudo banger daemon"
-		if _, serr := os.Stat(a.socket); serr == nil {
+		if _, serr := os.Stat(a.Socket); serr == nil {
 			c.Detail += " (the socket exists: check its permissions)"
 		}
 	default:

@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/front/gitwork"
 	"github.com/banger-dev/banger/internal/front/mcpserver"
 	"github.com/banger-dev/banger/internal/front/seed"
@@ -59,7 +60,7 @@ with an allow list to keep an agent to the hosts its work needs:
 				return err
 			}
 			o.All, o.Network, o.Egress = all, network, egress
-			if o.Key, _, err = userKey(); err != nil {
+			if o.Key, _, err = clikit.UserKey(); err != nil {
 				return err
 			}
 			scope := "the VMs banger mcp made for it"
@@ -69,12 +70,12 @@ with an allow list to keep an agent to the hosts its work needs:
 			// Clients keep a server's stderr in their logs: say what it
 			// serves, for whoever reads them.
 			if network != "" || egress != "" {
-				scope += fmt.Sprintf("; sandboxes get --net %s --egress %s", orDash(network), orDash(egress))
+				scope += fmt.Sprintf("; sandboxes get --net %s --egress %s", clikit.OrDash(network), clikit.OrDash(egress))
 			}
-			fmt.Fprintf(a.stderr, "banger mcp: serving %s; it reaches %s\n", o.Checkout, scope)
+			fmt.Fprintf(a.Stderr, "banger mcp: serving %s; it reaches %s\n", o.Checkout, scope)
 			// Standard output is the protocol's: nothing else may write
 			// to it.
-			d := mcpserver.NewRemote(a.client(), o.Checkout, a.stderr)
+			d := mcpserver.NewRemote(a.Client(), o.Checkout, a.Stderr)
 			return mcpserver.New(d, o).Run(ctx, &mcp.StdioTransport{})
 		},
 	}

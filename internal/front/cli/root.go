@@ -1,5 +1,8 @@
 // Package cli is banger's command line: cobra commands that are thin
-// clients of the daemon (and the daemon command itself).
+// clients of the daemon (and the daemon command itself). It holds the root
+// command, Main and the host group's commands (daemon, status, version,
+// doctor, mcp); each object group's commands are a package of their own
+// (vmcmd, imagecmd, kernelcmd), sharing clikit.
 package cli
 
 import (
@@ -14,22 +17,20 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/banger-dev/banger/internal/daemon"
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
+	"github.com/banger-dev/banger/internal/front/cli/imagecmd"
+	"github.com/banger-dev/banger/internal/front/cli/kernelcmd"
+	"github.com/banger-dev/banger/internal/front/cli/vmcmd"
 	"github.com/banger-dev/banger/internal/front/client"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
-// app holds what every command shares.
-type app struct {
-	socket string
-	stdout io.Writer
-	stderr io.Writer
-}
-
-func (a *app) client() *client.Client { return client.New(a.socket) }
+// app is the shared App, with the methods the host commands share.
+type app struct{ *clikit.App }
 
 // NewRoot builds the command tree.
 func NewRoot(stdout, stderr io.Writer) *cobra.Command {
-	a := &app{stdout: stdout, stderr: stderr}
+	a := &app{&clikit.App{Stdout: stdout, Stderr: stderr}}
 	root := &cobra.Command{
 		Use:   "banger",
 		Short: "Disposable, fully isolated Linux microVMs in one command",
@@ -51,15 +52,15 @@ Get started:
 	if env := os.Getenv("BANGER_SOCKET"); env != "" {
 		defSocket = env
 	}
-	root.PersistentFlags().StringVar(&a.socket, "socket", defSocket, "daemon socket (env BANGER_SOCKET)")
+	root.PersistentFlags().StringVar(&a.Socket, "socket", defSocket, "daemon socket (env BANGER_SOCKET)")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddGroup(&cobra.Group{ID: "objects", Title: "Objects:"}, &cobra.Group{ID: "host", Title: "Host:"})
 	root.AddCommand(
-		newVMCmd(a),
-		newKernelCmd(a),
-		newImageCmd(a),
-		newTemplateCmd(a),
+		vmcmd.New(a.App),
+		kernelcmd.New(a.App),
+		imagecmd.New(a.App),
+		vmcmd.NewTemplate(a.App),
 		newDaemonCmd(a),
 		newStatusCmd(a),
 		newDoctorCmd(a),
@@ -76,7 +77,7 @@ Get started:
 // arguments, an unknown flag or command) usage errors, exit code 2, like
 // the checks the commands make themselves.
 func markUsageErrors(c *cobra.Command) {
-	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", err, errInvalidUsage) })
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", err, clikit.ErrInvalidUsage) })
 	if c.HasSubCommands() && !c.Runnable() {
 		// A group prints its help; an argument is a subcommand it does
 		// not have. (cobra checks arguments only of runnable commands.)
@@ -86,7 +87,7 @@ func markUsageErrors(c *cobra.Command) {
 	if args := c.Args; args != nil {
 		c.Args = func(cmd *cobra.Command, a []string) error {
 			if err := args(cmd, a); err != nil {
-				return fmt.Errorf("%w: %w", err, errInvalidUsage)
+				return fmt.Errorf("%w: %w", err, clikit.ErrInvalidUsage)
 			}
 			return nil
 		}
@@ -106,7 +107,7 @@ func Main(args []string) int {
 	if err == nil {
 		return 0
 	}
-	var ec exitCodeError
+	var ec clikit.ExitCodeError
 	if !errors.As(err, &ec) {
 		fmt.Fprintf(os.Stderr, "banger: %s\n", errdefs.Message(err))
 	}
@@ -115,22 +116,18 @@ func Main(args []string) int {
 
 // exitCode is the process exit code for a command's error.
 func exitCode(err error) int {
-	var ec exitCodeError
+	var ec clikit.ExitCodeError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ec):
-		return ec.code
+		return ec.Code
 	case errors.Is(err, context.Canceled), errors.Is(err, errdefs.ErrCanceled):
 		return 130
 	case errors.Is(err, client.ErrDaemonUnreachable):
 		return 3
-	case errors.Is(err, errInvalidUsage):
+	case errors.Is(err, clikit.ErrInvalidUsage):
 		return 2
 	}
 	return 1
 }
-
-// errInvalidUsage marks a bad command line (exit code 2); its words end
-// the message.
-var errInvalidUsage = errors.New("see --help")

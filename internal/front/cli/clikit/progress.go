@@ -1,4 +1,4 @@
-package cli
+package clikit
 
 import (
 	"fmt"
@@ -11,10 +11,10 @@ import (
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
-// progress renders operation events: on a terminal, a line per stage and
+// Progress renders operation events: on a terminal, a line per stage and
 // a byte bar for downloads; otherwise plain lines, with byte counts at
 // most every quarter, so logs stay readable.
-type progress struct {
+type Progress struct {
 	w       io.Writer
 	tty     bool
 	bar     *progressbar.ProgressBar
@@ -22,18 +22,20 @@ type progress struct {
 	lastPct map[string]int64
 }
 
-// progress renders events on stderr.
-func (a *app) progress() *progress { return newProgress(a.stderr) }
+// Progress renders events on stderr.
+func (a *App) Progress() *Progress { return NewProgress(a.Stderr) }
 
-func newProgress(w io.Writer) *progress {
+// NewProgress renders events on w, as a terminal when w is one.
+func NewProgress(w io.Writer) *Progress {
 	tty := false
 	if f, ok := w.(*os.File); ok {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
-	return &progress{w: w, tty: tty, lastPct: map[string]int64{}}
+	return &Progress{w: w, tty: tty, lastPct: map[string]int64{}}
 }
 
-func (p *progress) event(ev api.Event) {
+// Event renders ev; its type fits a client call's event callback.
+func (p *Progress) Event(ev api.Event) {
 	switch {
 	case ev.Type == api.EventOperation:
 		if !p.tty {
@@ -51,7 +53,7 @@ func (p *progress) event(ev api.Event) {
 	}
 }
 
-func (p *progress) bytesTTY(ev api.Event) {
+func (p *Progress) bytesTTY(ev api.Event) {
 	if p.bar == nil || p.barFor != ev.Stage {
 		p.finishBar()
 		total := ev.Total
@@ -76,7 +78,7 @@ func (p *progress) bytesTTY(ev api.Event) {
 // metapackage needs no "0 B of 1.4 KiB" line); the stage line says enough.
 const minPlainBytes = 1 << 20
 
-func (p *progress) bytesPlain(ev api.Event) {
+func (p *Progress) bytesPlain(ev api.Event) {
 	if ev.Total < minPlainBytes {
 		return
 	}
@@ -88,11 +90,11 @@ func (p *progress) bytesPlain(ev api.Event) {
 	}
 	if step > last {
 		p.lastPct[ev.Stage] = step
-		fmt.Fprintf(p.w, "    %s: %s of %s (%d%%)\n", ev.Stage, humanSize(ev.Done), humanSize(ev.Total), pct)
+		fmt.Fprintf(p.w, "    %s: %s of %s (%d%%)\n", ev.Stage, HumanSize(ev.Done), HumanSize(ev.Total), pct)
 	}
 }
 
-func (p *progress) finishBar() {
+func (p *Progress) finishBar() {
 	if p.bar != nil {
 		p.bar.Finish()
 		p.bar = nil
@@ -100,4 +102,5 @@ func (p *progress) finishBar() {
 	}
 }
 
-func (p *progress) done() { p.finishBar() }
+// Done ends the rendering, and a byte bar with it, when the operation ends.
+func (p *Progress) Done() { p.finishBar() }

@@ -1,4 +1,4 @@
-package cli
+package vmcmd
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
@@ -17,7 +18,7 @@ import (
 func (a *app) seedUnlessFork(ctx context.Context, req api.VMCreateRequest, f seedFlags) (string, error) {
 	if req.Snapshot != "" {
 		if f.workdir != "" {
-			return "", fmt.Errorf("--workdir and --from-snapshot contradict each other: a fork's /work is its snapshot's: %w", errInvalidUsage)
+			return "", fmt.Errorf("--workdir and --from-snapshot contradict each other: a fork's /work is its snapshot's: %w", clikit.ErrInvalidUsage)
 		}
 		return "", nil
 	}
@@ -50,38 +51,38 @@ to take them; the snapshot then lists what it holds (LENT in
   banger vm run --from-snapshot warm-web -- pgrep -a node
   banger vm snapshot ls`,
 		Args:              cobra.RangeArgs(1, 2),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
 			req := api.SnapshotRequest{WithLent: withLent}
 			if len(args) == 2 {
 				req.Name = args[1]
 			}
-			p := a.progress()
-			sn, err := a.client().SnapshotVM(cmd.Context(), args[0], req, p.event)
-			p.done()
+			p := a.Progress()
+			sn, err := a.Client().SnapshotVM(cmd.Context(), args[0], req, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, sn)
+				return clikit.PrintJSON(a.Stdout, sn)
 			}
-			fmt.Fprintf(a.stdout, "snapshot %s of vm %s (%s; the VM was paused %s): fork it with `banger vm run --from-snapshot %s`\n",
-				sn.Name, sn.VM, humanSize(sn.Bytes), time.Duration(sn.PausedMillis)*time.Millisecond, sn.Name)
-			warnLent(a.stderr, "snapshot "+sn.Name, sn.Lent)
+			fmt.Fprintf(a.Stdout, "snapshot %s of vm %s (%s; the VM was paused %s): fork it with `banger vm run --from-snapshot %s`\n",
+				sn.Name, sn.VM, clikit.HumanSize(sn.Bytes), time.Duration(sn.PausedMillis)*time.Millisecond, sn.Name)
+			warnLent(a.Stderr, "snapshot "+sn.Name, sn.Lent)
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	cmd.Flags().BoolVar(&withLent, "with-lent", false, "take a VM that holds lent credentials: the snapshot's memory file holds them too")
 	cmd.AddCommand(newVMSnapshotLs(a), newVMSnapshotRm(a))
 	return cmd
 }
 
 func (a *app) completeSnapshots(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return complete(cmd, args, false, a.client().Snapshots, func(s api.Snapshot) string { return s.Name + "\tof " + s.VM })
+	return clikit.Complete(cmd, args, false, a.Client().Snapshots, func(s api.Snapshot) string { return s.Name + "\tof " + s.VM })
 }
 
 func newVMSnapshotLs(a *app) *cobra.Command {
@@ -92,34 +93,34 @@ func newVMSnapshotLs(a *app) *cobra.Command {
 		Short:   "List snapshots",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			ss, err := a.client().Snapshots(cmd.Context())
+			ss, err := a.Client().Snapshots(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, ss)
+				return clikit.PrintJSON(a.Stdout, ss)
 			}
-			owners := seesOwners()
-			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "VM", "IMAGE", "CPUS", "MEMORY", "SIZE", "PAUSED", "FORKS", "LENT", "CREATED")...)
+			owners := clikit.SeesOwners()
+			t := clikit.NewTable(a.Stdout, clikit.OwnerCol(owners, "OWNER", "NAME", "VM", "IMAGE", "CPUS", "MEMORY", "SIZE", "PAUSED", "FORKS", "LENT", "CREATED")...)
 			for _, s := range ss {
-				created := ago(s.CreatedAt)
+				created := clikit.Ago(s.CreatedAt)
 				if s.Problem != "" {
 					created += " (" + s.Problem + ")"
 				}
-				t.row(ownerCol(owners, ownerName(s.Owner), s.Name, orDash(s.VM), orDash(s.Image), fmt.Sprint(s.CPUs), fmt.Sprintf("%d MiB", s.MemoryMB), humanSize(s.Bytes),
-					(time.Duration(s.PausedMillis) * time.Millisecond).String(), orDash(strings.Join(s.UsedBy, ",")), orDash(strings.Join(s.Lent, ",")), created)...)
+				t.Row(clikit.OwnerCol(owners, clikit.OwnerName(s.Owner), s.Name, clikit.OrDash(s.VM), clikit.OrDash(s.Image), fmt.Sprint(s.CPUs), fmt.Sprintf("%d MiB", s.MemoryMB), clikit.HumanSize(s.Bytes),
+					(time.Duration(s.PausedMillis) * time.Millisecond).String(), clikit.OrDash(strings.Join(s.UsedBy, ",")), clikit.OrDash(strings.Join(s.Lent, ",")), created)...)
 			}
-			t.flush()
+			t.Flush()
 			if len(ss) == 0 {
-				fmt.Fprintln(a.stderr, "no snapshots yet: `banger vm snapshot VM` saves a running one")
+				fmt.Fprintln(a.Stderr, "no snapshots yet: `banger vm snapshot VM` saves a running one")
 			}
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -131,7 +132,7 @@ func newVMSnapshotRm(a *app) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeSnapshots,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.removeEach(args, "snapshot", func(n string) error { return a.client().RemoveSnapshot(cmd.Context(), n) })
+			return a.RemoveEach(args, "snapshot", func(n string) error { return a.Client().RemoveSnapshot(cmd.Context(), n) })
 		},
 	}
 }
@@ -152,12 +153,12 @@ with --with-lent: the fork wakes with them in its memory.`,
 		Example: `  banger vm fork web web-try
   banger vm exec web-try -- pgrep -a node`,
 		Args:              cobra.RangeArgs(1, 2),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			_, key, err := userKey()
+			_, key, err := clikit.UserKey()
 			if err != nil {
 				return err
 			}
@@ -165,21 +166,21 @@ with --with-lent: the fork wakes with them in its memory.`,
 			if len(args) == 2 {
 				req.Name = args[1]
 			}
-			p := a.progress()
-			v, err := a.client().ForkVM(cmd.Context(), args[0], req, p.event)
-			p.done()
+			p := a.Progress()
+			v, err := a.Client().ForkVM(cmd.Context(), args[0], req, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, v)
+				return clikit.PrintJSON(a.Stdout, v)
 			}
-			fmt.Fprintf(a.stdout, "forked vm %s from %s: `banger vm ssh %s`\n", v.Name, args[0], v.Name)
-			warnLent(a.stderr, "vm "+v.Name, v.Lent)
+			fmt.Fprintf(a.Stdout, "forked vm %s from %s: `banger vm ssh %s`\n", v.Name, args[0], v.Name)
+			warnLent(a.Stderr, "vm "+v.Name, v.Lent)
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	cmd.Flags().BoolVar(&withLent, "with-lent", false, "fork a VM that holds lent credentials: the fork holds them too")
 	return cmd
 }

@@ -1,4 +1,6 @@
-package cli
+// Package kernelcmd holds 'banger kernel': the kernels VMs boot, pulled
+// from the catalog or imported from local files.
+package kernelcmd
 
 import (
 	"context"
@@ -7,10 +9,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
-func newKernelCmd(a *app) *cobra.Command {
+// app is the shared App, with the methods this group's commands share.
+type app struct{ *clikit.App }
+
+// New builds 'banger kernel'.
+func New(ca *clikit.App) *cobra.Command {
+	a := &app{ca}
 	cmd := &cobra.Command{
 		Use:     "kernel",
 		Aliases: []string{"kernels"},
@@ -33,11 +41,11 @@ banger kernel share).`,
 }
 
 func (a *app) completeKernels(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return complete(cmd, args, false, a.client().Kernels, func(k api.Kernel) string { return k.Name + "\t" + k.Version })
+	return clikit.Complete(cmd, args, false, a.Client().Kernels, func(k api.Kernel) string { return k.Name + "\t" + k.Version })
 }
 
 func (a *app) completeCatalogKernels(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return complete(cmd, args, false, a.client().KernelCatalog, func(e api.KernelCatalogEntry) string { return e.Name + "\t" + e.Description })
+	return clikit.Complete(cmd, args, false, a.Client().KernelCatalog, func(e api.KernelCatalogEntry) string { return e.Name + "\t" + e.Description })
 }
 
 func newKernelLs(a *app) *cobra.Command {
@@ -48,29 +56,29 @@ func newKernelLs(a *app) *cobra.Command {
 		Short:   "List published kernels",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			ks, err := a.client().Kernels(cmd.Context())
+			ks, err := a.Client().Kernels(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, ks)
+				return clikit.PrintJSON(a.Stdout, ks)
 			}
-			owners := seesOwners()
-			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "SHARED", "VERSION", "RELEASE", "MODULES", "SIZE", "SOURCE", "CREATED")...)
+			owners := clikit.SeesOwners()
+			t := clikit.NewTable(a.Stdout, clikit.OwnerCol(owners, "OWNER", "NAME", "SHARED", "VERSION", "RELEASE", "MODULES", "SIZE", "SOURCE", "CREATED")...)
 			for _, k := range ks {
-				t.row(ownerCol(owners, ownerName(k.Owner), k.Name, yesNo(k.Shared), k.Version, orDash(k.Release), yesNo(k.Modules), humanSize(k.Size), k.SourceKind, ago(k.CreatedAt))...)
+				t.Row(clikit.OwnerCol(owners, clikit.OwnerName(k.Owner), k.Name, clikit.YesNo(k.Shared), k.Version, clikit.OrDash(k.Release), clikit.YesNo(k.Modules), clikit.HumanSize(k.Size), k.SourceKind, clikit.Ago(k.CreatedAt))...)
 			}
-			t.flush()
+			t.Flush()
 			if len(ks) == 0 {
-				fmt.Fprintln(a.stderr, "no kernels yet: see `banger kernel catalog`, then `banger kernel pull NAME`")
+				fmt.Fprintln(a.Stderr, "no kernels yet: see `banger kernel catalog`, then `banger kernel pull NAME`")
 			}
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -82,43 +90,43 @@ func newKernelShow(a *app) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			k, err := a.client().Kernel(cmd.Context(), args[0])
+			k, err := a.Client().Kernel(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, k)
+				return clikit.PrintJSON(a.Stdout, k)
 			}
-			w := a.stdout
+			w := a.Stdout
 			fmt.Fprintf(w, "Name:      %s\n", k.Name)
-			fmt.Fprintf(w, "Owner:     %s\n", ownerName(k.Owner))
-			fmt.Fprintf(w, "Shared:    %s\n", yesNo(k.Shared))
+			fmt.Fprintf(w, "Owner:     %s\n", clikit.OwnerName(k.Owner))
+			fmt.Fprintf(w, "Shared:    %s\n", clikit.YesNo(k.Shared))
 			fmt.Fprintf(w, "Version:   %s\n", k.Version)
-			fmt.Fprintf(w, "Release:   %s\n", orDash(k.Release))
+			fmt.Fprintf(w, "Release:   %s\n", clikit.OrDash(k.Release))
 			fmt.Fprintf(w, "Arch:      %s\n", k.Arch)
-			fmt.Fprintf(w, "Modules:   %s\n", yesNo(k.Modules))
+			fmt.Fprintf(w, "Modules:   %s\n", clikit.YesNo(k.Modules))
 			fmt.Fprintf(w, "Source:    %s %s\n", k.SourceKind, k.Source)
 			fmt.Fprintf(w, "Digest:    %s\n", k.Digest)
-			fmt.Fprintf(w, "Created:   %s (%s)\n", k.CreatedAt.Local().Format("2006-01-02 15:04:05"), ago(k.CreatedAt))
+			fmt.Fprintf(w, "Created:   %s (%s)\n", k.CreatedAt.Local().Format("2006-01-02 15:04:05"), clikit.Ago(k.CreatedAt))
 			fmt.Fprintf(w, "Directory: %s\n", k.Dir)
-			fmt.Fprintf(w, "Size:      %s\n", humanSize(k.Size))
+			fmt.Fprintf(w, "Size:      %s\n", clikit.HumanSize(k.Size))
 			fmt.Fprintln(w, "Files:")
-			t := newTable(w, "  NAME", "SIZE", "SHA256")
+			t := clikit.NewTable(w, "  NAME", "SIZE", "SHA256")
 			for _, f := range k.Files {
 				sum := strings.TrimPrefix(f.SHA256, "sha256:")
 				if f.Count > 0 {
 					sum = fmt.Sprintf("(%d files)", f.Count)
 				}
-				t.row("  "+f.Name, humanSize(f.Size), sum)
+				t.Row("  "+f.Name, clikit.HumanSize(f.Size), sum)
 			}
-			t.flush()
+			t.Flush()
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -137,31 +145,31 @@ client is killed instead, the daemon finishes the pull on its own.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeCatalogKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			p := a.progress()
-			k, err := a.client().PullKernel(cmd.Context(), args[0], p.event)
-			p.done()
+			p := a.Progress()
+			k, err := a.Client().PullKernel(cmd.Context(), args[0], p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
 			return a.printPublished(k, output)
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
 func (a *app) printPublished(k api.Kernel, output string) error {
 	if output == "json" {
-		return printJSON(a.stdout, k)
+		return clikit.PrintJSON(a.Stdout, k)
 	}
 	mods := "no modules"
 	if k.Modules {
 		mods = "modules " + k.Release
 	}
-	fmt.Fprintf(a.stdout, "kernel %s %s: %s, %s, %s\n", k.Name, k.Version, humanSize(k.Size), mods, k.Digest)
+	fmt.Fprintf(a.Stdout, "kernel %s %s: %s, %s, %s\n", k.Name, k.Version, clikit.HumanSize(k.Size), mods, k.Digest)
 	return nil
 }
 
@@ -187,17 +195,17 @@ NAME may not be a kernel catalog name.`,
   banger kernel import host --kernel /boot/vmlinuz-$(uname -r) --modules /lib/modules/$(uname -r)`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
 			if (req.Deb == "") == (req.Kernel == "") {
-				return fmt.Errorf("give either --deb FILE or --kernel FILE: %w", errInvalidUsage)
+				return fmt.Errorf("give either --deb FILE or --kernel FILE: %w", clikit.ErrInvalidUsage)
 			}
 			req.Name = args[0]
 			if req.Deb != "" {
-				req.Source = absPath(req.Deb)
+				req.Source = clikit.AbsPath(req.Deb)
 			} else {
-				req.Source = absPath(req.Kernel)
+				req.Source = clikit.AbsPath(req.Kernel)
 			}
 			return a.importKernel(cmd.Context(), req, output)
 		},
@@ -208,12 +216,12 @@ NAME may not be a kernel catalog name.`,
 	f.StringVar(&req.Initrd, "initrd", "", "an initrd to keep with the kernel")
 	f.StringVar(&req.Modules, "modules", "", "the kernel's modules directory")
 	f.StringVar(&req.Version, "version", "", "version to record (default: from the package, else the modules release)")
-	sharedFlag(cmd, &req.Shared, "kernel")
+	clikit.SharedFlag(cmd, &req.Shared, "kernel")
 	cmd.MarkFlagFilename("deb", "deb")
 	cmd.MarkFlagFilename("kernel")
 	cmd.MarkFlagFilename("initrd")
 	cmd.MarkFlagDirname("modules")
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -230,27 +238,27 @@ func (a *app) importKernel(ctx context.Context, req api.KernelImportRequest, out
 	// leave the others waiting in the daemon.
 	for i, f := range files {
 		if *f.v != "" {
-			n, err := readable(f.flag, *f.v, f.dir)
+			n, err := clikit.Readable(f.flag, *f.v, f.dir)
 			if err != nil {
 				return err
 			}
 			files[i].size = n
 		}
 	}
-	p := a.progress()
-	defer p.done()
+	p := a.Progress()
+	defer p.Done()
 	for _, f := range files {
 		if *f.v == "" {
 			continue
 		}
-		id, err := a.upload(ctx, p, f.flag, *f.v, f.size, f.dir)
+		id, err := a.Upload(ctx, p, f.flag, *f.v, f.size, f.dir)
 		if err != nil {
 			return err
 		}
 		*f.v = id
 	}
-	k, err := a.client().ImportKernel(ctx, req, p.event)
-	p.done()
+	k, err := a.Client().ImportKernel(ctx, req, p.Event)
+	p.Done()
 	if err != nil {
 		return err
 	}
@@ -268,34 +276,9 @@ needed. An imported kernel may be removed by its owner and root only.`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.removeEach(args, "kernel", func(name string) error { return a.client().RemoveKernel(cmd.Context(), name) })
+			return a.RemoveEach(args, "kernel", func(name string) error { return a.Client().RemoveKernel(cmd.Context(), name) })
 		},
 	}
-}
-
-// removeEach removes each named object, going on past failures, and fails
-// if any failed.
-func (a *app) removeEach(names []string, kind string, rm func(string) error) error {
-	if len(names) == 1 {
-		if err := rm(names[0]); err != nil {
-			return err
-		}
-		fmt.Fprintf(a.stdout, "removed %s %s\n", kind, names[0])
-		return nil
-	}
-	failed := 0
-	for _, name := range names {
-		if err := rm(name); err != nil {
-			fmt.Fprintf(a.stderr, "banger: %v\n", err)
-			failed++
-			continue
-		}
-		fmt.Fprintf(a.stdout, "removed %s %s\n", kind, name)
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d %ss not removed", failed, len(names), kind)
-	}
-	return nil
 }
 
 func newKernelShare(a *app) *cobra.Command {
@@ -310,17 +293,17 @@ kernels are shared already.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeKernels,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			k, err := a.client().ShareKernel(cmd.Context(), args[0])
+			k, err := a.Client().ShareKernel(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return a.printPublished(k, output)
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -334,28 +317,28 @@ files named by kernel_catalogs in the daemon's config. LOCAL says whether
 the kernel is already published.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			es, err := a.client().KernelCatalog(cmd.Context())
+			es, err := a.Client().KernelCatalog(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, es)
+				return clikit.PrintJSON(a.Stdout, es)
 			}
-			t := newTable(a.stdout, "NAME", "VERSION", "LOCAL", "SOURCES", "CATALOG", "DESCRIPTION")
+			t := clikit.NewTable(a.Stdout, "NAME", "VERSION", "LOCAL", "SOURCES", "CATALOG", "DESCRIPTION")
 			for _, e := range es {
 				var kinds []string
 				for _, s := range e.Sources {
 					kinds = append(kinds, s.Kind)
 				}
-				t.row(e.Name, e.Version, yesNo(e.Local), strings.Join(kinds, ","), e.Catalog, e.Description)
+				t.Row(e.Name, e.Version, clikit.YesNo(e.Local), strings.Join(kinds, ","), e.Catalog, e.Description)
 			}
-			t.flush()
+			t.Flush()
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }

@@ -1,4 +1,4 @@
-package cli
+package vmcmd
 
 import (
 	"fmt"
@@ -7,10 +7,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
-func newTemplateCmd(a *app) *cobra.Command {
+// NewTemplate builds 'banger template'.
+func NewTemplate(ca *clikit.App) *cobra.Command {
+	a := &app{ca}
 	cmd := &cobra.Command{
 		Use:     "template",
 		Aliases: []string{"templates"},
@@ -34,7 +37,7 @@ Set templates = false in the daemon's config to boot every VM.`,
 }
 
 func (a *app) completeTemplates(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return complete(cmd, args, false, a.client().Templates, func(t api.Template) string { return t.ID + "\t" + t.Image })
+	return clikit.Complete(cmd, args, false, a.Client().Templates, func(t api.Template) string { return t.ID + "\t" + t.Image })
 }
 
 func newTemplateLs(a *app) *cobra.Command {
@@ -45,38 +48,38 @@ func newTemplateLs(a *app) *cobra.Command {
 		Short:   "List templates, their size on disk and the VMs resumed from them",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			ts, err := a.client().Templates(cmd.Context())
+			ts, err := a.Client().Templates(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, ts)
+				return clikit.PrintJSON(a.Stdout, ts)
 			}
-			t := newTable(a.stdout, "ID", "IMAGE", "KERNEL", "CPUS", "MEMORY", "SIZE", "BOOT SAVED", "VMS", "CREATED")
+			t := clikit.NewTable(a.Stdout, "ID", "IMAGE", "KERNEL", "CPUS", "MEMORY", "SIZE", "BOOT SAVED", "VMS", "CREATED")
 			for _, tp := range ts {
 				if tp.Problem != "" && tp.Image == "" {
-					t.row(tp.ID, "-", "-", "-", "-", "-", "-", "-", tp.Problem)
+					t.Row(tp.ID, "-", "-", "-", "-", "-", "-", "-", tp.Problem)
 					continue
 				}
-				used := orDash(strings.Join(tp.UsedBy, ","))
-				created := ago(tp.CreatedAt)
+				used := clikit.OrDash(strings.Join(tp.UsedBy, ","))
+				created := clikit.Ago(tp.CreatedAt)
 				if tp.Problem != "" {
 					created += " (" + tp.Problem + ")"
 				}
-				t.row(tp.ID, tp.Image, tp.Kernel, fmt.Sprint(tp.CPUs), fmt.Sprintf("%d MiB", tp.MemoryMB), humanSize(tp.Bytes),
+				t.Row(tp.ID, tp.Image, tp.Kernel, fmt.Sprint(tp.CPUs), fmt.Sprintf("%d MiB", tp.MemoryMB), clikit.HumanSize(tp.Bytes),
 					(time.Duration(tp.BootMillis) * time.Millisecond).String(), used, created)
 			}
-			t.flush()
+			t.Flush()
 			if len(ts) == 0 {
-				fmt.Fprintln(a.stderr, "no templates yet: the first `banger vm run` of a kind makes one")
+				fmt.Fprintln(a.Stderr, "no templates yet: the first `banger vm run` of a kind makes one")
 			}
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -88,7 +91,7 @@ func newTemplateRm(a *app) *cobra.Command {
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeTemplates,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.removeEach(args, "template", func(id string) error { return a.client().RemoveTemplate(cmd.Context(), id) })
+			return a.RemoveEach(args, "template", func(id string) error { return a.Client().RemoveTemplate(cmd.Context(), id) })
 		},
 	}
 }

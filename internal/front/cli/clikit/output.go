@@ -1,4 +1,4 @@
-package cli
+package clikit
 
 import (
 	"context"
@@ -16,10 +16,10 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// complete offers names from a daemon listing, each with a description
+// Complete offers names from a daemon listing, each with a description
 // after a tab, for the first argument (or every one when all). A daemon
 // that does not answer offers nothing rather than an error.
-func complete[T any](cmd *cobra.Command, args []string, all bool, list func(context.Context) ([]T, error), item func(T) string) ([]string, cobra.ShellCompDirective) {
+func Complete[T any](cmd *cobra.Command, args []string, all bool, list func(context.Context) ([]T, error), item func(T) string) ([]string, cobra.ShellCompDirective) {
 	if len(args) > 0 && !all {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
@@ -34,47 +34,36 @@ func complete[T any](cmd *cobra.Command, args []string, all bool, list func(cont
 	return out, cobra.ShellCompDirectiveNoFileComp
 }
 
-// outputFlag adds -o/--output to a listing or show command.
-func outputFlag(cmd *cobra.Command, v *string) {
-	cmd.Flags().StringVarP(v, "output", "o", "table", "output format: table or json")
-	cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
-}
-
-func checkOutput(o string) error {
-	if o != "table" && o != "json" {
-		return fmt.Errorf("--output %q: want table or json: %w", o, errInvalidUsage)
-	}
-	return nil
-}
-
-func printJSON(w io.Writer, v any) error {
+// PrintJSON writes v as indented JSON, what -o json prints.
+func PrintJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
 
-// table writes aligned columns.
-type table struct {
+// Table writes aligned columns.
+type Table struct {
 	tw *tabwriter.Writer
 }
 
-func newTable(w io.Writer, headers ...string) *table {
-	t := &table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
-	t.row(headers...)
+// NewTable starts a table with its header row.
+func NewTable(w io.Writer, headers ...string) *Table {
+	t := &Table{tw: tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	t.Row(headers...)
 	return t
 }
 
-func (t *table) row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
-func (t *table) flush()             { t.tw.Flush() }
+func (t *Table) Row(cols ...string) { fmt.Fprintln(t.tw, strings.Join(cols, "\t")) }
+func (t *Table) Flush()             { t.tw.Flush() }
 
-func humanSize(n int64) string {
+func HumanSize(n int64) string {
 	if n < 0 {
 		n = 0
 	}
 	return humanize.IBytes(uint64(n))
 }
 
-func ago(t time.Time) string {
+func Ago(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
@@ -94,27 +83,27 @@ func ago(t time.Time) string {
 	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
 }
 
-func yesNo(b bool) string {
+func YesNo(b bool) string {
 	if b {
 		return "yes"
 	}
 	return "no"
 }
 
-func orDash(s string) string {
+func OrDash(s string) string {
 	if s == "" {
 		return "-"
 	}
 	return s
 }
 
-// seesOwners says whether listings show an OWNER column: root's show
+// SeesOwners says whether listings show an OWNER column: root's show
 // every user's objects; anyone else's only its own.
-func seesOwners() bool { return os.Geteuid() == 0 }
+func SeesOwners() bool { return os.Geteuid() == 0 }
 
-// ownerName is a uid as people read it: the user's name when this host
+// OwnerName is a uid as people read it: the user's name when this host
 // knows it, else the number.
-func ownerName(uid uint32) string {
+func OwnerName(uid uint32) string {
 	id := strconv.FormatUint(uint64(uid), 10)
 	if u, err := user.LookupId(id); err == nil {
 		return u.Username
@@ -122,9 +111,9 @@ func ownerName(uid uint32) string {
 	return id
 }
 
-// ownerCol puts owner (the OWNER column's header or value) after the
+// OwnerCol puts owner (the OWNER column's header or value) after the
 // first column when owners shows.
-func ownerCol(owners bool, owner string, cols ...string) []string {
+func OwnerCol(owners bool, owner string, cols ...string) []string {
 	if !owners {
 		return cols
 	}

@@ -1,4 +1,6 @@
-package cli
+// Package imagecmd holds 'banger image': the root disks VMs boot from,
+// pulled, registered from local files, or promoted from a VM.
+package imagecmd
 
 import (
 	"fmt"
@@ -6,10 +8,16 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
-func newImageCmd(a *app) *cobra.Command {
+// app is the shared App, with the methods this group's commands share.
+type app struct{ *clikit.App }
+
+// New builds 'banger image'.
+func New(ca *clikit.App) *cobra.Command {
+	a := &app{ca}
 	cmd := &cobra.Command{
 		Use:     "image",
 		Aliases: []string{"images"},
@@ -32,7 +40,7 @@ Pulled images are shared by every user of the daemon. An image you make
 }
 
 func (a *app) completeImages(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return complete(cmd, args, false, a.client().Images, func(im api.Image) string { return im.Name + "\t" + im.Source })
+	return clikit.Complete(cmd, args, false, a.Client().Images, func(im api.Image) string { return im.Name + "\t" + im.Source })
 }
 
 func newImageLs(a *app) *cobra.Command {
@@ -43,29 +51,29 @@ func newImageLs(a *app) *cobra.Command {
 		Short:   "List published images",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			ims, err := a.client().Images(cmd.Context())
+			ims, err := a.Client().Images(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, ims)
+				return clikit.PrintJSON(a.Stdout, ims)
 			}
-			owners := seesOwners()
-			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "SHARED", "KERNEL", "SIZE", "STORED", "FILES", "SOURCE", "CREATED")...)
+			owners := clikit.SeesOwners()
+			t := clikit.NewTable(a.Stdout, clikit.OwnerCol(owners, "OWNER", "NAME", "SHARED", "KERNEL", "SIZE", "STORED", "FILES", "SOURCE", "CREATED")...)
 			for _, im := range ims {
-				t.row(ownerCol(owners, ownerName(im.Owner), im.Name, yesNo(im.Shared), im.Kernel, humanSize(im.Size), humanSize(im.Stored), fmt.Sprint(im.Files), im.SourceKind+" "+im.Source, ago(im.CreatedAt))...)
+				t.Row(clikit.OwnerCol(owners, clikit.OwnerName(im.Owner), im.Name, clikit.YesNo(im.Shared), im.Kernel, clikit.HumanSize(im.Size), clikit.HumanSize(im.Stored), fmt.Sprint(im.Files), im.SourceKind+" "+im.Source, clikit.Ago(im.CreatedAt))...)
 			}
-			t.flush()
+			t.Flush()
 			if len(ims) == 0 {
-				fmt.Fprintln(a.stderr, "no images yet: see `banger image catalog`, then `banger image pull NAME`")
+				fmt.Fprintln(a.Stderr, "no images yet: see `banger image catalog`, then `banger image pull NAME`")
 			}
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -77,32 +85,32 @@ func newImageShow(a *app) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeImages,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			im, err := a.client().Image(cmd.Context(), args[0])
+			im, err := a.Client().Image(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, im)
+				return clikit.PrintJSON(a.Stdout, im)
 			}
-			w := a.stdout
+			w := a.Stdout
 			fmt.Fprintf(w, "Name:     %s\n", im.Name)
-			fmt.Fprintf(w, "Owner:    %s\n", ownerName(im.Owner))
-			fmt.Fprintf(w, "Shared:   %s\n", yesNo(im.Shared))
+			fmt.Fprintf(w, "Owner:    %s\n", clikit.OwnerName(im.Owner))
+			fmt.Fprintf(w, "Shared:   %s\n", clikit.YesNo(im.Shared))
 			fmt.Fprintf(w, "Source:   %s %s\n", im.SourceKind, im.Source)
 			fmt.Fprintf(w, "Digest:   %s\n", im.Digest)
 			fmt.Fprintf(w, "Kernel:   %s\n", im.Kernel)
-			fmt.Fprintf(w, "Size:     %s (file system; %s stored on the host)\n", humanSize(im.Size), humanSize(im.Stored))
+			fmt.Fprintf(w, "Size:     %s (file system; %s stored on the host)\n", clikit.HumanSize(im.Size), clikit.HumanSize(im.Stored))
 			fmt.Fprintf(w, "Layers:   %d\n", im.Layers)
 			fmt.Fprintf(w, "Files:    %d\n", im.Files)
 			fmt.Fprintf(w, "Disk:     %s\n", im.Disk)
-			fmt.Fprintf(w, "Created:  %s (%s)\n", im.CreatedAt.Local().Format("2006-01-02 15:04:05"), ago(im.CreatedAt))
+			fmt.Fprintf(w, "Created:  %s (%s)\n", im.CreatedAt.Local().Format("2006-01-02 15:04:05"), clikit.Ago(im.CreatedAt))
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -124,17 +132,17 @@ Ctrl-C cancels the pull in the daemon and undoes it.`,
   banger image pull docker.io/library/alpine:3.20 --name alpine`,
 		Args: cobra.ExactArgs(1),
 		ValidArgsFunction: func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-			return complete(cmd, args, false, a.client().ImageCatalog, func(e api.ImageCatalogEntry) string { return e.Name + "\t" + e.Description })
+			return clikit.Complete(cmd, args, false, a.Client().ImageCatalog, func(e api.ImageCatalogEntry) string { return e.Name + "\t" + e.Description })
 		},
 
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
 			req.Name = args[0]
-			p := a.progress()
-			im, err := a.client().PullImage(cmd.Context(), req, p.event)
-			p.done()
+			p := a.Progress()
+			im, err := a.Client().PullImage(cmd.Context(), req, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
@@ -143,15 +151,15 @@ Ctrl-C cancels the pull in the daemon and undoes it.`,
 	}
 	cmd.Flags().StringVar(&req.As, "name", "", "local name for an image pulled by reference (default: from the reference)")
 	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel the image boots with (default: the catalog's, else default_kernel_name)")
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
 func (a *app) printImage(im api.Image, output string) error {
 	if output == "json" {
-		return printJSON(a.stdout, im)
+		return clikit.PrintJSON(a.Stdout, im)
 	}
-	fmt.Fprintf(a.stdout, "image %s: %s, %d files, kernel %s, %s\n", im.Name, humanSize(im.Size), im.Files, im.Kernel, im.Digest)
+	fmt.Fprintf(a.Stdout, "image %s: %s, %d files, kernel %s, %s\n", im.Name, clikit.HumanSize(im.Size), im.Files, im.Kernel, im.Digest)
 	return nil
 }
 
@@ -171,26 +179,26 @@ NAME may not be an image catalog name.`,
 		Example: "  banger image register mine --rootfs ./rootfs.ext4 --kernel debian-bookworm",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
 			if req.Rootfs == "" {
-				return fmt.Errorf("--rootfs FILE is required: %w", errInvalidUsage)
+				return fmt.Errorf("--rootfs FILE is required: %w", clikit.ErrInvalidUsage)
 			}
-			req.Name, req.Source = args[0], absPath(req.Rootfs)
-			size, err := readable("rootfs", req.Rootfs, false)
+			req.Name, req.Source = args[0], clikit.AbsPath(req.Rootfs)
+			size, err := clikit.Readable("rootfs", req.Rootfs, false)
 			if err != nil {
 				return err
 			}
-			p := a.progress()
-			defer p.done()
-			id, err := a.upload(cmd.Context(), p, "rootfs", req.Rootfs, size, false)
+			p := a.Progress()
+			defer p.Done()
+			id, err := a.Upload(cmd.Context(), p, "rootfs", req.Rootfs, size, false)
 			if err != nil {
 				return err
 			}
 			req.Rootfs = id
-			im, err := a.client().RegisterImage(cmd.Context(), req, p.event)
-			p.done()
+			im, err := a.Client().RegisterImage(cmd.Context(), req, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
@@ -199,16 +207,10 @@ NAME may not be an image catalog name.`,
 	}
 	cmd.Flags().StringVar(&req.Rootfs, "rootfs", "", "the ext4 file")
 	cmd.Flags().StringVar(&req.Kernel, "kernel", "", "kernel the image boots with (default: default_kernel_name)")
-	sharedFlag(cmd, &req.Shared, "image")
+	clikit.SharedFlag(cmd, &req.Shared, "image")
 	cmd.MarkFlagFilename("rootfs")
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
-}
-
-// sharedFlag adds --shared to a command that makes an image or a kernel
-// from the caller's own data.
-func sharedFlag(cmd *cobra.Command, shared *bool, kind string) {
-	cmd.Flags().BoolVar(shared, "shared", false, "let every user of the daemon see and boot the "+kind+" (default: only you and root)")
 }
 
 func newImagePromote(a *app) *cobra.Command {
@@ -237,24 +239,24 @@ NAME may not be an image catalog name.`,
 			if len(args) > 0 {
 				return nil, cobra.ShellCompDirectiveNoFileComp // the new image's name
 			}
-			return a.completeVMs(cmd, args, tc)
+			return a.CompleteVMs(cmd, args, tc)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			p := a.progress()
-			defer p.done()
-			im, err := a.client().PromoteImage(cmd.Context(), api.ImagePromoteRequest{VM: args[0], Name: args[1], Shared: shared}, p.event)
-			p.done()
+			p := a.Progress()
+			defer p.Done()
+			im, err := a.Client().PromoteImage(cmd.Context(), api.ImagePromoteRequest{VM: args[0], Name: args[1], Shared: shared}, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
 			return a.printImage(im, output)
 		},
 	}
-	sharedFlag(cmd, &shared, "image")
-	outputFlag(cmd, &output)
+	clikit.SharedFlag(cmd, &shared, "image")
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -270,7 +272,7 @@ root only.`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.completeImages,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.removeEach(args, "image", func(name string) error { return a.client().RemoveImage(cmd.Context(), name) })
+			return a.RemoveEach(args, "image", func(name string) error { return a.Client().RemoveImage(cmd.Context(), name) })
 		},
 	}
 }
@@ -287,17 +289,17 @@ Pulled images are shared already.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.completeImages,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			im, err := a.client().ShareImage(cmd.Context(), args[0])
+			im, err := a.Client().ShareImage(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return a.printImage(im, output)
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -311,28 +313,28 @@ files named by image_catalogs in the daemon's config. LOCAL says whether the
 image is already published.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			es, err := a.client().ImageCatalog(cmd.Context())
+			es, err := a.Client().ImageCatalog(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, es)
+				return clikit.PrintJSON(a.Stdout, es)
 			}
-			t := newTable(a.stdout, "NAME", "KERNEL", "LOCAL", "SOURCES", "CATALOG", "DESCRIPTION")
+			t := clikit.NewTable(a.Stdout, "NAME", "KERNEL", "LOCAL", "SOURCES", "CATALOG", "DESCRIPTION")
 			for _, e := range es {
 				var kinds []string
 				for _, s := range e.Sources {
 					kinds = append(kinds, s.Kind)
 				}
-				t.row(e.Name, e.Kernel, yesNo(e.Local), strings.Join(kinds, ","), e.Catalog, e.Description)
+				t.Row(e.Name, e.Kernel, clikit.YesNo(e.Local), strings.Join(kinds, ","), e.Catalog, e.Description)
 			}
-			t.flush()
+			t.Flush()
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }

@@ -1,4 +1,7 @@
-package cli
+// Package vmcmd holds banger's VM commands: 'banger vm' (create, run,
+// reach, snapshot and fork VMs, and the glue that seeds, diffs and pulls
+// their /work) and 'banger template', the saved guests VMs resume from.
+package vmcmd
 
 import (
 	"context"
@@ -11,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/term"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/front/client"
 	"github.com/banger-dev/banger/internal/front/userconfig"
 	"github.com/banger-dev/banger/internal/guest/guestssh"
@@ -18,7 +22,12 @@ import (
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
-func newVMCmd(a *app) *cobra.Command {
+// app is the shared App, with the methods this group's commands share.
+type app struct{ *clikit.App }
+
+// New builds 'banger vm'.
+func New(ca *clikit.App) *cobra.Command {
+	a := &app{ca}
 	cmd := &cobra.Command{
 		Use:     "vm",
 		Aliases: []string{"vms"},
@@ -40,10 +49,6 @@ one command, its exit code passed through.`,
 		newVMLs(a), newVMShow(a), newVMLogs(a), newVMSSH(a), newVMExec(a), newVMCp(a),
 		newVMDiff(a), newVMPull(a), newVMAuthSync(a), newVMSnapshot(a), newVMFork(a), newVMEgress(a))
 	return cmd
-}
-
-func (a *app) completeVMs(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	return complete(cmd, args, true, a.client().VMs, func(v api.VM) string { return v.Name + "\t" + v.State + ", " + v.Image })
 }
 
 // createFlags are the flags vm create and vm run share.
@@ -74,12 +79,12 @@ func (f *createFlags) register(cmd *cobra.Command) {
 func (f *createFlags) request(cmd *cobra.Command, key string) (api.VMCreateRequest, error) {
 	req := f.req
 	if cmd.Flags().Changed("cpus") && req.CPUs < 1 {
-		return req, fmt.Errorf("--cpus %d: a VM needs at least 1 CPU: %w", req.CPUs, errInvalidUsage)
+		return req, fmt.Errorf("--cpus %d: a VM needs at least 1 CPU: %w", req.CPUs, clikit.ErrInvalidUsage)
 	}
 	if f.memory != "" {
 		n, err := units.ParseSize(f.memory, units.MiB)
 		if err != nil {
-			return req, fmt.Errorf("--memory: %w: %w", err, errInvalidUsage)
+			return req, fmt.Errorf("--memory: %w: %w", err, clikit.ErrInvalidUsage)
 		}
 		req.MemoryMB = int(n / units.MiB)
 		if req.MemoryMB == 0 {
@@ -93,14 +98,6 @@ func (f *createFlags) request(cmd *cobra.Command, key string) (api.VMCreateReque
 	return req, nil
 }
 
-func userKey() (ssh.Signer, string, error) {
-	path, err := guestssh.KeyPath()
-	if err != nil {
-		return nil, "", err
-	}
-	return guestssh.LoadOrCreateKey(path)
-}
-
 func newVMCreate(a *app) *cobra.Command {
 	var f createFlags
 	var output string
@@ -112,10 +109,10 @@ own copy-on-write root disk. Your banger SSH key (made on first use, see
 'banger vm ssh --help') is authorized for root.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			_, key, err := userKey()
+			_, key, err := clikit.UserKey()
 			if err != nil {
 				return err
 			}
@@ -126,21 +123,21 @@ own copy-on-write root disk. Your banger SSH key (made on first use, see
 			if req.Seed, err = a.seedUnlessFork(cmd.Context(), req, f.seed); err != nil {
 				return err
 			}
-			p := a.progress()
-			v, err := a.client().CreateVM(cmd.Context(), req, p.event)
-			p.done()
+			p := a.Progress()
+			v, err := a.Client().CreateVM(cmd.Context(), req, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, v)
+				return clikit.PrintJSON(a.Stdout, v)
 			}
-			fmt.Fprintf(a.stdout, "created vm %s (image %s, kernel %s): start it with `banger vm start %s`\n", v.Name, v.Image, v.Kernel, v.Name)
+			fmt.Fprintf(a.Stdout, "created vm %s (image %s, kernel %s): start it with `banger vm start %s`\n", v.Name, v.Image, v.Kernel, v.Name)
 			return nil
 		},
 	}
 	f.register(cmd)
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -165,9 +162,9 @@ the shell or command ends.`,
   banger vm run --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !isTerminal(os.Stdin) {
-				return fmt.Errorf("without a command, vm run opens a shell, which needs a terminal: pass -- COMMAND: %w", errInvalidUsage)
+				return fmt.Errorf("without a command, vm run opens a shell, which needs a terminal: pass -- COMMAND: %w", clikit.ErrInvalidUsage)
 			}
-			signer, key, err := userKey()
+			signer, key, err := clikit.UserKey()
 			if err != nil {
 				return err
 			}
@@ -179,10 +176,10 @@ the shell or command ends.`,
 			if req.Seed, err = a.seedUnlessFork(cmd.Context(), req, f.seed); err != nil {
 				return err
 			}
-			c := a.client()
-			p := a.progress()
-			v, err := c.CreateVM(cmd.Context(), req, p.event)
-			p.done()
+			c := a.Client()
+			p := a.Progress()
+			v, err := c.CreateVM(cmd.Context(), req, p.Event)
+			p.Done()
 			if err != nil {
 				return err
 			}
@@ -191,18 +188,18 @@ the shell or command ends.`,
 					cctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), time.Minute)
 					defer cancel()
 					if err := c.RemoveVM(cctx, v.Name, true); err != nil {
-						fmt.Fprintf(a.stderr, "banger: remove vm %s: %v\n", v.Name, err)
+						fmt.Fprintf(a.Stderr, "banger: remove vm %s: %v\n", v.Name, err)
 					}
 				}()
 			} else if len(args) > 0 {
 				if v.Work != nil {
-					defer fmt.Fprintf(a.stderr, "vm %s keeps running: `banger vm ssh %s`; `banger vm diff %s` and `banger vm pull %s` bring back its work\n", v.Name, v.Name, v.Name, v.Name)
+					defer fmt.Fprintf(a.Stderr, "vm %s keeps running: `banger vm ssh %s`; `banger vm diff %s` and `banger vm pull %s` bring back its work\n", v.Name, v.Name, v.Name, v.Name)
 				} else {
-					defer fmt.Fprintf(a.stderr, "vm %s keeps running: `banger vm ssh %s`, or `banger vm rm -f %s` when done\n", v.Name, v.Name, v.Name)
+					defer fmt.Fprintf(a.Stderr, "vm %s keeps running: `banger vm ssh %s`, or `banger vm rm -f %s` when done\n", v.Name, v.Name, v.Name)
 				}
 			}
 			if err := a.lend(cmd.Context(), v.Name); err != nil {
-				fmt.Fprintf(a.stderr, "banger: lend credentials: %v\n", err)
+				fmt.Fprintf(a.Stderr, "banger: lend credentials: %v\n", err)
 			}
 			return a.session(cmd.Context(), v, signer, args, len(args) == 0 || tty, len(args) == 0)
 		},
@@ -215,20 +212,15 @@ the shell or command ends.`,
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
-// exitCodeError carries a guest command's exit code out of RunE.
-type exitCodeError struct{ code int }
-
-func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
-
 // session runs argv in the VM (a shell when empty) with this process's
-// stdio, and returns its exit code as an exitCodeError.
+// stdio, and returns its exit code as a clikit.ExitCodeError.
 func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []string, tty, stdin bool) error {
 	conn, err := guestssh.Dial(ctx, v, key)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	st := guestssh.IO{Stdout: a.stdout, Stderr: a.stderr, TTY: tty}
+	st := guestssh.IO{Stdout: a.Stdout, Stderr: a.Stderr, TTY: tty}
 	// A terminal's input goes to the guest only when asked for (-i, a
 	// shell): a one-shot command must not swallow what is typed next.
 	if stdin || !isTerminal(os.Stdin) {
@@ -238,7 +230,7 @@ func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []stri
 		return err
 	} else if cfg.AuthSync.SSHAgent {
 		if st.Agent = os.Getenv("SSH_AUTH_SOCK"); st.Agent == "" {
-			fmt.Fprintln(a.stderr, "banger: auth_sync.ssh_agent is on, but SSH_AUTH_SOCK is not set: no agent to forward")
+			fmt.Fprintln(a.Stderr, "banger: auth_sync.ssh_agent is on, but SSH_AUTH_SOCK is not set: no agent to forward")
 		}
 	}
 	code, err := guestssh.Run(ctx, conn, guestssh.Command(argv), st)
@@ -246,7 +238,7 @@ func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []stri
 		return err
 	}
 	if code != 0 {
-		return exitCodeError{code}
+		return clikit.ExitCodeError{Code: code}
 	}
 	return nil
 }
@@ -268,18 +260,18 @@ func newVMBoot(a *app, verb, short, done string, call func(*client.Client, conte
 		Use:               verb + " NAME...",
 		Short:             short,
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := api.VMStartRequest{}
 			if timeout > 0 {
 				req.ReadyTimeout = timeout.String()
 			}
-			return a.eachVM(args, done, func(name string, p *progress) error {
-				if _, err := call(a.client(), cmd.Context(), name, req, p.event); err != nil {
+			return a.eachVM(args, done, func(name string, p *clikit.Progress) error {
+				if _, err := call(a.Client(), cmd.Context(), name, req, p.Event); err != nil {
 					return err
 				}
 				if err := a.lend(cmd.Context(), name); err != nil {
-					fmt.Fprintf(a.stderr, "banger: lend credentials to vm %s: %v\n", name, err)
+					fmt.Fprintf(a.Stderr, "banger: lend credentials to vm %s: %v\n", name, err)
 				}
 				return nil
 			})
@@ -298,14 +290,14 @@ func newVMStop(a *app) *cobra.Command {
 and unmounted by the guest kernel); if a guest has not gone within
 --timeout, its VMM is stopped, then killed. --timeout 0 kills at once.`,
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := api.VMStopRequest{}
 			if cmd.Flags().Changed("timeout") {
 				req.Timeout = timeout.String()
 			}
-			return a.eachVM(args, "stopped", func(name string, p *progress) error {
-				_, err := a.client().StopVM(cmd.Context(), name, req, p.event)
+			return a.eachVM(args, "stopped", func(name string, p *clikit.Progress) error {
+				_, err := a.Client().StopVM(cmd.Context(), name, req, p.Event)
 				return err
 			})
 		},
@@ -315,23 +307,23 @@ and unmounted by the guest kernel); if a guest has not gone within
 }
 
 // eachVM runs fn on each named VM with progress, going on past failures.
-func (a *app) eachVM(names []string, verb string, fn func(string, *progress) error) error {
+func (a *app) eachVM(names []string, verb string, fn func(string, *clikit.Progress) error) error {
 	failed := 0
 	var last error
 	for _, name := range names {
-		p := a.progress()
+		p := a.Progress()
 		err := fn(name, p)
-		p.done()
+		p.Done()
 		if err != nil {
 			if len(names) == 1 {
 				return err
 			}
-			fmt.Fprintf(a.stderr, "banger: %v\n", err)
+			fmt.Fprintf(a.Stderr, "banger: %v\n", err)
 			failed++
 			last = err
 			continue
 		}
-		fmt.Fprintf(a.stdout, "%s vm %s\n", verb, name)
+		fmt.Fprintf(a.Stdout, "%s vm %s\n", verb, name)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d VMs not %s (last: %w)", failed, len(names), verb, last)
@@ -349,9 +341,9 @@ func newVMRm(a *app) *cobra.Command {
 kills it first; so is a VM whose work in /work was never brought back with
 'banger vm pull' (see it with 'banger vm diff').`,
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.removeEach(args, "vm", func(name string) error { return a.client().RemoveVM(cmd.Context(), name, force) })
+			return a.RemoveEach(args, "vm", func(name string) error { return a.Client().RemoveVM(cmd.Context(), name, force) })
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill and remove running VMs, and drop work never pulled")
@@ -366,33 +358,33 @@ func newVMLs(a *app) *cobra.Command {
 		Short:   "List VMs",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			vs, err := a.client().VMs(cmd.Context())
+			vs, err := a.Client().VMs(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, vs)
+				return clikit.PrintJSON(a.Stdout, vs)
 			}
-			owners := seesOwners()
-			t := newTable(a.stdout, ownerCol(owners, "OWNER", "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "BY", "SSH", "PORTS", "CREATED")...)
+			owners := clikit.SeesOwners()
+			t := clikit.NewTable(a.Stdout, clikit.OwnerCol(owners, "OWNER", "NAME", "STATE", "IMAGE", "KERNEL", "CPUS", "MEMORY", "DISK", "WORK", "BY", "SSH", "PORTS", "CREATED")...)
 			for _, v := range vs {
 				ssh := "-"
 				if v.State == api.VMRunning {
 					ssh = v.SSHAddr()
 				}
-				t.row(ownerCol(owners, ownerName(v.Owner), v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), humanSize(int64(v.MemoryMB)<<20), humanSize(v.DiskBytes), workState(v.Work), madeBy(v.MadeBy), ssh, orDash(ports(v.Ports)), ago(v.CreatedAt))...)
+				t.Row(clikit.OwnerCol(owners, clikit.OwnerName(v.Owner), v.Name, v.State, v.Image, v.Kernel, fmt.Sprint(v.CPUs), clikit.HumanSize(int64(v.MemoryMB)<<20), clikit.HumanSize(v.DiskBytes), workState(v.Work), madeBy(v.MadeBy), ssh, clikit.OrDash(ports(v.Ports)), clikit.Ago(v.CreatedAt))...)
 			}
-			t.flush()
+			t.Flush()
 			if len(vs) == 0 {
-				fmt.Fprintln(a.stderr, "no VMs yet: `banger vm run` makes one")
+				fmt.Fprintln(a.Stderr, "no VMs yet: `banger vm run` makes one")
 			}
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -456,24 +448,24 @@ func newVMShow(a *app) *cobra.Command {
 		Use:               "show NAME",
 		Short:             "Show a VM: state, resources, disks, how to reach it",
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			v, err := a.client().VM(cmd.Context(), args[0])
+			v, err := a.Client().VM(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, v)
+				return clikit.PrintJSON(a.Stdout, v)
 			}
-			w := a.stdout
+			w := a.Stdout
 			fmt.Fprintf(w, "Name:     %s\n", v.Name)
 			fmt.Fprintf(w, "State:    %s\n", v.State)
 			if v.State != api.VMStopped {
 				fmt.Fprintf(w, "PID:      %d (%s)\n", v.PID, v.Driver)
-				fmt.Fprintf(w, "Started:  %s (%s)\n", v.StartedAt.Local().Format("2006-01-02 15:04:05"), ago(v.StartedAt))
+				fmt.Fprintf(w, "Started:  %s (%s)\n", v.StartedAt.Local().Format("2006-01-02 15:04:05"), clikit.Ago(v.StartedAt))
 			}
 			fmt.Fprintf(w, "Image:    %s\n", v.Image)
 			fmt.Fprintf(w, "Kernel:   %s\n", v.Kernel)
@@ -485,12 +477,12 @@ func newVMShow(a *app) *cobra.Command {
 				}
 			}
 			fmt.Fprintf(w, "CPUs:     %d\n", v.CPUs)
-			fmt.Fprintf(w, "Memory:   %s\n", humanSize(int64(v.MemoryMB)<<20))
-			fmt.Fprintf(w, "Disk:     %s\n", humanSize(v.DiskBytes))
+			fmt.Fprintf(w, "Memory:   %s\n", clikit.HumanSize(int64(v.MemoryMB)<<20))
+			fmt.Fprintf(w, "Disk:     %s\n", clikit.HumanSize(v.DiskBytes))
 			fmt.Fprintf(w, "Network:  %s\n", network(v))
-			fmt.Fprintf(w, "Ports:    %s\n", orDash(ports(v.Ports)))
+			fmt.Fprintf(w, "Ports:    %s\n", clikit.OrDash(ports(v.Ports)))
 			if wk := v.Work; wk != nil {
-				fmt.Fprintf(w, "Work:     /work, %s disk, seeded %s from %s\n", humanSize(wk.DiskBytes), ago(wk.SeededAt), wk.Source)
+				fmt.Fprintf(w, "Work:     /work, %s disk, seeded %s from %s\n", clikit.HumanSize(wk.DiskBytes), clikit.Ago(wk.SeededAt), wk.Source)
 				if wk.Base != "" {
 					branch := ""
 					if wk.Branch != "" {
@@ -498,22 +490,22 @@ func newVMShow(a *app) *cobra.Command {
 					}
 					fmt.Fprintf(w, "  Base:   %s%s\n", wk.Base, branch)
 				}
-				fmt.Fprintf(w, "  Seed:   %d entries, %s, %s\n", wk.Files, humanSize(wk.Bytes), wk.Fingerprint)
+				fmt.Fprintf(w, "  Seed:   %d entries, %s, %s\n", wk.Files, clikit.HumanSize(wk.Bytes), wk.Fingerprint)
 				if wk.PulledAt.IsZero() {
 					fmt.Fprintf(w, "  Pulled: never (`banger vm pull %s`)\n", v.Name)
 				} else {
-					fmt.Fprintf(w, "  Pulled: %s as %s (%.12s)\n", ago(wk.PulledAt), wk.PulledBranch, wk.PulledCommit)
+					fmt.Fprintf(w, "  Pulled: %s as %s (%.12s)\n", clikit.Ago(wk.PulledAt), wk.PulledBranch, wk.PulledCommit)
 				}
 			}
 			if m := v.MadeBy; m != nil {
-				fmt.Fprintf(w, "Made by:  banger %s, for %s\n", m.Tool, orDash(m.Checkout))
+				fmt.Fprintf(w, "Made by:  banger %s, for %s\n", m.Tool, clikit.OrDash(m.Checkout))
 			}
 			if len(v.Lent) > 0 {
 				fmt.Fprintf(w, "Lent:     %s\n", strings.Join(v.Lent, ", "))
 			}
 			fmt.Fprintf(w, "Dir:      %s\n", v.Dir)
 			fmt.Fprintf(w, "Console:  %s\n", v.Console)
-			fmt.Fprintf(w, "Created:  %s (%s)\n", v.CreatedAt.Local().Format("2006-01-02 15:04:05"), ago(v.CreatedAt))
+			fmt.Fprintf(w, "Created:  %s (%s)\n", v.CreatedAt.Local().Format("2006-01-02 15:04:05"), clikit.Ago(v.CreatedAt))
 			if v.State == api.VMRunning {
 				fmt.Fprintf(w, "Host key: %s\n", v.HostKey)
 				keyPath, _ := guestssh.KeyPath()
@@ -526,7 +518,7 @@ func newVMShow(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -536,9 +528,9 @@ func newVMLogs(a *app) *cobra.Command {
 		Use:               "logs NAME",
 		Short:             "Print a VM's console (kernel and agent messages), every boot",
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.client().VMLogs(cmd.Context(), args[0], follow, a.stdout)
+			return a.Client().VMLogs(cmd.Context(), args[0], follow, a.Stdout)
 		},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing while the VM runs")
@@ -556,13 +548,13 @@ The host key is pinned to the one the guest printed on its console.
 
 'banger vm show NAME' prints the equivalent command for the system's ssh.`,
 		Args:              cobra.MinimumNArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			signer, _, err := userKey()
+			signer, _, err := clikit.UserKey()
 			if err != nil {
 				return err
 			}
-			v, err := a.client().VM(cmd.Context(), args[0])
+			v, err := a.Client().VM(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -583,13 +575,13 @@ terminal, or with -i; -t gives the command a terminal.`,
   banger vm exec -it web -- top
   tar c . | banger vm exec web -- tar x -C /root`,
 		Args:              cobra.MinimumNArgs(2),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			signer, _, err := userKey()
+			signer, _, err := clikit.UserKey()
 			if err != nil {
 				return err
 			}
-			v, err := a.client().VM(cmd.Context(), args[0])
+			v, err := a.Client().VM(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -617,7 +609,7 @@ followed, and no link already in DST is written through.`,
 			srcVM, srcPath := splitVMPath(args[0])
 			dstVM, dstPath := splitVMPath(args[1])
 			if (srcVM == "") == (dstVM == "") {
-				return fmt.Errorf("exactly one of SRC and DST must be VM:PATH (like web:/root/file): %w", errInvalidUsage)
+				return fmt.Errorf("exactly one of SRC and DST must be VM:PATH (like web:/root/file): %w", clikit.ErrInvalidUsage)
 			}
 			name, remote := srcVM, srcPath
 			if dstVM != "" {
@@ -626,11 +618,11 @@ followed, and no link already in DST is written through.`,
 			if remote == "" {
 				remote = "/root"
 			}
-			signer, _, err := userKey()
+			signer, _, err := clikit.UserKey()
 			if err != nil {
 				return err
 			}
-			v, err := a.client().VM(cmd.Context(), name)
+			v, err := a.Client().VM(cmd.Context(), name)
 			if err != nil {
 				return err
 			}
@@ -648,7 +640,7 @@ followed, and no link already in DST is written through.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stderr, "copied %s\n", humanSize(n))
+			fmt.Fprintf(a.Stderr, "copied %s\n", clikit.HumanSize(n))
 			return nil
 		},
 	}
@@ -680,30 +672,30 @@ A learned list becomes another VM's allow list:
   banger vm egress probe
   banger vm run --egress from=probe -- ./build.sh`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			if err := clikit.CheckOutput(output); err != nil {
 				return err
 			}
-			e, err := a.client().Egress(cmd.Context(), args[0])
+			e, err := a.Client().Egress(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if output == "json" {
-				return printJSON(a.stdout, e)
+				return clikit.PrintJSON(a.Stdout, e)
 			}
-			fmt.Fprintf(a.stderr, "vm %s, egress %s\n", e.VM, e.Policy)
-			t := newTable(a.stdout, "NAME", "ADDRESS", "LOOKUPS", "LAST")
+			fmt.Fprintf(a.Stderr, "vm %s, egress %s\n", e.VM, e.Policy)
+			t := clikit.NewTable(a.Stdout, "NAME", "ADDRESS", "LOOKUPS", "LAST")
 			for _, r := range e.Resolved {
-				t.row(r.Name, orDash(r.Addr), fmt.Sprint(r.Count), ago(r.Last))
+				t.Row(r.Name, clikit.OrDash(r.Addr), fmt.Sprint(r.Count), clikit.Ago(r.Last))
 			}
-			t.flush()
+			t.Flush()
 			if len(e.Resolved) == 0 {
-				fmt.Fprintln(a.stderr, "no lookups recorded (only --egress learn and allow= record them)")
+				fmt.Fprintln(a.Stderr, "no lookups recorded (only --egress learn and allow= record them)")
 			}
 			return nil
 		},
 	}
-	outputFlag(cmd, &output)
+	clikit.OutputFlag(cmd, &output)
 	return cmd
 }

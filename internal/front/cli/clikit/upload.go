@@ -1,4 +1,4 @@
-package cli
+package clikit
 
 import (
 	"context"
@@ -13,12 +13,12 @@ import (
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
-// upload sends the file or directory at path, of size bytes (as
-// readable found it), to the daemon and returns the upload's ID. The CLI
+// Upload sends the file or directory at path, of size bytes (as
+// Readable found it), to the daemon and returns the upload's ID. The CLI
 // opens it with the caller's own rights: the root daemon opens no path a
 // client names, so a file the caller cannot read fails here, with the
 // system's "permission denied".
-func (a *app) upload(ctx context.Context, p *progress, flag, path string, size int64, dir bool) (string, error) {
+func (a *App) Upload(ctx context.Context, p *Progress, flag, path string, size int64, dir bool) (string, error) {
 	total := size
 	var body io.Reader
 	kind := api.UploadTree
@@ -48,11 +48,11 @@ func (a *app) upload(ctx context.Context, p *progress, flag, path string, size i
 			total += e[1]
 		}
 	}
-	p.event(api.Event{Stage: "upload", Message: fmt.Sprintf("sending %s (%s)", path, humanSize(total))})
+	p.Event(api.Event{Stage: "upload", Message: fmt.Sprintf("sending %s (%s)", path, HumanSize(total))})
 	var u api.Upload
-	err := client.SendCounted(p.event, "upload", total, body, func(r io.Reader) error {
+	err := client.SendCounted(p.Event, "upload", total, body, func(r io.Reader) error {
 		var err error
-		u, err = a.client().Upload(ctx, kind, r)
+		u, err = a.Client().Upload(ctx, kind, r)
 		return err
 	})
 	if err != nil {
@@ -61,9 +61,9 @@ func (a *app) upload(ctx context.Context, p *progress, flag, path string, size i
 	return u.ID, nil
 }
 
-// readable checks that the caller can read the file (or, dir, every file
+// Readable checks that the caller can read the file (or, dir, every file
 // of the tree) at path, and returns its size.
-func readable(flag, path string, dir bool) (int64, error) {
+func Readable(flag, path string, dir bool) (int64, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return 0, fmt.Errorf("--%s: %w", flag, err)
@@ -73,7 +73,7 @@ func readable(flag, path string, dir bool) (int64, error) {
 		if dir {
 			want = "a directory"
 		}
-		return 0, fmt.Errorf("--%s %s: want %s: %w", flag, path, want, errInvalidUsage)
+		return 0, fmt.Errorf("--%s %s: want %s: %w", flag, path, want, ErrInvalidUsage)
 	}
 	if dir {
 		n, err := readableTree(path)
@@ -113,8 +113,8 @@ func readableTree(root string) (int64, error) {
 	return total, err
 }
 
-// absPath is path made absolute, for the record of where files came from.
-func absPath(path string) string {
+// AbsPath is path made absolute, for the record of where files came from.
+func AbsPath(path string) string {
 	if abs, err := filepath.Abs(path); err == nil {
 		return abs
 	}

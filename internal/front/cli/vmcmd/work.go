@@ -1,4 +1,4 @@
-package cli
+package vmcmd
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/front/userconfig"
 	"github.com/banger-dev/banger/internal/front/workspace"
 )
@@ -30,7 +31,7 @@ func (f *seedFlags) register(cmd *cobra.Command) {
 func (a *app) seed(ctx context.Context, f seedFlags) (string, error) {
 	if f.noWorkdir {
 		if f.workdir != "" {
-			return "", fmt.Errorf("--workdir and --no-workdir contradict each other: %w", errInvalidUsage)
+			return "", fmt.Errorf("--workdir and --no-workdir contradict each other: %w", clikit.ErrInvalidUsage)
 		}
 		return "", nil
 	}
@@ -48,15 +49,15 @@ func (a *app) seed(ctx context.Context, f seedFlags) (string, error) {
 			return "", nil
 		}
 	}
-	p := a.progress()
-	defer p.done()
-	return a.workspace().Seed(ctx, dir, f.workDisk, p.event)
+	p := a.Progress()
+	defer p.Done()
+	return a.workspace().Seed(ctx, dir, f.workDisk, p.Event)
 }
 
 // workspace does the workspace's verbs for this command, printing as the
 // command does.
 func (a *app) workspace() *workspace.Client {
-	return workspace.New(a.client(), a.stdout, a.stderr)
+	return workspace.New(a.Client(), a.Stdout, a.Stderr)
 }
 
 // lend sends the credentials the user's config allows to a running VM;
@@ -85,7 +86,7 @@ and 'vm start' lend them already; use this after changing a token.
   files = ["~/.gitconfig", "~/.config/gh/hosts.yml"]
   env = ["GH_TOKEN"]`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, path, err := userconfig.Load()
 			if err != nil {
@@ -113,7 +114,7 @@ without booting it; nothing of the VM changes. Uncommitted changes are
 relative to the guest's HEAD, so what was uncommitted on the host when it
 was seeded shows too.`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.workspace().Diff(cmd.Context(), args[0], workspace.DiffOptions{Stat: stat, Color: a.stdoutIsTerminal()})
 		},
@@ -124,7 +125,7 @@ was seeded shows too.`,
 
 // stdoutIsTerminal says whether the command prints to a terminal.
 func (a *app) stdoutIsTerminal() bool {
-	f, ok := a.stdout.(*os.File)
+	f, ok := a.Stdout.(*os.File)
 	return ok && isTerminal(f)
 }
 
@@ -149,7 +150,7 @@ config, hooks or attributes running anything on the host.`,
   git log --stat main..banger/swift-otter     # review it
   banger vm pull swift-otter --force --apply  # replace it, fast-forward a clean checkout to it`,
 		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: a.completeVMs,
+		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, err := a.workspace().Pull(cmd.Context(), args[0], workspace.PullOptions{Branch: branch, Repo: repo, Force: force, Apply: apply})
 			return err
