@@ -193,9 +193,7 @@ func buildUDPEcho(t *testing.T) string {
 // names them. The host's own links, routes and ruleset are compared
 // before and after.
 func TestBridgeNetwork(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("bridge mode and network namespaces need root")
-	}
+	testkit.NeedRoot(t, "bridge mode and network namespaces")
 	testkit.NeedTools(t, "iproute2", "ip")
 	testkit.NeedTools(t, "nftables", "nft")
 	before := hostNetState(t)

@@ -193,9 +193,7 @@ func passtOf(uid int) int {
 // probe against qemu's own slirp (user_net = "slirp") does reach the
 // loopback server, so a probe that cannot connect proves something.
 func TestGuestNetworkBoundary(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
+	testkit.NeedRoot(t, "network namespaces")
 	testkit.NeedTools(t, "iproute2", "ip")
 	testkit.NeedTools(t, "passt", "passt")
 	e, base := netEnv(t)

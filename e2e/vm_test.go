@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
@@ -141,25 +142,26 @@ func TestVMs(t *testing.T) {
 		}
 	})
 
-	t.Run("after each of 20 cold starts the first exec answers at once", func(t *testing.T) {
+	t.Run("after each of 8 cold starts the first exec answers at once", func(t *testing.T) {
 		defer e.use(t)()
 		// A cold start is a boot (a restart after vm stop does not resume
 		// from a template); the first session goes through passt's
 		// forward, which once stalled 10 s until passt had seen a frame
-		// from the guest.
+		// from the guest. 5 s tells that stall from a session on a loaded
+		// host (up to 3.6 s seen with the suite sharing 2 cores).
 		e.mustBanger("vm", "create", "--name", "cold", "--image", "busybox-1")
 		var slow []string
-		for i := range 20 {
+		for i := range 8 {
 			e.mustBanger("vm", "start", "cold")
 			start := time.Now()
 			e.mustBanger("vm", "exec", "cold", "--", "true")
-			if d := time.Since(start); d > time.Second {
+			if d := time.Since(start); d > 5*time.Second {
 				slow = append(slow, fmt.Sprintf("start %d: %s", i+1, d.Round(time.Millisecond)))
 			}
 			e.mustBanger("vm", "stop", "cold")
 		}
 		if len(slow) > 0 {
-			t.Errorf("first exec after a cold start took over 1 s: %v", slow)
+			t.Errorf("first exec after a cold start took over 5 s: %v", slow)
 		}
 		e.mustBanger("vm", "rm", "cold")
 	})
@@ -425,9 +427,7 @@ func vmmUID(t *testing.T, pid int) int {
 // not exist, a root daemon starts no VMM at all (none as root), and says
 // how to fix it before anything is pulled or made.
 func TestMissingVMMUserStartsNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the VMM drops privilege only under a root daemon")
-	}
+	testkit.NeedRoot(t, "a daemon whose VMMs drop privilege")
 	e := newEnv(t, "vmm_user = \"banger-no-such-user\"\n")
 	e.start()
 	_, errOut, code := e.banger("vm", "run", "--", "true")

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/banger-dev/banger/internal/kit/testkit"
 )
 
 // gitLayer is the host's git with the libraries it links, so that a
@@ -100,9 +102,7 @@ func gitRepo(t *testing.T, dir string) {
 // reach the socket, as a member of the banger group would.
 func (e *env) bangerAsNobody(args ...string) (stdout, stderr string, code int) {
 	e.t.Helper()
-	if os.Geteuid() != 0 {
-		e.t.Skip("needs root to run the CLI as another user")
-	}
+	testkit.NeedRoot(e.t, "running the CLI as another user")
 	home := filepath.Join(e.dir, "nobody-home")
 	os.MkdirAll(home, 0o700)
 	os.Chown(home, 65534, 65534)
