@@ -30,6 +30,7 @@ import (
 // agent's ready line. The VM lifecycle around it is not built yet; this
 // proves the boot path it will use.
 func TestBootToReady(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Fatal("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86); .ci/run installs it")
 	}

@@ -100,6 +100,7 @@ func procUID(pid int) (int, error) {
 // answering, and the process that parses a guest's disk does not run as
 // root.
 func TestHostileGuestDisks(t *testing.T) {
+	t.Parallel()
 	bin := mcpInspector(t)
 	e := gitImageEnv(t, "max_pull_entries = 3000\ndefault_disk = \"384M\"\n")
 	repo := filepath.Join(e.dir, "repo")

@@ -3,6 +3,14 @@
 // Package e2e runs banger for real: the built binary, its daemon on a
 // temporary state directory and socket, real kernel packages served from
 // 127.0.0.1. Run with: go test -tags e2e ./e2e/
+//
+// Each test has its own daemon, state directory, registry and file
+// server, so tests run side by side (t.Parallel; scripts/test runs three
+// at a time on two cores: a guest under TCG keeps one core busy, and much
+// of a test is waiting, on a boot, the package mirror, a killed VMM). Those that compare the host's own network
+// before and after (TestBridgeNetwork), or probe its KVM, do not call
+// t.Parallel and so run first, alone. Timing checks allow for a host that is busy with
+// another test.
 package e2e
 
 import (

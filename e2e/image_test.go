@@ -90,6 +90,7 @@ func busyboxLayer(t *testing.T) []ent {
 // TestImagePullFromRegistry pulls test images built here from a real
 // registry on 127.0.0.1 and checks the disks with e2fsprogs.
 func TestImagePullFromRegistry(t *testing.T) {
+	t.Parallel()
 	reg := startRegistry(t)
 	base := busyboxLayer(t)
 	push(t, reg+"/test/busybox:1", image(t, gzipLayer(t, tarOf(t, base))))
@@ -211,6 +212,7 @@ func formatInt(n int64) string {
 // (docker.io/library/debian:bookworm) through a mirror configured to the
 // local registry, which serves a multi-arch index.
 func TestImageThroughMirror(t *testing.T) {
+	t.Parallel()
 	reg := startRegistry(t)
 	amd := image(t, gzipLayer(t, tarOf(t, []ent{{name: "etc/", typ: tar.TypeDir}, {name: "etc/os-release", body: "ID=debian\nARCH=amd64\n"}})))
 	arm := image(t, gzipLayer(t, tarOf(t, []ent{{name: "etc/", typ: tar.TypeDir}, {name: "etc/os-release", body: "ID=debian\nARCH=arm64\n"}})))
@@ -240,6 +242,7 @@ func TestImageThroughMirror(t *testing.T) {
 // TestHostileLayers: each is a clear error, nothing is published, the
 // daemon keeps serving.
 func TestHostileLayers(t *testing.T) {
+	t.Parallel()
 	reg := startRegistry(t)
 	good := tarOf(t, []ent{{name: "etc/", typ: tar.TypeDir}, {name: "etc/hostname", body: "x\n"}})
 	cut := tarOf(t, []ent{{name: "big", body: strings.Repeat("x", 100000)}})
@@ -306,6 +309,7 @@ func TestHostileLayers(t *testing.T) {
 // debian-bookworm falls back to mmdebstrap from this host's own package
 // sources. A daemon killed in the middle leaves nothing behind.
 func TestDebianBookwormBuiltLocally(t *testing.T) {
+	t.Parallel()
 	testkit.NeedTools(t, "mmdebstrap", "mmdebstrap")
 	// A mirror that refuses connections stands in for an unreachable
 	// docker.io, so the test never depends on the outside network.

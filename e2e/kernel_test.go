@@ -47,6 +47,7 @@ func listKernels(t *testing.T, e *env) []api.Kernel {
 // TestKernelPullDeb is the vertical slice: a real kernel .deb served from
 // 127.0.0.1 through a catalog file, pulled, listed, shown, removed.
 func TestKernelPullDeb(t *testing.T) {
+	t.Parallel()
 	fs := newFileServer(t)
 	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
 	sum := sha256File(t, kernelDeb)
@@ -142,6 +143,7 @@ func TestKernelPullDeb(t *testing.T) {
 // TestKernelBadInput: each is a clear error, nothing is published, and
 // the daemon keeps serving.
 func TestKernelBadInput(t *testing.T) {
+	t.Parallel()
 	fs := newFileServer(t)
 	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
 	sum := sha256File(t, kernelDeb)
@@ -199,6 +201,7 @@ func TestKernelBadInput(t *testing.T) {
 // TestBrokenCatalogFile: a configured catalog that is not valid JSON is a
 // clear error naming the file; the daemon keeps serving.
 func TestBrokenCatalogFile(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, `kernel_catalogs = ["broken.json"]`)
 	e.write("broken.json", `{"kernels": [ {"name": "x",, ]`)
 	e.start()
@@ -216,6 +219,7 @@ func TestBrokenCatalogFile(t *testing.T) {
 // TestSIGKILLDuringPull: a daemon killed mid-download or mid-unpack leaves
 // nothing listed; the next start cleans staging and a new pull succeeds.
 func TestSIGKILLDuringPull(t *testing.T) {
+	t.Parallel()
 	fs := newFileServer(t)
 	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
 	sum := sha256File(t, kernelDeb)
@@ -252,6 +256,7 @@ func TestSIGKILLDuringPull(t *testing.T) {
 // TestDaemonLifecycle: one daemon per state directory; a clear message
 // when none runs.
 func TestDaemonLifecycle(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "")
 	_, errOut, code := e.banger("status")
 	if code != 3 || !strings.Contains(errOut, "not running") || !strings.Contains(errOut, "banger daemon") {
@@ -279,6 +284,7 @@ func TestDaemonLifecycle(t *testing.T) {
 // TestConcurrentAPICalls: 50 calls at once against one daemon all answer
 // correctly.
 func TestConcurrentAPICalls(t *testing.T) {
+	t.Parallel()
 	fs := newFileServer(t)
 	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
 	catalogWith(e, map[string]struct{ url, sha string }{"k": {fs.add("/k.deb", served{path: kernelDeb}), sha256File(t, kernelDeb)}})
@@ -341,6 +347,7 @@ func TestConcurrentAPICalls(t *testing.T) {
 // TestConcurrentPullsDownloadOnce: two clients pulling the same kernel at
 // once cause one download.
 func TestConcurrentPullsDownloadOnce(t *testing.T) {
+	t.Parallel()
 	fs := newFileServer(t)
 	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
 	catalogWith(e, map[string]struct{ url, sha string }{"k": {fs.add("/k.deb", served{path: kernelDeb, rate: 32 << 20}), sha256File(t, kernelDeb)}})
@@ -366,6 +373,7 @@ func TestConcurrentPullsDownloadOnce(t *testing.T) {
 // kernel the way a fresh Debian host (CI included) gets it: through the
 // host's own package sources.
 func TestDefaultKernelFromAptSources(t *testing.T) {
+	t.Parallel()
 	testkit.NeedTools(t, "apt (a Debian or Ubuntu host)", "apt-get")
 	e := newEnv(t, "")
 	e.start()
@@ -385,6 +393,7 @@ func TestDefaultKernelFromAptSources(t *testing.T) {
 // TestInterruptedClient: Ctrl-C on the CLI cancels the pull in the daemon,
 // which undoes it; a client killed outright leaves the pull to complete.
 func TestInterruptedClient(t *testing.T) {
+	t.Parallel()
 	fs := newFileServer(t)
 	e := newEnv(t, `kernel_catalogs = ["catalog.json"]`)
 	catalogWith(e, map[string]struct{ url, sha string }{
@@ -432,6 +441,7 @@ func TestInterruptedClient(t *testing.T) {
 // member of the banger group cannot have the root daemon read a file
 // for it, and the daemon logs who asked for what.
 func TestDaemonOpensNoPathACallerNames(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, "")
 	e.start()
 	// A small bzImage anyone may read, copied where nobody can reach it.
@@ -498,6 +508,7 @@ func TestDaemonOpensNoPathACallerNames(t *testing.T) {
 // K` boots K and never reaches for the catalog's default kernel, which
 // here is out of reach (its file is gone): the create works offline.
 func TestOwnKernelReachesForNoCatalogKernel(t *testing.T) {
+	t.Parallel()
 	reg := startRegistry(t)
 	ref := reg + "/test/busybox:1"
 	push(t, ref, image(t, gzipLayer(t, tarOf(t, busyboxLayer(t)))))

@@ -113,6 +113,7 @@ func (in *inspector) call(out any, wantErr bool, tool string, kv ...string) tool
 // a checkout with uncommitted work, under TCG: an agent's whole loop from
 // a new sandbox to its work as a branch on the host.
 func TestMCP(t *testing.T) {
+	t.Parallel()
 	bin := mcpInspector(t)
 	e := gitImageEnv(t, "default_disk = \"256M\"\n")
 	repo := filepath.Join(e.dir, "repo")

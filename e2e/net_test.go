@@ -193,6 +193,7 @@ func passtOf(uid int) int {
 // probe against qemu's own slirp (user_net = "slirp") does reach the
 // loopback server, so a probe that cannot connect proves something.
 func TestGuestNetworkBoundary(t *testing.T) {
+	t.Parallel() // its host is a namespace of its own; only TestBridgeNetwork watches the real one
 	testkit.NeedRoot(t, "network namespaces")
 	testkit.NeedTools(t, "iproute2", "ip")
 	testkit.NeedTools(t, "passt", "passt")

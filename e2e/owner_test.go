@@ -183,6 +183,7 @@ func fileHolds(t *testing.T, p string, needle []byte) bool {
 // with his uid. Root sees both, with owners. Lent credentials reach a
 // snapshot only when asked; bob's VMs are bounded by max_vms_per_user.
 func TestOwners(t *testing.T) {
+	t.Parallel()
 	group, gid := makeGroup(t)
 	e := gitImageEnv(t, fmt.Sprintf("max_vms_per_user = 2\nsocket_group = %q\n", group))
 	// The test's directories are private to root: let the accounts through

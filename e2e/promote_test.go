@@ -14,6 +14,7 @@ import (
 // installed: VMs of the new image run it, each with a host key of its
 // own, and the image's disk carries none of the VM's identity.
 func TestImagePromote(t *testing.T) {
+	t.Parallel()
 	e, ref := vmEnv(t)
 	// A stand-in for a package: the busybox image has no package manager.
 	install := `busybox mkdir -p /usr/local/bin && printf '#!/bin/sh\necho hello from the promoted image\n' > /usr/local/bin/hello && busybox chmod 755 /usr/local/bin/hello`

@@ -39,6 +39,7 @@ func (e *env) runVM(args ...string) (string, string) {
 }
 
 func TestTemplates(t *testing.T) {
+	t.Parallel()
 	e, ref := vmEnv(t)
 	// The first VM of a kind boots a template and resumes from it.
 	cold, progress := e.runVM("--rm", "--image", ref, "--", "busybox", "cat", "/etc/motd")
@@ -179,6 +180,7 @@ func TestTemplates(t *testing.T) {
 // A running VM forked: the fork has its processes and /tmp, an identity
 // of its own; the original runs on unchanged; each is removed on its own.
 func TestForkAndSnapshot(t *testing.T) {
+	t.Parallel()
 	e, ref := vmEnv(t)
 	start := "busybox setsid busybox sleep 1000 </dev/null >/dev/null 2>&1 & echo in-tmp > /tmp/f; echo on-disk > /root/d; busybox sync"
 	e.runVM("--name", "orig", "--image", ref, "--", "sh", "-c", start)

@@ -74,6 +74,7 @@ func vmNames(vs []api.VM) []string {
 // a user would, on one daemon (booting is the slow part, the kernel pull
 // happens once).
 func TestVMs(t *testing.T) {
+	t.Parallel()
 	e, ref := vmEnv(t)
 	k := func() api.Kernel {
 		e.mustBanger("kernel", "pull", "test-deb")
@@ -427,6 +428,7 @@ func vmmUID(t *testing.T, pid int) int {
 // not exist, a root daemon starts no VMM at all (none as root), and says
 // how to fix it before anything is pulled or made.
 func TestMissingVMMUserStartsNothing(t *testing.T) {
+	t.Parallel()
 	testkit.NeedRoot(t, "a daemon whose VMMs drop privilege")
 	e := newEnv(t, "vmm_user = \"banger-no-such-user\"\n")
 	e.start()

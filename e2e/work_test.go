@@ -159,6 +159,7 @@ func gitImageEnv(t *testing.T, config string) *env {
 // TestWorkspace seeds a checkout into VMs under TCG and brings the work
 // back, from running and stopped VMs, as a user would.
 func TestWorkspace(t *testing.T) {
+	t.Parallel()
 	e := gitImageEnv(t, "max_seed_bytes = 8388608\n")
 
 	repo := filepath.Join(e.dir, "repo")
