@@ -81,13 +81,14 @@ func TestResolver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &dns.Server{PacketConn: pc, Handler: h}
+	sh := &syncHandler{h: h}
+	srv := &dns.Server{PacketConn: pc, Handler: sh}
 	go srv.ActivateAndServe()
 	defer srv.Shutdown()
 	ask := func(name string) (int, []string) {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
-		r, _, err := new(dns.Client).Exchange(m, pc.LocalAddr().String())
+		r, err := sh.exchange(m, pc.LocalAddr().String())
 		if err != nil {
 			t.Fatalf("ask %s: %v", name, err)
 		}
@@ -184,7 +185,8 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &dns.Server{PacketConn: pc, Handler: h}
+	sh := &syncHandler{h: h}
+	srv := &dns.Server{PacketConn: pc, Handler: sh}
 	go srv.ActivateAndServe()
 	defer srv.Shutdown()
 	for _, tt := range []struct {
@@ -211,7 +213,7 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 			logMu.Unlock()
 			m := new(dns.Msg)
 			m.SetQuestion(tt.name+".", dns.TypeA)
-			r, _, err := new(dns.Client).Exchange(m, pc.LocalAddr().String())
+			r, err := sh.exchange(m, pc.LocalAddr().String())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -246,9 +248,39 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 	allowed = nil
 	m := new(dns.Msg)
 	m.SetQuestion("bench.test.", dns.TypeA)
-	if r, _, err := new(dns.Client).Exchange(m, pc.LocalAddr().String()); err != nil || r.Rcode != dns.RcodeServerFailure || len(allowed) != 0 {
+	if r, err := sh.exchange(m, pc.LocalAddr().String()); err != nil || r.Rcode != dns.RcodeServerFailure || len(allowed) != 0 {
 		t.Errorf("without the host's addresses: %v, %v, opened %v; want SERVFAIL, nothing opened", r, err, allowed)
 	}
+}
+
+// syncHandler serves one query at a time, and exchange syncs with it
+// before and after each query: what a test sets for the handler is set
+// before it runs, what the handler records is recorded before the test
+// reads it. (The exchange is that order already, but over a socket, which
+// the race detector cannot see.)
+type syncHandler struct {
+	mu sync.Mutex
+	h  dns.Handler
+}
+
+func (s *syncHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.h.ServeDNS(w, r)
+}
+
+func (s *syncHandler) exchange(m *dns.Msg, addr string) (*dns.Msg, error) {
+	s.sync()
+	r, _, err := new(dns.Client).Exchange(m, addr)
+	s.sync()
+	return r, err
+}
+
+// sync waits for the handler to be done with what it was doing.
+func (s *syncHandler) sync() {
+	s.mu.Lock()
+	//lint:ignore SA2001 the section is empty on purpose: a sync point
+	s.mu.Unlock()
 }
 
 type lockedWriter struct {
