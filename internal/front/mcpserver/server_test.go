@@ -24,6 +24,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/guest/agent"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/wire/api"
 	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
@@ -61,6 +62,7 @@ func newFakeDaemon(t *testing.T) *fakeDaemon {
 func (f *fakeDaemon) add(v api.VM) api.VM {
 	f.t.Helper()
 	if v.State == api.VMRunning {
+		testkit.NeedRoot(f.t, "running the agent's sessions as the guest's root account")
 		srv := agent.NewSSHServer(f.host, []ssh.PublicKey{f.user.PublicKey()})
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

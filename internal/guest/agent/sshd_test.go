@@ -39,6 +39,7 @@ func startServer(t *testing.T, configure ...func(*SSHServer)) (*ssh.Client, stri
 	t.Helper()
 	host, user := signer(t), signer(t)
 	authorized := ParseAuthorizedKeys(ssh.MarshalAuthorizedKey(user.PublicKey()))
+	testkit.NeedRoot(t, "running the agent's sessions as the guest's root account")
 	srv := NewSSHServer(host, authorized)
 	for _, f := range configure {
 		f(srv)

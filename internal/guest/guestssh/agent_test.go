@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/guest/agent"
+	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
@@ -28,6 +29,7 @@ func agentVM(t *testing.T) (api.VM, ssh.Signer) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	testkit.NeedRoot(t, "running the agent's sessions as the guest's root account")
 	srv := agent.NewSSHServer(host, []ssh.PublicKey{user.PublicKey()})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
