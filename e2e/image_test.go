@@ -315,6 +315,7 @@ func TestDebianBookwormBuiltLocally(t *testing.T) {
 	// docker.io, so the test never depends on the outside network.
 	e := newEnv(t, "default_cpus = 1\ndefault_memory_mib = 512\n[registry_mirrors]\n\"docker.io\" = [\"http://127.0.0.1:1\"]\n")
 	e.start()
+	tmpBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "mmdebstrap.*"))
 	_, lines := e.startPullImage("debian-bookworm")
 	waitLine(t, lines, "building bookworm with mmdebstrap")
 	// The kill must land mid-build: mmdebstrap running for this daemon,
@@ -342,6 +343,10 @@ func TestDebianBookwormBuiltLocally(t *testing.T) {
 	}
 	if left := dirEntries(t, filepath.Join(e.stateDir, "staging")); len(left) != 0 {
 		t.Fatalf("staging not cleaned at start: %v", left)
+	}
+	// mmdebstrap's own tree was in staging too, not left in the host's /tmp.
+	if tmpAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "mmdebstrap.*")); len(tmpAfter) > len(tmpBefore) {
+		t.Errorf("the killed build left %v in %s", tmpAfter, os.TempDir())
 	}
 
 	out, errOut, code := e.banger("image", "pull", "debian-bookworm")

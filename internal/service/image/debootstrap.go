@@ -42,8 +42,16 @@ func (s *Service) debootstrap(ctx context.Context, src api.ImageSource, dir stri
 		args = append(args, "--include="+strings.Join(src.Packages, ","))
 	}
 	args = append(args, src.Suite, tarball, list)
+	// mmdebstrap builds its tree in TMPDIR: inside the build directory,
+	// a daemon killed mid-build leaves it in staging, which the next
+	// start sweeps, instead of in the host's /tmp for good.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		return built{}, err
+	}
+	defer os.RemoveAll(tmp)
 	p.Stage("build", "building %s with mmdebstrap from this host's package sources (%d source lines)", src.Suite, len(lines))
-	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "mmdebstrap", Args: args, GuestTree: true}); err != nil {
+	if _, err := s.d.Runner.Run(ctx, runner.Cmd{Name: "mmdebstrap", Args: args, GuestTree: true, Env: []string{"TMPDIR=" + tmp}}); err != nil {
 		if ctx.Err() != nil {
 			return built{}, ctx.Err()
 		}
