@@ -2,10 +2,7 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -69,19 +66,7 @@ func TestOwnersRoundTrip(t *testing.T) {
 // TestOldKernelsAreRootsAndShared: what was pulled before owners were
 // recorded stays seen by everyone.
 func TestOldKernelsAreRootsAndShared(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "old.db")
-	script, err := os.ReadFile("testdata/schema-v1.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.Exec(string(script)); err != nil {
-		t.Fatal(err)
-	}
-	raw.Close()
+	path := v1Database(t)
 	s, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)

@@ -46,19 +46,7 @@ func TestFreshDatabaseIsWALAtNewestSchema(t *testing.T) {
 }
 
 func TestMigrateFromVersion1KeepsRows(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "old.db")
-	script, err := os.ReadFile("testdata/schema-v1.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := sql.Open("sqlite", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := raw.Exec(string(script)); err != nil {
-		t.Fatal(err)
-	}
-	raw.Close()
+	path := v1Database(t)
 
 	s, err := Open(context.Background(), path)
 	if err != nil {
@@ -232,4 +220,24 @@ func TestVMRoundTripAndUsers(t *testing.T) {
 	if err := s.UpdateVM(ctx, v); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("update after delete: %v", err)
 	}
+}
+
+// v1Database writes a database as banger's first schema left it
+// (testdata/schema-v1.sql) and returns its path.
+func v1Database(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "old.db")
+	script, err := os.ReadFile("testdata/schema-v1.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Exec(string(script)); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -47,7 +47,12 @@ func TestAnotherUsersVMDoesNotExist(t *testing.T) {
 		"snapshot": func() error { return s.CheckSnapshot(bob, name, api.SnapshotRequest{WithLent: true}) },
 		"fork":     func() error { return s.CheckFork(bob, name, api.ForkRequest{WithLent: true}) },
 		"work":     func() error { return contents(s, nil).CheckWork(bob, name) },
-		"pulled":   func() error { _, err := contents(s, nil).WorkPulled(bob, name, api.WorkPulled{}); return err },
+		// A promote would make alice's disk an image of bob's.
+		"promote": func() error {
+			_, err := contents(s, nil).Promote(bob, api.ImagePromoteRequest{Name: "stolen", VM: name}, operation.Discard)
+			return err
+		},
+		"pulled": func() error { _, err := contents(s, nil).WorkPulled(bob, name, api.WorkPulled{}); return err },
 		"lend": func() error {
 			_, err := contents(s, nil).AuthSync(bob, name, api.AuthSync{Env: map[string]string{"X": "y"}})
 			return err
