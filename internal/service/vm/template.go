@@ -128,6 +128,7 @@ func (s *Service) resumeFrom(ctx context.Context, v *store.VM, cfg vmm.Config, w
 	}
 	key, err := guestboot.GiveIdentity(ctx, guestboot.Clone{
 		Addr: v.SSHAddr(), SavedKey: savedKey, Daemon: s.d.Key, Alive: process(*v).Alive, Hostname: v.Name,
+		Console: cfg.Console, Log: cfg.Log,
 		Keys:      append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, v.AuthorizedKeys...),
 		MountWork: mountWork,
 	}, timeout)

@@ -196,6 +196,18 @@ func WaitReady(ctx context.Context, name, path string, offset int64, proc vmm.Pr
 	}
 }
 
+// tailOf is the last lines of a file, for an error message.
+func tailOf(path string) string {
+	if path == "" {
+		return orNothing("")
+	}
+	b, err := ReadFrom(path, 0)
+	if err != nil {
+		return "  (" + err.Error() + ")"
+	}
+	return orNothing(Tail(b, 15))
+}
+
 func orNothing(s string) string {
 	if strings.TrimSpace(strings.ReplaceAll(s, "|", "")) == "" {
 		return "  (the console is empty)"
@@ -231,8 +243,11 @@ type Clone struct {
 	SavedKey string     // the saved guest's host key, which it still serves
 	Daemon   ssh.Signer // the daemon's key, which the saved guest accepts
 	Alive    func() bool
-	Hostname string
-	Keys     []string // authorized keys, the daemon's first
+	// Console and Log are the guest's console and the VMM's own log,
+	// whose last lines a failure quotes.
+	Console, Log string
+	Hostname     string
+	Keys         []string // authorized keys, the daemon's first
 	// MountWork has the agent mount its work disk then.
 	MountWork bool
 }
@@ -266,8 +281,14 @@ func GiveIdentity(ctx context.Context, c Clone, timeout time.Duration) (string, 
 		if err == nil {
 			break
 		}
-		if !c.Alive() || time.Now().After(deadline) || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return "", err
+		}
+		if !c.Alive() {
+			return "", fmt.Errorf("the VMM exited as the guest resumed (%v); its log's last lines:\n%s\nthe console's:\n%s", err, tailOf(c.Log), tailOf(c.Console))
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("the guest's agent did not answer within %s (%v); the console's last lines:\n%s", timeout, err, tailOf(c.Console))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
