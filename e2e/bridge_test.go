@@ -67,6 +67,19 @@ func hostNetState(t *testing.T) string {
 // are NXDOMAIN. asked counts the questions it was asked about a name.
 func serveDNS(t *testing.T, ns, addr string) (asked func(name string) int) {
 	t.Helper()
+	names := map[string]string{}
+	for _, m := range []map[string]string{zone, rebinding} {
+		for n, ip := range m {
+			names[n] = ip
+		}
+	}
+	return serveZone(t, ns, addr, names)
+}
+
+// serveZone serves A records of names (FQDN, lower case, final dot) on
+// addr in namespace ns, NXDOMAIN for the rest.
+func serveZone(t *testing.T, ns, addr string, names map[string]string) (asked func(name string) int) {
+	t.Helper()
 	var pc net.PacketConn
 	inNetns(t, ns, func() {
 		var err error
@@ -86,10 +99,7 @@ func serveDNS(t *testing.T, ns, addr string) (asked func(name string) int) {
 		mu.Lock()
 		count[strings.ToLower(q.Name)]++
 		mu.Unlock()
-		ip, ok := zone[strings.ToLower(q.Name)]
-		if !ok {
-			ip, ok = rebinding[strings.ToLower(q.Name)]
-		}
+		ip, ok := names[strings.ToLower(q.Name)]
 		switch {
 		case !ok:
 			m.SetRcode(r, dns.RcodeNameError)

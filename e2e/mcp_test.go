@@ -47,6 +47,8 @@ type inspector struct {
 	bin string
 	e   *env
 	dir string
+	// server is the MCP server's command, when not `banger mcp`.
+	server string
 }
 
 func (in *inspector) run(out any, args ...string) string {
@@ -54,7 +56,10 @@ func (in *inspector) run(out any, args ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	argv := append([]string{"--cli", bangerBin, "mcp"}, args...)
-	cmd := exec.CommandContext(ctx, in.bin, argv...)
+	if in.server != "" {
+		argv = append([]string{"--cli", in.server}, args...)
+	}
+	cmd := in.e.command(ctx, in.bin, argv...)
 	cmd.Dir = in.dir
 	cmd.Env = in.e.cliEnv()
 	var o, er bytes.Buffer

@@ -80,12 +80,16 @@ func inNetns(t *testing.T, ns string, f func()) {
 
 // netEnv is a stopped daemon with the test kernel and the busybox image
 // (busybox-1), pulled while the registry on this host's 127.0.0.1 is in
-// reach, and its config, for a restart inside a namespace.
-func netEnv(t *testing.T) (*env, string) {
+// reach, and its config, for a restart inside a namespace. Each of more
+// is given the env and the registry's address, to pull more there.
+func netEnv(t *testing.T, more ...func(e *env, reg string)) (*env, string) {
 	t.Helper()
 	e, ref := vmEnv(t)
 	e.mustBanger("kernel", "pull", "test-deb")
 	e.mustBanger("image", "pull", ref)
+	for _, f := range more {
+		f(e, strings.TrimSuffix(ref, "/test/busybox:1"))
+	}
 	b, err := os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)

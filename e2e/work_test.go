@@ -24,14 +24,23 @@ func gitLayer(t *testing.T) []ent {
 	if err != nil {
 		t.Fatal("needs git (apt-get install git); .ci/run installs it")
 	}
-	out, err := exec.Command("ldd", gitBin).Output()
-	if err != nil {
-		t.Fatalf("ldd %s: %v", gitBin, err)
-	}
-	files := []string{gitBin}
-	for _, l := range strings.Split(string(out), "\n") {
-		for _, f := range strings.Fields(l) {
-			if strings.HasPrefix(f, "/") {
+	return hostBinsLayer(t, gitBin)
+}
+
+// hostBinsLayer is the host's programs bins with the libraries they
+// link, at the same paths, for a busybox guest to run.
+func hostBinsLayer(t *testing.T, bins ...string) []ent {
+	t.Helper()
+	seen := map[string]bool{}
+	var files []string
+	for _, bin := range bins {
+		out, err := exec.Command("ldd", bin).Output()
+		if err != nil {
+			t.Fatalf("ldd %s: %v", bin, err)
+		}
+		for _, f := range append([]string{bin}, strings.Fields(string(out))...) {
+			if strings.HasPrefix(f, "/") && !seen[f] {
+				seen[f] = true
 				files = append(files, f)
 			}
 		}

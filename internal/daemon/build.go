@@ -2,7 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -23,8 +27,10 @@ import (
 	"github.com/banger-dev/banger/internal/service/vm"
 	"github.com/banger-dev/banger/internal/service/vm/template"
 	"github.com/banger-dev/banger/internal/service/vm/usage"
+	"github.com/banger-dev/banger/internal/service/vm/vmsecret"
 	"github.com/banger-dev/banger/internal/service/vm/vmwork"
 	"github.com/banger-dev/banger/internal/service/workspace"
+	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -42,6 +48,7 @@ type daemon struct {
 	uploads  *upload.Store
 	vms      *vm.Service
 	contents *vmwork.Service
+	secrets  *vmsecret.Service
 	kernels  *kernel.Service
 	images   *image.Service
 	hostNet  *hostnet.Service
@@ -196,7 +203,42 @@ func (d *daemon) buildServices(ctx context.Context, o Options) error {
 		Images: d.images, Driver: d.driver, Runner: o.Runner, Layout: lay, Key: key, DiskBytes: cfg.DefaultDiskBytes(),
 		Log: d.log.With("service", "vm"),
 	})
+	roots, err := proxyRoots(cfg.ProxyCAFiles)
+	if err != nil {
+		return err
+	}
+	dialer := hostnet.ProxyDialer{Upstream: cfg.Upstream(), Subnet: cfg.Subnet(), Open: cfg.LAN(), Record: d.st.db.RecordResolved}
+	d.secrets = vmsecret.New(vmsecret.Deps{
+		VMs: d.vms, Key: key, Layout: lay, RootCAs: roots, Log: d.log.With("service", "secrets"),
+		Dial: func(ctx context.Context, v store.VM, host, port string) (net.Conn, error) {
+			policy, err := hostnet.ParseEgress(v.Egress)
+			if err != nil {
+				// A policy that cannot be read opens nothing.
+				policy = hostnet.Egress{Mode: hostnet.EgressDeny}
+			}
+			return dialer.Dial(ctx, v.Name, policy, host, port)
+		},
+	})
 	return d.vms.Recover(ctx)
+}
+
+// proxyRoots is the host's trust store with the CA files the config
+// adds, which the secrets proxy verifies real servers with.
+func proxyRoots(files []string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("proxy_ca_files: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("proxy_ca_files: %s holds no PEM certificate", f)
+		}
+	}
+	return pool, nil
 }
 
 // sweepSavedStates removes templates and snapshots a crash left half

@@ -13,6 +13,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/peer"
 	"github.com/banger-dev/banger/internal/kit/version"
 	"github.com/banger-dev/banger/internal/service/vm"
+	"github.com/banger-dev/banger/internal/service/vm/vmsecret"
 	"github.com/banger-dev/banger/internal/service/vm/vmwork"
 	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -26,7 +27,7 @@ func (d *daemon) serve(ctx context.Context, o Options) (err error) {
 	defer cancelOps()
 	ops := operation.NewRegistry(opsCtx)
 	srv := server.New(server.Deps{
-		Kernels: d.kernels, Images: d.images, VMs: vms{d.vms, d.contents}, Operations: ops, Seeds: d.work, Uploads: d.uploads,
+		Kernels: d.kernels, Images: d.images, VMs: vms{d.vms, d.contents, d.secrets}, Operations: ops, Seeds: d.work, Uploads: d.uploads,
 		Version: version.Info(), Log: d.log.With("service", "api"),
 		Status:  func(ctx context.Context) (api.Status, error) { return d.status(ctx, ops) },
 		Reprobe: d.reprobe,
@@ -103,14 +104,63 @@ func (d *daemon) reprobe(ctx context.Context) api.Accel {
 	return c.API(err)
 }
 
-// vms is what the API serves of VMs: their lifecycle and what is done
-// with their contents, two services.
+// vms is what the API serves of VMs: their lifecycle, what is done
+// with their contents, and the secrets they were given, three services.
 type vms struct {
 	*lifecycle
 	*contents
+	secrets *vmsecret.Service
 }
 
 type (
 	lifecycle = vm.Service
 	contents  = vmwork.Service
 )
+
+// Get is the VM with what it was given of secrets.
+func (s vms) Get(ctx context.Context, name string) (api.VM, error) {
+	v, err := s.lifecycle.Get(ctx, name)
+	if err == nil {
+		v.Secrets = s.secrets.View(v.Name)
+	}
+	return v, err
+}
+
+// List is the VMs with what each was given of secrets.
+func (s vms) List(ctx context.Context) ([]api.VM, error) {
+	vs, err := s.lifecycle.List(ctx)
+	for i := range vs {
+		vs[i].Secrets = s.secrets.View(vs[i].Name)
+	}
+	return vs, err
+}
+
+// Secrets gives a running VM secrets.
+func (s vms) Secrets(ctx context.Context, name string, req api.SecretsRequest) (api.VM, error) {
+	return s.secrets.Grant(ctx, name, req)
+}
+
+// Stop stops a VM; the values it was given are dropped with its boot.
+func (s vms) Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error) {
+	v, err := s.lifecycle.Stop(ctx, name, req, p)
+	if err == nil {
+		s.secrets.Forget(name)
+	}
+	return v, err
+}
+
+// Restart starts a VM's next boot, which holds no secret until given.
+func (s vms) Restart(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error) {
+	s.secrets.Forget(name)
+	return s.lifecycle.Restart(ctx, name, req, p)
+}
+
+// Remove removes a VM, and revokes its secrets: the values are dropped,
+// and its proxy's CA and placeholders mean nothing from then on.
+func (s vms) Remove(ctx context.Context, name string, force bool) error {
+	err := s.lifecycle.Remove(ctx, name, force)
+	if err == nil {
+		s.secrets.Forget(name)
+	}
+	return err
+}

@@ -60,6 +60,7 @@ type VMs interface {
 	ExportWork(ctx context.Context, name string, w io.Writer) error
 	WorkPulled(ctx context.Context, name string, req api.WorkPulled) (api.VM, error)
 	AuthSync(ctx context.Context, name string, req api.AuthSync) (api.VM, error)
+	Secrets(ctx context.Context, name string, req api.SecretsRequest) (api.VM, error)
 	Templates(ctx context.Context) ([]api.Template, error)
 	RemoveTemplate(ctx context.Context, id string) error
 	CheckSnapshot(ctx context.Context, name string, req api.SnapshotRequest) error
@@ -152,6 +153,7 @@ func (s *Server) Routes() []Route {
 		{"GET", p + "/vms/{name}/work", s.exportWork},
 		{"POST", p + "/vms/{name}/work/pulled", s.workPulled},
 		{"POST", p + "/vms/{name}/authsync", s.authSync},
+		{"POST", p + "/vms/{name}/secrets", s.secrets},
 		{"POST", p + "/vms/{name}/snapshot", s.snapshotVM},
 		{"POST", p + "/vms/{name}/fork", s.forkVM},
 		{"GET", p + "/vms/{name}/egress", s.vmEgress},

@@ -115,6 +115,21 @@ func (s *Server) authSync(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
+func (s *Server) secrets(w http.ResponseWriter, r *http.Request) {
+	var req api.SecretsRequest
+	// 32 values of at most 16 KiB each, with their hosts.
+	if err := decodeLimit(r, &req, 1<<20); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := s.d.VMs.Secrets(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 // putUpload takes a file (kind=file) or a directory tree as tar
 // (kind=tree) that a later request names by ID: the client opened it with
 // its own rights; the daemon never opens a path a client names.

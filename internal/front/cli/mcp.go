@@ -14,12 +14,14 @@ import (
 	"github.com/banger-dev/banger/internal/front/gitwork"
 	"github.com/banger-dev/banger/internal/front/mcpserver"
 	"github.com/banger-dev/banger/internal/front/seed"
+	"github.com/banger-dev/banger/internal/front/userconfig"
 	"github.com/banger-dev/banger/internal/kit/version"
 )
 
 func newMCPCmd(a *app) *cobra.Command {
 	var all bool
 	var dir, network, egress string
+	var secrets []string
 	cmd := &cobra.Command{
 		Use:   "mcp",
 		Short: "Serve coding agents over the Model Context Protocol (stdio)",
@@ -46,7 +48,11 @@ vm diff' and 'banger vm pull' review and take its work.
 the agent is told what it may reach and cannot change it. Use bridge mode
 with an allow list to keep an agent to the hosts its work needs:
 
-  banger mcp --egress allow=github.com,*.githubusercontent.com,pypi.org,files.pythonhosted.org`,
+  banger mcp --egress allow=github.com,*.githubusercontent.com,pypi.org,files.pythonhosted.org
+
+--secret NAME gives every sandbox a secret of your config's [secrets.NAME]
+(see 'banger vm run --help'): the agent sees a placeholder, the host adds
+the value in requests to the secret's hosts only.`,
 		Example: `  claude mcp add banger -- banger mcp          # Claude Code, in your checkout
   codex mcp add banger -- banger mcp           # Codex
   # Cursor, .cursor/mcp.json: {"mcpServers": {"banger": {"command": "banger", "args": ["mcp"]}}}
@@ -63,6 +69,10 @@ with an allow list to keep an agent to the hosts its work needs:
 			if o.Key, _, err = clikit.UserKey(); err != nil {
 				return err
 			}
+			o.Secrets, err = mcpSecrets(ctx, secrets)
+			if err != nil {
+				return err
+			}
 			scope := "the VMs banger mcp made for it"
 			if all {
 				scope = "every VM (--all)"
@@ -76,6 +86,7 @@ with an allow list to keep an agent to the hosts its work needs:
 			// Standard output is the protocol's: nothing else may write
 			// to it.
 			d := mcpserver.NewRemote(a.Client(), o.Checkout, a.Stderr)
+			d.GiveSecrets(secrets)
 			return mcpserver.New(d, o).Run(ctx, &mcp.StdioTransport{})
 		},
 	}
@@ -83,7 +94,30 @@ with an allow list to keep an agent to the hosts its work needs:
 	cmd.Flags().StringVarP(&dir, "dir", "C", "", "act for this checkout (default: the one the server is started in)")
 	cmd.Flags().StringVar(&network, "net", "", "every sandbox's network: user, bridge or none (default: the daemon's default_network)")
 	cmd.Flags().StringVar(&egress, "egress", "", "every sandbox's egress policy, held on the host: deny, allow=HOST[,HOST...], learn, from=VM (default: open)")
+	cmd.Flags().StringArrayVar(&secrets, "secret", nil, "give every sandbox secret NAME of your config's [secrets.NAME] (repeatable): a placeholder in the guest, the value added by the host for its hosts only")
 	return cmd
+}
+
+// mcpSecrets reads the named secrets once, so that one that cannot be
+// read stops the server at its start rather than at a sandbox's, and
+// says what the agent may be told of them (no values).
+func mcpSecrets(ctx context.Context, names []string) ([]mcpserver.SecretDoc, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	cfg, _, err := userconfig.Load()
+	if err != nil {
+		return nil, err
+	}
+	grants, err := cfg.Grants(ctx, names)
+	if err != nil {
+		return nil, err
+	}
+	var out []mcpserver.SecretDoc
+	for _, g := range grants {
+		out = append(out, mcpserver.SecretDoc{Name: g.Name, Env: g.Env, File: g.File, Hosts: g.Hosts})
+	}
+	return out, nil
 }
 
 // mcpOptions finds the checkout the server acts for: the top of the git

@@ -134,3 +134,14 @@ func (c *Client) AuthSync(ctx context.Context, name string, req api.AuthSync) (a
 	}
 	return v, c.do(ctx, "POST", p, req, &v)
 }
+
+// GiveSecrets gives a running VM secrets: placeholders in the guest, the
+// values added by the daemon's proxy.
+func (c *Client) GiveSecrets(ctx context.Context, name string, req api.SecretsRequest) (api.VM, error) {
+	var v api.VM
+	p, err := vmPath(name, "/secrets")
+	if err != nil {
+		return v, err
+	}
+	return v, c.do(ctx, "POST", p, req, &v)
+}

@@ -23,9 +23,15 @@ type Remote struct {
 	// log takes notes and warnings: the server's stderr, never its
 	// stdout, which carries the protocol.
 	log io.Writer
+	// secrets are the names of the user's secrets every sandbox is given.
+	secrets []string
 }
 
 var _ Daemon = (*Remote)(nil)
+
+// GiveSecrets has every sandbox made or started from now on given the
+// named secrets of the user's config, read afresh each time.
+func (r *Remote) GiveSecrets(names []string) { r.secrets = names }
 
 // NewRemote returns the Daemon of the daemon c talks to, for a server
 // acting for checkout; notes go to log.
@@ -57,6 +63,13 @@ func (r *Remote) Create(ctx context.Context, req api.VMCreateRequest, s *Seed, o
 		return v, err
 	}
 	r.lend(ctx, v.Name)
+	if err := r.giveSecrets(ctx, v.Name); err != nil {
+		// A sandbox without the secrets it was to have is not made.
+		if rerr := r.c.RemoveVM(context.WithoutCancel(ctx), v.Name, true); rerr != nil {
+			fmt.Fprintf(r.log, "banger: remove vm %s: %v\n", v.Name, rerr)
+		}
+		return api.VM{}, err
+	}
 	return v, nil
 }
 
@@ -64,8 +77,28 @@ func (r *Remote) Start(ctx context.Context, name string, onEvent func(api.Event)
 	v, err := r.c.StartVM(ctx, name, api.VMStartRequest{}, onEvent)
 	if err == nil {
 		r.lend(ctx, name)
+		err = r.giveSecrets(ctx, name)
 	}
 	return v, err
+}
+
+// giveSecrets gives a sandbox just booted the server's secrets.
+func (r *Remote) giveSecrets(ctx context.Context, name string) error {
+	if len(r.secrets) == 0 {
+		return nil
+	}
+	cfg, _, err := userconfig.Load()
+	if err != nil {
+		return err
+	}
+	grants, err := cfg.Grants(ctx, r.secrets)
+	if err != nil {
+		return err
+	}
+	if err := r.workspace(r.log).GiveSecrets(ctx, name, grants); err != nil {
+		return fmt.Errorf("give vm %s its secrets: %w", name, err)
+	}
+	return nil
 }
 
 // lend lends a VM just booted the credentials the user's config allows.

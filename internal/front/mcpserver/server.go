@@ -76,6 +76,9 @@ type Options struct {
 	// chooses them, and the agent cannot widen them ("": the daemon's
 	// defaults).
 	Network, Egress string
+	// Secrets are what every sandbox is given, for the agent to be told
+	// where the placeholders are.
+	Secrets []SecretDoc
 	// Version is banger's, reported to clients.
 	Version string
 	// KillAfter is how long a canceled or timed-out command has to end
@@ -259,4 +262,11 @@ func jsonText(v any) string {
 		return fmt.Sprint(v)
 	}
 	return string(b)
+}
+
+// SecretDoc is what the agent is told of a secret: its name, where the
+// placeholder is, and the hosts the value goes to. Never the value.
+type SecretDoc struct {
+	Name, Env, File string
+	Hosts           []string
 }

@@ -101,7 +101,9 @@ func (s *Server) createDoc() string {
 
 // networkDoc tells the agent what its sandboxes may reach, as the person
 // who started the server chose.
-func (s *Server) networkDoc() string {
+func (s *Server) networkDoc() string { return s.egressDoc() + s.secretsDoc() }
+
+func (s *Server) egressDoc() string {
 	e := s.o.Egress
 	switch {
 	case s.o.Network == api.NetNone:
@@ -114,6 +116,24 @@ func (s *Server) networkDoc() string {
 		return ` Sandboxes reach only the hosts that VM ` + strings.TrimPrefix(e, "from=") + ` looked up (egress ` + e + `); other names do not resolve.`
 	}
 	return ""
+}
+
+// secretsDoc tells the agent where its secrets' placeholders are: it uses
+// them as it would the real values, over HTTPS through the proxy the
+// sandbox's HTTPS_PROXY names.
+func (s *Server) secretsDoc() string {
+	if len(s.o.Secrets) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, sec := range s.o.Secrets {
+		where := "$" + sec.Env
+		if sec.Env == "" {
+			where = "~/" + sec.File
+		}
+		parts = append(parts, sec.Name+" in "+where+" (for "+strings.Join(sec.Hosts, ", ")+")")
+	}
+	return ` Secrets: ` + strings.Join(parts, "; ") + `. They hold placeholders: use them as the real tokens in HTTPS requests to those hosts (the sandbox's HTTPS_PROXY adds the values on the host); sent anywhere else they are worthless, and the attempt is recorded.`
 }
 
 func (s *Server) listDoc() string {

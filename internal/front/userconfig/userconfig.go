@@ -23,6 +23,8 @@ type Config struct {
 	// or "off".
 	Workdir  string   `toml:"workdir"`
 	AuthSync AuthSync `toml:"auth_sync"`
+	// Secrets are the secrets `vm run --secret NAME` may give a VM.
+	Secrets map[string]Secret `toml:"secrets"`
 }
 
 // AuthSync is the allow-list of credentials lent to guests.
@@ -89,6 +91,11 @@ func Load() (Config, string, error) {
 	for _, e := range c.AuthSync.Env {
 		if !guestproto.EnvName(e) {
 			return c, path, fmt.Errorf("%s: auth_sync.env: %q is not a variable name", path, e)
+		}
+	}
+	for name, sec := range c.Secrets {
+		if err := sec.check(name); err != nil {
+			return c, path, fmt.Errorf("%s: %w", path, err)
 		}
 	}
 	return c, path, nil

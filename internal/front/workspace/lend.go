@@ -61,3 +61,25 @@ func lendRequest(auth userconfig.AuthSync, home string, lookup func(string) (str
 	}
 	return req
 }
+
+// GiveSecrets gives the running VM name the secrets grants holds (read
+// with Config.Grants) and says what the guest got.
+func (c *Client) GiveSecrets(ctx context.Context, name string, grants []api.SecretGrant) error {
+	if len(grants) == 0 {
+		return nil
+	}
+	if _, err := c.daemon.GiveSecrets(ctx, name, api.SecretsRequest{Secrets: grants}); err != nil {
+		return err
+	}
+	for _, g := range grants {
+		var where []string
+		if g.Env != "" {
+			where = append(where, "$"+g.Env)
+		}
+		if g.File != "" {
+			where = append(where, "~/"+g.File)
+		}
+		fmt.Fprintf(c.log, "==> gave vm %s secret %s: a placeholder in %s; the host adds the value for %s only\n", name, g.Name, strings.Join(where, " and "), strings.Join(g.Hosts, ", "))
+	}
+	return nil
+}

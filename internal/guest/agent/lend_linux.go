@@ -21,6 +21,14 @@ func lend(a guestproto.AuthSync, passwd string) error {
 		user = "root"
 	}
 	acct := lookupAccount(passwd, user)
+	if len(a.Trust) > 0 {
+		if err := installTrust(a.Trust); err != nil {
+			return err
+		}
+	}
+	if len(a.Files) == 0 {
+		return nil
+	}
 	if err := lentTmpfs(); err != nil {
 		return err
 	}

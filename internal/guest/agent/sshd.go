@@ -121,7 +121,7 @@ func (s *SSHServer) conn(nc net.Conn) {
 		return
 	}
 	defer sconn.Close()
-	go s.globalRequests(reqs)
+	go s.connRequests(sconn, reqs)
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case "session":
@@ -130,6 +130,32 @@ func (s *SSHServer) conn(nc net.Conn) {
 			go s.forward(nch)
 		default:
 			nch.Reject(ssh.UnknownChannelType, "unsupported channel type "+nch.ChannelType())
+		}
+	}
+}
+
+// connRequests answers a connection's global requests: remote
+// forwarding (to the connection that asked), and the rest as
+// globalRequests does.
+func (s *SSHServer) connRequests(conn *ssh.ServerConn, reqs <-chan *ssh.Request) {
+	fwd := newRemoteForwards(conn)
+	rest := make(chan *ssh.Request)
+	defer close(rest)
+	go s.globalRequests(rest)
+	for req := range reqs {
+		switch req.Type {
+		case "tcpip-forward":
+			ok, reply := fwd.listen(req.Payload)
+			if req.WantReply {
+				req.Reply(ok, reply)
+			}
+		case "cancel-tcpip-forward":
+			ok := fwd.cancel(req.Payload)
+			if req.WantReply {
+				req.Reply(ok, nil)
+			}
+		default:
+			rest <- req
 		}
 	}
 }
@@ -204,7 +230,7 @@ func (s *SSHServer) authSync(payload []byte) error {
 	if err := json.Unmarshal([]byte(wrapped.JSON), &a); err != nil {
 		return fmt.Errorf("bad auth sync request: %w", err)
 	}
-	if len(a.Files) > 0 {
+	if len(a.Files) > 0 || len(a.Trust) > 0 {
 		if s.Lend == nil {
 			return errors.New("this agent cannot lend files")
 		}

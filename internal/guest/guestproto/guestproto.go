@@ -75,7 +75,19 @@ type AuthSync struct {
 	User  string            `json:"user"`
 	Files map[string][]byte `json:"files,omitempty"` // home-relative path -> content
 	Env   map[string]string `json:"env,omitempty"`
+	// Trust is a CA certificate (PEM) for the guest to trust: the
+	// secrets proxy's, made for this VM. The agent writes TrustBundle
+	// (the image's bundle and it) and puts it over the image's bundle.
+	Trust []byte `json:"trust,omitempty"`
 }
+
+// TrustDir holds, in the guest, the CA a VM's secrets proxy signs with
+// (TrustCA) and the image's CA bundle with it added (TrustBundle).
+const (
+	TrustDir    = "/run/banger/trust"
+	TrustCA     = TrustDir + "/proxy-ca.pem"
+	TrustBundle = TrustDir + "/ca-bundle.pem"
+)
 
 // IdentityRequest is the SSH global request that makes a guest restored
 // from a template a machine of its own, before anyone else reaches it:

@@ -132,6 +132,10 @@ type Config struct {
 	// GuestLAN are networks of the host's LAN that guests may reach all
 	// the same ("192.168.1.10/32": a package mirror there).
 	GuestLAN []string `toml:"guest_lan"`
+	// ProxyCAFiles are CA certificates (PEM files) the secrets proxy
+	// trusts for real servers besides the host's own (a company's CA, a
+	// test's): a server it cannot verify gets no secret.
+	ProxyCAFiles []string `toml:"proxy_ca_files"`
 	// MaxVMsPerUser, MaxCPUsPerUser and MaxMemoryPerUser bound what the
 	// VMs of one caller who is not root take: VMs it has (running or
 	// not), and the CPUs and memory of those running. 0 is no limit. The

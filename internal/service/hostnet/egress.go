@@ -76,6 +76,9 @@ func ParseEgress(s string) (Egress, error) {
 	return e, nil
 }
 
+// CheckHost accepts a DNS name, optionally "*." before it, lower case.
+func CheckHost(h string) error { return checkHost(h) }
+
 // checkHost accepts a DNS name, optionally "*." before it.
 func checkHost(h string) error {
 	name := strings.TrimPrefix(h, "*.")

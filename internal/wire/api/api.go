@@ -404,6 +404,9 @@ type VM struct {
 	// Lent names what the last auth sync lent the running guest: file
 	// paths and environment variable names, never their values.
 	Lent []string `json:"lent,omitempty"`
+	// Secrets are the secrets the VM was given (names, hosts and what
+	// was done with them, never values), kept until it is removed.
+	Secrets []VMSecret `json:"secrets,omitempty"`
 	// MadeBy is the tool that made the VM, when not the CLI by hand.
 	MadeBy *MadeBy `json:"made_by,omitempty"`
 	// Template is the template the VM resumed from instead of booting
@@ -503,6 +506,49 @@ type WorkPulled struct {
 type AuthSync struct {
 	Files []LentFile        `json:"files,omitempty"`
 	Env   map[string]string `json:"env,omitempty"`
+}
+
+// SecretsRequest gives a running VM secrets: the guest gets a
+// placeholder for each, and the daemon's proxy puts the value in
+// requests to its hosts. The daemon holds values in memory only, for the
+// VM's current boot.
+type SecretsRequest struct {
+	Secrets []SecretGrant `json:"secrets"`
+}
+
+// SecretGrant is one secret: its value (read by the CLI with the
+// caller's rights), the hosts it may be sent to (exact names, or
+// "*.example.com"), and where the guest finds its placeholder: a
+// variable in every session (Env) and/or a file under the home (File).
+type SecretGrant struct {
+	Name  string   `json:"name"`
+	Value string   `json:"value"`
+	Hosts []string `json:"hosts"`
+	Env   string   `json:"env,omitempty"`
+	File  string   `json:"file,omitempty"`
+}
+
+// VMSecret is what `vm show` says of a secret a VM was given.
+type VMSecret struct {
+	Name  string   `json:"name"`
+	Hosts []string `json:"hosts"`
+	Env   string   `json:"env,omitempty"`
+	File  string   `json:"file,omitempty"`
+	// Held says the daemon holds its value now (the VM runs, and this
+	// daemon was given it since it started).
+	Held    bool      `json:"held"`
+	Uses    int64     `json:"uses"`
+	LastUse time.Time `json:"last_use,omitzero"`
+	// Attempts are its placeholder sent where the value may not go.
+	Attempts []SecretAttempt `json:"attempts,omitempty"`
+}
+
+// SecretAttempt is a placeholder sent where its value may not go.
+type SecretAttempt struct {
+	Host  string    `json:"host"`
+	Why   string    `json:"why"`
+	Count int64     `json:"count"`
+	Last  time.Time `json:"last"`
 }
 
 // LentFile is one credential file, at Path relative to the home directory.

@@ -6,6 +6,7 @@ package vmcmd
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -144,6 +145,7 @@ own copy-on-write root disk. Your banger SSH key (made on first use, see
 func newVMRun(a *app) *cobra.Command {
 	var f createFlags
 	var rm, tty bool
+	var secrets []string
 	cmd := &cobra.Command{
 		Use:   "run [flags] [-- COMMAND [ARG...]]",
 		Short: "Create and start a VM, then open a shell in it or run a command",
@@ -154,12 +156,36 @@ kernel are pulled on first use.
 
 If the VM does not become ready (within --timeout), it is removed again and
 the last lines of its console are shown. With --rm the VM is removed when
-the shell or command ends.`,
+the shell or command ends.
+
+Secrets (--secret NAME) never enter the VM. Declare them in your config
+(~/.config/banger/config.toml, or $BANGER_CONFIG): where the value comes
+from (read by this command, with your rights), the hosts it may go to, and
+where the guest finds its placeholder, a random string:
+
+  [secrets.gh]
+  from_command = ["gh", "auth", "token"]   # or from_env = "GH_TOKEN", from_file = "~/.config/gh/token"
+  hosts = ["api.github.com", "github.com"] # or "*.example.com"
+  env = "GH_TOKEN"                         # and/or file = "~/.config/gh/token"
+
+The guest's HTTP and HTTPS traffic goes through a proxy of the daemon's
+(HTTPS_PROXY, on a port of the guest's loopback tunnelled to the host).
+For the secret's hosts only, the proxy opens TLS with a CA made for this
+VM (in the guest's trust store, SSL_CERT_FILE, GIT_SSL_CAINFO,
+NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE), checks the real server against
+the host's trust store, and puts the value where the placeholder is in the
+request's headers (a Basic credential too, so git over HTTPS works). Other
+hosts' TLS passes untouched; a placeholder sent anywhere else goes out as
+the meaningless string it is, and 'banger vm show' records the attempt.
+The daemon holds values in memory for the VM's current boot only: give
+them again with 'vm start --secret' after a stop or a daemon restart.
+[auth_sync] stays for what cannot be a header: files, an SSH agent.`,
 		Example: `  banger vm run -- cat /etc/os-release
   banger vm run --rm --image alpine-3.20 -- sh -c 'apk --version'
   banger vm run --name dev --cpus 4 --memory 4G --disk 20G -p 8080:80
   banger vm run --egress allow=github.com,*.github.com -- git ls-remote https://github.com/golang/go
-  banger vm run --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe`,
+  banger vm run --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe
+  banger vm run --secret gh -- sh -c 'curl -H "Authorization: Bearer $GH_TOKEN" https://api.github.com/user'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !isTerminal(os.Stdin) {
 				return fmt.Errorf("without a command, vm run opens a shell, which needs a terminal: pass -- COMMAND: %w", clikit.ErrInvalidUsage)
@@ -173,6 +199,11 @@ the shell or command ends.`,
 				return err
 			}
 			req.Start = true
+			// Read first: a secret that cannot be read makes no VM.
+			grants, err := a.secretGrants(cmd.Context(), secrets)
+			if err != nil {
+				return err
+			}
 			if req.Seed, err = a.seedUnlessFork(cmd.Context(), req, f.seed); err != nil {
 				return err
 			}
@@ -201,10 +232,14 @@ the shell or command ends.`,
 			if err := a.lend(cmd.Context(), v.Name); err != nil {
 				fmt.Fprintf(a.Stderr, "banger: lend credentials: %v\n", err)
 			}
+			if err := a.workspace().GiveSecrets(cmd.Context(), v.Name, grants); err != nil {
+				return err
+			}
 			return a.session(cmd.Context(), v, signer, args, len(args) == 0 || tty, len(args) == 0)
 		},
 	}
 	f.register(cmd)
+	secretFlag(cmd, &secrets)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the VM when the shell or command ends")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "run COMMAND on a terminal")
 	return cmd
@@ -256,12 +291,17 @@ func newVMRestart(a *app) *cobra.Command {
 // --socket is parsed.
 func newVMBoot(a *app, verb, short, done string, call func(*client.Client, context.Context, string, api.VMStartRequest, func(api.Event)) (api.VM, error)) *cobra.Command {
 	var timeout time.Duration
+	var secrets []string
 	cmd := &cobra.Command{
 		Use:               verb + " NAME...",
 		Short:             short,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			grants, err := a.secretGrants(cmd.Context(), secrets)
+			if err != nil {
+				return err
+			}
 			req := api.VMStartRequest{}
 			if timeout > 0 {
 				req.ReadyTimeout = timeout.String()
@@ -273,10 +313,11 @@ func newVMBoot(a *app, verb, short, done string, call func(*client.Client, conte
 				if err := a.lend(cmd.Context(), name); err != nil {
 					fmt.Fprintf(a.Stderr, "banger: lend credentials to vm %s: %v\n", name, err)
 				}
-				return nil
+				return a.workspace().GiveSecrets(cmd.Context(), name, grants)
 			})
 		},
 	}
+	secretFlag(cmd, &secrets)
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
 	return cmd
 }
@@ -503,6 +544,7 @@ func newVMShow(a *app) *cobra.Command {
 			if len(v.Lent) > 0 {
 				fmt.Fprintf(w, "Lent:     %s\n", strings.Join(v.Lent, ", "))
 			}
+			printSecrets(w, v.Secrets)
 			fmt.Fprintf(w, "Dir:      %s\n", v.Dir)
 			fmt.Fprintf(w, "Console:  %s\n", v.Console)
 			fmt.Fprintf(w, "Created:  %s (%s)\n", v.CreatedAt.Local().Format("2006-01-02 15:04:05"), clikit.Ago(v.CreatedAt))
@@ -520,6 +562,30 @@ func newVMShow(a *app) *cobra.Command {
 	}
 	clikit.OutputFlag(cmd, &output)
 	return cmd
+}
+
+// printSecrets is vm show's account of the secrets a VM was given: for
+// each, where it may go, whether its value is held, its uses, and every
+// attempt to send its placeholder elsewhere.
+func printSecrets(w io.Writer, secs []api.VMSecret) {
+	if len(secs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "Secrets:\n")
+	for _, s := range secs {
+		held := "held"
+		if !s.Held {
+			held = "not held (give it again with `vm start --secret`)"
+		}
+		fmt.Fprintf(w, "  %s: for %s, %s; used %d times", s.Name, strings.Join(s.Hosts, ", "), held, s.Uses)
+		if !s.LastUse.IsZero() {
+			fmt.Fprintf(w, ", last %s", clikit.Ago(s.LastUse))
+		}
+		fmt.Fprintln(w)
+		for _, at := range s.Attempts {
+			fmt.Fprintf(w, "    ATTEMPT: placeholder sent to %s (%s), %d times, last %s\n", at.Host, at.Why, at.Count, clikit.Ago(at.Last))
+		}
+	}
 }
 
 func newVMLogs(a *app) *cobra.Command {

@@ -10,6 +10,7 @@ import (
 	"github.com/banger-dev/banger/internal/front/cli/clikit"
 	"github.com/banger-dev/banger/internal/front/userconfig"
 	"github.com/banger-dev/banger/internal/front/workspace"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // seedFlags choose what `vm run` and `vm create` seed into /work.
@@ -68,6 +69,24 @@ func (a *app) lend(ctx context.Context, name string) error {
 		return err
 	}
 	return a.workspace().Lend(ctx, name, cfg.AuthSync)
+}
+
+// secretFlag is --secret, on the commands that boot a VM.
+func secretFlag(cmd *cobra.Command, names *[]string) {
+	cmd.Flags().StringArrayVar(names, "secret", nil, "give the VM secret NAME from your config's [secrets.NAME] (repeatable): a placeholder in the guest, the value added by the host for its hosts only (see 'banger vm run --help')")
+}
+
+// secretGrants reads the named secrets' values from the user's config,
+// with the user's rights.
+func (a *app) secretGrants(ctx context.Context, names []string) ([]api.SecretGrant, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	cfg, _, err := userconfig.Load()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Grants(ctx, names)
 }
 
 func newVMAuthSync(a *app) *cobra.Command {

