@@ -64,6 +64,14 @@ func Dial(ctx context.Context, vm api.VM, key ssh.Signer) (*ssh.Client, error) {
 	return c, nil
 }
 
+// Ciphers are what a connection to a guest agent offers, ChaCha20 first:
+// the guest's side is often emulated (TCG), where Go's AES-GCM ran at 19
+// MB/s and ChaCha20-Poly1305 at 64 MB/s (qemu-x86_64 -cpu max, 32 KiB
+// packets), and every byte of a session, a work tar or the secrets
+// proxy's tunnel is sealed in the guest. Where AES is in hardware both are
+// far faster than any link to a guest.
+var Ciphers = []string{"chacha20-poly1305@openssh.com", "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"}
+
 // handshakeTimeout bounds the SSH handshake: qemu's port forward accepts
 // a connection even when nothing in the guest answers it.
 const handshakeTimeout = 15 * time.Second
@@ -73,7 +81,8 @@ const handshakeTimeout = 15 * time.Second
 // first key, for a guest whose console has not printed one yet).
 func Connect(ctx context.Context, addr string, hostKey string, key ssh.Signer) (*ssh.Client, error) {
 	cfg := &ssh.ClientConfig{
-		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
+		Config: ssh.Config{Ciphers: Ciphers},
+		User:   "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)},
 		HostKeyCallback: func(_ string, _ net.Addr, k ssh.PublicKey) error {
 			if hostKey != "" && ssh.FingerprintSHA256(k) != hostKey {
 				return fmt.Errorf("the guest answered with host key %s, not the %s its console printed: refusing to connect", ssh.FingerprintSHA256(k), hostKey)
