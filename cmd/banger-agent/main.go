@@ -7,12 +7,21 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/banger-dev/banger/internal/guest/agent"
 )
 
 func main() {
+	// Run as the kernel's or a user's modprobe, or as lsmod, through the
+	// links the agent makes to itself.
+	switch filepath.Base(os.Args[0]) {
+	case "modprobe":
+		os.Exit(agent.Modprobe(os.Args[1:]))
+	case "lsmod":
+		os.Exit(agent.Lsmod())
+	}
 	var err error
 	if os.Args[0] == "/init" {
 		err = agent.InitStage()

@@ -89,6 +89,7 @@ var packages = map[string]map[string]string{
 	"resize2fs":          {"apt": "e2fsprogs", "dnf": "e2fsprogs", "pacman": "e2fsprogs", "apk": "e2fsprogs-extra"},
 	"nft":                {"apt": "nftables", "dnf": "nftables", "pacman": "nftables", "apk": "nftables"},
 	"ip":                 {"apt": "iproute2", "dnf": "iproute", "pacman": "iproute2", "apk": "iproute2"},
+	"depmod":             {"apt": "kmod", "dnf": "kmod", "pacman": "kmod", "apk": "kmod"},
 }
 
 func installCmd(pm, prog string) string {
@@ -168,6 +169,7 @@ func Run(h Host, stateDir string) []Check {
 	prog("e2fsck", true, "checks disks")
 	prog("resize2fs", true, "grows VM disks")
 
+	prog("depmod", false, "indexes each kernel's modules for its guests (modprobe, Docker in a VM); without it guests get only what their kernel has built in")
 	prog("passt", false, "gives guests the outside network without this host's loopback; without it they get no outside network")
 
 	tun := Check{Name: "/dev/net/tun", Required: false}

@@ -174,6 +174,8 @@ func waitFor(path string, d time.Duration) error {
 func RootStage() error {
 	mountRoot()
 	console()
+	mountCgroups()
+	setupModules()
 	if b, err := os.ReadFile("/etc/hostname"); err == nil {
 		unix.Sethostname([]byte(strings.TrimSpace(string(b))))
 	}

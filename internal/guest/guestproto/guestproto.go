@@ -81,6 +81,11 @@ type AuthSync struct {
 	Trust []byte `json:"trust,omitempty"`
 }
 
+// ModulesLabel is the ext4 label of the disk that carries the kernel's
+// modules: the agent finds it by label (its place among the disks
+// varies) and mounts it at /lib/modules/<release>.
+const ModulesLabel = "banger-modules"
+
 // TrustDir holds, in the guest, the CA a VM's secrets proxy signs with
 // (TrustCA) and the image's CA bundle with it added (TrustBundle).
 const (

@@ -109,6 +109,11 @@ type Config struct {
 	// (image, kernel, size), made by the first such start, instead of
 	// booting. Off, every VM boots.
 	Templates bool `toml:"templates"`
+	// GuestModules gives each guest its kernel's modules at
+	// /lib/modules/<release>, read-only (a disk built once per kernel
+	// with depmod's indexes), with modprobe working in any image. Off,
+	// guests have only what their kernel has built in.
+	GuestModules bool `toml:"guest_modules"`
 	// DefaultNetwork is the network mode of a VM created without --net:
 	// "user" (the VMM's user-mode network, above), "bridge" (a tap on
 	// banger's bridge; the daemon must be root) or "none".
@@ -229,6 +234,7 @@ func Defaults() Config {
 		MaxPullBytes:      16 << 30,
 		MaxPullEntries:    1000000,
 		Templates:         true,
+		GuestModules:      true,
 		DefaultNetwork:    "user",
 		BridgeName:        "banger0",
 		BridgeSubnet:      "10.213.0.0/24",

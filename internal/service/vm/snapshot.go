@@ -163,6 +163,11 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	p.Stage("snapshot", "saving vm %s's memory while it runs", v.Name)
 	paused, err := s.d.Driver.Snapshot(ctx, cfg, filepath.Join(build, template.StateFile), func() error {
 		for _, d := range b.Disks {
+			if d.ReadOnly {
+				// The kernel's modules: shared, never written, and
+				// found again at the restore.
+				continue
+			}
 			dst := filepath.Join(build, d.ID+"."+d.Format)
 			if err := vmdisk.Copy(d.Path, dst); err != nil {
 				return fmt.Errorf("disk %s: %w", d.ID, err)
@@ -200,7 +205,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 		ID: name, Disk: disks[0], Disks: disks[1:], RAM: b.RAM, Source: v.Name, Work: v.Work, HostKey: v.HostKey,
 		Owner: peer.UID(ctx), Lent: lent.Names(s.d.Layout.VM(v.Name), v),
 		CreatedAt: time.Now().UTC(), Paused: paused,
-		Key: template.Key{Image: v.Image, Kernel: v.Kernel, VMM: s.d.Driver.Name() + " " + vmmBuild, Accel: v.Accel, CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes},
+		Key: template.Key{Image: v.Image, Kernel: v.Kernel, VMM: s.d.Driver.Name() + " " + vmmBuild, Accel: v.Accel, CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes, Modules: hasModules(b.Disks)},
 	}
 	if err := s.snapshotsDir().Publish(build, t); err != nil {
 		return t, err
@@ -266,6 +271,13 @@ func (s *Service) resumeSnapshot(ctx context.Context, v *store.VM, cold vmm.Conf
 	cfg.Disks = []vmm.Disk{root}
 	for _, d := range t.Disks {
 		cfg.Disks = append(cfg.Disks, vmm.Disk{ID: d.ID, Path: s.forkDiskPath(t, dir, d), Format: d.Format})
+	}
+	if t.Key.Modules {
+		m, ok := vmdisk.Modules(cold.Disks)
+		if !ok {
+			return fmt.Errorf("vm %s resumes from snapshot %s, whose guest had its kernel's modules disk, and kernel %s has none now (is depmod installed?): %w", v.Name, v.Snapshot, v.Kernel, errdefs.ErrConflict)
+		}
+		cfg.Disks = append(cfg.Disks, m)
 	}
 	cfg.Memory = boot{RAM: t.RAM}.memory()
 	cfg.Restore = t.State()
@@ -353,4 +365,9 @@ func (s *Service) RemoveSnapshot(ctx context.Context, name string) error {
 		return err
 	}
 	return s.snapshotsDir().Remove(name)
+}
+
+func hasModules(disks []vmm.Disk) bool {
+	_, ok := vmdisk.Modules(disks)
+	return ok
 }

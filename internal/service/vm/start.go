@@ -39,9 +39,11 @@ type launch struct {
 	undo    *revert.Reverter
 	// up is set by the step that brought the guest to ready; the steps
 	// after it (a cold boot after a resume that worked) are skipped.
-	up     bool
-	booted time.Time // when the VMM of a cold boot started
-	took   []string  // "step=duration", for the daemon's log
+	up bool
+	// modules is the kernel's modules disk ("" for none).
+	modules string
+	booted  time.Time // when the VMM of a cold boot started
+	took    []string  // "step=duration", for the daemon's log
 }
 
 type step struct {
@@ -124,7 +126,10 @@ func (s *Service) stepKernel(ctx context.Context, l *launch) (err error) {
 		return fmt.Errorf("kernel %s of vm %s: %w", l.v.Kernel, l.v.Name, err)
 	}
 	l.cfg.Kernel = l.k.Dir + "/vmlinux"
-	l.cfg.Initrd, err = s.initrds.For(ctx, l.k, l.p)
+	if l.cfg.Initrd, err = s.initrds.For(ctx, l.k, l.p); err != nil {
+		return err
+	}
+	l.modules, err = s.modules.For(ctx, l.k, l.p)
 	return err
 }
 
@@ -161,6 +166,11 @@ func (s *Service) stepConfig(ctx context.Context, l *launch) error {
 		// The second virtio disk: /dev/vdb in the guest, mounted at /work
 		// by the agent before it says ready.
 		l.cfg.Disks = append(l.cfg.Disks, vmm.Disk{ID: "work", Path: workDisk(dir), Format: "raw"})
+	}
+	if l.modules != "" {
+		// Last, so that the root and work disks keep their names; the
+		// agent finds it by its label.
+		l.cfg.Disks = append(l.cfg.Disks, vmm.Disk{ID: vmdisk.ModulesID, Path: l.modules, Format: "raw", ReadOnly: true})
 	}
 	return nil
 }

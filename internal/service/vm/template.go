@@ -31,7 +31,9 @@ func (s *Service) templatable(v store.VM) bool {
 }
 
 // templateKey is what the template for v must have been made with.
-func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, acc vmm.Accel) (template.Key, error) {
+func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, cold vmm.Config) (template.Key, error) {
+	acc := cold.Accel
+	_, modules := vmdisk.Modules(cold.Disks)
 	im, err := s.d.Images.Get(ctx, v.Image)
 	if err != nil {
 		return template.Key{}, err
@@ -50,7 +52,7 @@ func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, acc
 		Image: im.Name, ImageDigest: im.Digest, Kernel: k.Name, KernelDigest: k.Digest, Agent: agent,
 		VMM: s.d.Driver.Name() + " " + build, Accel: acc.Name + " " + acc.CPU, Network: s.d.Driver.Network(),
 		Params: strings.Join(append(s.d.Driver.GuestParams(acc), s.d.Driver.NetParams(vmm.Network{})...), " "),
-		CPUs:   v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes,
+		CPUs:   v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes, Modules: modules,
 	}, nil
 }
 
@@ -59,7 +61,7 @@ func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, acc
 // an error v has not started, and its root disk may be the template's
 // overlay: the caller boots it cold after pristineRoot.
 func (s *Service) startFromTemplate(ctx context.Context, v *store.VM, cold vmm.Config, k api.Kernel, timeout time.Duration, p operation.Progress) error {
-	key, err := s.templateKey(ctx, *v, k, cold.Accel)
+	key, err := s.templateKey(ctx, *v, k, cold)
 	if err != nil {
 		return err
 	}
@@ -88,6 +90,9 @@ func (s *Service) resume(ctx context.Context, v *store.VM, t template.Template, 
 	}
 	cfg := cold
 	cfg.Disks = []vmm.Disk{root, work}
+	if m, ok := vmdisk.Modules(cold.Disks); ok {
+		cfg.Disks = append(cfg.Disks, m)
+	}
 	cfg.Memory = &vmm.Memory{Path: t.Memory()}
 	cfg.Restore = t.State()
 	v.Template = t.ID

@@ -120,7 +120,11 @@ type Deps struct {
 	Defaults  Defaults
 	// Quota bounds each user's VMs (max_*_per_user).
 	Quota Quota
-	Log   *slog.Logger
+	// Modules gives guests their kernel's modules (a read-only disk
+	// built once per kernel); ModulesUID runs depmod for it.
+	Modules    bool
+	ModulesUID int
+	Log        *slog.Logger
 }
 
 // Service manages VMs.
@@ -130,6 +134,7 @@ type Service struct {
 	boot  keyedlock.Locks // per initramfs or base disk being built
 
 	initrds *guestboot.Initrds
+	modules *guestboot.ModulesDisks // nil when guests get no modules
 
 	quota *quota.Book
 
@@ -148,6 +153,9 @@ func New(d Deps) *Service {
 		d.Defaults.StopTimeout = 30 * time.Second
 	}
 	s := &Service{d: d, initrds: &guestboot.Initrds{Agent: d.Agent, Dir: filepath.Join(d.Layout.Cache(), "initramfs"), Log: d.Log}}
+	if d.Modules {
+		s.modules = &guestboot.ModulesDisks{Dir: filepath.Join(d.Layout.Cache(), "modules"), Runner: d.Runner, UID: d.ModulesUID, Log: d.Log}
+	}
 	s.quota = &quota.Book{Limits: d.Quota, Store: d.Store}
 	s.maker = &template.Maker{Dir: d.Templates, Driver: d.Driver, Key: d.Key, RunDir: d.Layout.Run(), Log: d.Log, Base: s.imageBase}
 	return s

@@ -509,7 +509,7 @@ func newVMShow(a *app) *cobra.Command {
 				fmt.Fprintf(w, "Started:  %s (%s)\n", v.StartedAt.Local().Format("2006-01-02 15:04:05"), clikit.Ago(v.StartedAt))
 			}
 			fmt.Fprintf(w, "Image:    %s\n", v.Image)
-			fmt.Fprintf(w, "Kernel:   %s\n", v.Kernel)
+			fmt.Fprintf(w, "Kernel:   %s%s\n", v.Kernel, kernelModules(cmd.Context(), a, v.Kernel))
 			if v.Accel != "" {
 				// What it last booted with: a stopped VM keeps it.
 				fmt.Fprintf(w, "Accel:    %s\n", v.Accel)
@@ -562,6 +562,19 @@ func newVMShow(a *app) *cobra.Command {
 	}
 	clikit.OutputFlag(cmd, &output)
 	return cmd
+}
+
+// kernelModules says whether a VM's kernel brings its modules to the
+// guest: a kernel imported without them has only what is built in.
+func kernelModules(ctx context.Context, a *app, name string) string {
+	k, err := a.Client().Kernel(ctx, name)
+	switch {
+	case err != nil:
+		return ""
+	case !k.Modules || k.Release == "":
+		return " (no modules: the guest has only what the kernel has built in; no modprobe, no Docker)"
+	}
+	return fmt.Sprintf(" (%s, modules read-only at /lib/modules/%s)", k.Release, k.Release)
 }
 
 // printSecrets is vm show's account of the secrets a VM was given: for

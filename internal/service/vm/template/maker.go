@@ -182,11 +182,15 @@ func (m *Maker) config(ctx context.Context, id string, key Key, cold vmm.Config,
 	}
 	sock := make([]byte, 4)
 	rand.Read(sock)
+	disks := []vmm.Disk{disk, {ID: "work", Path: work, Format: "raw"}}
+	if m, ok := vmdisk.Modules(cold.Disks); ok && key.Modules {
+		disks = append(disks, m)
+	}
 	return vmm.Config{
 		Name: "template-" + id, CPUs: key.CPUs, MemoryMB: key.MemoryMB,
 		Kernel: cold.Kernel, Initrd: cold.Initrd,
 		Cmdline: guestboot.Cmdline(Hostname, cold.Initrd != "", []string{sshkey.AuthorizedLine(m.Key.PublicKey(), "banger-daemon")}, append(m.Driver.GuestParams(cold.Accel), m.Driver.NetParams(vmm.Network{})...)),
-		Disks:   []vmm.Disk{disk, {ID: "work", Path: work, Format: "raw"}},
+		Disks:   disks,
 		Console: filepath.Join(build, "console.log"), Control: filepath.Join(m.RunDir, "t-"+hex.EncodeToString(sock)+".sock"),
 		Log: filepath.Join(build, "vmm.log"), Accel: cold.Accel,
 		Memory: &vmm.Memory{Path: filepath.Join(build, MemoryFile), Shared: true},

@@ -53,6 +53,9 @@ type Key struct {
 	CPUs      int    `json:"cpus"`
 	MemoryMB  int    `json:"memory_mib"`
 	DiskBytes int64  `json:"disk_bytes"`
+	// Modules says the guest had its kernel's modules disk (last, read
+	// only): a saved guest has a device there.
+	Modules bool `json:"modules,omitempty"`
 }
 
 // ID names the template a VM of this kind uses: its image and size are

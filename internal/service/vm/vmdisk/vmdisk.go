@@ -38,6 +38,20 @@ const (
 	PlaceholderBytes = 1 << 20
 )
 
+// ModulesID is the kernel's modules disk's ID: the last disk, read-only,
+// shared by every VM of the kernel and never copied into a snapshot.
+const ModulesID = "modules"
+
+// Modules returns the modules disk among disks.
+func Modules(disks []vmm.Disk) (vmm.Disk, bool) {
+	for _, d := range disks {
+		if d.ID == ModulesID {
+			return d, true
+		}
+	}
+	return vmm.Disk{}, false
+}
+
 // SnapshotBase links the backing file of a snapshot's root disk into a
 // fork's directory; the fork's copy of the root disk names it.
 const SnapshotBase = "snapshot-base"
