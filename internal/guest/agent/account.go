@@ -20,10 +20,8 @@ type account struct {
 
 // Default PATHs, as OpenSSH's sshd sets them on Debian.
 const (
-	// helperBin last: the image's own modprobe and lsmod win over the
-	// agent's.
-	rootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + helperBin
-	userPath = "/usr/local/bin:/usr/bin:/bin:/usr/games:" + helperBin
+	rootPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	userPath = "/usr/local/bin:/usr/bin:/bin:/usr/games"
 )
 
 // lookupAccount finds name in the passwd file. Images without one (or

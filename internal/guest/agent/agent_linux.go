@@ -208,6 +208,7 @@ func RootStage() error {
 	if err := startSSH(cmd, r); err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: ssh: %v\n", err)
 	}
+	startServices()
 	var uts unix.Utsname
 	unix.Uname(&uts)
 	mode := "rw"

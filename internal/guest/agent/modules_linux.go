@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -165,6 +169,12 @@ func setupModules() {
 	os.MkdirAll(helperBin, 0o755)
 	for _, n := range []string{"modprobe", "lsmod"} {
 		os.Symlink(self, filepath.Join(helperBin, n))
+		if !onPath(n) {
+			// The image has none: the agent's, where root's PATH finds
+			// it (on the VM's own disk; the image is untouched).
+			os.MkdirAll("/usr/local/sbin", 0o755)
+			os.Symlink(self, filepath.Join("/usr/local/sbin", n))
+		}
 	}
 	if err := os.WriteFile("/proc/sys/kernel/modprobe", []byte(filepath.Join(helperBin, "modprobe")), 0o644); err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: modules: %v\n", err)
@@ -237,4 +247,77 @@ func mountCgroups() {
 	for _, c := range strings.Fields(string(b)) {
 		os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0o644)
 	}
+}
+
+// startServices starts the programs the image lists in ServicesFile, for
+// an image without an init system of its own (dockerd in a Docker
+// image), each in a session of its own, its output in /var/log/NAME.log,
+// and waits for the sockets they serve. The guest says it is ready only
+// then: a template's guest is saved with them up, and its clones wake
+// with them.
+func startServices() {
+	var sockets []string
+	eachLine(guestproto.ServicesFile, func(entry string) {
+		name, socket, err := guestproto.ParseService(entry)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
+			return
+		}
+		var prog string
+		for _, dir := range strings.Split(rootPath, ":") {
+			if st, err := os.Stat(filepath.Join(dir, name)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+				prog = filepath.Join(dir, name)
+				break
+			}
+		}
+		if prog == "" {
+			fmt.Fprintf(os.Stderr, "banger-agent: service %s: not found on %s\n", name, rootPath)
+			return
+		}
+		os.MkdirAll("/var/log", 0o755)
+		log, err := os.OpenFile(filepath.Join("/var/log", name+".log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: service %s: %v\n", name, err)
+			return
+		}
+		defer log.Close()
+		cmd := exec.Command(prog)
+		cmd.Dir = "/"
+		cmd.Env = append(account{Name: "root", UID: 0, Home: "/root"}.env(), "TERM=dumb")
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: service %s: %v\n", name, err)
+			return
+		}
+		fmt.Printf("banger-agent: started %s (pid %d)\n", name, cmd.Process.Pid)
+		if socket != "" {
+			sockets = append(sockets, socket)
+		}
+	})
+	deadline := time.Now().Add(guestproto.ServiceWait)
+	for _, sock := range sockets {
+		for {
+			c, err := net.DialTimeout("unix", sock, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintf(os.Stderr, "banger-agent: %s does not answer after %s; going on\n", sock, guestproto.ServiceWait)
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// onPath says whether root's PATH has a program name.
+func onPath(name string) bool {
+	for _, dir := range strings.Split(rootPath, ":") {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Console lines the agent prints.
@@ -79,6 +80,32 @@ type AuthSync struct {
 	// secrets proxy's, made for this VM. The agent writes TrustBundle
 	// (the image's bundle and it) and puts it over the image's bundle.
 	Trust []byte `json:"trust,omitempty"`
+}
+
+// ServicesFile lists, one a line, the programs the agent starts at every
+// boot for an image without an init system (an image catalog's
+// debootstrap source's services), each "NAME" or "NAME:SOCKET": the
+// agent then says the guest is ready only once SOCKET accepts
+// connections (up to ServiceWait), so that the first command finds the
+// service up.
+const ServicesFile = "/.banger/services"
+
+// ServiceWait bounds how long the agent waits for a service's socket.
+const ServiceWait = 90 * time.Second
+
+var serviceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ParseService reads a service entry: a program's name (no path), and
+// optionally ":" and the absolute path of the unix socket it serves.
+func ParseService(s string) (name, socket string, err error) {
+	name, socket, _ = strings.Cut(s, ":")
+	if !serviceName.MatchString(name) {
+		return "", "", fmt.Errorf("service %q: not a program name (letters, digits, '.', '_', '-')", s)
+	}
+	if socket != "" && (!path.IsAbs(socket) || path.Clean(socket) != socket || len(socket) > 107) {
+		return "", "", fmt.Errorf("service %q: the socket is a clean absolute path", s)
+	}
+	return name, socket, nil
 }
 
 // ModulesLabel is the ext4 label of the disk that carries the kernel's

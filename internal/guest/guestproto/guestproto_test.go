@@ -45,3 +45,25 @@ func TestHomePath(t *testing.T) {
 		}
 	}
 }
+
+func TestParseService(t *testing.T) {
+	for _, tc := range []struct {
+		in, name, socket string
+		ok               bool
+	}{
+		{"dockerd", "dockerd", "", true},
+		{"dockerd:/run/docker.sock", "dockerd", "/run/docker.sock", true},
+		{"containerd-1.7", "containerd-1.7", "", true},
+		{"/usr/bin/dockerd", "", "", false},
+		{"../x", "", "", false},
+		{"a b", "", "", false},
+		{"dockerd:run/docker.sock", "", "", false},
+		{"dockerd:/run/../etc/x", "", "", false},
+		{"", "", "", false},
+	} {
+		n, s, err := ParseService(tc.in)
+		if (err == nil) != tc.ok || n != tc.name || s != tc.socket {
+			t.Errorf("%q: %q %q %v", tc.in, n, s, err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/banger-dev/banger/internal/format/flatten"
+	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/runner"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -67,6 +68,9 @@ func (s *Service) debootstrap(ctx context.Context, src api.ImageSource, dir stri
 		return built{}, err
 	}
 	err = s.streamDisk(ctx, tree, dir, p, func(w io.Writer, extras []flatten.Extra) (int, error) {
+		if len(src.Services) > 0 {
+			extras = append(extras, flatten.Extra{Path: guestproto.ServicesFile, Mode: 0o644, Body: []byte(strings.Join(src.Services, "\n") + "\n")})
+		}
 		return tree.Stream(operation.NewReader(ctx, f, 0, nil), w, extras)
 	})
 	f.Close()

@@ -252,6 +252,12 @@ type ImageSource struct {
 	Suite    string   `json:"suite,omitempty"`
 	Variant  string   `json:"variant,omitempty"`
 	Packages []string `json:"packages,omitempty"`
+	// Services are programs of the image (by name, found on root's PATH)
+	// that banger's agent starts at every boot, for an image without an
+	// init system of its own: "dockerd", or "dockerd:/run/docker.sock"
+	// to have the guest ready only once that socket answers. Their
+	// output goes to /var/log/NAME.log in the guest.
+	Services []string `json:"services,omitempty"`
 }
 
 // ImageCatalogEntry is one image the catalogs know how to fetch.

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/banger-dev/banger/internal/format/catalogfile"
+	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/kit/config"
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -93,6 +94,14 @@ func ValidateSource(s api.ImageSource) error {
 		for _, p := range s.Packages {
 			if !catalogfile.DebPackage.MatchString(p) {
 				return fmt.Errorf("debootstrap source: package %q is not a valid package name: %w", p, errdefs.ErrInvalid)
+			}
+		}
+		if len(s.Services) > 16 {
+			return fmt.Errorf("debootstrap source: %d services, at most 16: %w", len(s.Services), errdefs.ErrInvalid)
+		}
+		for _, sv := range s.Services {
+			if _, _, err := guestproto.ParseService(sv); err != nil {
+				return fmt.Errorf("debootstrap source: %v: %w", err, errdefs.ErrInvalid)
 			}
 		}
 	default:
