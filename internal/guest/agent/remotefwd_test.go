@@ -6,38 +6,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/ssh"
 )
-
-// dialAgent runs the agent's SSH server on 127.0.0.1 with one key and
-// returns a client; no session is run, so no root is needed.
-func dialAgent(t *testing.T) *ssh.Client {
-	t.Helper()
-	host, user := signer(t), signer(t)
-	srv := NewSSHServer(host, ParseAuthorizedKeys(ssh.MarshalAuthorizedKey(user.PublicKey())))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go srv.Serve(ln)
-	c, err := ssh.Dial("tcp", ln.Addr().String(), &ssh.ClientConfig{
-		User: "root", Auth: []ssh.AuthMethod{ssh.PublicKeys(user)},
-		HostKeyCallback: ssh.FixedHostKey(host.PublicKey()), Timeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
 
 // A port the host asks for on the guest's loopback carries each
 // connection back to the host, both ways; it closes with the connection
 // that asked; nothing but loopback may be asked for.
 func TestRemoteForward(t *testing.T) {
-	c := dialAgent(t)
+	c, _, _ := serveAgent(t)
 	for _, addr := range []string{"0.0.0.0:0", "10.0.2.15:0", "example.com:0"} {
 		if ln, err := c.Listen("tcp", addr); err == nil {
 			ln.Close()

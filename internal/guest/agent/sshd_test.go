@@ -37,9 +37,16 @@ func signer(t *testing.T) ssh.Signer {
 // authorized key and returns a connected client.
 func startServer(t *testing.T, configure ...func(*SSHServer)) (*ssh.Client, string, ssh.Signer) {
 	t.Helper()
+	testkit.NeedRoot(t, "running the agent's sessions as the guest's root account")
+	return serveAgent(t, configure...)
+}
+
+// serveAgent is startServer for tests that run no session, which need no
+// root.
+func serveAgent(t *testing.T, configure ...func(*SSHServer)) (*ssh.Client, string, ssh.Signer) {
+	t.Helper()
 	host, user := signer(t), signer(t)
 	authorized := ParseAuthorizedKeys(ssh.MarshalAuthorizedKey(user.PublicKey()))
-	testkit.NeedRoot(t, "running the agent's sessions as the guest's root account")
 	srv := NewSSHServer(host, authorized)
 	for _, f := range configure {
 		f(srv)

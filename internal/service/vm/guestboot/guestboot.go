@@ -27,6 +27,7 @@ import (
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/vmm"
 	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -327,4 +328,23 @@ func Dial(ctx context.Context, v store.VM, key ssh.Signer) (*ssh.Client, error) 
 		return nil, fmt.Errorf("reach the guest agent of vm %s: %w", v.Name, err)
 	}
 	return c, nil
+}
+
+// Lend sends a guest's agent what msg lends it (files on its tmpfs,
+// variables for later sessions, a CA to trust), and says what the agent
+// answered when it refused.
+func Lend(c *ssh.Client, msg guestproto.AuthSync) error {
+	b, _ := json.Marshal(msg)
+	ok, reply, err := c.SendRequest(guestproto.AuthSyncRequest, true, ssh.Marshal(struct{ JSON string }{string(b)}))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		var m struct{ Message string }
+		if ssh.Unmarshal(reply, &m) != nil || m.Message == "" {
+			m.Message = "refused (an older agent? restart the VM)"
+		}
+		return fmt.Errorf("the guest agent says: %s: %w", m.Message, errdefs.ErrConflict)
+	}
+	return nil
 }

@@ -10,7 +10,6 @@ package vmsecret
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -215,17 +214,8 @@ func (s *Service) Grant(ctx context.Context, name string, req api.SecretsRequest
 	}
 	s.mu.Unlock()
 	b.proxy.Add(add...)
-	js, _ := json.Marshal(msg)
-	ok, reply, err := b.client.SendRequest(guestproto.AuthSyncRequest, true, ssh.Marshal(struct{ JSON string }{string(js)}))
-	if err != nil {
+	if err := guestboot.Lend(b.client, msg); err != nil {
 		return api.VM{}, fmt.Errorf("give vm %s its placeholders: %w", name, err)
-	}
-	if !ok {
-		var m struct{ Message string }
-		if ssh.Unmarshal(reply, &m) != nil || m.Message == "" {
-			m.Message = "refused (an older agent? restart the VM)"
-		}
-		return api.VM{}, fmt.Errorf("give vm %s its placeholders: the guest agent says: %s: %w", name, m.Message, errdefs.ErrConflict)
 	}
 	b.rec.given(req.Secrets)
 	var names []string

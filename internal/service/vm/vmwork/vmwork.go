@@ -7,7 +7,6 @@ package vmwork
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,17 +220,8 @@ func (s *Service) AuthSync(ctx context.Context, name string, req api.AuthSync) (
 		return api.VM{}, err
 	}
 	defer c.Close()
-	b, _ := json.Marshal(msg)
-	ok, reply, err := c.SendRequest(guestproto.AuthSyncRequest, true, ssh.Marshal(struct{ JSON string }{string(b)}))
-	if err != nil {
+	if err := guestboot.Lend(c, msg); err != nil {
 		return api.VM{}, fmt.Errorf("lend credentials to vm %s: %w", name, err)
-	}
-	if !ok {
-		var m struct{ Message string }
-		if ssh.Unmarshal(reply, &m) != nil || m.Message == "" {
-			m.Message = "refused (an older agent? restart the VM)"
-		}
-		return api.VM{}, fmt.Errorf("lend credentials to vm %s: the guest agent says: %s: %w", name, m.Message, errdefs.ErrConflict)
 	}
 	if err := lent.Add(s.d.Layout.VM(v.Name), v, names); err != nil {
 		return api.VM{}, err
