@@ -125,6 +125,18 @@ func hostAndOutside(t *testing.T, hostPrefix, outsidePrefix string) (host, outsi
 // returns the port.
 func serveIn(t *testing.T, ns, addr, name string) int {
 	t.Helper()
+	ln := listenIn(t, ns, addr)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "reached "+name)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// listenIn listens on TCP addr in namespace ns.
+func listenIn(t *testing.T, ns, addr string) net.Listener {
+	t.Helper()
 	var ln net.Listener
 	inNetns(t, ns, func() {
 		var err error
@@ -135,12 +147,7 @@ func serveIn(t *testing.T, ns, addr, name string) int {
 	if ln == nil {
 		t.FailNow()
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "reached "+name)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
+	return ln
 }
 
 // getIn fetches http://addr/path from inside namespace ns.

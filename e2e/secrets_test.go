@@ -4,19 +4,12 @@ package e2e
 
 import (
 	"archive/tar"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"os"
@@ -30,52 +23,6 @@ import (
 	"github.com/banger-dev/banger/internal/kit/testkit"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
-
-// testCA is a certificate authority a test makes, to sign its servers'
-// certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// leaf is a server certificate for host, signed by ca.
-func (ca *testCA) leaf(t *testing.T, host string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // seen is what a test server received: one line per request, "PROTO
 // PATH AUTHORIZATION".
@@ -106,16 +53,7 @@ func (s *seen) last(path string) string {
 // ns, with cert.
 func serveTLSIn(t *testing.T, ns, addr string, cert tls.Certificate, h http.Handler) {
 	t.Helper()
-	var ln net.Listener
-	inNetns(t, ns, func() {
-		var err error
-		if ln, err = net.Listen("tcp4", addr); err != nil {
-			t.Errorf("listen on %s in %s: %v", addr, ns, err)
-		}
-	})
-	if ln == nil {
-		t.FailNow()
-	}
+	ln := listenIn(t, ns, addr)
 	srv := &http.Server{Handler: h, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
 	go srv.ServeTLS(ln, "", "")
 	t.Cleanup(func() { srv.Close() })
@@ -156,7 +94,7 @@ func TestSecrets(t *testing.T) {
 		ipCmd(t, "-n", outside, "addr", "add", ip+"/32", "dev", "lo")
 	}
 	serveZone(t, outside, outsideAddr+":53", secretsZone)
-	ca, rogue := newTestCA(t, "test CA"), newTestCA(t, "a CA nobody trusts")
+	ca, rogue := testkit.TestCA(t, "test CA"), testkit.TestCA(t, "a CA nobody trusts")
 	api1, other := &seen{}, &seen{}
 	record := func(s *seen) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -165,9 +103,9 @@ func TestSecrets(t *testing.T) {
 			io.WriteString(w, "ok from "+r.Host+"\n")
 		})
 	}
-	serveTLSIn(t, outside, secretsZone["api.test."]+":443", ca.leaf(t, "api.test"), record(api1))
-	serveTLSIn(t, outside, secretsZone["other.test."]+":443", ca.leaf(t, "other.test"), record(other))
-	serveTLSIn(t, outside, secretsZone["bad.test."]+":443", rogue.leaf(t, "bad.test"), record(&seen{}))
+	serveTLSIn(t, outside, secretsZone["api.test."]+":443", ca.MustLeaf(t, "api.test"), record(api1))
+	serveTLSIn(t, outside, secretsZone["other.test."]+":443", ca.MustLeaf(t, "other.test"), record(other))
+	serveTLSIn(t, outside, secretsZone["bad.test."]+":443", rogue.MustLeaf(t, "bad.test"), record(&seen{}))
 
 	// The secrets' values: from files the CLI reads with its rights.
 	tok, otherTok := "tok_"+randHex(t, 20), "oth_"+randHex(t, 20)
@@ -206,7 +144,7 @@ file = "~/.config/other/token"
 	}
 	gitSeen := &seen{}
 	backend := &cgi.Handler{Path: "/usr/lib/git-core/git-http-backend", Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1"}}
-	serveTLSIn(t, outside, secretsZone["git.test."]+":443", ca.leaf(t, "git.test"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serveTLSIn(t, outside, secretsZone["git.test."]+":443", ca.MustLeaf(t, "git.test"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gitSeen.add(r)
 		if _, pass, ok := r.BasicAuth(); !ok || pass != tok {
 			w.Header().Set("WWW-Authenticate", `Basic realm="git.test"`)
@@ -217,7 +155,7 @@ file = "~/.config/other/token"
 	}))
 
 	caFile := filepath.Join(e.dir, "test-ca.pem")
-	os.WriteFile(caFile, ca.pem, 0o644)
+	os.WriteFile(caFile, ca.PEM, 0o644)
 	e.netns = host
 	if err := os.WriteFile(e.config, []byte(base+fmt.Sprintf("dns_upstream = %q\nproxy_ca_files = [%q]\n", outsideAddr, caFile)), 0o644); err != nil {
 		t.Fatal(err)

@@ -32,7 +32,7 @@ func benchEnv(b *testing.B) (*env, testSecrets) {
 // the guest's client would without the proxy.
 func (e *env) directClient(b *testing.B) *http.Client {
 	roots := x509.NewCertPool()
-	roots.AddCert(e.ca.cert)
+	roots.AddCert(e.ca.Cert)
 	addr := e.api.addr()
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

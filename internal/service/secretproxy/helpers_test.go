@@ -3,17 +3,12 @@ package secretproxy
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,49 +18,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/banger-dev/banger/internal/kit/testkit"
 )
-
-// testCA is a CA standing for the public web's: the real servers' in the
-// tests carry its leaves, and the proxy's RootCAs trust it.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert, key}
-}
-
-func (ca *testCA) leaf(t testing.TB, names ...string) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: names[0]},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: names,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // seen is one request as a real server received it.
 type seen struct {
@@ -176,7 +131,7 @@ func (b *lockedBuffer) String() string {
 // side on a 127.0.0.1 listener, what it recorded and logged.
 type env struct {
 	p        *Proxy
-	ca       *testCA // the "public" CA
+	ca       *testkit.CA // the "public" CA
 	proxyURL *url.URL
 	api      *upstream // api.test, other.test, free.test, *.wild.test, wild.test
 	plain    *upstream // plain.test, over http
@@ -189,15 +144,15 @@ type env struct {
 
 func newEnv(t testing.TB, secrets ...Secret) *env {
 	t.Helper()
-	e := &env{ca: newTestCA(t, "test public CA"), logs: &lockedBuffer{}}
-	cert := e.ca.leaf(t, "api.test", "other.test", "free.test", "wild.test", "*.wild.test", "down.test")
+	e := &env{ca: testkit.TestCA(t, "test public CA"), logs: &lockedBuffer{}}
+	cert := e.ca.MustLeaf(t, "api.test", "other.test", "free.test", "wild.test", "*.wild.test", "down.test")
 	e.api = newUpstream(t, &cert)
 	e.plain = newUpstream(t, nil)
-	evilCert := newTestCA(t, "nobody's CA").leaf(t, "evil.test")
+	evilCert := testkit.TestCA(t, "nobody's CA").MustLeaf(t, "evil.test")
 	e.evil = newUpstream(t, &evilCert)
 
 	roots := x509.NewCertPool()
-	roots.AddCert(e.ca.cert)
+	roots.AddCert(e.ca.Cert)
 	p, err := New("test", Config{
 		Dial: func(ctx context.Context, host, port string) (net.Conn, error) {
 			addr := e.api.addr()
@@ -256,7 +211,7 @@ func (e *env) client(t testing.TB, h2 bool) *http.Client {
 	if !roots.AppendCertsFromPEM(e.p.CACertPEM()) {
 		t.Fatal("the CA PEM does not parse")
 	}
-	roots.AddCert(e.ca.cert)
+	roots.AddCert(e.ca.Cert)
 	tr := &http.Transport{
 		Proxy:             http.ProxyURL(e.proxyURL),
 		TLSClientConfig:   &tls.Config{RootCAs: roots},
