@@ -258,6 +258,19 @@ file = "~/.config/other/token"
 		}
 	})
 
+	t.Run("another member of the group can neither see s1's secrets nor drop them", func(t *testing.T) {
+		defer e.use(t)()
+		for _, args := range [][]string{{"vm", "restart", "s1"}, {"vm", "stop", "s1"}, {"vm", "rm", "-f", "s1"}, {"vm", "show", "s1"}, {"vm", "start", "s1", "--secret", "tok"}} {
+			if out, errOut, code := e.bangerAsNobody(args...); code == 0 || strings.Contains(out+errOut, "tok_") {
+				t.Errorf("nobody's %v: exit %d\n%s%s", args, code, out, errOut)
+			}
+		}
+		sh("s1", `curl -sS -H "Authorization: Bearer $TOK" https://api.test/after-nobody`)
+		if got := api1.last("/after-nobody"); !strings.HasSuffix(got, " Bearer "+tok) {
+			t.Errorf("after another member's tries, api.test received %q, want the real value still", got)
+		}
+	})
+
 	t.Run("git clone over HTTPS with the placeholder in a credential helper", func(t *testing.T) {
 		defer e.use(t)()
 		out := sh("s1", `git -c credential.helper='!f() { echo username=x; echo password=$TOK; }; f' clone -q https://git.test/repo.git /root/r 2>&1; git -C /root/r log --format=%s -1`)

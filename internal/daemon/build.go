@@ -263,8 +263,10 @@ func (d *daemon) vmDeps(o Options, guard *hostnet.Guard, key ssh.Signer, templat
 		Work:  d.work,
 		Store: d.st.db, Images: d.images, Kernels: d.kernels, Runner: o.Runner, Driver: d.driver, Layout: d.st.lay,
 		NetWhy: d.netWhy, GuardWhy: d.guard, Agent: d.agent, Key: key, Templates: templates,
-		Quota:   quota(cfg),
-		Modules: cfg.GuestModules, ModulesUID: cfg.VMMUIDBase - 1,
+		Quota: quota(cfg),
+		// Not the sandbox's uid (base - 1): depmod is not sandboxed, and
+		// must not reach a sandboxed reader of another user's disk.
+		Modules: cfg.GuestModules, ModulesUID: cfg.VMMUIDBase - 2,
 		Defaults: vm.Defaults{
 			Image: cfg.DefaultImageName, Network: cfg.DefaultNetwork, CPUs: cfg.DefaultCPUs, MemoryMB: cfg.DefaultMemoryMiB, DiskBytes: cfg.DefaultDiskBytes(),
 			ReadyTimeout: cfg.ReadyTimeout.Duration, StopTimeout: cfg.StopTimeout.Duration,

@@ -141,18 +141,15 @@ func (s vms) Secrets(ctx context.Context, name string, req api.SecretsRequest) (
 }
 
 // Stop stops a VM; the values it was given are dropped with its boot.
+// Only once it did: the caller may not be the VM's owner. (A restart's
+// old boot is dropped when its VMM is seen gone, and a grant to the new
+// boot replaces it.)
 func (s vms) Stop(ctx context.Context, name string, req api.VMStopRequest, p operation.Progress) (api.VM, error) {
 	v, err := s.lifecycle.Stop(ctx, name, req, p)
 	if err == nil {
 		s.secrets.Forget(name)
 	}
 	return v, err
-}
-
-// Restart starts a VM's next boot, which holds no secret until given.
-func (s vms) Restart(ctx context.Context, name string, req api.VMStartRequest, p operation.Progress) (api.VM, error) {
-	s.secrets.Forget(name)
-	return s.lifecycle.Restart(ctx, name, req, p)
 }
 
 // Remove removes a VM, and revokes its secrets: the values are dropped,

@@ -210,6 +210,19 @@ func (p *Proxy) untrack(c *wrappedConn) {
 // ServeConn serves one guest connection until it ends or the proxy
 // closes; it closes c.
 func (p *Proxy) ServeConn(ctx context.Context, c net.Conn) {
+	if c.SetReadDeadline(time.Time{}) != nil {
+		// No deadlines (an SSH channel): served through a socket pair,
+		// and c closed with it, or a guest that sends nothing more would
+		// hold the pair's copy for good.
+		sc, err := socketFor(c)
+		if err != nil {
+			p.log.Warn("guest connection: socket pair", "err", err)
+			c.Close()
+			return
+		}
+		defer c.Close()
+		c = sc
+	}
 	w := newWrappedConn(c, nil)
 	if !p.track(w) {
 		if !p.isClosed() {

@@ -155,6 +155,9 @@ func New(d Deps) *Service {
 	s := &Service{d: d, initrds: &guestboot.Initrds{Agent: d.Agent, Dir: filepath.Join(d.Layout.Cache(), "initramfs"), Log: d.Log}}
 	if d.Modules {
 		s.modules = &guestboot.ModulesDisks{Dir: filepath.Join(d.Layout.Cache(), "modules"), Runner: d.Runner, UID: d.ModulesUID, Log: d.Log}
+		if swept := s.modules.Sweep(); len(swept) > 0 {
+			d.Log.Info("removed unfinished modules disks", "paths", swept)
+		}
 	}
 	s.quota = &quota.Book{Limits: d.Quota, Store: d.Store}
 	s.maker = &template.Maker{Dir: d.Templates, Driver: d.Driver, Key: d.Key, RunDir: d.Layout.Run(), Log: d.Log, Base: s.imageBase}

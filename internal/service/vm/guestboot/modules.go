@@ -35,6 +35,19 @@ type ModulesDisks struct {
 	locks keyedlock.Locks
 }
 
+// Sweep removes what a daemon killed mid-build left in Dir (a staged
+// copy of a kernel's modules is hundreds of MiB). Run at start, before
+// any build.
+func (m *ModulesDisks) Sweep() []string {
+	left, _ := filepath.Glob(filepath.Join(m.Dir, ".build-*"))
+	tmps, _ := filepath.Glob(filepath.Join(m.Dir, "*.modules.ext4.tmp"))
+	left = append(left, tmps...)
+	for _, p := range left {
+		os.RemoveAll(p)
+	}
+	return left
+}
+
 // ModulesFile is a kernel's modules disk's name in Dir.
 func ModulesFile(k api.Kernel) string {
 	return fmt.Sprintf("%s-%s.modules.ext4", k.Name, digest.Short(k.Digest))
@@ -100,7 +113,7 @@ func (m *ModulesDisks) build(ctx context.Context, depmod, src, release, path str
 	// Run in the stage, named through /proc/self/cwd: the state
 	// directory above it is root's alone, and a magic link is not a
 	// path whose directories are searched.
-	if _, err := m.Runner.Run(ctx, runner.Cmd{Dir: stage, Name: "setpriv", Args: []string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--", depmod, "-b", "/proc/self/cwd", "-a", release}}); err != nil {
+	if _, err := m.Runner.Run(ctx, runner.Cmd{Dir: stage, Name: "setpriv", Args: []string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--no-new-privs", "--", depmod, "-b", "/proc/self/cwd", "-a", release}}); err != nil {
 		return fmt.Errorf("depmod: %w", err)
 	}
 	if err := chownDirs(tree, 0); err != nil {

@@ -11,10 +11,8 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -23,7 +21,6 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/sys/unix"
 
 	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/kit/layout"
@@ -310,59 +307,8 @@ func (s *Service) serve(name string, b *boot, ln net.Listener) {
 		if err != nil {
 			return
 		}
-		go func() {
-			sc, err := socketFor(c)
-			if err != nil {
-				s.d.Log.Warn("secrets proxy: a guest connection", "vm", name, "err", err)
-				c.Close()
-				return
-			}
-			b.proxy.ServeConn(ctx, sc)
-		}()
+		go b.proxy.ServeConn(ctx, c)
 	}
-}
-
-// socketFor carries an SSH channel's bytes through a socket pair and
-// returns the pair's other end: net/http needs read deadlines to take a
-// connection over (CONNECT), which an SSH channel does not have, and
-// without them it waits for ever.
-func socketFor(ch net.Conn) (net.Conn, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socket pair: %w", err)
-	}
-	ends := [2]net.Conn{}
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "secrets-proxy")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			if i == 1 {
-				ends[0].Close()
-			} else {
-				unix.Close(fds[1])
-			}
-			return nil, fmt.Errorf("socket pair: %w", err)
-		}
-		ends[i] = c
-	}
-	near := ends[0].(*net.UnixConn)
-	go func() {
-		defer ch.Close()
-		defer near.Close()
-		done := make(chan struct{})
-		go func() {
-			io.Copy(ch, near)
-			if cw, ok := ch.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
-			close(done)
-		}()
-		io.Copy(near, ch)
-		near.CloseWrite()
-		<-done
-	}()
-	return ends[1], nil
 }
 
 // watch drops a boot whose VMM is gone: a killed VMM leaves a bridge

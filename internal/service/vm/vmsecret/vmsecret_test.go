@@ -1,12 +1,6 @@
 package vmsecret
 
 import (
-	"bufio"
-	"context"
-	"errors"
-	"io"
-	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -77,58 +71,5 @@ func TestRecord(t *testing.T) {
 	last := got[0].Attempts[len(got[0].Attempts)-1]
 	if last.Host != "(other hosts)" || last.Count != 50 {
 		t.Errorf("the rest: %+v", last)
-	}
-}
-
-// noDeadlines is a connection as an SSH channel is: deadlines refused.
-type noDeadlines struct{ net.Conn }
-
-func (noDeadlines) SetDeadline(time.Time) error      { return errors.New("not supported") }
-func (noDeadlines) SetReadDeadline(time.Time) error  { return errors.New("not supported") }
-func (noDeadlines) SetWriteDeadline(time.Time) error { return errors.New("not supported") }
-
-// A CONNECT over a connection without deadlines (the guest's, an SSH
-// channel) is answered: net/http, taking the connection over, waits for
-// its pending read to be cut short by a deadline.
-func TestConnectOverChannel(t *testing.T) {
-	up, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	p, err := secretproxy.New("v", secretproxy.Config{Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", up.Addr().String())
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	guest, host := net.Pipe()
-	sc, err := socketFor(noDeadlines{host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.ServeConn(context.Background(), sc)
-	guest.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(guest, "CONNECT echo.test:443 HTTP/1.1\r\nHost: echo.test:443\r\n\r\n")
-	br := bufio.NewReader(guest)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("CONNECT: %v %v", resp, err)
-	}
-	io.WriteString(guest, "ping")
-	b := make([]byte, 4)
-	if _, err := io.ReadFull(br, b); err != nil || string(b) != "ping" {
-		t.Errorf("through the tunnel: %q %v", b, err)
 	}
 }
