@@ -369,13 +369,17 @@ func (s *Service) View(name string) []api.VMSecret {
 	return View(s.d.Layout.VM(name))
 }
 
-// note records e and logs it: every attempt, and a secret's first use.
+// note records e and logs it: a secret's first use, and the first
+// attempt of each host and reason.
 func (s *Service) note(vm string, r *record, e secretproxy.Event) {
-	first := r.event(e)
-	switch {
-	case e.Kind != "use":
+	// The first of each kind per host only: a guest sending a placeholder
+	// in a loop must not fill the daemon's log. The record counts them all.
+	if !r.event(e) {
+		return
+	}
+	if e.Kind != "use" {
 		s.d.Log.Warn("secret placeholder sent where its value may not go", "vm", vm, "secret", e.Secret, "host", e.Host, "method", e.Method, "path", e.Path, "why", e.Why)
-	case first:
+	} else {
 		s.d.Log.Info("secret used", "vm", vm, "secret", e.Secret, "host", e.Host, "method", e.Method, "path", e.Path)
 	}
 }

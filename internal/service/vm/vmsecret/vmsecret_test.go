@@ -1,6 +1,8 @@
 package vmsecret
 
 import (
+	"bytes"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -71,5 +73,23 @@ func TestRecord(t *testing.T) {
 	last := got[0].Attempts[len(got[0].Attempts)-1]
 	if last.Host != "(other hosts)" || last.Count != 50 {
 		t.Errorf("the rest: %+v", last)
+	}
+}
+
+// A guest sending a placeholder where it may not go, in a loop, is
+// counted every time and logged once.
+func TestAttemptsLoggedOnce(t *testing.T) {
+	var log bytes.Buffer
+	s := New(Deps{Log: slog.New(slog.NewTextHandler(&log, nil))})
+	r := loadRecord(t.TempDir())
+	r.given([]api.SecretGrant{{Name: "gh", Hosts: []string{"api.github.com"}, Env: "GH_TOKEN"}})
+	for range 1000 {
+		s.note("v", r, secretproxy.Event{Time: time.Now(), Secret: "gh", Host: "evil.test", Kind: "attempt", Why: "not bound to this host"})
+	}
+	if n := strings.Count(log.String(), "placeholder sent"); n != 1 {
+		t.Errorf("%d log lines for 1000 attempts, want 1", n)
+	}
+	if got := r.list(nil)[0].Attempts; len(got) != 1 || got[0].Count != 1000 {
+		t.Errorf("record: %+v", got)
 	}
 }
