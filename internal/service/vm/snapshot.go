@@ -107,9 +107,8 @@ func (s *Service) CheckSnapshot(ctx context.Context, vmName string, req api.Snap
 	return nil
 }
 
-// Snapshot saves a running VM whole: its RAM and device state, written
-// while it runs, and its disks, copied while it is paused for the last
-// pass. It runs on afterwards, unchanged.
+// Snapshot saves a running VM whole: its RAM, disks and device state,
+// copied while it is paused. It runs on afterwards, unchanged.
 func (s *Service) Snapshot(ctx context.Context, vmName string, req api.SnapshotRequest, p operation.Progress) (api.Snapshot, error) {
 	if err := s.CheckSnapshot(ctx, vmName, req); err != nil {
 		return api.Snapshot{}, err
@@ -160,7 +159,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	cfg := s.vmmConfig(v)
 	cfg.Disks = b.Disks
 	var disks []vmm.Disk
-	p.Stage("snapshot", "saving vm %s's memory while it runs", v.Name)
+	p.Stage("snapshot", "saving vm %s's memory", v.Name)
 	paused, err := s.d.Driver.Snapshot(ctx, cfg, filepath.Join(build, template.StateFile), func() error {
 		for _, d := range b.Disks {
 			if d.ReadOnly {
@@ -179,7 +178,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 	if err != nil {
 		return t, err
 	}
-	p.Stage("snapshot", "vm %s was paused %s, for the copy of its disks and device state", v.Name, paused.Round(time.Millisecond))
+	p.Stage("snapshot", "vm %s was paused %s, for the copy of its memory, disks and device state", v.Name, paused.Round(time.Millisecond))
 	final := filepath.Join(string(s.snapshotsDir()), name)
 	if root := disks[0]; root.Format == "qcow2" {
 		// The copied overlay names the VM's own backing file: the

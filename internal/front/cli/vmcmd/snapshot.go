@@ -31,10 +31,9 @@ func newVMSnapshot(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "snapshot VM [NAME]",
 		Short: "Save a running VM whole (memory, processes, disks) to fork new VMs from",
-		Long: `Save a running VM whole: its memory and device state are written while it
-runs; it is paused only for the last pass, while its disks (copied, or
-reflinked where the file system shares blocks) and device state are saved,
-and runs on afterwards, unchanged. NAME defaults to VM-DATE-TIME.
+		Long: `Save a running VM whole: it is paused (for well under a second) while its
+memory, its disks (copied, or reflinked where the file system shares
+blocks) and device state are saved, and runs on afterwards, unchanged. NAME defaults to VM-DATE-TIME.
 
 Start new VMs from it with 'banger vm run --from-snapshot NAME': each
 resumes where the VM was (its running processes, /tmp, /work), with a
@@ -144,7 +143,7 @@ func newVMFork(a *app) *cobra.Command {
 		Use:   "fork VM [NEW]",
 		Short: "Make a new VM from a running one, as it is now",
 		Long: `Make a new VM from a running one: a snapshot taken while the VM runs on
-(paused only for the copy of its disks and device state), which the new VM
+(paused only for the copy of its memory, disks and device state), which the new VM
 resumes from: its running processes, /tmp and /work as they were, with a
 hostname, SSH host key, machine ID, entropy and clock of its own. The
 original keeps running unchanged; each can be removed on its own. NEW is
