@@ -1,6 +1,7 @@
 // Command banger-agent is the guest agent, PID 1 in every banger VM: as
 // /init in banger's initramfs it mounts the root disk and switches to it,
-// then as /.banger/init it brings the guest up. It is built static
+// then as /.banger/init it brings the guest up, or hands PID 1 to the
+// image's systemd and comes back as its banger-agent.service. It is built static
 // (CGO_ENABLED=0) and injected into every image.
 package main
 
@@ -23,9 +24,17 @@ func main() {
 		os.Exit(agent.Lsmod())
 	}
 	var err error
-	if os.Args[0] == "/init" {
+	switch {
+	case os.Args[0] == "/init":
 		err = agent.InitStage()
-	} else {
+	case agent.IsService(os.Args):
+		// Under systemd, a failure is systemd's to restart.
+		if err = agent.ServiceStage(); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	default:
 		err = agent.RootStage()
 	}
 	if err != nil {

@@ -100,4 +100,6 @@ var migrations = []string{
 	ALTER TABLE images ADD COLUMN shared INTEGER NOT NULL DEFAULT 1;
 	ALTER TABLE kernels ADD COLUMN owner INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE kernels ADD COLUMN shared INTEGER NOT NULL DEFAULT 1;`,
+	// 12: the init system each VM boots with ("" is banger's own).
+	`ALTER TABLE vms ADD COLUMN init TEXT NOT NULL DEFAULT ''`,
 }

@@ -24,7 +24,7 @@ type VM struct {
 }
 
 const vmColumns = `name, id, image, kernel, cpus, memory_mib, disk_bytes, ssh_port, ports, authorized_keys,
-	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel, work, made_by, template, snapshot, network, egress, owner`
+	state, pid, pid_start, host_key, console_offset, created_at, started_at, accel, work, made_by, template, snapshot, network, egress, owner, init`
 
 func timeText(t time.Time) string {
 	if t.IsZero() {
@@ -38,9 +38,9 @@ func (s *Store) InsertVM(ctx context.Context, v VM) error {
 	ports, _ := json.Marshal(v.Ports)
 	keys, _ := json.Marshal(v.AuthorizedKeys)
 	_, err := s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.Name, v.ID, v.Image, v.Kernel, v.CPUs, v.MemoryMB, v.DiskBytes, v.SSHPort, string(ports), string(keys),
-		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel, jsonText(v.Work), jsonText(v.MadeBy), v.Template, v.Snapshot, v.Network, v.Egress, v.Owner)
+		v.State, v.PID, int64(v.PIDStart), v.HostKey, v.ConsoleOffset, timeText(v.CreatedAt), timeText(v.StartedAt), v.Accel, jsonText(v.Work), jsonText(v.MadeBy), v.Template, v.Snapshot, v.Network, v.Egress, v.Owner, v.Init)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("vm %q already exists: %w", v.Name, errdefs.ErrConflict)
@@ -141,7 +141,7 @@ func (s *Store) queryVMs(ctx context.Context, where string, args ...any) ([]VM, 
 		var ports, keys, created, started, work, madeBy string
 		var pidStart int64
 		if err := rows.Scan(&v.Name, &v.ID, &v.Image, &v.Kernel, &v.CPUs, &v.MemoryMB, &v.DiskBytes, &v.SSHPort, &ports, &keys,
-			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel, &work, &madeBy, &v.Template, &v.Snapshot, &v.Network, &v.Egress, &v.Owner, &v.IP); err != nil {
+			&v.State, &v.PID, &pidStart, &v.HostKey, &v.ConsoleOffset, &created, &started, &v.Accel, &work, &madeBy, &v.Template, &v.Snapshot, &v.Network, &v.Egress, &v.Owner, &v.Init, &v.IP); err != nil {
 			return nil, fmt.Errorf("list vms: %w", err)
 		}
 		v.PIDStart = uint64(pidStart)

@@ -181,6 +181,7 @@ type CreateArgs struct {
 	Disk      string `json:"disk,omitempty" jsonschema:"root disk size, such as 20G (default 10G); unused room costs nothing"`
 	NoWorkdir bool   `json:"no_workdir,omitempty" jsonschema:"start with no /work, instead of a copy of the checkout"`
 	WorkDisk  string `json:"work_disk,omitempty" jsonschema:"size of the /work disk, such as 8G (default: it grows to hold the checkout with room to work)"`
+	Init      string `json:"init,omitempty" jsonschema:"the guest's init system: banger (default, fastest) or systemd (the image's own, for units and systemctl; debian-bookworm-dev has it)"`
 }
 
 // Created is what sandbox_create returns.
@@ -190,7 +191,7 @@ type Created struct {
 }
 
 func (s *Server) create(ctx context.Context, req *mcp.CallToolRequest, in CreateArgs) (*mcp.CallToolResult, Created, error) {
-	cr := api.VMCreateRequest{Name: in.Name, Image: in.Image, CPUs: in.CPUs, Disk: in.Disk, Start: true,
+	cr := api.VMCreateRequest{Name: in.Name, Image: in.Image, CPUs: in.CPUs, Disk: in.Disk, Start: true, Init: in.Init,
 		Network: s.o.Network, Egress: s.o.Egress, MadeBy: &api.MadeBy{Tool: Tool, Checkout: s.o.Checkout}}
 	if in.CPUs < 0 {
 		return fail[Created](fmt.Errorf("cpus %d: a sandbox needs at least 1 CPU: %w", in.CPUs, errdefs.ErrInvalid))

@@ -170,8 +170,19 @@ func waitFor(path string, d time.Duration) error {
 	}
 }
 
-// RootStage runs as PID 1 in the guest's root file system.
+// RootStage runs as PID 1 in the guest's root file system. With
+// banger.init=systemd it hands PID 1 to the image's systemd, under which
+// the agent runs again as a service (ServiceStage).
 func RootStage() error {
+	if !mounted("/proc") {
+		// A boot without banger's initramfs: the kernel ran the agent.
+		os.MkdirAll("/proc", 0o755)
+		unix.Mount("proc", "/proc", "proc", 0, "")
+	}
+	if b, _ := os.ReadFile("/proc/cmdline"); ParseCmdline(string(b)).Params[guestproto.ParamInit] == guestproto.InitSystemd {
+		err := handToSystemd()
+		fmt.Fprintf(os.Stderr, "banger-agent: init %s: %v; banger's own init instead\n", guestproto.InitSystemd, err)
+	}
 	mountRoot()
 	console()
 	mountCgroups()
@@ -205,18 +216,11 @@ func RootStage() error {
 		fmt.Fprintf(os.Stderr, "banger-agent: network: %v\n", err)
 	}
 	r := newReaper()
-	if err := startSSH(cmd, r); err != nil {
+	if err := startSSH(cmd, r, func() { unix.Kill(1, unix.SIGTERM) }); err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: ssh: %v\n", err)
 	}
 	startServices()
-	var uts unix.Utsname
-	unix.Uname(&uts)
-	mode := "rw"
-	var st unix.Statfs_t
-	if unix.Statfs("/", &st) == nil && st.Flags&unix.ST_RDONLY != 0 {
-		mode = "ro"
-	}
-	fmt.Printf("%s: kernel %s, root %s\n", ReadyMarker, unix.ByteSliceToString(uts.Release[:]), mode)
+	fmt.Printf("%s: kernel %s, root %s\n", ReadyMarker, release(), rootMode())
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2)
@@ -276,8 +280,9 @@ func userProcesses() int {
 }
 
 // startSSH serves SSH on banger.ssh_port (22) with a host key made at
-// boot, whose fingerprint goes to the console for the host to pin.
-func startSSH(cmd Cmdline, r *reaper) error {
+// boot, whose fingerprint goes to the console for the host to pin;
+// powerOff answers the host's power-off request.
+func startSSH(cmd Cmdline, r *reaper, powerOff func()) error {
 	host, err := hostKey(hostKeyPath)
 	if err != nil {
 		return err
@@ -292,7 +297,7 @@ func startSSH(cmd Cmdline, r *reaper) error {
 	}
 	srv := NewSSHServer(host, ParseAuthorizedKeys(keys))
 	srv.Wait = r.wait
-	srv.PowerOff = func() { unix.Kill(1, unix.SIGTERM) }
+	srv.PowerOff = powerOff
 	srv.Lend = func(a guestproto.AuthSync) error { return lend(a, srv.Passwd) }
 	srv.Identity = func(id guestproto.Identity) (ssh.Signer, []ssh.PublicKey, error) {
 		return applyIdentity(id, hostKeyPath)

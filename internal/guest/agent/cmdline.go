@@ -2,7 +2,8 @@
 // initramfs it loads the modules the root disk needs, mounts it and
 // switches to it; in the root file system it mounts the pseudo file
 // systems, sets the hostname, tells the host it is ready and reaps
-// zombies until asked to power off.
+// zombies until asked to power off. With banger.init=systemd it hands
+// PID 1 to the image's systemd instead and runs under it as a service.
 package agent
 
 import (

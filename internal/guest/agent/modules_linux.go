@@ -139,7 +139,8 @@ func release() string {
 func setupModules() {
 	rel := release()
 	dev := findLabelled(guestproto.ModulesLabel)
-	if dev == "" {
+	if dev == "" || mounted(modulesMount) {
+		// No modules disk, or an agent restarted by systemd set it up.
 		return
 	}
 	if err := os.MkdirAll(modulesMount, 0o755); err != nil {

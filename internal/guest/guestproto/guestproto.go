@@ -32,7 +32,44 @@ const (
 	ParamWork    = "banger.work"     // block device mounted at /work
 	ParamName    = "banger.name"     // hostname
 	ParamDNS     = "banger.dns"      // the resolver /etc/resolv.conf names
+	ParamInit    = "banger.init"     // the guest's init system: InitBanger (default) or InitSystemd
 )
+
+// Init systems a guest boots with.
+const (
+	// InitBanger: the agent is PID 1 and the whole init system; the
+	// image needs nothing of its own.
+	InitBanger = "banger"
+	// InitSystemd: the agent hands PID 1 to the image's systemd and runs
+	// under it as a service, banger-agent.service.
+	InitSystemd = "systemd"
+)
+
+// CheckInit checks an init system's name; "" is the default, InitBanger.
+func CheckInit(init string) error {
+	switch init {
+	case "", InitBanger, InitSystemd:
+		return nil
+	}
+	return fmt.Errorf("init %q: want %q or %q", init, InitBanger, InitSystemd)
+}
+
+// InitFromReady is the init system a ready line says the guest runs
+// ("banger-agent: ready: ..., init systemd (running)"); a line without
+// one is from banger's own init.
+func InitFromReady(console string) string {
+	i := strings.LastIndex(console, ReadyMarker)
+	if i < 0 {
+		return ""
+	}
+	line, _, _ := strings.Cut(console[i:], "\n")
+	if _, rest, ok := strings.Cut(line, ", init "); ok {
+		if f := strings.Fields(rest); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return InitBanger
+}
 
 // PowerOffRequest is the SSH global request asking the agent to power the
 // guest off cleanly. It works whatever the image holds (no poweroff

@@ -67,3 +67,31 @@ func TestParseService(t *testing.T) {
 		}
 	}
 }
+
+func TestInitFromReady(t *testing.T) {
+	for _, c := range []struct{ console, want string }{
+		{"boot\n" + ReadyMarker + ": kernel 6.1.0-57-amd64, root rw\n", InitBanger},
+		{ReadyMarker + ": kernel 6.1, root rw, init systemd (running)\n", InitSystemd},
+		{ReadyMarker + ": kernel 6.1, root rw, init systemd (degraded: failed x.service)\nmore\n", InitSystemd},
+		// The last ready line counts: an earlier boot's does not.
+		{ReadyMarker + ": kernel 6.1, root rw, init systemd (running)\n" + ReadyMarker + ": kernel 6.1, root rw\n", InitBanger},
+		{"no ready line\n", ""},
+	} {
+		if got := InitFromReady(c.console); got != c.want {
+			t.Errorf("InitFromReady(%q) = %q, want %q", c.console, got, c.want)
+		}
+	}
+}
+
+func TestCheckInit(t *testing.T) {
+	for _, ok := range []string{"", InitBanger, InitSystemd} {
+		if err := CheckInit(ok); err != nil {
+			t.Errorf("CheckInit(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"upstart", "Systemd", "systemd ", "/sbin/init"} {
+		if err := CheckInit(bad); err == nil {
+			t.Errorf("CheckInit(%q) accepted", bad)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/kit/peer"
@@ -73,6 +74,12 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 		if _, err := s.getSnapshot(ctx, req.Snapshot); err != nil {
 			return params{}, err
 		}
+		if req.Init != "" {
+			return params{}, fmt.Errorf("a fork of snapshot %s boots with its VM's init: no --init: %w", req.Snapshot, errdefs.ErrInvalid)
+		}
+	}
+	if err := guestproto.CheckInit(req.Init); err != nil {
+		return params{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalid)
 	}
 	prm, err := s.checkParams(req)
 	if err != nil {
@@ -110,6 +117,9 @@ func (s *Service) checkCreate(ctx context.Context, req api.VMCreateRequest) (par
 // own root disk. With req.Start it boots it too, and a VM that does not
 // become ready is removed again.
 func (s *Service) Create(ctx context.Context, req api.VMCreateRequest, p operation.Progress) (api.VM, error) {
+	if req.Init == guestproto.InitBanger {
+		req.Init = "" // the default, recorded as such
+	}
 	prm, err := s.checkCreate(ctx, req)
 	if err != nil {
 		return api.VM{}, err
@@ -182,7 +192,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 			Name: req.Name, Owner: peer.UID(ctx), State: api.VMStopped, Image: im.Name, Kernel: kernel,
 			CPUs: prm.cpus, MemoryMB: prm.memoryMB, DiskBytes: size,
 			SSHPort: sshPort, Ports: prm.ports, CreatedAt: time.Now().UTC(), Work: work, MadeBy: req.MadeBy,
-			Snapshot: req.Snapshot, Network: prm.network, Egress: prm.egress,
+			Snapshot: req.Snapshot, Network: prm.network, Egress: prm.egress, Init: req.Init,
 		},
 		ID: newID(), AuthorizedKeys: prm.keys,
 	}
@@ -212,7 +222,7 @@ func (s *Service) forkSource(ctx context.Context, req *api.VMCreateRequest, prm 
 	if build, err := s.d.Driver.Version(ctx); err == nil && t.Key.VMM != "" && t.Key.VMM != s.d.Driver.Name()+" "+build {
 		return nil, fmt.Errorf("snapshot %s was taken with %s, and this host runs %s %s, which cannot load it: remove it with `banger vm snapshot rm %s`: %w", t.ID, t.Key.VMM, s.d.Driver.Name(), build, t.ID, errdefs.ErrConflict)
 	}
-	req.Image, req.Kernel = t.Key.Image, t.Key.Kernel
+	req.Image, req.Kernel, req.Init = t.Key.Image, t.Key.Kernel, t.Key.Init
 	prm.cpus, prm.memoryMB, prm.disk = t.Key.CPUs, t.Key.MemoryMB, t.Key.DiskBytes
 	return &t, nil
 }

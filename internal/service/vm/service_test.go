@@ -439,6 +439,7 @@ func TestBadRequests(t *testing.T) {
 		{"bad timeout", api.VMCreateRequest{ReadyTimeout: "soon"}, "invalid", "duration"},
 		{"no such image", api.VMCreateRequest{Image: "nope"}, "not_found", "nope"},
 		{"no such kernel", api.VMCreateRequest{Kernel: "nope"}, "not_found", "nope"},
+		{"init", api.VMCreateRequest{Init: "upstart"}, "invalid", `want "banger" or "systemd"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -492,6 +493,37 @@ func TestCmdline(t *testing.T) {
 	many = append(many, userKey) // the daemon's own
 	if n := len(guestboot.Cmdline("a-name-of-sixty-three-characters-which-is-the-longest-allowed-x", false, many, []string{"tsc_early_khz=2000000"})); n > 2048 {
 		t.Errorf("the longest command line is %d bytes, over the kernel's 2048", n)
+	}
+}
+
+// TestInitSystem: --init systemd reaches the guest's command line and the
+// record; "banger" is the default, recorded as such; a guest that comes
+// up with banger's init when asked for systemd (an image without it)
+// fails the start, and create with start leaves nothing.
+func TestInitSystem(t *testing.T) {
+	ctx := context.Background()
+	sdConsole := guestproto.HostKeyPrefix + "SHA256:fakekey\n" + guestproto.ReadyMarker + ": kernel 6.1, root rw, init systemd (running)\n"
+	d := &fakeDriver{console: sdConsole}
+	s, _, _ := newTestService(t, d)
+	v, err := s.Create(ctx, api.VMCreateRequest{Name: "sd", Init: "systemd", Start: true}, operation.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Init != "systemd" || !strings.Contains(" "+d.started[0].Cmdline+" ", " banger.init=systemd ") {
+		t.Errorf("init %q, cmdline %q", v.Init, d.started[0].Cmdline)
+	}
+	if v, err = s.Create(ctx, api.VMCreateRequest{Name: "own", Init: "banger"}, operation.Discard); err != nil || v.Init != "" {
+		t.Errorf("--init banger: %q, %v", v.Init, err)
+	}
+
+	d2 := &fakeDriver{console: "banger-agent: init systemd: this image has no systemd; banger's own init instead\n" + readyConsole}
+	s2, _, _ := newTestService(t, d2)
+	_, err = s2.Create(ctx, api.VMCreateRequest{Name: "nosd", Init: "systemd", Start: true}, operation.Discard)
+	if err == nil || !strings.Contains(err.Error(), "asked to boot with init systemd") || !strings.Contains(err.Error(), "this image has no systemd") {
+		t.Fatalf("a guest without systemd: %v", err)
+	}
+	if vs, _ := s2.List(ctx); len(vs) != 0 {
+		t.Errorf("left: %+v", vs)
 	}
 }
 

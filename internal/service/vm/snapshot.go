@@ -204,7 +204,7 @@ func (s *Service) snapshot(ctx context.Context, v store.VM, name string, p opera
 		ID: name, Disk: disks[0], Disks: disks[1:], RAM: b.RAM, Source: v.Name, Work: v.Work, HostKey: v.HostKey,
 		Owner: peer.UID(ctx), Lent: lent.Names(s.d.Layout.VM(v.Name), v),
 		CreatedAt: time.Now().UTC(), Paused: paused,
-		Key: template.Key{Image: v.Image, Kernel: v.Kernel, VMM: s.d.Driver.Name() + " " + vmmBuild, Accel: v.Accel, CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes, Modules: hasModules(b.Disks)},
+		Key: template.Key{Image: v.Image, Kernel: v.Kernel, VMM: s.d.Driver.Name() + " " + vmmBuild, Accel: v.Accel, CPUs: v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes, Modules: hasModules(b.Disks), Init: v.Init},
 	}
 	if err := s.snapshotsDir().Publish(build, t); err != nil {
 		return t, err

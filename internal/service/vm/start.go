@@ -188,7 +188,7 @@ func (s *Service) stepNetwork(ctx context.Context, l *launch) error {
 	if s.d.Key != nil {
 		keys = append([]string{sshkey.AuthorizedLine(s.d.Key.PublicKey(), "banger-daemon")}, keys...)
 	}
-	l.cfg.Cmdline = guestboot.Cmdline(l.v.Name, l.cfg.Initrd != "", keys, append(s.d.Driver.GuestParams(l.acc), netParams...))
+	l.cfg.Cmdline = guestboot.Cmdline(l.v.Name, l.cfg.Initrd != "", keys, append(append(s.d.Driver.GuestParams(l.acc), netParams...), guestboot.InitParams(l.v.Init)...))
 	if l.v.Work != nil {
 		l.cfg.Cmdline += " " + guestproto.ParamWork + "=/dev/vdb"
 	}
@@ -262,7 +262,7 @@ func (s *Service) stepBoot(ctx context.Context, l *launch) error {
 func (s *Service) stepReady(ctx context.Context, l *launch) error {
 	v, began := &l.v, l.booted
 	l.p.Stage("ready", "waiting for the guest agent (up to %s)", l.timeout)
-	key, err := guestboot.WaitReady(ctx, v.Name, l.cfg.Console, v.ConsoleOffset, process(*v), l.timeout)
+	key, err := guestboot.WaitReady(ctx, v.Name, l.cfg.Console, v.ConsoleOffset, process(*v), l.timeout, v.Init)
 	if err != nil {
 		return err
 	}

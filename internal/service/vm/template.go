@@ -51,8 +51,8 @@ func (s *Service) templateKey(ctx context.Context, v store.VM, k api.Kernel, col
 	return template.Key{
 		Image: im.Name, ImageDigest: im.Digest, Kernel: k.Name, KernelDigest: k.Digest, Agent: agent,
 		VMM: s.d.Driver.Name() + " " + build, Accel: acc.Name + " " + acc.CPU, Network: s.d.Driver.Network(),
-		Params: strings.Join(append(s.d.Driver.GuestParams(acc), s.d.Driver.NetParams(vmm.Network{})...), " "),
-		CPUs:   v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes, Modules: modules,
+		Params: strings.Join(append(append(s.d.Driver.GuestParams(acc), s.d.Driver.NetParams(vmm.Network{})...), guestboot.InitParams(v.Init)...), " "),
+		CPUs:   v.CPUs, MemoryMB: v.MemoryMB, DiskBytes: v.DiskBytes, Modules: modules, Init: v.Init,
 	}, nil
 }
 

@@ -420,6 +420,9 @@ type VM struct {
 	Template string `json:"template,omitempty"`
 	// Snapshot is the snapshot the VM was forked from.
 	Snapshot string `json:"snapshot,omitempty"`
+	// Init is the guest's init system: "systemd" for the image's own,
+	// "" for banger's agent as PID 1.
+	Init string `json:"init,omitempty"`
 }
 
 // Network modes.
@@ -605,6 +608,10 @@ type VMCreateRequest struct {
 	Snapshot string `json:"snapshot,omitempty"`
 	// MadeBy records the tool that asks, such as `banger mcp`.
 	MadeBy *MadeBy `json:"made_by,omitempty"`
+	// Init is the guest's init system: "banger" (the default: banger's
+	// agent is PID 1, the image needs no init of its own) or "systemd"
+	// (the image's systemd is PID 1 and the agent one of its services).
+	Init string `json:"init,omitempty"`
 }
 
 // VMStartRequest starts a stopped VM.

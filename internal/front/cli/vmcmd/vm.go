@@ -72,6 +72,7 @@ func (f *createFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.req.Network, "net", "", "network: user (the VMM's own, no root needed; SSH and -p through forwards), bridge (a tap on banger's bridge: an address of its own, VMs reach each other, egress policies) or none (reaches nothing) (default: default_network, user)")
 	fl.StringVar(&f.req.Egress, "egress", "", "where the guest may connect, enforced on the host (user and bridge modes): open, deny, allow=HOST[,HOST...] (only those names, and only the addresses they resolve to; *.example.com for subdomains), learn (anything, recording every name it looks up; see 'banger vm egress'), or from=VM (allow what VM learned) (default: open)")
 	fl.DurationVar(&f.timeout, "timeout", 0, "how long to wait for the guest to be ready (default: ready_timeout, 2m)")
+	fl.StringVar(&f.req.Init, "init", "", "the guest's init system: banger (the agent is PID 1: fastest, the image needs no init of its own) or systemd (the image's systemd is PID 1, units and systemctl work, the agent is banger-agent.service; the image must have systemd) (default: banger)")
 	fl.StringVar(&f.req.Snapshot, "from-snapshot", "", "fork a snapshot (banger vm snapshot): its image, size, disks and running processes, with an identity of its own")
 	f.seed.register(cmd)
 }
@@ -185,7 +186,9 @@ them again with 'vm start --secret' after a stop or a daemon restart.
   banger vm run --name dev --cpus 4 --memory 4G --disk 20G -p 8080:80
   banger vm run --egress allow=github.com,*.github.com -- git ls-remote https://github.com/golang/go
   banger vm run --egress learn --name probe -- ./install-deps.sh   # then: banger vm egress probe
-  banger vm run --secret gh -- sh -c 'curl -H "Authorization: Bearer $GH_TOKEN" https://api.github.com/user'`,
+  banger vm run --secret gh -- sh -c 'curl -H "Authorization: Bearer $GH_TOKEN" https://api.github.com/user'
+  banger vm run --image debian-bookworm-dev -- docker run --rm hello-world
+  banger vm run --image debian-bookworm-dev --init systemd -- systemctl status`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 && !isTerminal(os.Stdin) {
 				return fmt.Errorf("without a command, vm run opens a shell, which needs a terminal: pass -- COMMAND: %w", clikit.ErrInvalidUsage)
@@ -516,6 +519,9 @@ func newVMShow(a *app) *cobra.Command {
 				if v.Template != "" {
 					fmt.Fprintf(w, "Template: %s (first started from it, not booted)\n", v.Template)
 				}
+			}
+			if v.Init != "" {
+				fmt.Fprintf(w, "Init:     %s (the agent runs as banger-agent.service)\n", v.Init)
 			}
 			fmt.Fprintf(w, "CPUs:     %d\n", v.CPUs)
 			fmt.Fprintf(w, "Memory:   %s\n", clikit.HumanSize(int64(v.MemoryMB)<<20))

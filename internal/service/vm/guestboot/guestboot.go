@@ -161,8 +161,9 @@ func Tail(s string, n int) string {
 // WaitReady waits for the agent's ready line on this boot's console. It
 // gives up when the VMM exits (a kernel panic ends it: panic=-1 and
 // -no-reboot), when timeout passes, or when ctx ends; the error carries
-// the console's last lines.
-func WaitReady(ctx context.Context, name, path string, offset int64, proc vmm.Process, timeout time.Duration) (string, error) {
+// the console's last lines. A guest asked to boot with init (InitParams)
+// that came up with another is an error too.
+func WaitReady(ctx context.Context, name, path string, offset int64, proc vmm.Process, timeout time.Duration, init string) (string, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	// Every 10 ms, reading only what the guest printed since: the wait
@@ -180,6 +181,9 @@ func WaitReady(ctx context.Context, name, path string, offset int64, proc vmm.Pr
 	for {
 		read()
 		if key, ok := ReadyIn(con.String()); ok {
+			if got := guestproto.InitFromReady(con.String()); init == guestproto.InitSystemd && got != init {
+				return "", fmt.Errorf("vm %s: asked to boot with init %s, the guest came up with %s's: its console's last lines:\n%s", name, init, got, orNothing(Tail(con.String(), 25)))
+			}
 			return key, nil
 		}
 		if !proc.Alive() {
@@ -236,6 +240,20 @@ func Cmdline(name string, initrd bool, keys []string, driverParams []string) str
 		w = append(w, guestproto.ParamKeys+"="+guestproto.EncodeKeys(keys))
 	}
 	return strings.Join(append(w, driverParams...), " ")
+}
+
+// InitParams are the kernel parameters that boot a guest with init
+// (guestproto.InitSystemd or banger's own, ""). Under systemd the
+// network interface keeps the kernel's name (eth0), which the agent
+// configures before udev would rename it; and no getty is started on
+// the serial console, which is banger's log of the boot, not a
+// terminal, and whose device an image without udev never announces
+// (systemd waited 90 s for it, then went on).
+func InitParams(init string) []string {
+	if init != guestproto.InitSystemd {
+		return nil
+	}
+	return []string{guestproto.ParamInit + "=" + init, "net.ifnames=0", "systemd.getty_auto=0"}
 }
 
 // Clone is a guest resumed from a saved state, to be given its identity.

@@ -149,7 +149,7 @@ func (m *Maker) make(ctx context.Context, key Key, cold vmm.Config, timeout time
 		return t, false, err
 	}
 	r.Add(func() { proc.Kill() })
-	hostKey, err := guestboot.WaitReady(ctx, cfg.Name, cfg.Console, 0, proc, timeout)
+	hostKey, err := guestboot.WaitReady(ctx, cfg.Name, cfg.Console, 0, proc, timeout, key.Init)
 	if err != nil {
 		return t, false, err
 	}
@@ -189,7 +189,7 @@ func (m *Maker) config(ctx context.Context, id string, key Key, cold vmm.Config,
 	return vmm.Config{
 		Name: "template-" + id, CPUs: key.CPUs, MemoryMB: key.MemoryMB,
 		Kernel: cold.Kernel, Initrd: cold.Initrd,
-		Cmdline: guestboot.Cmdline(Hostname, cold.Initrd != "", []string{sshkey.AuthorizedLine(m.Key.PublicKey(), "banger-daemon")}, append(m.Driver.GuestParams(cold.Accel), m.Driver.NetParams(vmm.Network{})...)),
+		Cmdline: guestboot.Cmdline(Hostname, cold.Initrd != "", []string{sshkey.AuthorizedLine(m.Key.PublicKey(), "banger-daemon")}, append(append(m.Driver.GuestParams(cold.Accel), m.Driver.NetParams(vmm.Network{})...), guestboot.InitParams(key.Init)...)),
 		Disks:   disks,
 		Console: filepath.Join(build, "console.log"), Control: filepath.Join(m.RunDir, "t-"+hex.EncodeToString(sock)+".sock"),
 		Log: filepath.Join(build, "vmm.log"), Accel: cold.Accel,

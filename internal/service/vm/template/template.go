@@ -56,6 +56,8 @@ type Key struct {
 	// Modules says the guest had its kernel's modules disk (last, read
 	// only): a saved guest has a device there.
 	Modules bool `json:"modules,omitempty"`
+	// Init is the guest's init system ("" for banger's own).
+	Init string `json:"init,omitempty"`
 }
 
 // ID names the template a VM of this kind uses: its image and size are
@@ -63,8 +65,15 @@ type Key struct {
 // size) is in it, so that a template made by another agent or VMM build
 // has the same ID and is found, refused, and replaced.
 func (k Key) ID() string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d", k.Image, k.Kernel, k.CPUs, k.MemoryMB, k.DiskBytes)))
-	id := fmt.Sprintf("%s-%dc-%dm-%s", k.Image, k.CPUs, k.MemoryMB, hex.EncodeToString(h[:4]))
+	what := fmt.Sprintf("%s\x00%s\x00%d\x00%d\x00%d", k.Image, k.Kernel, k.CPUs, k.MemoryMB, k.DiskBytes)
+	init := ""
+	if k.Init != "" {
+		// Only then: banger's own init keeps the IDs it always had.
+		what += "\x00" + k.Init
+		init = "-" + k.Init
+	}
+	h := sha256.Sum256([]byte(what))
+	id := fmt.Sprintf("%s-%dc-%dm%s-%s", k.Image, k.CPUs, k.MemoryMB, init, hex.EncodeToString(h[:4]))
 	if names.Validate("template", id) != nil {
 		// An image name at the length limit: the digest alone.
 		id = "t-" + hex.EncodeToString(h[:8])

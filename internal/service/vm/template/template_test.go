@@ -30,7 +30,7 @@ func TestKeyID(t *testing.T) {
 	}
 	for _, change := range []func(*Key){
 		func(k *Key) { k.CPUs = 1 }, func(k *Key) { k.MemoryMB = 512 }, func(k *Key) { k.DiskBytes = 1 << 30 },
-		func(k *Key) { k.Image = "alpine" }, func(k *Key) { k.Kernel = "k2" },
+		func(k *Key) { k.Image = "alpine" }, func(k *Key) { k.Kernel = "k2" }, func(k *Key) { k.Init = "systemd" },
 	} {
 		k := key
 		change(&k)
@@ -38,10 +38,24 @@ func TestKeyID(t *testing.T) {
 			t.Errorf("%+v has the same ID as %+v", k, key)
 		}
 	}
+	// banger's own init keeps the IDs templates had before init systems;
+	// systemd's say so.
+	if !strings.HasPrefix(id, "debian-bookworm-2c-1024m-") || strings.Count(id, "-") != 4 {
+		t.Errorf("banger's init changed the ID's form: %s", id)
+	}
+	sd := key
+	sd.Init = "systemd"
+	if got := sd.ID(); !strings.HasPrefix(got, "debian-bookworm-2c-1024m-systemd-") || names.Validate("template", got) != nil {
+		t.Errorf("a systemd template's ID: %s", got)
+	}
 	long := key
 	long.Image = strings.Repeat("a", names.MaxLen)
 	if err := names.Validate("template", long.ID()); err != nil {
 		t.Errorf("a long image name's template ID: %v", err)
+	}
+	long.Init = "systemd"
+	if err := names.Validate("template", long.ID()); err != nil {
+		t.Errorf("a long image name's systemd template ID: %v", err)
 	}
 }
 
