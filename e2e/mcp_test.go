@@ -149,7 +149,7 @@ func TestMCP(t *testing.T) {
 	}
 	slices.Sort(names)
 	want := []string{"sandbox_create", "sandbox_diff", "sandbox_exec", "sandbox_list", "sandbox_list_files", "sandbox_logs",
-		"sandbox_pull", "sandbox_read_file", "sandbox_remove", "sandbox_start", "sandbox_stop", "sandbox_write_file"}
+		"sandbox_pull", "sandbox_read_file", "sandbox_remove", "sandbox_report", "sandbox_start", "sandbox_stop", "sandbox_write_file"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("tools/list: %v, want %v", names, want)
 	}

@@ -272,6 +272,7 @@ func TestOwners(t *testing.T) {
 			{"vm", "diff", "a1"},
 			{"vm", "pull", "a1"},
 			{"vm", "logs", "a1"},
+			{"vm", "report", "a1"},
 			{"vm", "authsync", "a1"},
 			{"vm", "run", "--from-snapshot", "snap-a", "--name", "bobs-fork", "--", "true"},
 			{"vm", "snapshot", "rm", "snap-a"},
@@ -290,7 +291,7 @@ func TestOwners(t *testing.T) {
 		inspectorBin := mcpInspector(t)
 		for tool, extra := range map[string][]string{
 			"sandbox_exec": {"command=true"}, "sandbox_read_file": {"path=a.txt"}, "sandbox_diff": nil, "sandbox_pull": nil,
-			"sandbox_stop": nil, "sandbox_remove": {"force=true"}, "sandbox_logs": nil,
+			"sandbox_stop": nil, "sandbox_remove": {"force=true"}, "sandbox_logs": nil, "sandbox_report": nil,
 		} {
 			args := append([]string{"--cli", server, "--method", "tools/call", "--tool-name", tool, "--tool-arg", "vm=a1"}, extra...)
 			cmd := exec.Command(inspectorBin, args...)

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -344,6 +345,148 @@ file = "~/.config/other/token"
 		}
 		in.call(nil, false, "sandbox_remove", "vm="+created.Name, "force=true")
 	})
+
+	t.Run("the activity record: commands by CLI and MCP, lookups, connections, secrets, kept across a restart, noted on the pulled branch", func(t *testing.T) {
+		defer e.use(t)()
+		activityRecord(t, e, sh, tok)
+	})
+
+}
+
+// activityRecord: a VM under --egress allow=api.test with a secret does
+// through the CLI and MCP what an agent does (git status, curl through
+// the proxy and past it, a refused name and connection); its record,
+// read as JSON, holds each, from the host's side; it is the same after
+// vm stop and a daemon restart; vm pull notes it on the branch; another
+// member of the group cannot read it.
+func activityRecord(t *testing.T, e *env, sh func(vm, script string) string, tok string) {
+	repo := filepath.Join(e.dir, "act-repo")
+	gitRepo(t, repo)
+	e.cwd = repo
+	defer func() { e.cwd = "" }()
+	began := time.Now()
+	e.mustBanger("vm", "run", "--name", "r1", "--image", "tools", "--egress", "allow=api.test", "--secret", "tok", "--", "true")
+	run := func(script string, want int) {
+		t.Helper()
+		if out, errOut, code := e.banger("vm", "exec", "r1", "--", "sh", "-c", script); code != want {
+			t.Fatalf("%s: exit %d, want %d\n%s%s", script, code, want, out, errOut)
+		}
+	}
+	run("cd /work && git status --short >/dev/null", 0)
+	run(`curl -sS -H "Authorization: Bearer $TOK" https://api.test/act`, 0) // through the proxy
+	run("curl -sS https://other.test/act", 56)                              // the proxy refuses: not allowed
+	run("curl -sSk --noproxy '*' https://api.test/direct", 0)               // the guest's own lookup and connection
+	run("curl -sS --noproxy '*' https://other.test/direct", 6)              // NXDOMAIN: refused by the policy
+	run("echo outside > /root/outside.txt", 0)
+	server := e.write("mcp-all", fmt.Sprintf("#!/bin/sh\nexec %s mcp --all\n", bangerBin))
+	os.Chmod(server, 0o755)
+	in := &inspector{t: t, bin: mcpInspector(t), e: e, dir: repo, server: server}
+	var x struct {
+		ExitCode int `json:"exit_code"`
+	}
+	in.call(&x, false, "sandbox_exec", "vm=r1", "command=git status --short")
+	if x.ExitCode != 0 {
+		t.Fatalf("sandbox_exec git status: exit %d", x.ExitCode)
+	}
+
+	report := func() api.ActivityReport {
+		t.Helper()
+		var rep api.ActivityReport
+		if err := json.Unmarshal([]byte(e.mustBanger("vm", "report", "r1", "-o", "json")), &rep); err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	rep := report()
+	has := func(what string, match func(ev api.ActivityEvent) bool) {
+		t.Helper()
+		for _, ev := range rep.Events {
+			if match(ev) {
+				return
+			}
+		}
+		t.Errorf("the record has no %s", what)
+	}
+	me := uint32(os.Getuid())
+	command := func(via, sub string, exit int) func(api.ActivityEvent) bool {
+		return func(ev api.ActivityEvent) bool {
+			return ev.Kind == api.ActCommand && ev.Via == via && strings.Contains(strings.Join(ev.Argv, " "), sub) &&
+				ev.Exit != nil && *ev.Exit == exit && ev.UID != nil && *ev.UID == me && !ev.Time.Before(began)
+		}
+	}
+	has("CLI git status, exit 0", command(api.ViaCLI, "git status", 0))
+	has("CLI curl through the proxy, exit 0", command(api.ViaCLI, "https://api.test/act", 0))
+	has("CLI curl refused by the proxy, exit 56", command(api.ViaCLI, "https://other.test/act", 56))
+	has("CLI curl of a refused name, exit 6", command(api.ViaCLI, "https://other.test/direct", 6))
+	has("MCP git status, exit 0, in /work", func(ev api.ActivityEvent) bool {
+		return command(api.ViaMCP, "git status", 0)(ev) && ev.Dir == "/work"
+	})
+	has("the lookup of api.test, allowed", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActLookup && ev.Host == "api.test" && ev.Action == "allowed" && ev.Via == api.ViaGuest
+	})
+	has("the lookup of other.test, refused", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActLookup && ev.Host == "other.test" && ev.Action == "refused"
+	})
+	has("the connection to api.test:443, allowed", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActConnection && ev.Addr == "api.test:443" && ev.Action == "allowed"
+	})
+	has("the connection to other.test:443, refused", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActConnection && ev.Addr == "other.test:443" && ev.Action == "refused"
+	})
+	has("tok's use for api.test", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActSecret && ev.Action == "use" && ev.Secret == "tok" && ev.Host == "api.test" && ev.URL == "/act"
+	})
+	has("the seed of /work", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActFile && ev.Action == "seed" && strings.Contains(ev.Detail, repo)
+	})
+	has("the secrets given, by name", func(ev api.ActivityEvent) bool {
+		return ev.Kind == api.ActFile && ev.Action == "secrets" && len(ev.Names) == 1 && ev.Names[0] == "tok"
+	})
+	for _, a := range []string{"create", "start"} {
+		has("lifecycle "+a, func(ev api.ActivityEvent) bool { return ev.Kind == api.ActLifecycle && ev.Action == a })
+	}
+	// The record holds names and no value: the guest's placeholder and
+	// the real value are nowhere in it.
+	if raw := e.mustBanger("vm", "report", "r1", "-o", "json"); strings.Contains(raw, tok) {
+		t.Error("the record holds the secret's value")
+	}
+	if text := e.mustBanger("vm", "report", "r1"); !strings.Contains(text, "commands     8 run through banger, 2 failed") || !strings.Contains(text, "other.test refused") {
+		t.Errorf("vm report:\n%s", text)
+	}
+	// Another member of the group: no such VM, no record.
+	if out, errOut, code := e.bangerAsNobody("vm", "report", "r1"); code == 0 || strings.Contains(out, "api.test") {
+		t.Errorf("nobody's vm report r1: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Kept across a stop and a daemon restart, the same.
+	e.mustBanger("vm", "stop", "r1")
+	before := report()
+	if err := e.term(); err != nil {
+		t.Fatalf("daemon stop: %v", err)
+	}
+	e.start()
+	after := report()
+	if len(after.Events) != len(before.Events) || len(after.Events) < len(rep.Events)+1 {
+		t.Errorf("events before the restart %d, after %d", len(before.Events), len(after.Events))
+	}
+	for i := range min(len(after.Events), len(before.Events)) {
+		b, _ := json.Marshal(before.Events[i])
+		a, _ := json.Marshal(after.Events[i])
+		if string(a) != string(b) {
+			t.Errorf("event %d changed across the restart:\n%s\n%s", i, b, a)
+			break
+		}
+	}
+	// vm pull notes it on the branch's last commit.
+	e.mustBanger("vm", "pull", "r1")
+	note := hostGit(t, repo, "notes", "--ref", "banger", "show", "banger/r1")
+	if !strings.Contains(note, "vm r1:") || !strings.Contains(note, "commands     8 run through banger") || !strings.Contains(note, "git status") || !strings.Contains(note, "banger vm report r1 -o json") {
+		t.Errorf("the pull's git note:\n%s", note)
+	}
+	e.mustBanger("vm", "rm", "-f", "r1")
+	if _, errOut, code := e.banger("vm", "report", "r1"); code == 0 || !strings.Contains(errOut, "does not exist") {
+		t.Errorf("the record of a removed VM: exit %d, %s", code, errOut)
+	}
 }
 
 // grepSince lists, for each needle, the files under dir written since

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/banger-dev/banger/internal/kit/config"
 	"github.com/banger-dev/banger/internal/kit/sandbox"
 	"github.com/banger-dev/banger/internal/kit/sshkey"
+	"github.com/banger-dev/banger/internal/service/activity"
 	"github.com/banger-dev/banger/internal/service/hostnet"
 	"github.com/banger-dev/banger/internal/service/image"
 	"github.com/banger-dev/banger/internal/service/image/imagecat"
@@ -34,6 +36,7 @@ import (
 	"github.com/banger-dev/banger/internal/vmm/qemu"
 	"github.com/banger-dev/banger/internal/vmm/qemu/accel"
 	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 // daemon is the built daemon: its services, what status reports of the
@@ -49,6 +52,7 @@ type daemon struct {
 	vms      *vm.Service
 	contents *vmwork.Service
 	secrets  *vmsecret.Service
+	activity *activity.Recorder // nil: no record kept
 	kernels  *kernel.Service
 	images   *image.Service
 	hostNet  *hostnet.Service
@@ -76,6 +80,11 @@ func build(ctx context.Context, o Options, cfg config.Config, mode accel.Mode, s
 		d.log.Warn("no banger-agent binary found (next to banger, on PATH, or agent_path in the config): VMs cannot boot kernels that need banger's initramfs")
 	}
 	d.startDriver(ctx, o)
+	if cfg.ActivityEvents > 0 {
+		d.activity = activity.New(st.db, activity.Options{Max: cfg.ActivityEvents, Log: d.log.With("service", "activity")})
+		// After the services that record (the closers run in reverse).
+		d.closers = append(d.closers, func() { d.activity.Close() })
+	}
 	d.buildHostSide(ctx, o)
 	if err := d.buildServices(ctx, o); err != nil {
 		d.close()
@@ -142,7 +151,7 @@ func (d *daemon) buildHostSide(ctx context.Context, o Options) {
 			d.log.Error("default_network is bridge, but bridge mode cannot run here", "err", err)
 		}
 	} else {
-		d.hostNet = hostnet.New(hostnet.Deps{Store: d.st.db, Log: d.log.With("service", "hostnet"), Config: d.netCfg})
+		d.hostNet = hostnet.New(hostnet.Deps{Store: d.st.db, Log: d.log.With("service", "hostnet"), Config: d.netCfg, Activity: d.activity.Record})
 		d.closers = append(d.closers, func() { d.hostNet.Close() })
 	}
 }
@@ -195,7 +204,7 @@ func (d *daemon) buildServices(ctx context.Context, o Options) error {
 	if err := d.images.Recover(ctx); err != nil {
 		return err
 	}
-	guard, guardState := startGuard(ctx, cfg, d.netCfg, d.st.db, d.log.With("service", "guard"))
+	guard, guardState := startGuard(ctx, cfg, d.netCfg, d.st.db, d.activity.Record, d.log.With("service", "guard"))
 	d.guard = guardState
 	d.vms = vm.New(d.vmDeps(o, guard, key, templates))
 	d.contents = vmwork.New(vmwork.Deps{
@@ -216,8 +225,15 @@ func (d *daemon) buildServices(ctx context.Context, o Options) error {
 				// A policy that cannot be read opens nothing.
 				policy = hostnet.Egress{Mode: hostnet.EgressDeny}
 			}
-			return dialer.Dial(ctx, v.Name, policy, host, port)
+			c, err := dialer.Dial(ctx, v.Name, policy, host, port)
+			ev := api.ActivityEvent{Kind: api.ActConnection, Action: "allowed", Via: api.ViaGuest, Addr: net.JoinHostPort(host, port), Detail: "through the secrets proxy"}
+			if errors.Is(err, errdefs.ErrPermission) {
+				ev.Action, ev.Detail = "refused", err.Error()
+			}
+			d.activity.Record(v.Name, ev)
+			return c, err
 		},
+		Record: d.activity.Record,
 	})
 	return d.vms.Recover(ctx)
 }
@@ -279,6 +295,9 @@ func (d *daemon) vmDeps(o Options, guard *hostnet.Guard, key ssh.Signer, templat
 	}
 	if guard != nil {
 		deps.Guard = guard
+	}
+	if d.activity != nil {
+		deps.Activity = d.activity
 	}
 	return deps
 }

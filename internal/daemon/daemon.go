@@ -207,7 +207,7 @@ func readKeys(paths []string) ([]string, error) {
 // startGuard keeps user-mode guests off the host (see hostnet.Guard) and
 // says how it stands, for status; the guard is nil where it is off. The
 // table outlives the daemon, as the VMs it guards do.
-func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, st *store.Store, log *slog.Logger) (*hostnet.Guard, string) {
+func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, st *store.Store, rec hostnet.Recorder, log *slog.Logger) (*hostnet.Guard, string) {
 	off := !cfg.GuardHost || cfg.UserNet == "slirp" || os.Geteuid() != 0 || cfg.VMMUser != "auto"
 	if off && os.Geteuid() == 0 {
 		// A table an earlier daemon wrote would keep guarding what this
@@ -227,7 +227,7 @@ func startGuard(ctx context.Context, cfg config.Config, net hostnet.Config, st *
 	g := &hostnet.Guard{
 		UIDFrom: uint32(cfg.VMMUIDBase), UIDCount: uint32(cfg.VMMUIDCount),
 		Open: net.Open, Exclude: net.Subnet, Resolv: "/etc/resolv.conf",
-		Store: st, Upstream: net.Upstream, Log: log,
+		Store: st, Upstream: net.Upstream, Log: log, Activity: rec,
 	}
 	if err := g.Apply(); err != nil {
 		log.Error("guests are not kept off the host", "err", err)

@@ -102,4 +102,23 @@ var migrations = []string{
 	ALTER TABLE kernels ADD COLUMN shared INTEGER NOT NULL DEFAULT 1;`,
 	// 12: the init system each VM boots with ("" is banger's own).
 	`ALTER TABLE vms ADD COLUMN init TEXT NOT NULL DEFAULT ''`,
+	// 13: each VM's activity record, kept until the VM is removed. A
+	// counted event (non-empty key) is one row whose count and last grow;
+	// activity_dropped counts what the record let go of to stay bounded.
+	`CREATE TABLE activity (
+		id    INTEGER PRIMARY KEY AUTOINCREMENT,
+		vm    TEXT NOT NULL,
+		at    TEXT NOT NULL,
+		kind  TEXT NOT NULL,
+		key   TEXT NOT NULL DEFAULT '',
+		count INTEGER NOT NULL DEFAULT 1,
+		last  TEXT NOT NULL DEFAULT '',
+		data  TEXT NOT NULL
+	);
+	CREATE INDEX activity_vm ON activity(vm, id);
+	CREATE UNIQUE INDEX activity_key ON activity(vm, key) WHERE key != '';
+	CREATE TABLE activity_dropped (
+		vm TEXT PRIMARY KEY,
+		n  INTEGER NOT NULL
+	);`,
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -70,6 +71,8 @@ type VMs interface {
 	Snapshots(ctx context.Context) ([]api.Snapshot, error)
 	RemoveSnapshot(ctx context.Context, name string) error
 	Egress(ctx context.Context, name string) (api.Egress, error)
+	Activity(ctx context.Context, name string, since time.Time) (api.ActivityReport, error)
+	RecordActivity(ctx context.Context, name string, req api.ActivityRequest) error
 }
 
 // Seeds is what the API needs of the workspace service.
@@ -157,6 +160,8 @@ func (s *Server) Routes() []Route {
 		{"POST", p + "/vms/{name}/snapshot", s.snapshotVM},
 		{"POST", p + "/vms/{name}/fork", s.forkVM},
 		{"GET", p + "/vms/{name}/egress", s.vmEgress},
+		{"GET", p + "/vms/{name}/activity", s.vmActivity},
+		{"POST", p + "/vms/{name}/activity", s.recordActivity},
 		{"GET", p + "/snapshots", s.listSnapshots},
 		{"DELETE", p + "/snapshots/{name}", s.removeSnapshot},
 		{"GET", p + "/templates", s.listTemplates},

@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/banger-dev/banger/internal/kit/names"
 	"github.com/banger-dev/banger/internal/kit/operation"
 	"github.com/banger-dev/banger/internal/wire/api"
+	"github.com/banger-dev/banger/internal/wire/errdefs"
 )
 
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request) {
@@ -34,6 +37,39 @@ func (s *Server) vmEgress(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, e)
+}
+
+// vmActivity answers a VM's activity record; ?since= is an RFC 3339
+// time or a duration back from now ("1h").
+func (s *Server) vmActivity(w http.ResponseWriter, r *http.Request) {
+	var since time.Time
+	if q := r.URL.Query().Get("since"); q != "" {
+		t, err := api.ParseSince(q, time.Now())
+		if err != nil {
+			writeError(w, fmt.Errorf("since: %w: %w", err, errdefs.ErrInvalid))
+			return
+		}
+		since = t
+	}
+	rep, err := s.d.VMs.Activity(r.Context(), r.PathValue("name"), since)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rep)
+}
+
+func (s *Server) recordActivity(w http.ResponseWriter, r *http.Request) {
+	var req api.ActivityRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := s.d.VMs.RecordActivity(r.Context(), r.PathValue("name"), req); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) removeVM(w http.ResponseWriter, r *http.Request) {

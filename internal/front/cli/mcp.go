@@ -65,7 +65,7 @@ the value in requests to the secret's hosts only.`,
 			if err != nil {
 				return err
 			}
-			o.All, o.Network, o.Egress = all, network, egress
+			o.All, o.Network, o.Egress, o.Log = all, network, egress, cmd.ErrOrStderr()
 			if o.Key, _, err = clikit.UserKey(); err != nil {
 				return err
 			}

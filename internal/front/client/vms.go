@@ -42,6 +42,30 @@ func (c *Client) Egress(ctx context.Context, name string) (api.Egress, error) {
 	return e, c.do(ctx, "GET", p, nil, &e)
 }
 
+// Activity returns a VM's activity record from since on ("" for all; an
+// RFC 3339 time or a duration back from now).
+func (c *Client) Activity(ctx context.Context, name, since string) (api.ActivityReport, error) {
+	var rep api.ActivityReport
+	p, err := vmPath(name, "/activity")
+	if err != nil {
+		return rep, err
+	}
+	if since != "" {
+		p += "?since=" + url.QueryEscape(since)
+	}
+	return rep, c.do(ctx, "GET", p, nil, &rep)
+}
+
+// RecordActivity reports what this client did in a VM (commands, files)
+// for its record.
+func (c *Client) RecordActivity(ctx context.Context, name string, evs ...api.ActivityEvent) error {
+	p, err := vmPath(name, "/activity")
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "POST", p, api.ActivityRequest{Events: evs}, nil)
+}
+
 // CreateVM creates (and with req.Start, boots) a VM.
 func (c *Client) CreateVM(ctx context.Context, req api.VMCreateRequest, onEvent func(api.Event)) (api.VM, error) {
 	var v api.VM

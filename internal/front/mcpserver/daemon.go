@@ -138,6 +138,14 @@ func (r *Remote) Pull(ctx context.Context, name, branch string, force bool, w io
 	return PullResult{Branch: p.Branch, Commit: p.Commit, Commits: p.Commits}, err
 }
 
+func (r *Remote) Record(ctx context.Context, name string, ev api.ActivityEvent) error {
+	return r.c.RecordActivity(ctx, name, ev)
+}
+
+func (r *Remote) Report(ctx context.Context, name, since string) (api.ActivityReport, error) {
+	return r.c.Activity(ctx, name, since)
+}
+
 // lockedWriter serializes writes: a verb's result and notes are one
 // writer here, and git writes both at once.
 type lockedWriter struct {

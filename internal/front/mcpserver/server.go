@@ -44,6 +44,10 @@ type Daemon interface {
 	// Pull writes the VM's work to a branch of the host repository, and
 	// what `banger vm pull` prints to w.
 	Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (PullResult, error)
+	// Record adds what the server did in a VM to its activity record.
+	Record(ctx context.Context, name string, ev api.ActivityEvent) error
+	// Report is a VM's activity record from since on ("" for all).
+	Report(ctx context.Context, name, since string) (api.ActivityReport, error)
 }
 
 // Seed asks for the checkout to be copied into a new VM's /work.
@@ -87,6 +91,9 @@ type Options struct {
 	// ProgressEvery is how often a running command reports progress
 	// (default 2s).
 	ProgressEvery time.Duration
+	// Log takes the server's own warnings (its stderr; never stdout,
+	// which carries the protocol); nil drops them.
+	Log io.Writer
 }
 
 // Server is banger's MCP server.

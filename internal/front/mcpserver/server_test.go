@@ -48,6 +48,24 @@ type fakeDaemon struct {
 	canceled bool
 	// block makes Create wait for its context, to test cancellation.
 	block bool
+	// recorded are the activity events the server reported, by VM.
+	recorded map[string][]api.ActivityEvent
+}
+
+func (f *fakeDaemon) Record(ctx context.Context, name string, ev api.ActivityEvent) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.recorded == nil {
+		f.recorded = map[string][]api.ActivityEvent{}
+	}
+	f.recorded[name] = append(f.recorded[name], ev)
+	return nil
+}
+
+func (f *fakeDaemon) Report(ctx context.Context, name, since string) (api.ActivityReport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return api.ActivityReport{VM: name, Counts: map[string]int64{}, Events: append([]api.ActivityEvent{}, f.recorded[name]...)}, nil
 }
 
 func newFakeDaemon(t *testing.T) *fakeDaemon {
@@ -247,7 +265,7 @@ func TestToolsListedWithSchemasAndTeachingDescriptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"sandbox_create", "sandbox_diff", "sandbox_exec", "sandbox_list", "sandbox_list_files", "sandbox_logs",
-		"sandbox_pull", "sandbox_read_file", "sandbox_remove", "sandbox_start", "sandbox_stop", "sandbox_write_file"}
+		"sandbox_pull", "sandbox_read_file", "sandbox_remove", "sandbox_report", "sandbox_start", "sandbox_stop", "sandbox_write_file"}
 	var got []string
 	for _, tl := range res.Tools {
 		got = append(got, tl.Name)
@@ -298,6 +316,20 @@ func TestExecArgumentsAndErrors(t *testing.T) {
 	}
 	if !strings.Contains(text, "exit code 3") || !strings.Contains(text, "--- stderr ---\noops") {
 		t.Errorf("text result: %q", text)
+	}
+	// The command is on the sandbox's activity record, and
+	// sandbox_report reads it back.
+	var rep api.ActivityReport
+	text, isErr = call(t, cs, "sandbox_report", map[string]any{"vm": "box"}, &rep)
+	if isErr || len(rep.Events) != 1 {
+		t.Fatalf("sandbox_report: %+v (%s)", rep, text)
+	}
+	if e := rep.Events[0]; e.Kind != api.ActCommand || e.Via != api.ViaMCP || e.Exit == nil || *e.Exit != 3 || e.Dir != dir ||
+		len(e.Argv) != 3 || e.Argv[0] != "sh" || !strings.Contains(e.Argv[2], "GREETING") || e.OutputBytes != int64(len(r.Stdout)+len(r.Stderr)) {
+		t.Errorf("the recorded command: %+v", e)
+	}
+	if !strings.Contains(text, "commands     1 run through banger, 1 failed") || !strings.Contains(text, "exec: sh -c") {
+		t.Errorf("sandbox_report's text: %s", text)
 	}
 	// The only sandbox in scope needs no name; the default directory is
 	// /work (where this host has none, cd says so).

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/banger-dev/banger/internal/front/client"
+	"github.com/banger-dev/banger/internal/front/report"
 	"github.com/banger-dev/banger/internal/guest/guestproto"
 	"github.com/banger-dev/banger/internal/guest/guestssh"
 	"github.com/banger-dev/banger/internal/kit/units"
@@ -85,6 +86,8 @@ func (s *Server) addTools() {
 		Annotations: &mcp.ToolAnnotations{DestructiveHint: ptr(true), IdempotentHint: true}}, s.remove)
 	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_list", Title: "List sandboxes", Description: s.listDoc(),
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, s.listVMs)
+	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_report", Title: "What was done in a sandbox", Description: `The sandbox's activity record, kept on the host (the sandbox cannot change it): the commands run through banger with their exit status and duration, the files written into it, each name it looked up (allowed or refused by its egress policy), connections through banger's proxy, uses of secrets and attempts to send their placeholders elsewhere, and its life (create, start, stop, pull). Counts first, then the timeline; the structured result has every event. Works on stopped sandboxes.`,
+		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, s.report)
 	mcp.AddTool(srv, &mcp.Tool{Name: "sandbox_logs", Title: "Read a sandbox's console", Description: `The last lines of a sandbox's console: kernel and guest agent messages from every boot. Look here when a sandbox does not start or misbehaves.`,
 		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, s.logs)
 }
@@ -301,6 +304,14 @@ func (s *Server) exec(ctx context.Context, req *mcp.CallToolRequest, in ExecArgs
 		return err
 	})
 	stopProgress()
+	ev := api.ActivityEvent{Time: start, Kind: api.ActCommand, Action: "exec", Via: api.ViaMCP, Argv: []string{"sh", "-c", in.Command}, Dir: dir,
+		DurationMS: time.Since(start).Milliseconds(), OutputBytes: stdout.Total() + stderr.Total()}
+	if err == nil {
+		ev.Exit = &code
+	} else {
+		ev.Detail = err.Error()
+	}
+	s.record(ctx, v.Name, ev)
 	if err != nil {
 		return fail[ExecResult](fmt.Errorf("exec in sandbox %s: %w", v.Name, err))
 	}
@@ -588,7 +599,40 @@ func (s *Server) writeFile(ctx context.Context, _ *mcp.CallToolRequest, in Write
 	if err != nil {
 		return fail[Written](err)
 	}
+	s.record(ctx, v.Name, api.ActivityEvent{Time: time.Now(), Kind: api.ActFile, Action: "write", Via: api.ViaMCP, Path: out.Path, Bytes: int64(out.Bytes), Detail: "sandbox_write_file"})
 	return text("wrote %d bytes to %s (now %d bytes)", out.Bytes, out.Path, out.Size), out, nil
+}
+
+// record adds what a tool did in a sandbox to its activity record; a
+// failure is the server's log's, not the tool's.
+func (s *Server) record(ctx context.Context, vm string, ev api.ActivityEvent) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if err := s.d.Record(cctx, vm, ev); err != nil && s.o.Log != nil {
+		fmt.Fprintf(s.o.Log, "banger mcp: add to sandbox %s's activity record: %v\n", vm, err)
+	}
+}
+
+// ReportArgs are sandbox_report's arguments.
+type ReportArgs struct {
+	VMArgs
+	Since string `json:"since,omitempty" jsonschema:"only what happened since: a duration back from now (30m, 2h) or an RFC 3339 time"`
+}
+
+func (s *Server) report(ctx context.Context, _ *mcp.CallToolRequest, in ReportArgs) (*mcp.CallToolResult, api.ActivityReport, error) {
+	v, err := s.vm(ctx, in.VM)
+	if err != nil {
+		return fail[api.ActivityReport](err)
+	}
+	rep, err := s.d.Report(ctx, v.Name, in.Since)
+	if err != nil {
+		return fail[api.ActivityReport](err)
+	}
+	var b strings.Builder
+	report.Summary(&b, rep)
+	b.WriteString("\n")
+	report.Timeline(&b, rep, time.UTC)
+	return text("%s", b.String()), rep, nil
 }
 
 // ListArgs are sandbox_list_files' arguments.

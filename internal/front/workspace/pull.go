@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/banger-dev/banger/internal/front/gitwork"
+	activityreport "github.com/banger-dev/banger/internal/front/report"
 	"github.com/banger-dev/banger/internal/wire/api"
 )
 
@@ -75,6 +78,9 @@ func (c *Client) Pull(ctx context.Context, name string, o PullOptions) (Pulled, 
 	if _, err := c.daemon.WorkPulled(ctx, name, api.WorkPulled{Branch: branch, Commit: w.Tip}); err != nil {
 		fmt.Fprintf(c.log, "banger: record the pull: %v\n", err)
 	}
+	if err := c.noteActivity(ctx, host, name, identity, w.Tip); err != nil {
+		fmt.Fprintf(c.log, "banger: add the activity record as a git note: %v\n", err)
+	}
 	if o.Apply {
 		if _, err := gitwork.HostGit(ctx, host, "merge", "--ff-only", "--quiet", branch); err != nil {
 			return res, fmt.Errorf("--apply: your HEAD moved since the seed, so %s does not fast-forward it: merge it yourself (`git merge %s`): %w", branch, branch, err)
@@ -82,6 +88,43 @@ func (c *Client) Pull(ctx context.Context, name string, o PullOptions) (Pulled, 
 		fmt.Fprintf(c.out, "fast-forwarded your checkout to %s\n", branch)
 	}
 	return res, nil
+}
+
+// noteLines bounds the timeline in a pull's git note: the whole record
+// is `banger vm report NAME -o json` away.
+const noteLines = 200
+
+// noteActivity adds the VM's activity record, summarised, as a git note
+// (refs/notes/banger) on the pulled branch's last commit, so that whoever
+// reviews the branch sees how it was made: `git log --notes=banger`.
+func (c *Client) noteActivity(ctx context.Context, host, name, identity, commit string) error {
+	rep, err := c.daemon.Activity(ctx, name, "")
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "banger: how this work was made, in vm %s\n\n", name)
+	activityreport.Summary(&b, rep)
+	b.WriteString("\n")
+	shown := rep
+	if len(shown.Events) > noteLines {
+		shown.Events = shown.Events[len(shown.Events)-noteLines:]
+		fmt.Fprintf(&b, "(the last %d of %d events)\n", noteLines, len(rep.Events))
+	}
+	activityreport.Timeline(&b, shown, time.UTC)
+	fmt.Fprintf(&b, "\nEvery event: banger vm report %s -o json (until the VM is removed)\n", name)
+	args := []string{"notes", "--ref", "banger", "add", "-f", "-F", "-", commit}
+	if identity == "" {
+		// git notes commits: a repository without a user still gets one.
+		args = append([]string{"-c", "user.name=banger", "-c", "user.email=banger@localhost"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", host}, args...)...)
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git notes: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	fmt.Fprintf(c.out, "noted vm %s's activity on %.12s (git log --notes=banger %s)\n", name, commit, commit[:min(12, len(commit))])
+	return nil
 }
 
 // hostIdentity is the host repository's user, "Name <email>", for the

@@ -114,6 +114,9 @@ type Config struct {
 	// with depmod's indexes), with modprobe working in any image. Off,
 	// guests have only what their kernel has built in.
 	GuestModules bool `toml:"guest_modules"`
+	// ActivityEvents bounds each VM's activity record (banger vm
+	// report): past it the oldest events go, counted. 0 keeps no record.
+	ActivityEvents int `toml:"activity_events"`
 	// DefaultNetwork is the network mode of a VM created without --net:
 	// "user" (the VMM's user-mode network, above), "bridge" (a tap on
 	// banger's bridge; the daemon must be root) or "none".
@@ -235,6 +238,7 @@ func Defaults() Config {
 		MaxPullEntries:    1000000,
 		Templates:         true,
 		GuestModules:      true,
+		ActivityEvents:    10000,
 		DefaultNetwork:    "user",
 		BridgeName:        "banger0",
 		BridgeSubnet:      "10.213.0.0/24",

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/banger-dev/banger/internal/store"
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // forwarder is banger's DNS server on the bridge's address: every guest
@@ -42,7 +43,7 @@ func (s *Service) startDNS(ctx context.Context) (*forwarder, error) {
 		return nil, fmt.Errorf("DNS forwarder on %s: %w", addr, err)
 	}
 	h := &resolver{guest: s.guestAt, allow: s.allow, record: s.d.Store.RecordResolved, log: s.d.Log, upstream: s.d.Config.Upstream,
-		public: s.publicFilter()}
+		public: s.publicFilter(), activity: s.d.Activity}
 	if h.upstream == "" {
 		h.upstream = systemResolver()
 	}
@@ -83,6 +84,8 @@ type resolver struct {
 	upstream string
 	// public judges which of an allow list's answers open the set.
 	public publicFilter
+	// activity gets each lookup, allowed or refused (nil: not recorded).
+	activity Recorder
 }
 
 // upstreamTimeout bounds one question to the upstream resolver.
@@ -99,6 +102,15 @@ func (h *resolver) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 		w.WriteMsg(m)
 	}
 	spec, name, rcode := h.admit(w.RemoteAddr(), r)
+	if spec.VM != "" && h.activity != nil {
+		// Every question of a guest's, whatever the answer: the record
+		// counts them by name and verdict, within its bound.
+		ev := api.ActivityEvent{Kind: api.ActLookup, Action: "allowed", Via: api.ViaGuest, Host: name}
+		if rcode == dns.RcodeNameError {
+			ev.Action, ev.Detail = "refused", "by the egress policy "+spec.Egress.String()
+		}
+		h.activity(spec.VM, ev)
+	}
 	if rcode != dns.RcodeSuccess {
 		reply(rcode)
 		return

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/banger-dev/banger/internal/wire/api"
 )
 
 // upstream serves a zone on 127.0.0.1 and counts the names it is asked.
@@ -292,4 +294,49 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// TestResolverRecordsActivity: every question of a guest's goes on its
+// activity record, allowed or refused by its policy; a stranger's does
+// not (it is no guest's).
+func TestResolverRecordsActivity(t *testing.T) {
+	up, _ := upstream(t, map[string]string{"a.test.": "203.0.113.10"})
+	policy, _ := ParseEgress("allow=a.test")
+	var mu sync.Mutex
+	var got []string
+	h := &resolver{
+		guest: func(ip netip.Addr) (Spec, bool) {
+			return Spec{VM: "g", Egress: policy}, ip == netip.MustParseAddr("127.0.0.1")
+		},
+		allow:  func(string, []netip.Addr) error { return nil },
+		record: func(context.Context, string, string, []netip.Addr) error { return nil },
+		log:    slog.New(slog.DiscardHandler), upstream: up,
+		public: publicFilter{subnet: netip.MustParsePrefix("10.213.0.0/24"), own: func() ([]netip.Addr, error) { return nil, nil }},
+		activity: func(vm string, ev api.ActivityEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, vm+" "+ev.Kind+" "+ev.Action+" "+ev.Host+" "+ev.Via)
+		},
+	}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &syncHandler{h: h}
+	srv := &dns.Server{PacketConn: pc, Handler: sh}
+	go srv.ActivateAndServe()
+	defer srv.Shutdown()
+	for _, name := range []string{"a.test.", "B.Test.", "a.test."} {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		if _, err := sh.exchange(m, pc.LocalAddr().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"g lookup allowed a.test guest", "g lookup refused b.test guest", "g lookup allowed a.test guest"}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Errorf("recorded %q, want %q", got, want)
+	}
 }

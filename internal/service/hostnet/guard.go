@@ -54,6 +54,8 @@ type Guard struct {
 	Store    *store.Store
 	Upstream string
 	Log      *slog.Logger
+	// Activity gets each guest's lookups (nil: not recorded).
+	Activity Recorder
 
 	mu   sync.Mutex
 	last string
@@ -289,6 +291,7 @@ func (g *Guard) listen(u *userGuest) (*forwarder, uint16, error) {
 		log:      g.Log,
 		upstream: up,
 		public:   g.public(),
+		activity: g.Activity,
 	}
 	var err error
 	for range 10 {

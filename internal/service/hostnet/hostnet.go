@@ -50,7 +50,12 @@ type Deps struct {
 	Store  *store.Store
 	Log    *slog.Logger
 	Config Config
+	// Activity adds to a VM's activity record (nil: none is kept).
+	Activity Recorder
 }
+
+// Recorder adds an event to a VM's activity record; it must not block.
+type Recorder func(vm string, ev api.ActivityEvent)
 
 // Service manages host networking.
 type Service struct {

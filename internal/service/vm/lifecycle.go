@@ -201,6 +201,7 @@ func (s *Service) create(ctx context.Context, req api.VMCreateRequest, prm param
 	}
 	r.Success()
 	s.d.Log.Info("created vm", "vm", v.Name, "image", v.Image, "kernel", v.Kernel)
+	s.recordCreate(ctx, v)
 	return v, nil
 }
 
@@ -343,6 +344,9 @@ func (s *Service) Stop(ctx context.Context, name string, req api.VMStopRequest, 
 		return s.view(v), nil
 	}
 	err = s.stop(ctx, &v, timeout, p)
+	if err == nil {
+		s.lifecycle(ctx, name, "stop", "stopped")
+	}
 	return s.view(v), err
 }
 
@@ -435,7 +439,16 @@ func (s *Service) Remove(ctx context.Context, name string, force bool) error {
 		}
 	}
 	s.d.Log.Info("removed vm", "vm", name)
-	return s.d.Store.DeleteVM(context.WithoutCancel(ctx), name)
+	if err := s.d.Store.DeleteVM(context.WithoutCancel(ctx), name); err != nil {
+		return err
+	}
+	if s.d.Activity != nil {
+		// Its record goes with it (export it first: vm report -o json).
+		if err := s.d.Activity.Remove(context.WithoutCancel(ctx), name); err != nil {
+			s.d.Log.Warn("remove the vm's activity record", "vm", name, "err", err)
+		}
+	}
+	return nil
 }
 
 // Logs writes a VM's console log to w; with follow it goes on writing

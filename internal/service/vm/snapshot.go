@@ -125,6 +125,7 @@ func (s *Service) Snapshot(ctx context.Context, vmName string, req api.SnapshotR
 	if len(t.Lent) > 0 {
 		p.Stage("snapshot", "snapshot %s holds what vm %s was lent (%s) in its memory file: remove it with `banger vm snapshot rm %s` when done", t.ID, v.Name, strings.Join(t.Lent, ", "), t.ID)
 	}
+	s.lifecycle(ctx, v.Name, "snapshot", "snapshot %s", t.ID)
 	return s.snapshotView(ctx, t)
 }
 
@@ -312,7 +313,11 @@ func (s *Service) Fork(ctx context.Context, vmName string, req api.ForkRequest, 
 		return api.VM{}, err
 	}
 	defer s.snapshotsDir().Remove(t.ID)
-	return s.Create(ctx, api.VMCreateRequest{Name: req.Name, Snapshot: t.ID, AuthorizedKeys: req.Keys, Start: true}, p)
+	fork, err := s.Create(ctx, api.VMCreateRequest{Name: req.Name, Snapshot: t.ID, AuthorizedKeys: req.Keys, Start: true}, p)
+	if err == nil {
+		s.lifecycle(ctx, v.Name, "fork", "forked as vm %s", fork.Name)
+	}
+	return fork, err
 }
 
 // Snapshots lists the caller's snapshots (root's: all).

@@ -97,6 +97,7 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	l := &launch{v: v, timeout: timeout, p: p, undo: revert.New()}
 	defer l.undo.Fail()
 	kind, steps := s.plan(v)
+	began := time.Now()
 	for _, st := range steps {
 		if l.up {
 			break
@@ -109,6 +110,17 @@ func (s *Service) Start(ctx context.Context, name string, req api.VMStartRequest
 	}
 	l.undo.Success()
 	s.d.Log.Info("start steps", "vm", name, "plan", kind, "steps", strings.Join(l.took, " "))
+	how := "booted"
+	switch {
+	case kind == "restore":
+		how = "resumed from snapshot " + l.v.Snapshot
+	case l.v.Template != "" && kind == "template":
+		how = "resumed from template " + l.v.Template
+	}
+	if l.v.Init != "" {
+		how += ", init " + l.v.Init
+	}
+	s.lifecycle(ctx, name, "start", "%s, ready after %s", how, time.Since(began).Round(time.Millisecond))
 	return s.view(l.v), nil
 }
 

@@ -117,7 +117,9 @@ type Deps struct {
 	Key ssh.Signer
 	// Templates holds the templates VMs resume from; "" boots every VM.
 	Templates template.Dir
-	Defaults  Defaults
+	// Activity keeps each VM's activity record; nil keeps none.
+	Activity Activity
+	Defaults Defaults
 	// Quota bounds each user's VMs (max_*_per_user).
 	Quota Quota
 	// Modules gives guests their kernel's modules (a read-only disk

@@ -9,6 +9,7 @@ import (
 	"os/user"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -118,4 +119,25 @@ func OwnerCol(owners bool, owner string, cols ...string) []string {
 		return cols
 	}
 	return append([]string{cols[0], owner}, cols[1:]...)
+}
+
+// Counter counts the bytes written through the writers it wraps, for a
+// command's record (its output's size).
+type Counter struct{ n atomic.Int64 }
+
+// Wrap returns a writer to w that counts what goes through it.
+func (c *Counter) Wrap(w io.Writer) io.Writer { return countWriter{w, c} }
+
+// N is the bytes counted so far.
+func (c *Counter) N() int64 { return c.n.Load() }
+
+type countWriter struct {
+	w io.Writer
+	c *Counter
+}
+
+func (cw countWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.c.n.Add(int64(n))
+	return n, err
 }

@@ -48,7 +48,7 @@ one command, its exit code passed through.`,
 	}
 	cmd.AddCommand(newVMRun(a), newVMCreate(a), newVMStart(a), newVMStop(a), newVMRestart(a), newVMRm(a),
 		newVMLs(a), newVMShow(a), newVMLogs(a), newVMSSH(a), newVMExec(a), newVMCp(a),
-		newVMDiff(a), newVMPull(a), newVMAuthSync(a), newVMSnapshot(a), newVMFork(a), newVMEgress(a))
+		newVMDiff(a), newVMPull(a), newVMAuthSync(a), newVMSnapshot(a), newVMFork(a), newVMEgress(a), newVMReport(a))
 	return cmd
 }
 
@@ -238,7 +238,7 @@ them again with 'vm start --secret' after a stop or a daemon restart.
 			if err := a.workspace().GiveSecrets(cmd.Context(), v.Name, grants); err != nil {
 				return err
 			}
-			return a.session(cmd.Context(), v, signer, args, len(args) == 0 || tty, len(args) == 0)
+			return a.session(cmd.Context(), "run", v, signer, args, len(args) == 0 || tty, len(args) == 0)
 		},
 	}
 	f.register(cmd)
@@ -251,14 +251,16 @@ them again with 'vm start --secret' after a stop or a daemon restart.
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 // session runs argv in the VM (a shell when empty) with this process's
-// stdio, and returns its exit code as a clikit.ExitCodeError.
-func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []string, tty, stdin bool) error {
+// stdio, and returns its exit code as a clikit.ExitCodeError. The
+// command goes on the VM's activity record as action (run, exec, ssh).
+func (a *app) session(ctx context.Context, action string, v api.VM, key ssh.Signer, argv []string, tty, stdin bool) error {
 	conn, err := guestssh.Dial(ctx, v, key)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	st := guestssh.IO{Stdout: a.Stdout, Stderr: a.Stderr, TTY: tty}
+	var out clikit.Counter
+	st := guestssh.IO{Stdout: out.Wrap(a.Stdout), Stderr: out.Wrap(a.Stderr), TTY: tty}
 	// A terminal's input goes to the guest only when asked for (-i, a
 	// shell): a one-shot command must not swallow what is typed next.
 	if stdin || !isTerminal(os.Stdin) {
@@ -271,7 +273,16 @@ func (a *app) session(ctx context.Context, v api.VM, key ssh.Signer, argv []stri
 			fmt.Fprintln(a.Stderr, "banger: auth_sync.ssh_agent is on, but SSH_AUTH_SOCK is not set: no agent to forward")
 		}
 	}
+	began := time.Now()
 	code, err := guestssh.Run(ctx, conn, guestssh.Command(argv), st)
+	ev := api.ActivityEvent{Time: began, Kind: api.ActCommand, Action: action, Via: api.ViaCLI, Argv: argv, Dir: "~",
+		DurationMS: time.Since(began).Milliseconds(), OutputBytes: out.N(), TTY: tty}
+	if err == nil {
+		ev.Exit = &code
+	} else {
+		ev.Detail = err.Error()
+	}
+	a.recordActivity(ctx, v.Name, ev)
 	if err != nil {
 		return err
 	}
@@ -643,7 +654,7 @@ The host key is pinned to the one the guest printed on its console.
 			if err != nil {
 				return err
 			}
-			return a.session(cmd.Context(), v, signer, args[1:], isTerminal(os.Stdin) && len(args) == 1, true)
+			return a.session(cmd.Context(), "ssh", v, signer, args[1:], isTerminal(os.Stdin) && len(args) == 1, true)
 		},
 	}
 }
@@ -670,7 +681,7 @@ terminal, or with -i; -t gives the command a terminal.`,
 			if err != nil {
 				return err
 			}
-			return a.session(cmd.Context(), v, signer, args[1:], tty, interactive)
+			return a.session(cmd.Context(), "exec", v, signer, args[1:], tty, interactive)
 		},
 	}
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "pass standard input on, even from a terminal")
@@ -725,6 +736,11 @@ followed, and no link already in DST is written through.`,
 			if err != nil {
 				return err
 			}
+			ev := api.ActivityEvent{Time: time.Now(), Kind: api.ActFile, Action: "write", Via: api.ViaCLI, Path: remote, Bytes: n, Detail: "vm cp from " + srcPath}
+			if dstVM == "" {
+				ev.Action, ev.Detail = "read", "vm cp to "+dstPath
+			}
+			a.recordActivity(cmd.Context(), name, ev)
 			fmt.Fprintf(a.Stderr, "copied %s\n", clikit.HumanSize(n))
 			return nil
 		},

@@ -39,6 +39,8 @@ import (
 type VMs interface {
 	LockedRecord(ctx context.Context, name string, p operation.Progress) (store.VM, func(), error)
 	View(v store.VM) api.VM
+	// Note adds to a VM's activity record.
+	Note(ctx context.Context, vm string, ev api.ActivityEvent)
 }
 
 // Deps are what the service needs.
@@ -50,6 +52,8 @@ type Deps struct {
 	Dial    func(ctx context.Context, v store.VM, host, port string) (net.Conn, error)
 	RootCAs *x509.CertPool // verifies real servers (nil: the host's)
 	Log     *slog.Logger
+	// Record adds to a VM's activity record (nil: none is kept).
+	Record func(vm string, ev api.ActivityEvent)
 }
 
 // Service holds the live proxies, one per VM given secrets.
@@ -220,6 +224,11 @@ func (s *Service) Grant(ctx context.Context, name string, req api.SecretsRequest
 		names = append(names, g.Name)
 	}
 	s.d.Log.Info("gave secrets", "vm", name, "secrets", names, "proxy_port", b.port)
+	var bound []string
+	for _, g := range req.Secrets {
+		bound = append(bound, g.Name+" for "+strings.Join(g.Hosts, ","))
+	}
+	s.d.VMs.Note(ctx, name, api.ActivityEvent{Kind: api.ActFile, Action: "secrets", Names: names, Detail: "placeholders given: " + strings.Join(bound, "; ")})
 	out := s.d.VMs.View(v)
 	out.Secrets = s.View(name)
 	return out, nil
@@ -372,6 +381,10 @@ func (s *Service) View(name string) []api.VMSecret {
 // note records e and logs it: a secret's first use, and the first
 // attempt of each host and reason.
 func (s *Service) note(vm string, r *record, e secretproxy.Event) {
+	if s.d.Record != nil {
+		s.d.Record(vm, api.ActivityEvent{Time: e.Time, Kind: api.ActSecret, Action: e.Kind, Via: api.ViaGuest,
+			Secret: e.Secret, Host: e.Host, Method: e.Method, URL: e.Path, Detail: e.Why})
+	}
 	// The first of each kind per host only: a guest sending a placeholder
 	// in a loop must not fill the daemon's log. The record counts them all.
 	if !r.event(e) {

@@ -43,6 +43,8 @@ type VMs interface {
 	Record(ctx context.Context, name string) (store.VM, error)
 	LockedRecord(ctx context.Context, name string, p operation.Progress) (store.VM, func(), error)
 	View(v store.VM) api.VM
+	// Note adds to a VM's activity record.
+	Note(ctx context.Context, vm string, ev api.ActivityEvent)
 }
 
 // WorkExport reads a VM's work disk as tar: a stopped VM's from its
@@ -157,6 +159,7 @@ func (s *Service) WorkPulled(ctx context.Context, name string, req api.WorkPulle
 		return api.VM{}, err
 	}
 	s.d.Log.Info("work pulled", "vm", name, "branch", req.Branch, "commit", req.Commit)
+	s.d.VMs.Note(ctx, name, api.ActivityEvent{Kind: api.ActLifecycle, Action: "pull", Detail: fmt.Sprintf("work pulled as branch %s at %.12s", req.Branch, req.Commit)})
 	return s.d.VMs.View(v), nil
 }
 
@@ -227,6 +230,7 @@ func (s *Service) AuthSync(ctx context.Context, name string, req api.AuthSync) (
 		return api.VM{}, err
 	}
 	s.d.Log.Info("lent credentials", "vm", name, "names", names)
+	s.d.VMs.Note(ctx, name, api.ActivityEvent{Kind: api.ActFile, Action: "lend", Names: names, Detail: "lent for this boot (names only)"})
 	return s.d.VMs.View(v), nil
 }
 
