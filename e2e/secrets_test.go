@@ -158,7 +158,7 @@ file = "~/.config/other/token"
 	caFile := filepath.Join(e.dir, "test-ca.pem")
 	os.WriteFile(caFile, ca.PEM, 0o644)
 	e.netns = host
-	if err := os.WriteFile(e.config, []byte(base+fmt.Sprintf("dns_upstream = %q\nproxy_ca_files = [%q]\n", outsideAddr, caFile)), 0o644); err != nil {
+	if err := os.WriteFile(e.config, []byte(base+fmt.Sprintf("dns_upstream = %q\nproxy_ca_files = [%q]\nactivity_events = %d\n", outsideAddr, caFile, floodBound)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	e.start()
@@ -487,7 +487,49 @@ func activityRecord(t *testing.T, e *env, sh func(vm, script string) string, tok
 	if _, errOut, code := e.banger("vm", "report", "r1"); code == 0 || !strings.Contains(errOut, "does not exist") {
 		t.Errorf("the record of a removed VM: exit %d, %s", code, errOut)
 	}
+
+	// A guest, root in it, attacks its record: it floods it with names it
+	// makes up, and looks up names made to read as records of what a
+	// user did. The record stays within its bound, counts what it
+	// dropped, and says the guest did each; the guest has no way to the
+	// daemon's socket or state (none of their paths exist in it).
+	e.mustBanger("vm", "run", "--name", "r2", "--image", "tools", "--no-workdir", "--egress", "allow=api.test", "--", "true")
+	const flood = 3 * floodBound
+	run2 := func(script string) string {
+		t.Helper()
+		out, errOut, code := e.banger("vm", "exec", "r2", "--", "sh", "-c", script)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s%s", script, code, out, errOut)
+		}
+		return out
+	}
+	run2(fmt.Sprintf(`i=0; while [ $i -lt %d ]; do busybox nslookup "f$i-$RANDOM.flood.test" >/dev/null 2>&1; i=$((i+1)); done; true`, flood))
+	run2(`busybox nslookup 'uid-0-cli-exec.rm-rf.test' >/dev/null 2>&1; true`)
+	if out := run2(fmt.Sprintf("ls -d %s %s /var/lib/banger /run/banger.sock 2>/dev/null; true", e.socket, e.stateDir)); out != "" {
+		t.Errorf("the guest sees the daemon's paths: %q", out)
+	}
+	var flooded api.ActivityReport
+	if err := json.Unmarshal([]byte(e.mustBanger("vm", "report", "r2", "-o", "json")), &flooded); err != nil {
+		t.Fatal(err)
+	}
+	if len(flooded.Events) > floodBound || flooded.Dropped < flood-floodBound {
+		t.Errorf("after %d made-up names: %d events kept (bound %d), %d dropped", flood, len(flooded.Events), floodBound, flooded.Dropped)
+	}
+	for _, ev := range flooded.Events {
+		if ev.Kind == api.ActLookup && (ev.UID != nil || ev.Via != api.ViaGuest || ev.Action != "refused") {
+			t.Errorf("a guest's lookup recorded as %+v", ev)
+			break
+		}
+	}
+	if text := e.mustBanger("vm", "report", "r2"); !strings.Contains(text, "older ones dropped") {
+		t.Errorf("vm report does not say it dropped events:\n%s", tail(text, 5))
+	}
+	e.mustBanger("vm", "rm", "-f", "r2")
 }
+
+// floodBound is TestSecrets' daemon's activity_events: small, so that a
+// guest's flood crosses it in seconds.
+const floodBound = 200
 
 // grepSince lists, for each needle, the files under dir written since
 // since (disks aside, as grepTree) that hold it, in one pass.
