@@ -258,6 +258,25 @@ func TestWorkspace(t *testing.T) {
 				t.Errorf("vm diff of the running VM lacks %q:\n%s", want, diff)
 			}
 		}
+		// --since-seed: the guest's work only, not what was uncommitted on
+		// the host when it was seeded (a.txt staged, b.txt, new.txt).
+		since := e.mustBanger("vm", "diff", "w1", "--since-seed")
+		for _, want := range []string{"since the seed", "new2.txt", "+guest-edit", "+more"} {
+			if !strings.Contains(since, want) {
+				t.Errorf("vm diff --since-seed lacks %q:\n%s", want, since)
+			}
+		}
+		for _, hosts := range []string{"+a2 staged", "+b2 unstaged", "a/new.txt", " new.txt "} {
+			if strings.Contains(since, hosts) {
+				t.Errorf("vm diff --since-seed shows the host's own uncommitted work (%q):\n%s", hosts, since)
+			}
+		}
+		// Moving the ref in the guest changes nothing: the daemon's record
+		// names the seed's commit.
+		guest("w1", "cd /work && git update-ref refs/banger/seed HEAD~1")
+		if again := e.mustBanger("vm", "diff", "w1", "--since-seed"); again != since {
+			t.Errorf("a guest that moved refs/banger/seed changed vm diff --since-seed:\n%s", again)
+		}
 		e.mustBanger("vm", "stop", "w1")
 		disk := filepath.Join(e.vm("w1").Dir, "work.ext4")
 		before := fileSum(t, disk)

@@ -23,7 +23,7 @@ func (s *Server) stageSeed(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	meta := api.Work{Source: q.Get("source"), Base: q.Get("base"), Branch: q.Get("branch")}
+	meta := api.Work{Source: q.Get("source"), Base: q.Get("base"), Branch: q.Get("branch"), SeedCommit: q.Get("seed_commit")}
 	var disk int64
 	if d := q.Get("disk"); d != "" {
 		n, err := units.ParseSize(d, units.MiB)

@@ -24,6 +24,9 @@ func (c *Client) StageSeed(ctx context.Context, meta api.Work, disk string, body
 	if meta.Branch != "" {
 		q.Set("branch", meta.Branch)
 	}
+	if meta.SeedCommit != "" {
+		q.Set("seed_commit", meta.SeedCommit)
+	}
 	if disk != "" {
 		q.Set("disk", disk)
 	}

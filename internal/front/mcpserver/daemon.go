@@ -127,8 +127,8 @@ func (r *Remote) Logs(ctx context.Context, name string, w io.Writer) error {
 	return r.c.VMLogs(ctx, name, false, w)
 }
 
-func (r *Remote) Diff(ctx context.Context, name string, stat bool, w io.Writer) error {
-	return r.workspace(w).Diff(ctx, name, workspace.DiffOptions{Stat: stat})
+func (r *Remote) Diff(ctx context.Context, name string, stat, sinceSeed bool, w io.Writer) error {
+	return r.workspace(w).Diff(ctx, name, workspace.DiffOptions{Stat: stat, SinceSeed: sinceSeed})
 }
 
 func (r *Remote) Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (PullResult, error) {

@@ -40,7 +40,9 @@ type Daemon interface {
 	Remove(ctx context.Context, name string, force bool) error
 	Logs(ctx context.Context, name string, w io.Writer) error
 	// Diff writes what `banger vm diff` prints.
-	Diff(ctx context.Context, name string, stat bool, w io.Writer) error
+	// With sinceSeed, only what changed since the seed (vm diff
+	// --since-seed).
+	Diff(ctx context.Context, name string, stat, sinceSeed bool, w io.Writer) error
 	// Pull writes the VM's work to a branch of the host repository, and
 	// what `banger vm pull` prints to w.
 	Pull(ctx context.Context, name, branch string, force bool, w io.Writer) (PullResult, error)

@@ -181,7 +181,11 @@ func (f *fakeDaemon) Logs(ctx context.Context, name string, w io.Writer) error {
 	return nil
 }
 
-func (f *fakeDaemon) Diff(ctx context.Context, name string, stat bool, w io.Writer) error {
+func (f *fakeDaemon) Diff(ctx context.Context, name string, stat, sinceSeed bool, w io.Writer) error {
+	if sinceSeed {
+		_, err := io.WriteString(w, "# changes in vm since the seed\n")
+		return err
+	}
 	if stat {
 		_, err := io.WriteString(w, " README.md | 1 +\n")
 		return err
@@ -729,6 +733,10 @@ func TestWorkToolsAndLifecycle(t *testing.T) {
 	call(t, cs, "sandbox_diff", map[string]any{"vm": "box", "stat_only": true}, &d)
 	if d.Diff != " README.md | 1 +\n" {
 		t.Errorf("stat: %q", d.Diff)
+	}
+	call(t, cs, "sandbox_diff", map[string]any{"vm": "box", "since_seed": true}, &d)
+	if d.Diff != "# changes in vm since the seed\n" {
+		t.Errorf("since_seed: %q", d.Diff)
 	}
 	var p PullResult
 	text, _ = call(t, cs, "sandbox_pull", map[string]any{"vm": "box"}, &p)

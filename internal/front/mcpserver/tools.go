@@ -755,7 +755,9 @@ type VMArgs struct {
 type DiffArgs struct {
 	VMArgs
 	StatOnly bool `json:"stat_only,omitempty" jsonschema:"only which files changed and how much, no patch"`
-	MaxBytes int  `json:"max_bytes,omitempty" jsonschema:"bound on the text returned (default 65536, at most 1048576)"`
+	// SinceSeed is vm diff --since-seed.
+	SinceSeed bool `json:"since_seed,omitempty" jsonschema:"only what changed in the sandbox since it was seeded, committed or not, as one diff: the human's own uncommitted work, seeded with it, left out"`
+	MaxBytes  int  `json:"max_bytes,omitempty" jsonschema:"bound on the text returned (default 65536, at most 1048576)"`
 }
 
 // Diff is what sandbox_diff returns.
@@ -777,7 +779,7 @@ func (s *Server) diff(ctx context.Context, _ *mcp.CallToolRequest, in DiffArgs) 
 		return fail[Diff](fmt.Errorf("sandbox %s has no /work: it was not seeded from a checkout, so there is no work to diff: %w", v.Name, errdefs.ErrInvalid))
 	}
 	c := newCapture(limit)
-	if err := s.d.Diff(ctx, v.Name, in.StatOnly, c); err != nil {
+	if err := s.d.Diff(ctx, v.Name, in.StatOnly, in.SinceSeed, c); err != nil {
 		return fail[Diff](err)
 	}
 	var out Diff

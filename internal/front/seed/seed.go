@@ -15,11 +15,14 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 
@@ -30,6 +33,9 @@ import (
 type File struct {
 	Path string
 	Info fs.FileInfo
+	// Src, when set, is where the entry's content is read from, outside
+	// the root (the seed commit's objects).
+	Src string
 }
 
 // Plan is what a seed will hold.
@@ -43,6 +49,22 @@ type Plan struct {
 	Files        []File
 	// Bytes is the regular files' content.
 	Bytes int64
+	// SeedCommit is a commit of the working tree exactly as seeded (on
+	// Base), whose objects the seed carries in .git and names
+	// refs/banger/seed: vm diff --since-seed tells the VM's changes from
+	// the host's own uncommitted work, seeded with them. "" for a plain
+	// directory.
+	SeedCommit string
+	// tmp holds the seed commit's objects until Close.
+	tmp string
+}
+
+// Close removes what the plan made to be seeded.
+func (p *Plan) Close() error {
+	if p.tmp == "" {
+		return nil
+	}
+	return os.RemoveAll(p.tmp)
 }
 
 // Count is how many files, links and directories the plan holds.
@@ -113,8 +135,143 @@ func planGit(ctx context.Context, root string) (*Plan, error) {
 	if err := p.walk(".git"); err != nil {
 		return nil, err
 	}
+	if err := p.seedCommit(ctx); err != nil {
+		p.Close()
+		return nil, err
+	}
 	p.sort()
 	return p, nil
+}
+
+// seedRef names the seed commit in the seeded repository.
+const seedRef = ".git/refs/banger/seed"
+
+// seedCommit commits the working tree as it is seeded (tracked and
+// untracked files .gitignore lets through, as `git add -A` stages them)
+// on HEAD, with an index and an object directory of its own: the host's
+// repository gains no object, ref or index change (git may freshen the
+// time of an object it finds there, as any add does). The new objects
+// (the changed and untracked files', the trees', the commit) join the
+// seed's .git with a ref to the commit.
+func (p *Plan) seedCommit(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "banger-seed-*")
+	if err != nil {
+		return err
+	}
+	p.tmp = tmp
+	objects := filepath.Join(tmp, "objects")
+	// git takes a repository whose object directory is missing for none.
+	if err := os.Mkdir(objects, 0o755); err != nil {
+		return err
+	}
+	env := append(os.Environ(), "GIT_INDEX_FILE="+filepath.Join(tmp, "index"), "GIT_OBJECT_DIRECTORY="+objects,
+		"GIT_ALTERNATE_OBJECT_DIRECTORIES="+filepath.Join(p.Root, ".git", "objects"),
+		"GIT_AUTHOR_NAME=banger", "GIT_AUTHOR_EMAIL=banger@localhost", "GIT_COMMITTER_NAME=banger", "GIT_COMMITTER_EMAIL=banger@localhost",
+		// A fixed date: the commit, and so the seed's fingerprint, is the
+		// same for the same files.
+		"GIT_AUTHOR_DATE=@0 +0000", "GIT_COMMITTER_DATE=@0 +0000")
+	git := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "git", append([]string{"-C", p.Root}, args...)...)
+		cmd.Env = env
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return "", fmt.Errorf("seed %s: git %s: %v: %s", p.Root, args[0], err, bytes.TrimSpace(stderr.Bytes()))
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	// The host's index as the start (a copy: the host's is not written),
+	// so that add hashes only what changed since git last looked; else
+	// HEAD's tree.
+	if b, err := os.ReadFile(filepath.Join(p.Root, ".git", "index")); err == nil {
+		if err := os.WriteFile(filepath.Join(tmp, "index"), b, 0o600); err != nil {
+			return err
+		}
+	} else if p.Base != "" {
+		if _, err := git("read-tree", p.Base); err != nil {
+			return err
+		}
+	}
+	if _, err := git("add", "-A"); err != nil {
+		return err
+	}
+	tree, err := git("write-tree")
+	if err != nil {
+		return err
+	}
+	args := []string{"commit-tree", tree, "-m", "The working tree as banger seeded it\n\nThe host's uncommitted changes, on HEAD: vm diff --since-seed shows the VM's work since."}
+	if p.Base != "" {
+		args = append(args, "-p", p.Base)
+	}
+	if p.SeedCommit, err = git(args...); err != nil {
+		return err
+	}
+	ref := filepath.Join(tmp, "seed-ref")
+	if err := os.WriteFile(ref, []byte(p.SeedCommit+"\n"), 0o644); err != nil {
+		return err
+	}
+	return p.addOutside(objects, ".git/objects", ref)
+}
+
+// addOutside plans the loose objects under objects as entries under
+// into, and ref as the seed's ref, each read from where it is.
+func (p *Plan) addOutside(objects, into, ref string) error {
+	have := map[string]bool{}
+	for _, f := range p.Files {
+		have[f.Path] = true
+	}
+	dirs, err := os.ReadDir(objects)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	for _, d := range dirs {
+		if !d.IsDir() || len(d.Name()) != 2 {
+			continue // info/, pack/: a commit-tree writes loose objects only
+		}
+		files, err := os.ReadDir(filepath.Join(objects, d.Name()))
+		if err != nil {
+			return err
+		}
+		dir := into + "/" + d.Name()
+		if !have[dir] {
+			fi, err := os.Stat(filepath.Join(objects, d.Name()))
+			if err != nil {
+				return err
+			}
+			p.Files = append(p.Files, File{Path: dir, Info: fi, Src: filepath.Join(objects, d.Name())})
+			have[dir] = true
+		}
+		for _, f := range files {
+			src := filepath.Join(objects, d.Name(), f.Name())
+			fi, err := os.Lstat(src)
+			if err != nil || !fi.Mode().IsRegular() || have[dir+"/"+f.Name()] {
+				continue
+			}
+			p.push(dir+"/"+f.Name(), fi)
+			p.Files[len(p.Files)-1].Src = src
+		}
+	}
+	for _, d := range []string{".git/refs", ".git/refs/banger"} {
+		if !have[d] {
+			fi, err := os.Stat(filepath.Dir(ref))
+			if err != nil {
+				return err
+			}
+			p.Files = append(p.Files, File{Path: d, Info: fi, Src: filepath.Dir(ref)})
+		}
+	}
+	fi, err := os.Lstat(ref)
+	if err != nil {
+		return err
+	}
+	if have[seedRef] {
+		// A ref of that name in the host's repository: the seed's wins.
+		p.Files = slices.DeleteFunc(p.Files, func(f File) bool { return f.Path == seedRef })
+	}
+	p.push(seedRef, fi)
+	p.Files[len(p.Files)-1].Src = ref
+	return nil
 }
 
 func planDir(root string) (*Plan, error) {
@@ -217,7 +374,7 @@ func (p *Plan) CheckReadable() error {
 		if !f.Info.Mode().IsRegular() {
 			continue
 		}
-		fh, err := os.Open(filepath.Join(p.Root, filepath.FromSlash(f.Path)))
+		fh, err := os.Open(p.source(f))
 		if err != nil {
 			return fmt.Errorf("seed: cannot read %s: %w", f.Path, err)
 		}
@@ -241,8 +398,16 @@ func (p *Plan) Write(ctx context.Context, w io.Writer) error {
 	return tw.Close()
 }
 
+// source is where f's content is read from.
+func (p *Plan) source(f File) string {
+	if f.Src != "" {
+		return f.Src
+	}
+	return filepath.Join(p.Root, filepath.FromSlash(f.Path))
+}
+
 func (p *Plan) entry(tw *tar.Writer, f File) error {
-	full := filepath.Join(p.Root, filepath.FromSlash(f.Path))
+	full := p.source(f)
 	link := ""
 	if f.Info.Mode()&fs.ModeSymlink != 0 {
 		l, err := os.Readlink(full)
@@ -260,7 +425,13 @@ func (p *Plan) entry(tw *tar.Writer, f File) error {
 		hdr.Name += "/"
 	}
 	hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "", ""
+
 	hdr.Format = tar.FormatPAX
+	if f.Src != "" {
+		// Made for this seed, now: a fixed time keeps the fingerprint
+		// the files'.
+		hdr.ModTime = time.Unix(0, 0)
+	}
 	hdr.AccessTime, hdr.ChangeTime = hdr.ModTime, hdr.ModTime
 	if !f.Info.Mode().IsRegular() {
 		return tw.WriteHeader(hdr)

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -180,4 +181,109 @@ func TestLinkedWorktreeIsRefused(t *testing.T) {
 	if _, err := Find(context.Background(), wt); err == nil || !strings.Contains(err.Error(), "linked worktree") {
 		t.Errorf("err = %v", err)
 	}
+}
+
+// TestSeedCommit: the seed carries a commit of the working tree exactly
+// as seeded (the host's uncommitted and untracked changes on HEAD), its
+// objects and refs/banger/seed in the seeded .git; the host's repository
+// gains no object, ref or index change; two plans of the same files make
+// the same commit.
+func TestSeedCommit(t *testing.T) {
+	needGit(t)
+	dir := t.TempDir()
+	w := func(name, body string) { os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644) }
+	run(t, dir, "init", "-q", "-b", "main")
+	w("a.txt", "a1\n")
+	w(".gitignore", "*.log\n")
+	run(t, dir, "add", ".")
+	run(t, dir, "commit", "-q", "-m", "c")
+	w("a.txt", "a2 host's own, uncommitted\n")
+	w("new.txt", "untracked\n")
+	w("x.log", "ignored\n")
+	objectsBefore := countFiles(t, filepath.Join(dir, ".git", "objects"))
+	index, _ := os.ReadFile(filepath.Join(dir, ".git", "index"))
+
+	p, err := Find(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if len(p.SeedCommit) != 40 {
+		t.Fatalf("seed commit %q", p.SeedCommit)
+	}
+	if err := p.CheckReadable(); err != nil {
+		t.Fatalf("the seed commit's objects, read from where they were made: %v", err)
+	}
+	// The seed, unpacked as the guest's /work, holds the commit, whose
+	// tree is the working tree as seeded.
+	guest := t.TempDir()
+	var buf bytes.Buffer
+	if err := p.Write(context.Background(), &buf); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		dst := filepath.Join(guest, h.Name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			os.MkdirAll(dst, 0o755)
+		case tar.TypeReg:
+			os.MkdirAll(filepath.Dir(dst), 0o755)
+			b, _ := io.ReadAll(tr)
+			os.WriteFile(dst, b, os.FileMode(h.Mode))
+		}
+	}
+	ref, _ := os.ReadFile(filepath.Join(guest, ".git/refs/banger/seed"))
+	if strings.TrimSpace(string(ref)) != p.SeedCommit {
+		t.Errorf("refs/banger/seed holds %q, want %s", ref, p.SeedCommit)
+	}
+	files := testkit.Git(t, guest, "ls-tree", "-r", "--name-only", "refs/banger/seed")
+	if files != ".gitignore\na.txt\nnew.txt\n" {
+		t.Errorf("the seed commit holds %q", files)
+	}
+	if a := testkit.Git(t, guest, "show", "refs/banger/seed:a.txt"); a != "a2 host's own, uncommitted\n" {
+		t.Errorf("a.txt in the seed commit: %q", a)
+	}
+	if parent := testkit.Git(t, guest, "rev-parse", "refs/banger/seed^"); strings.TrimSpace(parent) != p.Base {
+		t.Errorf("the seed commit's parent %q, want HEAD %s", parent, p.Base)
+	}
+	// The host's repository is as it was.
+	if n := countFiles(t, filepath.Join(dir, ".git", "objects")); n != objectsBefore {
+		t.Errorf("the host's object store went from %d files to %d", objectsBefore, n)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dir, ".git", "index")); !bytes.Equal(after, index) {
+		t.Error("the host's index changed")
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".git/refs/banger")); err == nil {
+		t.Error("a ref was written in the host's repository")
+	}
+	// Same files, same commit.
+	p2, err := Find(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p2.Close()
+	if p2.SeedCommit != p.SeedCommit {
+		t.Errorf("two plans of the same files made commits %s and %s", p.SeedCommit, p2.SeedCommit)
+	}
+	tmp := p.tmp
+	p.Close()
+	if _, err := os.Stat(tmp); err == nil {
+		t.Error("Close left the seed commit's objects")
+	}
+}
+
+func countFiles(t *testing.T, dir string) int {
+	n := 0
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, _ error) error {
+		if d != nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
 }

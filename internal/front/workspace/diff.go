@@ -3,7 +3,9 @@ package workspace
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 
 	"github.com/banger-dev/banger/internal/front/gitwork"
 )
@@ -15,6 +17,9 @@ type DiffOptions struct {
 	Stat bool
 	// Color has git color its output, for a terminal.
 	Color bool
+	// SinceSeed shows only what changed in the VM since the seed: the
+	// host's own uncommitted work, seeded with it, is left out.
+	SinceSeed bool
 }
 
 // Diff prints the work in the VM name's /work since the seed: the commits
@@ -37,6 +42,9 @@ func (c *Client) Diff(ctx context.Context, name string, o DiffOptions) error {
 	if o.Color {
 		color = "--color=always"
 	}
+	if o.SinceSeed {
+		return c.diffSinceSeed(ctx, v.Name, v.Work.SeedCommit, w, color, o.Stat)
+	}
 	base := v.Work.Base
 	if base != "" && !w.HasCommit(ctx, base) {
 		fmt.Fprintf(c.log, "banger: the seed's base %.12s is gone from the guest's history (rewritten): showing all of it\n", base)
@@ -50,6 +58,34 @@ func (c *Client) Diff(ctx context.Context, name string, o DiffOptions) error {
 	}
 	if (w.Head == "" || w.Head == base) && !w.Dirty {
 		fmt.Fprintf(c.log, "no changes in vm %s since the seed\n", v.Name)
+	}
+	return nil
+}
+
+// diffSinceSeed prints what changed in the VM since the seed, committed
+// or not, against the commit of the working tree the seed carried. That
+// commit is named by the daemon's record, not by the guest: a guest that
+// changed the ref changes nothing, one that dropped the objects is
+// answered so.
+func (c *Client) diffSinceSeed(ctx context.Context, vm, seed string, w *gitwork.Work, color string, stat bool) error {
+	if seed == "" {
+		return fmt.Errorf("vm %s has no record of its seed's working tree (seeded from a plain directory, or by an older banger): --since-seed cannot tell its changes from the host's; use vm diff without it", vm)
+	}
+	if !w.HasCommit(ctx, seed) {
+		return fmt.Errorf("the seed's commit %.12s is gone from vm %s's repository (its objects were removed in the guest): use vm diff without --since-seed", seed, vm)
+	}
+	fmt.Fprintf(c.out, "# changes in vm %s since the seed (%.12s: the working tree as seeded, the host's uncommitted work included)\n", vm, seed)
+	args := []string{"diff", color, "--stat", "--patch", seed, w.Tip}
+	if stat {
+		args = []string{"diff", color, "--stat", seed, w.Tip}
+	}
+	var out strings.Builder
+	cmd := w.Cmd(ctx, io.MultiWriter(c.out, &out), c.log, args...)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("git diff: %w", err)
+	}
+	if out.Len() == 0 {
+		fmt.Fprintf(c.log, "no changes in vm %s since the seed\n", vm)
 	}
 	return nil
 }

@@ -37,6 +37,7 @@ func (c *Client) Seed(ctx context.Context, dir, disk string, onEvent func(api.Ev
 	if err != nil {
 		return "", err
 	}
+	defer plan.Close()
 	st, err := c.daemon.Status(ctx)
 	if err != nil {
 		return "", err
@@ -68,7 +69,7 @@ func (c *Client) sendSeed(ctx context.Context, plan *seed.Plan, disk string, onE
 	var s api.Seed
 	err := client.SendCounted(onEvent, "seed", plan.Bytes, pr, func(body io.Reader) error {
 		var err error
-		s, err = c.daemon.StageSeed(ctx, api.Work{Source: plan.Root, Base: plan.Base, Branch: plan.Branch}, disk, body)
+		s, err = c.daemon.StageSeed(ctx, api.Work{Source: plan.Root, Base: plan.Base, Branch: plan.Branch, SeedCommit: plan.SeedCommit}, disk, body)
 		return err
 	})
 	return s.ID, err

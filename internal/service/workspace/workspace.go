@@ -183,6 +183,9 @@ func checkMeta(m api.Work) error {
 	if m.Base != "" && !isHex(m.Base) {
 		return fmt.Errorf("seed base %q is not a commit id: %w", m.Base, errdefs.ErrInvalid)
 	}
+	if m.SeedCommit != "" && !isHex(m.SeedCommit) {
+		return fmt.Errorf("seed commit %q is not a commit id: %w", m.SeedCommit, errdefs.ErrInvalid)
+	}
 	return nil
 }
 

@@ -482,6 +482,10 @@ type Work struct {
 	Base string `json:"base,omitempty"`
 	// Branch is the branch checked out then, if any.
 	Branch string `json:"branch,omitempty"`
+	// SeedCommit is a commit of the working tree as it was seeded (the
+	// host's uncommitted changes on Base), which the seed carried into
+	// the guest's repository: vm diff --since-seed diffs against it.
+	SeedCommit string `json:"seed_commit,omitempty"`
 	// Fingerprint is the sha256 of the seed's tar stream: two seeds of
 	// the same files and modes have the same one.
 	Fingerprint string `json:"fingerprint"`

@@ -120,7 +120,7 @@ and 'vm start' lend them already; use this after changing a token.
 }
 
 func newVMDiff(a *app) *cobra.Command {
-	var stat bool
+	var stat, sinceSeed bool
 	cmd := &cobra.Command{
 		Use:   "diff NAME",
 		Short: "Show what changed in a VM's /work since it was seeded",
@@ -131,14 +131,24 @@ staged or not, new files included (as 'git diff --stat' and the patch).
 It works on a running VM and on a stopped one, whose work disk is read
 without booting it; nothing of the VM changes. Uncommitted changes are
 relative to the guest's HEAD, so what was uncommitted on the host when it
-was seeded shows too.`,
+was seeded shows too.
+
+--since-seed shows only what changed in the VM after it was seeded,
+committed or not, as one diff: the seed carried a commit of the working
+tree as it was (the host's uncommitted work included, refs/banger/seed in
+the guest), and the diff is against it. The daemon's record names that
+commit, so a guest that moves the ref changes nothing.`,
+		Example: `  banger vm diff web
+  banger vm diff web --stat
+  banger vm diff web --since-seed     # the agent's changes, not your own uncommitted ones`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.workspace().Diff(cmd.Context(), args[0], workspace.DiffOptions{Stat: stat, Color: a.stdoutIsTerminal()})
+			return a.workspace().Diff(cmd.Context(), args[0], workspace.DiffOptions{Stat: stat, Color: a.stdoutIsTerminal(), SinceSeed: sinceSeed})
 		},
 	}
 	cmd.Flags().BoolVar(&stat, "stat", false, "only the summary of uncommitted changes, no patch")
+	cmd.Flags().BoolVar(&sinceSeed, "since-seed", false, "only what changed in the VM since it was seeded, against the working tree as seeded (your own uncommitted work left out)")
 	return cmd
 }
 
