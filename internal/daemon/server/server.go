@@ -73,6 +73,7 @@ type VMs interface {
 	Egress(ctx context.Context, name string) (api.Egress, error)
 	Activity(ctx context.Context, name string, since time.Time) (api.ActivityReport, error)
 	RecordActivity(ctx context.Context, name string, req api.ActivityRequest) error
+	RootChanges(ctx context.Context, name string) (api.RootChanges, error)
 }
 
 // Seeds is what the API needs of the workspace service.
@@ -162,6 +163,7 @@ func (s *Server) Routes() []Route {
 		{"GET", p + "/vms/{name}/egress", s.vmEgress},
 		{"GET", p + "/vms/{name}/activity", s.vmActivity},
 		{"POST", p + "/vms/{name}/activity", s.recordActivity},
+		{"GET", p + "/vms/{name}/changes", s.rootChanges},
 		{"GET", p + "/snapshots", s.listSnapshots},
 		{"DELETE", p + "/snapshots/{name}", s.removeSnapshot},
 		{"GET", p + "/templates", s.listTemplates},

@@ -59,6 +59,15 @@ func (s *Server) vmActivity(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, rep)
 }
 
+func (s *Server) rootChanges(w http.ResponseWriter, r *http.Request) {
+	c, err := s.d.VMs.RootChanges(r.Context(), r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
+
 func (s *Server) recordActivity(w http.ResponseWriter, r *http.Request) {
 	var req api.ActivityRequest
 	if err := decode(r, &req); err != nil {

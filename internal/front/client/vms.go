@@ -56,6 +56,16 @@ func (c *Client) Activity(ctx context.Context, name, since string) (api.Activity
 	return rep, c.do(ctx, "GET", p, nil, &rep)
 }
 
+// RootChanges lists how a stopped VM's root disk differs from its image.
+func (c *Client) RootChanges(ctx context.Context, name string) (api.RootChanges, error) {
+	var rc api.RootChanges
+	p, err := vmPath(name, "/changes")
+	if err != nil {
+		return rc, err
+	}
+	return rc, c.do(ctx, "GET", p, nil, &rc)
+}
+
 // RecordActivity reports what this client did in a VM (commands, files)
 // for its record.
 func (c *Client) RecordActivity(ctx context.Context, name string, evs ...api.ActivityEvent) error {

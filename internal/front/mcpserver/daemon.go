@@ -146,6 +146,10 @@ func (r *Remote) Report(ctx context.Context, name, since string) (api.ActivityRe
 	return r.c.Activity(ctx, name, since)
 }
 
+func (r *Remote) RootChanges(ctx context.Context, name string) (api.RootChanges, error) {
+	return r.c.RootChanges(ctx, name)
+}
+
 // lockedWriter serializes writes: a verb's result and notes are one
 // writer here, and git writes both at once.
 type lockedWriter struct {

@@ -50,6 +50,8 @@ type Daemon interface {
 	Record(ctx context.Context, name string, ev api.ActivityEvent) error
 	// Report is a VM's activity record from since on ("" for all).
 	Report(ctx context.Context, name, since string) (api.ActivityReport, error)
+	// RootChanges is how a stopped VM's root disk differs from its image.
+	RootChanges(ctx context.Context, name string) (api.RootChanges, error)
 }
 
 // Seed asks for the checkout to be copied into a new VM's /work.

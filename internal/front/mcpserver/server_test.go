@@ -62,6 +62,10 @@ func (f *fakeDaemon) Record(ctx context.Context, name string, ev api.ActivityEve
 	return nil
 }
 
+func (f *fakeDaemon) RootChanges(ctx context.Context, name string) (api.RootChanges, error) {
+	return api.RootChanges{VM: name, Image: "img", Added: []api.FileChange{{Path: "root/outside.txt", Type: "file", Size: 8}}, Changed: []api.FileChange{}, Removed: []api.FileChange{}}, nil
+}
+
 func (f *fakeDaemon) Report(ctx context.Context, name, since string) (api.ActivityReport, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -323,7 +327,7 @@ func TestExecArgumentsAndErrors(t *testing.T) {
 	}
 	// The command is on the sandbox's activity record, and
 	// sandbox_report reads it back.
-	var rep api.ActivityReport
+	var rep Report
 	text, isErr = call(t, cs, "sandbox_report", map[string]any{"vm": "box"}, &rep)
 	if isErr || len(rep.Events) != 1 {
 		t.Fatalf("sandbox_report: %+v (%s)", rep, text)
@@ -332,8 +336,12 @@ func TestExecArgumentsAndErrors(t *testing.T) {
 		len(e.Argv) != 3 || e.Argv[0] != "sh" || !strings.Contains(e.Argv[2], "GREETING") || e.OutputBytes != int64(len(r.Stdout)+len(r.Stderr)) {
 		t.Errorf("the recorded command: %+v", e)
 	}
-	if !strings.Contains(text, "commands     1 run through banger, 1 failed") || !strings.Contains(text, "exec: sh -c") {
+	if !strings.Contains(text, "commands     1 run through banger, 1 failed") || !strings.Contains(text, "exec: sh -c") || rep.Changes != nil {
 		t.Errorf("sandbox_report's text: %s", text)
+	}
+	text, _ = call(t, cs, "sandbox_report", map[string]any{"vm": "box", "changes": true}, &rep)
+	if rep.Changes == nil || len(rep.Changes.Added) != 1 || !strings.Contains(text, "+ /root/outside.txt (file, 8 B)") {
+		t.Errorf("sandbox_report with changes: %+v\n%s", rep.Changes, text)
 	}
 	// The only sandbox in scope needs no name; the default directory is
 	// /work (where this host has none, cd says so).

@@ -616,23 +616,39 @@ func (s *Server) record(ctx context.Context, vm string, ev api.ActivityEvent) {
 // ReportArgs are sandbox_report's arguments.
 type ReportArgs struct {
 	VMArgs
-	Since string `json:"since,omitempty" jsonschema:"only what happened since: a duration back from now (30m, 2h) or an RFC 3339 time"`
+	Changes bool   `json:"changes,omitempty" jsonschema:"also list what differs on the sandbox's root disk from its image, outside /work (the sandbox must be stopped)"`
+	Since   string `json:"since,omitempty" jsonschema:"only what happened since: a duration back from now (30m, 2h) or an RFC 3339 time"`
 }
 
-func (s *Server) report(ctx context.Context, _ *mcp.CallToolRequest, in ReportArgs) (*mcp.CallToolResult, api.ActivityReport, error) {
+// Report is what sandbox_report returns.
+type Report struct {
+	api.ActivityReport
+	Changes *api.RootChanges `json:"changes,omitempty" jsonschema:"the root disk's changes, with changes"`
+}
+
+func (s *Server) report(ctx context.Context, _ *mcp.CallToolRequest, in ReportArgs) (*mcp.CallToolResult, Report, error) {
 	v, err := s.vm(ctx, in.VM)
 	if err != nil {
-		return fail[api.ActivityReport](err)
+		return fail[Report](err)
 	}
 	rep, err := s.d.Report(ctx, v.Name, in.Since)
 	if err != nil {
-		return fail[api.ActivityReport](err)
+		return fail[Report](err)
 	}
+	out := Report{ActivityReport: rep}
 	var b strings.Builder
 	report.Summary(&b, rep)
+	if in.Changes {
+		c, err := s.d.RootChanges(ctx, v.Name)
+		if err != nil {
+			return fail[Report](err)
+		}
+		out.Changes = &c
+		report.Changes(&b, c)
+	}
 	b.WriteString("\n")
 	report.Timeline(&b, rep, time.UTC)
-	return text("%s", b.String()), rep, nil
+	return text("%s", b.String()), out, nil
 }
 
 // ListArgs are sandbox_list_files' arguments.

@@ -168,3 +168,31 @@ func shellWords(argv []string) string {
 	}
 	return s
 }
+
+// listed bounds the paths Changes prints of each kind.
+const listed = 50
+
+// Changes says how a VM's root disk differs from its image.
+func Changes(w io.Writer, c api.RootChanges) {
+	fmt.Fprintf(w, "root disk outside /work, against image %s: %d added, %d changed, %d removed", c.Image, len(c.Added), len(c.Changed), len(c.Removed))
+	if c.Truncated {
+		fmt.Fprintf(w, " (each list stops at %d)", api.MaxRootChanges)
+	}
+	fmt.Fprintln(w)
+	for _, l := range []struct {
+		mark string
+		list []api.FileChange
+	}{{"+", c.Added}, {"~", c.Changed}, {"-", c.Removed}} {
+		for i, f := range l.list {
+			if i == listed {
+				fmt.Fprintf(w, "  %s ... %d more\n", l.mark, len(l.list)-listed)
+				break
+			}
+			size := f.Size
+			if l.mark == "-" {
+				size = f.Was
+			}
+			fmt.Fprintf(w, "  %s /%s (%s, %s)\n", l.mark, f.Path, f.Type, humanize.IBytes(uint64(max(size, 0))))
+		}
+	}
+}

@@ -120,3 +120,29 @@ func ParseSince(s string, now time.Time) (time.Time, error) {
 	}
 	return now.Add(-d), nil
 }
+
+// RootChanges is how a stopped VM's root disk differs from its image
+// (GET /v1/vms/{name}/changes): files added, changed and removed outside
+// /work, read in the sandbox as any disk a guest wrote is.
+type RootChanges struct {
+	VM    string `json:"vm"`
+	Image string `json:"image"`
+	// Added, Changed and Removed are paths (no leading slash), at most
+	// MaxRootChanges of each; Truncated says some were left out.
+	Added     []FileChange `json:"added"`
+	Changed   []FileChange `json:"changed"`
+	Removed   []FileChange `json:"removed"`
+	Truncated bool         `json:"truncated,omitempty"`
+}
+
+// FileChange is one path that differs: its type ("file", "dir",
+// "symlink", "other") and size in the VM (Size) and in the image (Was).
+type FileChange struct {
+	Path string `json:"path"`
+	Type string `json:"type"`
+	Size int64  `json:"size"`
+	Was  int64  `json:"was,omitempty"`
+}
+
+// MaxRootChanges bounds each list of a RootChanges.
+const MaxRootChanges = 1000

@@ -16,6 +16,7 @@ import (
 
 func newVMReport(a *app) *cobra.Command {
 	var output, since string
+	var changes bool
 	cmd := &cobra.Command{
 		Use:   "report NAME",
 		Short: "Show what was done in a VM: commands, files, lookups, connections, secrets, its life",
@@ -32,10 +33,17 @@ and each attempt to send its placeholder elsewhere; and the VM's life
 
 The counts come first, then the timeline; -o json has every event. The
 record is bounded (activity_events in the daemon's config, 10000 per VM):
-past it the oldest events go, and the report says how many.`,
+past it the oldest events go, and the report says how many.
+
+--changes adds what differs on the VM's root disk from its image, outside
+/work: files added, changed and removed. The VM must be stopped; both disks
+are read in the daemon's sandbox, as any disk a guest wrote is (seconds for
+a small image, longer for a large one). With -o json the report is
+{"activity": ..., "changes": ...}.`,
 		Example: `  banger vm report web
   banger vm report web --since 30m
-  banger vm report web -o json | jq '.events[] | select(.kind == "command")'`,
+  banger vm report web -o json | jq '.events[] | select(.kind == "command")'
+  banger vm stop web && banger vm report web --changes`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: a.CompleteVMs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -46,10 +54,27 @@ past it the oldest events go, and the report says how many.`,
 			if err != nil {
 				return err
 			}
+			var rc *api.RootChanges
+			if changes {
+				c, err := a.Client().RootChanges(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				rc = &c
+			}
 			if output == "json" {
+				if rc != nil {
+					return clikit.PrintJSON(a.Stdout, struct {
+						Activity api.ActivityReport `json:"activity"`
+						Changes  *api.RootChanges   `json:"changes"`
+					}{rep, rc})
+				}
 				return clikit.PrintJSON(a.Stdout, rep)
 			}
 			report.Summary(a.Stdout, rep)
+			if rc != nil {
+				report.Changes(a.Stdout, *rc)
+			}
 			if len(rep.Events) > 0 {
 				fmt.Fprintln(a.Stdout)
 				report.Timeline(a.Stdout, rep, time.Local)
@@ -57,6 +82,7 @@ past it the oldest events go, and the report says how many.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&changes, "changes", false, "add what differs on the root disk from the image, outside /work (the VM must be stopped)")
 	cmd.Flags().StringVar(&since, "since", "", "only what happened since: a duration back from now (30m, 2h) or an RFC 3339 time")
 	clikit.OutputFlag(cmd, &output)
 	return cmd
