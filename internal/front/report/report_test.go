@@ -1,0 +1,52 @@
+package report
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/banger-dev/banger/internal/wire/api"
+)
+
+func TestLine(t *testing.T) {
+	zero, one := 0, 1
+	uid := uint32(1000)
+	at := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		ev   api.ActivityEvent
+		want string
+	}{
+		{api.ActivityEvent{Kind: api.ActCommand, Action: "exec", Argv: []string{"sh", "-c", "git status; echo 'x'"}, Exit: &zero, DurationMS: 1500, OutputBytes: 2048},
+			`exec: sh -c 'git status; echo '\''x'\''' → exit 0, 1.5s, 2.0 KiB of output`},
+		{api.ActivityEvent{Kind: api.ActCommand, Action: "ssh"}, "ssh: interactive shell, 0s, 0 B of output"},
+		{api.ActivityEvent{Kind: api.ActCommand, Action: "run", Argv: []string{"false"}, Exit: &one, Detail: "x"}, "run: false → exit 1, 0s, 0 B of output: x"},
+		{api.ActivityEvent{Kind: api.ActFile, Action: "write", Path: "/root/a", Bytes: 10}, "write /root/a (10 B)"},
+		{api.ActivityEvent{Kind: api.ActFile, Action: "lend", Names: []string{"$GH_TOKEN", "~/.gitconfig"}}, "lend: $GH_TOKEN, ~/.gitconfig"},
+		{api.ActivityEvent{Kind: api.ActLookup, Action: "refused", Host: "b.test", Count: 3, Last: at}, "b.test refused ×3 (last 03:00:00)"},
+		{api.ActivityEvent{Kind: api.ActConnection, Action: "allowed", Addr: "a.test:443"}, "a.test:443 allowed"},
+		{api.ActivityEvent{Kind: api.ActSecret, Action: "use", Secret: "gh", Method: "GET", Host: "api.github.com", URL: "/user"}, "gh use: GET api.github.com/user"},
+		{api.ActivityEvent{Kind: api.ActLifecycle, Action: "stop", UID: &uid}, "stop"},
+	} {
+		if got := Line(c.ev); got != c.want {
+			t.Errorf("Line(%+v) =\n  %q, want\n  %q", c.ev, got, c.want)
+		}
+	}
+}
+
+func TestSummaryCounts(t *testing.T) {
+	zero, two := 0, 2
+	rep := api.ActivityReport{VM: "web", Dropped: 5, Events: []api.ActivityEvent{
+		{Kind: api.ActCommand, Exit: &zero}, {Kind: api.ActCommand, Exit: &two}, {Kind: api.ActCommand}, // no exit: it failed to run
+		{Kind: api.ActLookup, Action: "allowed"}, {Kind: api.ActLookup, Action: "refused"},
+		{Kind: api.ActSecret, Action: "use", Count: 7}, {Kind: api.ActSecret, Action: "attempt"},
+		{Kind: api.ActFile, Action: "write"}, {Kind: api.ActFile, Action: "seed"},
+	}}
+	var b strings.Builder
+	Summary(&b, rep)
+	for _, want := range []string{"vm web: 9 events since its beginning (5 older ones dropped", "commands     3 run through banger, 2 failed",
+		"lookups      1 names allowed, 1 refused", "secrets      7 uses, 1 attempts", "1 written into the VM, 0 read from it, 1 seeds"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, b.String())
+		}
+	}
+}
