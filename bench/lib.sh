@@ -85,3 +85,45 @@ small_image() {
 	mkfs.ext4 -q -d "$img" "$img.ext4" 64M
 	$B image register "$1" --rootfs "$img.ext4" --kernel k >/dev/null 2>&1
 }
+
+# secrets_netns NS OUT builds the secrets benchmarks' network: namespace
+# NS (the daemons') and OUT (bench/secretsd at $SERVER: HTTPS and DNS for
+# api.bench, its CA in $WORK/ca.pem) joined by a veth pair, NS routed
+# through OUT. Needs $WORK/secretsd; sets SRV to the server's pid. The
+# caller deletes the namespaces and ends SRV.
+secrets_netns() {
+	local ns=$1 out=$2
+	echo "== namespaces $ns (the daemons) and $out (api.bench at $SERVER)"
+	ip netns add "$ns"
+	ip netns add "$out"
+	ip -n "$ns" link set lo up
+	ip -n "$out" link set lo up
+	ip -n "$ns" link add bsec0 type veth peer name bsec1 netns "$out"
+	ip -n "$ns" addr add 198.18.0.1/24 dev bsec0
+	ip -n "$ns" link set bsec0 up
+	ip -n "$out" addr add "$SERVER/24" dev bsec1
+	ip -n "$out" link set bsec1 up
+	ip -n "$ns" route add default via "$SERVER"
+	ip netns exec "$out" "$WORK/secretsd" -addr "$SERVER" -name api.bench -ca "$WORK/ca.pem" >>"$WORK/daemon.log" 2>&1 &
+	SRV=$!
+	for _ in $(seq 100); do [ -s "$WORK/ca.pem" ] && break; sleep 0.05; done
+}
+
+# curl_image DIR [SRC:DEST]... makes DIR.ext4: busybox, curl and the
+# libraries it links, the guest agent, and each SRC at /DEST.
+curl_image() {
+	local img=$1 extra
+	shift
+	echo "== an image of busybox, curl and the libraries it links"
+	mkdir -p "$img/bin" "$img/etc" "$img/.banger" "$img"/{dev,proc,sys,run,tmp,root}
+	cp "$(command -v busybox)" "$img/bin/busybox"
+	for c in sh true cat seq sed; do ln -s busybox "$img/bin/$c"; done
+	for f in /usr/bin/curl $(ldd /usr/bin/curl | grep -o '/[^ ]*'); do
+		mkdir -p "$img$(dirname "$f")"
+		cp -L "$f" "$img$f"
+	done
+	cp "$WORK/banger-agent" "$img/.banger/init"
+	echo 'root:x:0:0:root:/root:/bin/sh' > "$img/etc/passwd"
+	for extra in "$@"; do cp "${extra%%:*}" "$img/${extra#*:}"; done
+	mkfs.ext4 -q -d "$img" "$img.ext4" 256M
+}

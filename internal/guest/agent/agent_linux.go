@@ -190,31 +190,7 @@ func RootStage() error {
 	if b, err := os.ReadFile("/etc/hostname"); err == nil {
 		unix.Sethostname([]byte(strings.TrimSpace(string(b))))
 	}
-	// root's home: images without one (busybox) still get a working
-	// directory for commands and a place for copies.
-	os.MkdirAll("/root", 0o700)
-	b, _ := os.ReadFile("/proc/cmdline")
-	cmd := ParseCmdline(string(b))
-	if name := cmd.Params[guestproto.ParamName]; name != "" {
-		unix.Sethostname([]byte(name))
-	}
-	if dev := cmd.Params[guestproto.ParamWork]; dev != "" {
-		// Mounted before the ready line, so that the first command sees
-		// it; the device may still be probing.
-		if err := mountWork(dev); err != nil {
-			fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
-		}
-	}
-	nw, err := NetworkFromCmdline(cmd)
-	if err == nil {
-		err = nw.Up()
-	}
-	if err == nil {
-		err = nw.WriteResolver("/etc/resolv.conf")
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "banger-agent: network: %v\n", err)
-	}
+	cmd := bringUp()
 	r := newReaper()
 	if err := startSSH(cmd, r, func() { unix.Kill(1, unix.SIGTERM) }); err != nil {
 		fmt.Fprintf(os.Stderr, "banger-agent: ssh: %v\n", err)
@@ -237,6 +213,39 @@ func RootStage() error {
 		}
 	}
 	return nil
+}
+
+// bringUp does what the guest needs under either init, from the kernel
+// command line it returns: root's home, the hostname, the work disk and
+// the network.
+func bringUp() Cmdline {
+	// root's home: images without one (busybox) still get a working
+	// directory for commands and a place for copies.
+	os.MkdirAll("/root", 0o700)
+	b, _ := os.ReadFile("/proc/cmdline")
+	cmd := ParseCmdline(string(b))
+	if name := cmd.Params[guestproto.ParamName]; name != "" {
+		unix.Sethostname([]byte(name))
+	}
+	// An agent systemd restarted finds its work disk mounted.
+	if dev := cmd.Params[guestproto.ParamWork]; dev != "" && !mounted(guestproto.WorkDir) {
+		// Mounted before the ready line, so that the first command sees
+		// it; the device may still be probing.
+		if err := mountWork(dev); err != nil {
+			fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
+		}
+	}
+	nw, err := NetworkFromCmdline(cmd)
+	if err == nil {
+		err = nw.Up()
+	}
+	if err == nil {
+		err = nw.WriteResolver("/etc/resolv.conf")
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "banger-agent: network: %v\n", err)
+	}
+	return cmd
 }
 
 // shutdown ends every process (SIGTERM, up to 2s, then SIGKILL), then

@@ -105,27 +105,7 @@ func ServiceStage() error {
 	// The console, not the journal: the host reads the ready line there.
 	console()
 	setupModules()
-	os.MkdirAll("/root", 0o700)
-	b, _ := os.ReadFile("/proc/cmdline")
-	cmd := ParseCmdline(string(b))
-	if name := cmd.Params[guestproto.ParamName]; name != "" {
-		unix.Sethostname([]byte(name))
-	}
-	if dev := cmd.Params[guestproto.ParamWork]; dev != "" && !mounted(guestproto.WorkDir) {
-		if err := mountWork(dev); err != nil {
-			fmt.Fprintf(os.Stderr, "banger-agent: %v\n", err)
-		}
-	}
-	nw, err := NetworkFromCmdline(cmd)
-	if err == nil {
-		err = nw.Up()
-	}
-	if err == nil {
-		err = nw.WriteResolver("/etc/resolv.conf")
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "banger-agent: network: %v\n", err)
-	}
+	cmd := bringUp()
 	r := newReaper()
 	// The reaper takes every child's status: set up before the first
 	// child (systemctl, a session) starts.
