@@ -39,9 +39,13 @@ DAEMONS=(on off)
 inns() { ip netns exec "$NS" "$@"; }
 B() { local d=$1; shift; BANGER_SOCKET=$WORK/$d.sock inns "$WORK/banger" "$@"; }
 cleanup_more() {
+	local pid
 	for d in "${DAEMONS[@]}"; do
 		B "$d" vm rm -f px >/dev/null 2>&1 || true
-		[ -f "$WORK/$d.pid" ] && kill "$(cat "$WORK/$d.pid")" 2>/dev/null || true
+		[ -f "$WORK/$d.pid" ] || continue
+		pid=$(cat "$WORK/$d.pid")
+		kill "$pid" 2>/dev/null || true
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	done
 	[ -n "${SRV:-}" ] && kill "$SRV" 2>/dev/null || true
 	ip netns del "$NS" 2>/dev/null || true
@@ -60,7 +64,9 @@ for d in "${DAEMONS[@]}"; do
 	events=10000
 	[ "$d" = off ] && events=0
 	printf 'default_kernel_name = "k"\ndefault_cpus = 1\ndefault_memory_mib = 256\nuser_net = "passt"\nguard_host = false\ndns_upstream = "%s"\nproxy_ca_files = ["%s"]\nactivity_events = %d\n' "$SERVER" "$WORK/ca.pem" "$events" > "$WORK/$d.toml"
-	inns "$WORK/banger" daemon --state-dir "$WORK/$d.state" --socket "$WORK/$d.sock" --config "$WORK/$d.toml" >>"$WORK/daemon.log" 2>&1 &
+	# ip netns exec execs the daemon: $! is its pid, which cleanup ends
+	# (a shell function run in the background would be a subshell's).
+	ip netns exec "$NS" "$WORK/banger" daemon --state-dir "$WORK/$d.state" --socket "$WORK/$d.sock" --config "$WORK/$d.toml" >>"$WORK/daemon.log" 2>&1 &
 	echo $! > "$WORK/$d.pid"
 	for _ in $(seq 100); do B "$d" status >/dev/null 2>&1 && break; sleep 0.05; done
 	B "$d" kernel import k --deb "$DEB" >/dev/null 2>&1
