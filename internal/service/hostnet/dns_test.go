@@ -79,18 +79,11 @@ func TestResolver(t *testing.T) {
 		log: slog.New(slog.DiscardHandler), upstream: up,
 		public: publicFilter{subnet: netip.MustParsePrefix("10.213.0.0/24"), own: func() ([]netip.Addr, error) { return nil, nil }},
 	}
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := &syncHandler{h: h}
-	srv := &dns.Server{PacketConn: pc, Handler: sh}
-	go srv.ActivateAndServe()
-	defer srv.Shutdown()
+	sh, addr := serveResolver(t, h)
 	ask := func(name string) (int, []string) {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
-		r, err := sh.exchange(m, pc.LocalAddr().String())
+		r, err := sh.exchange(m, addr)
 		if err != nil {
 			t.Fatalf("ask %s: %v", name, err)
 		}
@@ -183,14 +176,7 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 			},
 		},
 	}
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := &syncHandler{h: h}
-	srv := &dns.Server{PacketConn: pc, Handler: sh}
-	go srv.ActivateAndServe()
-	defer srv.Shutdown()
+	sh, addr := serveResolver(t, h)
 	for _, tt := range []struct {
 		name string
 		open []string
@@ -215,7 +201,7 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 			logMu.Unlock()
 			m := new(dns.Msg)
 			m.SetQuestion(tt.name+".", dns.TypeA)
-			r, err := sh.exchange(m, pc.LocalAddr().String())
+			r, err := sh.exchange(m, addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -250,7 +236,7 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 	allowed = nil
 	m := new(dns.Msg)
 	m.SetQuestion("bench.test.", dns.TypeA)
-	if r, err := sh.exchange(m, pc.LocalAddr().String()); err != nil || r.Rcode != dns.RcodeServerFailure || len(allowed) != 0 {
+	if r, err := sh.exchange(m, addr); err != nil || r.Rcode != dns.RcodeServerFailure || len(allowed) != 0 {
 		t.Errorf("without the host's addresses: %v, %v, opened %v; want SERVFAIL, nothing opened", r, err, allowed)
 	}
 }
@@ -260,6 +246,21 @@ func TestResolverOpensOnlyPublicAddresses(t *testing.T) {
 // before it runs, what the handler records is recorded before the test
 // reads it. (The exchange is that order already, but over a socket, which
 // the race detector cannot see.)
+// serveResolver serves h on 127.0.0.1 (UDP) until the test ends, and
+// returns its handler, to ask through, and its address.
+func serveResolver(t *testing.T, h dns.Handler) (*syncHandler, string) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &syncHandler{h: h}
+	srv := &dns.Server{PacketConn: pc, Handler: sh}
+	go srv.ActivateAndServe()
+	t.Cleanup(func() { srv.Shutdown() })
+	return sh, pc.LocalAddr().String()
+}
+
 type syncHandler struct {
 	mu sync.Mutex
 	h  dns.Handler
@@ -318,18 +319,11 @@ func TestResolverRecordsActivity(t *testing.T) {
 			got = append(got, vm+" "+ev.Kind+" "+ev.Action+" "+ev.Host+" "+ev.Via)
 		},
 	}
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := &syncHandler{h: h}
-	srv := &dns.Server{PacketConn: pc, Handler: sh}
-	go srv.ActivateAndServe()
-	defer srv.Shutdown()
+	sh, addr := serveResolver(t, h)
 	for _, name := range []string{"a.test.", "B.Test.", "a.test."} {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeA)
-		if _, err := sh.exchange(m, pc.LocalAddr().String()); err != nil {
+		if _, err := sh.exchange(m, addr); err != nil {
 			t.Fatal(err)
 		}
 	}
