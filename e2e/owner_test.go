@@ -273,6 +273,7 @@ func TestOwners(t *testing.T) {
 			{"vm", "pull", "a1"},
 			{"vm", "logs", "a1"},
 			{"vm", "report", "a1"},
+			{"vm", "report", "a1", "--changes"},
 			{"vm", "authsync", "a1"},
 			{"vm", "run", "--from-snapshot", "snap-a", "--name", "bobs-fork", "--", "true"},
 			{"vm", "snapshot", "rm", "snap-a"},

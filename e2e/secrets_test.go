@@ -553,6 +553,34 @@ func activityRecord(t *testing.T, e *env, sh func(vm, script string) string, tok
 		t.Errorf("vm report does not say it dropped events:\n%s", tail(text, 5))
 	}
 	e.mustBanger("vm", "rm", "-f", "r2")
+
+	// What a guest sends through the proxy goes on the record bounded,
+	// and reaches the reader's terminal escaped: a 4 KiB URL path with
+	// an escape sequence in it.
+	e.mustBanger("vm", "run", "--name", "r3", "--image", "tools", "--no-workdir", "--secret", "tok", "--", "true")
+	if out, errOut, code := e.banger("vm", "exec", "r3", "--", "sh", "-c", `curl -sS -H "Authorization: Bearer $TOK" "https://api.test/%1b%5b2J%1b%5d0;owned%07$(head -c 4000 /dev/zero | tr '\0' a)"`); code != 0 {
+		t.Fatalf("curl a hostile path: exit %d\n%s%s", code, out, errOut)
+	}
+	var hostile api.ActivityReport
+	if err := json.Unmarshal([]byte(e.mustBanger("vm", "report", "r3", "-o", "json")), &hostile); err != nil {
+		t.Fatal(err)
+	}
+	used := false
+	for _, ev := range hostile.Events {
+		if ev.Kind == api.ActSecret {
+			used = true
+			if len(ev.URL) > 1024 || !strings.HasPrefix(ev.URL, "/\x1b[2J") {
+				t.Errorf("the hostile path recorded as %d bytes: %.40q", len(ev.URL), ev.URL)
+			}
+		}
+	}
+	if !used {
+		t.Error("the secret's use with a hostile path is not on the record")
+	}
+	if text := e.mustBanger("vm", "report", "r3"); strings.ContainsAny(text, "\x1b\x07") || !strings.Contains(text, `\x1b[2J`) {
+		t.Errorf("vm report passes the guest's control characters to the terminal:\n%.300q", text)
+	}
+	e.mustBanger("vm", "rm", "-f", "r3")
 }
 
 // floodBound is TestSecrets' daemon's activity_events: small, so that a

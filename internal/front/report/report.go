@@ -8,6 +8,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/dustin/go-humanize"
 
@@ -149,7 +151,30 @@ func Line(e api.ActivityEvent) string {
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}
-	return s
+	return printable(s)
+}
+
+// printable shows s with its control characters and invalid bytes
+// escaped: a record holds what a guest sent (a URL path, a host, a file
+// name), and a terminal, or git log showing a note, must not take an
+// escape sequence in it for one.
+func printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unicode.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		case r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // shellWords joins argv as a shell would read it back.
@@ -192,7 +217,7 @@ func Changes(w io.Writer, c api.RootChanges) {
 			if l.mark == "-" {
 				size = f.Was
 			}
-			fmt.Fprintf(w, "  %s /%s (%s, %s)\n", l.mark, f.Path, f.Type, humanize.IBytes(uint64(max(size, 0))))
+			fmt.Fprintf(w, "  %s /%s (%s, %s)\n", l.mark, printable(f.Path), f.Type, humanize.IBytes(uint64(max(size, 0))))
 		}
 	}
 }

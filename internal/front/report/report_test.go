@@ -50,3 +50,21 @@ func TestSummaryCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestGuestTextIsShownNotObeyed: what a guest sent (a URL path with an
+// escape sequence, a file name with a newline, bytes that are not UTF-8)
+// reaches the reader's terminal escaped, never as control characters.
+func TestGuestTextIsShownNotObeyed(t *testing.T) {
+	ev := api.ActivityEvent{Kind: api.ActSecret, Action: "attempt", Secret: "tok", Method: "GET", Host: "api.test",
+		URL: "/\x1b[2J\x1b]0;owned\x07\xff\u202e", Detail: "line\nbreak"}
+	got := Line(ev)
+	want := `tok attempt: GET api.test/\x1b[2J\x1b]0;owned\x07\xff\u202e: line\x0abreak`
+	if got != want {
+		t.Errorf("Line =\n  %q, want\n  %q", got, want)
+	}
+	var b strings.Builder
+	Changes(&b, api.RootChanges{Image: "img", Added: []api.FileChange{{Path: "root/\x1b[31mred\nx", Type: "file"}}})
+	if strings.ContainsAny(b.String(), "\x1b") || !strings.Contains(b.String(), `+ /root/\x1b[31mred\x0ax (file`) {
+		t.Errorf("Changes:\n%q", b.String())
+	}
+}

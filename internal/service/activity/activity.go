@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -117,6 +119,7 @@ func (r *Recorder) Record(vm string, ev api.ActivityEvent) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
+	clip(&ev)
 	select {
 	case r.queue <- item{vm: vm, ev: ev}:
 	default:
@@ -124,6 +127,51 @@ func (r *Recorder) Record(vm string, ev api.ActivityEvent) {
 		r.dropped[vm]++
 		r.mu.Unlock()
 	}
+}
+
+// Bounds of one event's strings. The record's bound counts events; these
+// bound their bytes, so that a guest's 1 MiB URL path, or a client's
+// megabyte of argv, cannot make 10000 events gigabytes.
+const (
+	maxField = 512  // a host, address, URL path, directory...
+	maxArgv  = 4096 // all of a command's arguments together
+	maxNames = 64   // lent or given names
+)
+
+// clip cuts ev's strings to their bounds, marking each cut with "…".
+func clip(ev *api.ActivityEvent) {
+	// The caller's slices are its own.
+	ev.Names, ev.Argv = slices.Clone(ev.Names), slices.Clone(ev.Argv)
+	for _, f := range []*string{&ev.Host, &ev.Addr, &ev.Secret, &ev.Method, &ev.URL, &ev.Path, &ev.Dir, &ev.Detail} {
+		*f = cut(*f, maxField)
+	}
+	if len(ev.Names) > maxNames {
+		ev.Names = append(ev.Names[:maxNames:maxNames], "…")
+	}
+	for i := range ev.Names {
+		ev.Names[i] = cut(ev.Names[i], maxField)
+	}
+	budget := maxArgv
+	for i, a := range ev.Argv {
+		if budget <= 0 {
+			ev.Argv = append(ev.Argv[:i:i], "…")
+			break
+		}
+		ev.Argv[i] = cut(a, budget)
+		budget -= len(ev.Argv[i])
+	}
+}
+
+// cut is s in at most n bytes, on a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n -= len("…")
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:max(n, 0)] + "…"
 }
 
 // Flush returns once every event recorded before the call is in the

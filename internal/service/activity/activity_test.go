@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/banger-dev/banger/internal/store"
 	"github.com/banger-dev/banger/internal/wire/api"
@@ -438,5 +439,34 @@ func BenchmarkRecord(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestClip: an event's strings are bounded whatever sends them (a
+// guest's URL path, a client's argv), cut on a rune boundary and marked,
+// and the caller's slices are left as they were.
+func TestClip(t *testing.T) {
+	argv := []string{"sh", "-c", strings.Repeat("é", 5000)}
+	ev := api.ActivityEvent{Kind: api.ActSecret, URL: "/" + strings.Repeat("a", 1<<20), Host: "api.test", Argv: argv,
+		Names: make([]string, 100)}
+	clip(&ev)
+	if len(ev.URL) > maxField || !strings.HasSuffix(ev.URL, "…") || ev.Host != "api.test" {
+		t.Errorf("URL clipped to %d bytes (%q...), host %q", len(ev.URL), ev.URL[:10], ev.Host)
+	}
+	total := 0
+	for _, a := range ev.Argv {
+		total += len(a)
+		if !utf8.ValidString(a) {
+			t.Errorf("an argument cut inside a rune")
+		}
+	}
+	if total > maxArgv+len("…") || ev.Argv[0] != "sh" || !strings.HasSuffix(ev.Argv[2], "…") {
+		t.Errorf("argv clipped to %d bytes: %q...", total, ev.Argv[:2])
+	}
+	if len(ev.Names) != maxNames+1 || ev.Names[maxNames] != "…" {
+		t.Errorf("%d names kept", len(ev.Names))
+	}
+	if len(argv[2]) != 10000 {
+		t.Error("clip changed the caller's argv")
 	}
 }
