@@ -131,15 +131,8 @@ func checkReported(ev *api.ActivityEvent, created time.Time) error {
 	// client's to say.
 	*ev = api.ActivityEvent{Time: ev.Time, Kind: ev.Kind, Action: ev.Action, Via: ev.Via,
 		Argv: ev.Argv, Dir: ev.Dir, Exit: ev.Exit, DurationMS: ev.DurationMS, OutputBytes: ev.OutputBytes, TTY: ev.TTY,
-		Path: ev.Path, Bytes: ev.Bytes, Detail: truncate(ev.Detail, maxReportedText)}
+		Path: ev.Path, Bytes: ev.Bytes, Detail: ev.Detail}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }
 
 // recordCreate begins a new VM's record: what it was made of, and the
